@@ -1,0 +1,63 @@
+"""Our own error types. The engine never sees paramiko or botocore exceptions.
+
+Each error carries the documented exit code it maps to.
+"""
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_PARTIAL = 3
+EXIT_REFUSED = 4
+EXIT_LOCKED = 5
+
+
+class ReconcileError(Exception):
+    exit_code = EXIT_ERROR
+
+
+class ConfigError(ReconcileError):
+    """bad input from the user: a wrong url, flag, credential or host key."""
+
+    exit_code = EXIT_USAGE
+
+
+class AuthError(ConfigError):
+    pass
+
+
+class SafetyRefusal(ReconcileError):
+    exit_code = EXIT_REFUSED
+
+
+class LockBusy(ReconcileError):
+    exit_code = EXIT_LOCKED
+
+
+class RemoteError(ReconcileError):
+    pass
+
+
+class NotFound(RemoteError):
+    pass
+
+
+class NotSupported(RemoteError):
+    pass
+
+
+class Transient(RemoteError):
+    """worth retrying: connection lost, timeout, throttling."""
+
+    exit_code = EXIT_PARTIAL
+
+
+class Unreachable(Transient):
+    """the remote could not be reached at all (dns, refused, timeout)."""
+
+
+class Permanent(RemoteError):
+    pass
+
+
+class SourceChanged(ReconcileError):
+    """a local file changed while we read it; left for the next run."""

@@ -1,0 +1,112 @@
+"""The small interface every remote implements (local.py, sftp.py, s3.py).
+
+Paths given to a remote are relative POSIX paths under its root, never empty
+for files, never starting with '/', never containing '..' components.
+Methods may be called from several threads at once: a remote keeps whatever
+per-thread connections it needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Protocol
+
+from reconcile.entry import Entry
+
+# called with the number of new bytes sent, for progress bars and --bwlimit.
+Progress = Callable[[int], None]
+# called with remote-specific resume state (bytes confirmed, an UploadId...),
+# which the journal persists and hands back to upload() on the next run.
+Checkpoint = Callable[[dict], None]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    server_move: bool = True  # move(src, dst) for files without re-sending data
+    dir_move: bool = True  # move(src, dst) of a whole directory in one request
+    server_copy: bool = False
+    empty_dirs: bool = True  # directories exist on their own (not on S3)
+    case_insensitive: bool = False
+    mtime_precision_ns: int = 1  # 1_000_000_000 on SFTP
+    symlinks: bool = False
+
+
+@dataclass
+class RemoteOptions:
+    """Everything a remote may need, from flags or the config file.
+
+    Secrets are never stored here: they come from the environment or agents.
+    """
+
+    transfers: int | None = None  # parallel transfers; None: the remote's default
+    state_dir: str | None = None  # private folder a remote may keep records in
+    retry_for: float = 300.0
+    # sftp
+    ssh_key: str | None = None
+    known_hosts: str | None = None
+    accept_new_host_key: bool = False
+    # s3
+    s3_endpoint: str | None = None
+    profile: str | None = None
+    storage_class: str | None = None
+    sse: str | None = None
+    sse_kms_key_id: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class Remote(Protocol):
+    url: str  # for display: never holds a secret
+    capabilities: Capabilities
+
+    def list(self) -> Iterator[Entry]:
+        """Every entry under the root (files and directories, not the root),
+        in entry.sort_key order, hiding our own temp names (entry.TEMP_MARK).
+
+        Raises NotFound when the root itself does not exist.
+        """
+
+    def stat(self, path: str) -> Entry | None:
+        """The entry at path, or None."""
+
+    def upload(
+        self,
+        local_path: str,
+        path: str,
+        entry: Entry,
+        progress: Progress | None = None,
+        resume: dict | None = None,
+        checkpoint: Checkpoint | None = None,
+    ) -> Entry:
+        """Send local_path to path, creating parents. Never visible under its
+        real name until complete (temp name, then rename). Sets the remote
+        mtime to entry.mtime_ns and stores entry.hash where the remote can.
+        Returns the entry as now on the remote.
+        """
+
+    def mkdir(self, path: str) -> None:
+        """Create a directory and its parents; an existing one is fine."""
+
+    def move(self, src: str, dst: str) -> None:
+        """Server-side rename of a file or a directory; creates dst's parents;
+        replaces an existing file at dst. Raises NotSupported where absent,
+        NotFound when src is missing.
+        """
+
+    def delete(self, path: str) -> None:
+        """Remove one file; a missing one is fine."""
+
+    def rmdir(self, path: str) -> None:
+        """Remove an empty directory; a missing one is fine."""
+
+    def download(
+        self, path: str, local_path: str, progress: Progress | None = None, offset: int = 0
+    ) -> Entry:
+        """Write the remote file to local_path (appending from offset)."""
+
+    def remove_temp_files(self, keep: frozenset[str] = frozenset()) -> int:
+        """Remove what killed runs left behind (temp files, temp-named dirs,
+        stale multipart uploads), except the resume handles in keep.
+        Called only once the journal is finished. Returns how many.
+        """
+
+    def close(self) -> None: ...

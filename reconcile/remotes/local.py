@@ -1,0 +1,226 @@
+"""A local (or mounted) folder as the destination: the embedded default."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat as st
+import uuid
+from typing import Iterator
+from urllib.parse import unquote, urlsplit
+
+from reconcile.entry import DIR, FILE, LINK, TEMP_MARK, Entry, is_temp_name, sort_key
+from reconcile.errors import ConfigError, NotFound, Permanent, Transient
+from reconcile.remotes.base import Capabilities, Checkpoint, Progress, RemoteOptions
+
+CHUNK = 1 << 20
+
+
+def _map_oserror(exc: OSError, what: str) -> Exception:
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return NotFound(f"{what}: {exc.strerror}")
+    if exc.errno in (errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.ENOSPC, errno.EDQUOT):
+        # a full or flaky mount may recover; the journal keeps the rest.
+        return Transient(f"{what}: {exc.strerror}")
+    return Permanent(f"{what}: {exc.strerror}")
+
+
+class LocalRemote:
+    capabilities = Capabilities(
+        server_move=True, dir_move=True, server_copy=True, empty_dirs=True, symlinks=True
+    )
+
+    def __init__(self, root: str, options: RemoteOptions | None = None) -> None:
+        self.root = os.path.abspath(root)
+        self.url = self.root
+        self.options = options or RemoteOptions()
+
+    @classmethod
+    def from_url(cls, url: str, options: RemoteOptions) -> "LocalRemote":
+        if url.startswith("file://"):
+            parts = urlsplit(url)
+            if parts.netloc not in ("", "localhost"):
+                raise ConfigError(f"file:// URL {url!r} names a host: use file:///absolute/path")
+            url = unquote(parts.path, errors="surrogateescape")
+        root = os.path.expanduser(url)
+        if os.path.exists(root) and not os.path.isdir(root):
+            raise ConfigError(f"destination {root!r} is a file, not a folder: give a folder path")
+        return cls(root, options)
+
+    def _abs(self, path: str) -> str:
+        return os.path.join(self.root, *path.split("/")) if path else self.root
+
+    def list(self) -> Iterator[Entry]:
+        if not os.path.isdir(self.root):
+            raise NotFound(f"destination folder {self.root} does not exist")
+        yield from self._list_dir(self.root, "")
+
+    def _list_dir(self, abspath: str, rel: str) -> Iterator[Entry]:
+        try:
+            with os.scandir(abspath) as it:
+                children = []
+                for d in it:
+                    if is_temp_name(d.name):
+                        continue
+                    path = f"{rel}/{d.name}" if rel else d.name
+                    try:
+                        s = d.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    kind = DIR if st.S_ISDIR(s.st_mode) else LINK if st.S_ISLNK(s.st_mode) else FILE
+                    children.append((sort_key(path, kind), Entry(path, kind, s.st_size if kind == FILE else 0,
+                                                                 s.st_mtime_ns, s.st_ino, s.st_dev, s.st_mode)))
+        except OSError as exc:
+            raise _map_oserror(exc, f"cannot list {abspath}") from None
+        children.sort(key=lambda c: c[0])
+        for _, e in children:
+            if e.kind == LINK:
+                try:
+                    e.target = os.readlink(self._abs(e.path))
+                except OSError:
+                    pass
+            yield e
+            if e.kind == DIR:
+                yield from self._list_dir(os.path.join(abspath, e.path.rsplit("/", 1)[-1]), e.path)
+
+    def stat(self, path: str) -> Entry | None:
+        try:
+            s = os.lstat(self._abs(path))
+        except FileNotFoundError:
+            return None
+        except NotADirectoryError:
+            return None
+        except OSError as exc:
+            raise _map_oserror(exc, f"cannot stat {path}") from None
+        kind = DIR if st.S_ISDIR(s.st_mode) else LINK if st.S_ISLNK(s.st_mode) else FILE
+        return Entry(path, kind, s.st_size if kind == FILE else 0, s.st_mtime_ns, s.st_ino, s.st_dev, s.st_mode)
+
+    def _temp_for(self, path: str) -> str:
+        head, _, name = path.rpartition("/")
+        tmp = f"{TEMP_MARK}{uuid.uuid4().hex[:12]}-{name[:100]}"
+        return f"{head}/{tmp}" if head else tmp
+
+    def upload(self, local_path: str, path: str, entry: Entry, progress: Progress | None = None,
+               resume: dict | None = None, checkpoint: Checkpoint | None = None) -> Entry:
+        target = self._abs(path)
+        tmp = self._abs(self._temp_for(path))
+        try:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(local_path, "rb") as src, open(tmp, "wb") as dst:
+                buf = bytearray(CHUNK)
+                view = memoryview(buf)
+                while n := src.readinto(buf):
+                    dst.write(view[:n])
+                    if progress:
+                        progress(n)
+                dst.flush()
+                os.fsync(dst.fileno())
+            if entry.mtime_ns is not None:
+                os.utime(tmp, ns=(entry.mtime_ns, entry.mtime_ns))
+            if self.options.extra.get("perms") and entry.mode:
+                os.chmod(tmp, st.S_IMODE(entry.mode))
+            os.replace(tmp, target)
+        except OSError as exc:
+            _remove_quietly(tmp)
+            if exc.filename == local_path:
+                raise NotFound(f"local file {local_path} vanished: {exc.strerror}") from None
+            raise _map_oserror(exc, f"cannot write {path}") from None
+        except BaseException:
+            _remove_quietly(tmp)
+            raise
+        result = self.stat(path)
+        assert result is not None
+        result.hash = entry.hash
+        return result
+
+    def symlink(self, target: str, path: str) -> None:
+        dst = self._abs(path)
+        tmp = self._abs(self._temp_for(path))
+        try:
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            os.symlink(target, tmp)
+            os.replace(tmp, dst)
+        except OSError as exc:
+            _remove_quietly(tmp)
+            raise _map_oserror(exc, f"cannot link {path}") from None
+
+    def mkdir(self, path: str) -> None:
+        try:
+            os.makedirs(self._abs(path), exist_ok=True)
+        except OSError as exc:
+            raise _map_oserror(exc, f"cannot create folder {path}") from None
+
+    def move(self, src: str, dst: str) -> None:
+        a, b = self._abs(src), self._abs(dst)
+        try:
+            os.makedirs(os.path.dirname(b), exist_ok=True)
+            if os.path.isdir(a) and not os.path.islink(a):
+                # a directory move never merges into an existing directory.
+                if os.path.lexists(b):
+                    raise Permanent(f"cannot move folder {src} to {dst}: target exists")
+                os.rename(a, b)
+            else:
+                os.replace(a, b)
+        except OSError as exc:
+            raise _map_oserror(exc, f"cannot move {src} to {dst}") from None
+
+    def delete(self, path: str) -> None:
+        try:
+            os.unlink(self._abs(path))
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        except IsADirectoryError:
+            raise Permanent(f"cannot delete {path}: it is a folder") from None
+        except OSError as exc:
+            raise _map_oserror(exc, f"cannot delete {path}") from None
+
+    def rmdir(self, path: str) -> None:
+        try:
+            os.rmdir(self._abs(path))
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        except OSError as exc:
+            raise _map_oserror(exc, f"cannot remove folder {path}") from None
+
+    def download(self, path: str, local_path: str, progress: Progress | None = None, offset: int = 0) -> Entry:
+        src = self._abs(path)
+        try:
+            with open(src, "rb") as f, open(local_path, "r+b" if offset else "wb") as out:
+                f.seek(offset)
+                out.seek(offset)
+                while chunk := f.read(CHUNK):
+                    out.write(chunk)
+                    if progress:
+                        progress(len(chunk))
+        except OSError as exc:
+            raise _map_oserror(exc, f"cannot read {path}") from None
+        e = self.stat(path)
+        if e is None:
+            raise NotFound(f"{path} vanished during download")
+        return e
+
+    def remove_temp_files(self, keep: frozenset[str] = frozenset()) -> int:
+        count = 0
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            for name in [n for n in dirnames if is_temp_name(n)]:
+                dirnames.remove(name)
+                shutil.rmtree(os.path.join(dirpath, name), ignore_errors=True)
+                count += 1
+            for name in filenames:
+                if is_temp_name(name):
+                    _remove_quietly(os.path.join(dirpath, name))
+                    count += 1
+        return count
+
+    def close(self) -> None:
+        pass
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+

@@ -1,0 +1,44 @@
+"""Shared fixtures. Real servers live in their own plugin files:
+tests/servers_sftp.py (OpenSSH sshd) and tests/servers_s3.py (SeaweedFS)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import pytest
+
+from reconcile.remotes.base import RemoteOptions
+
+pytest_plugins = ["tests.servers_sftp", "tests.servers_s3"]
+
+
+@dataclass
+class Dest:
+    """A fresh, empty destination on one kind of remote."""
+
+    kind: str  # local | sftp | s3
+    url: str
+    options: RemoteOptions
+    cli_args: list[str] = field(default_factory=list)  # flags the CLI needs for it
+    env: dict[str, str] = field(default_factory=dict)  # environment the CLI needs for it
+
+
+@pytest.fixture
+def local_dest(tmp_path) -> Dest:
+    root = tmp_path / "dest"
+    root.mkdir()
+    return Dest("local", str(root), RemoteOptions(state_dir=str(tmp_path / "rstate")))
+
+
+@pytest.fixture(params=["local", "sftp", "s3"])
+def dest(request) -> Dest:
+    """Every remote kind in turn: the conformance suite runs on each."""
+    return request.getfixturevalue(f"{request.param}_dest")
+
+
+@pytest.fixture
+def run_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("COLUMNS", None)
+    return env
