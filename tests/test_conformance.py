@@ -1,0 +1,192 @@
+"""One suite every remote passes: local folder, real OpenSSH sshd, real SeaweedFS.
+
+A case is skipped only where the remote lacks the capability it needs.
+"""
+
+from __future__ import annotations
+
+import os
+import unicodedata
+
+import pytest
+
+from reconcile.entry import DIR, FILE, Entry, entry_key, is_temp_name
+from reconcile.errors import NotFound
+from reconcile.remotes import open_remote
+
+
+@pytest.fixture
+def remote(dest):
+    r = open_remote(dest.url, dest.options)
+    yield r
+    r.close()
+
+
+def write(tmp_path, name: str, data: bytes, mtime: int = 1_600_000_000) -> tuple[str, Entry]:
+    p = tmp_path / "src" / name
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(data)
+    os.utime(p, (mtime, mtime))
+    s = p.stat()
+    return str(p), Entry(name, FILE, s.st_size, s.st_mtime_ns)
+
+
+def put(remote, tmp_path, path: str, data: bytes, mtime: int = 1_600_000_000) -> Entry:
+    local, e = write(tmp_path, path.replace("/", "_"), data, mtime)
+    return remote.upload(local, path, Entry(path, FILE, e.size, e.mtime_ns))
+
+
+def files(remote) -> dict[str, int]:
+    return {e.path: e.size for e in remote.list() if e.kind == FILE}
+
+
+def read_back(remote, tmp_path, path: str) -> bytes:
+    out = tmp_path / "download.bin"
+    remote.download(path, str(out))
+    return out.read_bytes()
+
+
+def test_empty_root_lists_nothing(remote):
+    assert list(remote.list()) == []
+
+
+def test_upload_creates_parents_and_keeps_content_and_mtime(remote, tmp_path):
+    data = os.urandom(70_000)
+    got = put(remote, tmp_path, "a/b/c.bin", data, mtime=1_650_000_000)
+    assert got.size == len(data)
+    assert files(remote) == {"a/b/c.bin": len(data)}
+    listed = {e.path: e for e in remote.list()}["a/b/c.bin"]
+    assert listed.mtime_ns // 1_000_000_000 == 1_650_000_000
+    assert read_back(remote, tmp_path, "a/b/c.bin") == data
+
+
+def test_upload_of_empty_file(remote, tmp_path):
+    put(remote, tmp_path, "empty", b"")
+    assert files(remote) == {"empty": 0}
+
+
+def test_overwrite_replaces_content_and_leaves_no_temp(remote, tmp_path):
+    put(remote, tmp_path, "x.txt", b"old version")
+    put(remote, tmp_path, "x.txt", b"new")
+    assert files(remote) == {"x.txt": 3}
+    assert read_back(remote, tmp_path, "x.txt") == b"new"
+    assert not any(is_temp_name(e.path) for e in remote.list())
+
+
+def test_list_is_in_sort_key_order(remote, tmp_path):
+    for p in ["a/x", "a-b", "a0", "b/c/d", "b/c-d", "A", "a/y/z"]:
+        put(remote, tmp_path, p, b"1")
+    listed = list(remote.list())
+    assert [entry_key(e) for e in listed] == sorted(entry_key(e) for e in listed)
+    assert set(files(remote)) == {"a/x", "a-b", "a0", "b/c/d", "b/c-d", "A", "a/y/z"}
+
+
+def test_stat(remote, tmp_path):
+    put(remote, tmp_path, "d/f", b"12345")
+    e = remote.stat("d/f")
+    assert e is not None and e.size == 5 and e.kind == FILE
+    assert remote.stat("d/missing") is None
+
+
+def test_move_file_to_new_parent(remote, tmp_path):
+    put(remote, tmp_path, "a/f", b"payload")
+    remote.move("a/f", "b/c/g")
+    assert files(remote) == {"b/c/g": 7}
+    assert read_back(remote, tmp_path, "b/c/g") == b"payload"
+
+
+def test_move_file_over_existing_file(remote, tmp_path):
+    put(remote, tmp_path, "f1", b"one")
+    put(remote, tmp_path, "f2", b"second")
+    remote.move("f1", "f2")
+    assert files(remote) == {"f2": 3}
+    assert read_back(remote, tmp_path, "f2") == b"one"
+
+
+def test_move_keeps_mtime(remote, tmp_path):
+    put(remote, tmp_path, "m", b"x", mtime=1_500_000_000)
+    remote.move("m", "n")
+    assert {e.path: e for e in remote.list()}["n"].mtime_ns // 1_000_000_000 == 1_500_000_000
+
+
+def test_move_missing_source_is_not_found(remote):
+    with pytest.raises(NotFound):
+        remote.move("nope", "other")
+
+
+def test_move_directory(remote, tmp_path):
+    for i in range(5):
+        put(remote, tmp_path, f"old/sub/f{i}", bytes([i]) * (i + 1))
+    remote.move("old", "new/place")
+    assert files(remote) == {f"new/place/sub/f{i}": i + 1 for i in range(5)}
+
+
+def test_delete_file_and_missing_file(remote, tmp_path):
+    put(remote, tmp_path, "a/f", b"1")
+    put(remote, tmp_path, "a/g", b"2")
+    remote.delete("a/f")
+    remote.delete("a/f")
+    remote.delete("never/was")
+    assert files(remote) == {"a/g": 1}
+
+
+def test_empty_directories(remote):
+    if not remote.capabilities.empty_dirs:
+        pytest.skip("remote has no directories of its own")
+    remote.mkdir("e/f")
+    remote.mkdir("e/f")
+    kinds = {e.path: e.kind for e in remote.list()}
+    assert kinds == {"e": DIR, "e/f": DIR}
+    remote.rmdir("e/f")
+    remote.rmdir("e/f")
+    assert {e.path for e in remote.list()} == {"e"}
+
+
+def test_odd_names(remote, tmp_path):
+    names = [
+        "with space .txt",
+        unicodedata.normalize("NFC", "café"),
+        unicodedata.normalize("NFD", "café") + "-nfd",
+        "x" * 250,
+        "semi;colon,comma'quote",
+        "percent%20plus+",
+    ]
+    for n in names:
+        put(remote, tmp_path, f"d/{n}", n.encode())
+    assert set(files(remote)) == {f"d/{n}" for n in names}
+    for n in names:
+        assert read_back(remote, tmp_path, f"d/{n}") == n.encode()
+
+
+def test_download_from_offset(remote, tmp_path):
+    data = os.urandom(300_000)
+    put(remote, tmp_path, "big", data)
+    out = tmp_path / "partial"
+    out.write_bytes(data[:100_000])
+    remote.download("big", str(out), offset=100_000)
+    assert out.read_bytes() == data
+
+
+def test_upload_reports_progress(remote, tmp_path):
+    seen = []
+    local, e = write(tmp_path, "p", os.urandom(200_000))
+    remote.upload(local, "p", e, progress=seen.append)
+    assert sum(seen) == 200_000
+
+
+def test_list_of_missing_root_is_not_found(dest):
+    if dest.kind == "s3":
+        pytest.skip("a bucket prefix always exists on S3")
+    url = dest.url.rstrip("/") + "/does-not-exist"
+    r = open_remote(url, dest.options)
+    try:
+        with pytest.raises(NotFound):
+            list(r.list())
+    finally:
+        r.close()
+
+
+def test_remove_temp_files_leaves_real_files(remote, tmp_path):
+    put(remote, tmp_path, "keep/me", b"1")
+    remote.remove_temp_files()
+    assert files(remote) == {"keep/me": 1}
