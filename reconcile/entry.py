@@ -30,6 +30,7 @@ class Entry:
     mode: int = 0
     hash: bytes | None = None
     target: str | None = None  # symlink target, when links are stored
+    error: str | None = None  # set on a directory the walk could not read
 
     @property
     def is_dir(self) -> bool:

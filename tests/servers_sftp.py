@@ -1,7 +1,248 @@
-"""placeholder: the sftp helper replaces this with the sshd fixture."""
+"""A real OpenSSH sshd for the tests, plus a TCP proxy that can cut connections.
+
+The sshd runs from a temp dir on a free 127.0.0.1 port, with its own ed25519
+host key and user key (see docs/design-notes.md, "Real servers for tests").
+It is skipped only when /usr/sbin/sshd is missing; CI installs openssh-server.
+
+Paths in sftp:// URLs are absolute on the server: sftp://host/tmp/x is /tmp/x
+(sftp://host/~/x is x under the login directory). Since the server is local,
+tests can look at the remote tree directly through the filesystem.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
 import pytest
+
+from reconcile.remotes.base import RemoteOptions
+
+SSHD = "/usr/sbin/sshd"
+TEST_USER = "reconcile-test"
+
+
+@dataclass
+class SshServer:
+    host: str
+    port: int
+    dir: Path
+    host_pub: str  # "ssh-ed25519 AAAA..." as in known_hosts
+    user_key: str  # private key file accepted for every user
+    password_user: str | None  # a user with a password, None when useradd is missing
+    password: str | None
+
+    @property
+    def known_hosts_line(self) -> str:
+        return f"[{self.host}]:{self.port} {self.host_pub}\n"
+
+    def fingerprint(self) -> str:
+        out = subprocess.run(["ssh-keygen", "-lf", str(self.dir / "hostkey.pub")],
+                             capture_output=True, text=True, check=True).stdout
+        return out.split()[1]  # "SHA256:..."
+
+    def write_known_hosts(self, path: Path) -> str:
+        path.write_text(self.known_hosts_line)
+        path.chmod(0o600)
+        return str(path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _keygen(path: Path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "reconcile-test", "-f", str(path)],
+                   check=True)
+
+
+def _password_user() -> tuple[str | None, str | None]:
+    """a local user with a fresh password, so root's own password stays untouched."""
+    if not shutil.which("useradd") or not shutil.which("chpasswd"):
+        return None, None
+    if subprocess.run(["id", TEST_USER], capture_output=True).returncode != 0:
+        made = subprocess.run(["useradd", "-m", "-s", "/bin/sh", TEST_USER], capture_output=True)
+        if made.returncode != 0:
+            return None, None
+    password = "pw-" + os.urandom(9).hex()
+    done = subprocess.run(["chpasswd"], input=f"{TEST_USER}:{password}\n", text=True, capture_output=True)
+    return (TEST_USER, password) if done.returncode == 0 else (None, None)
+
+
+def _sshd_config(d: Path, port: int) -> str:
+    return f"""Port {port}
+ListenAddress 127.0.0.1
+HostKey {d}/hostkey
+AuthorizedKeysFile {d}/userkey.pub
+PidFile {d}/sshd.pid
+UsePAM no
+StrictModes no
+PermitRootLogin yes
+PasswordAuthentication yes
+KbdInteractiveAuthentication no
+Subsystem sftp internal-sftp
+MaxStartups 200:30:400
+MaxSessions 50
+LogLevel VERBOSE
+"""
+
+
+def _wait_banner(port: int, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"sshd exited: {log.read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                if s.recv(8).startswith(b"SSH-"):
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"sshd did not answer on port {port}: {log.read_text()}")
+
+
+@pytest.fixture(scope="session")
+def sshd_server(tmp_path_factory) -> SshServer:
+    if not os.path.exists(SSHD):
+        pytest.skip("openssh-server is not installed (/usr/sbin/sshd missing)")
+    d = tmp_path_factory.mktemp("sshd")
+    _keygen(d / "hostkey")
+    _keygen(d / "userkey")
+    os.makedirs("/run/sshd", exist_ok=True)
+    port = free_port()
+    (d / "sshd_config").write_text(_sshd_config(d, port))
+    log = d / "sshd.log"
+    proc = subprocess.Popen([SSHD, "-D", "-f", str(d / "sshd_config"), "-E", str(log)])
+    try:
+        _wait_banner(port, proc, log)
+        user, password = _password_user()
+        host_pub = " ".join((d / "hostkey.pub").read_text().split()[:2])
+        yield SshServer("127.0.0.1", port, d, host_pub, str(d / "userkey"), user, password)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def sftp_url(server: SshServer, root: Path, user: str = "root", port: int | None = None) -> str:
+    return f"sftp://{user}@{server.host}:{port or server.port}{quote(str(root), safe='/')}"
 
 
 @pytest.fixture
-def sftp_dest():
-    pytest.skip("sftp fixture not written yet")
+def sftp_dest(sshd_server: SshServer, tmp_path):
+    from tests.conftest import Dest
+
+    root = tmp_path / "sftp-root"
+    root.mkdir()
+    kh = sshd_server.write_known_hosts(tmp_path / "known_hosts")
+    key = sshd_server.user_key
+    options = RemoteOptions(ssh_key=key, known_hosts=kh, state_dir=str(tmp_path / "rstate"))
+    return Dest("sftp", sftp_url(sshd_server, root), options,
+                cli_args=["--ssh-key", key, "--known-hosts", kh], env={})
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:port to a target port, counting bytes, and cuts
+    connections on request: at once (drop_all) or after N more client bytes."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.bytes_up = 0  # client -> server, all connections
+        self.connections = 0
+        self._cut_at: int | None = None
+        self._refuse = False
+        self._socks: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        threading.Thread(target=self._accept_loop, daemon=True).start()
+
+    def drop_all(self) -> None:
+        with self._lock:
+            socks, self._socks = self._socks, []
+        for s in socks:
+            _shut(s)
+
+    def drop_after(self, n: int) -> None:
+        """cut every connection once n more bytes went from client to server."""
+        with self._lock:
+            self._cut_at = self.bytes_up + n
+
+    def refuse(self, on: bool = True) -> None:
+        """close new connections at once, as a server that is down would."""
+        self._refuse = on
+
+    def close(self) -> None:
+        self._closed = True
+        _shut(self.listener)
+        self.drop_all()
+
+    def _accept_loop(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self._refuse:
+                _shut(client)
+                continue
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                _shut(client)
+                continue
+            with self._lock:
+                self._socks += [client, server]
+                self.connections += 1
+            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, upstream: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if upstream and not self._count(len(data)):
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        _shut(src)
+        _shut(dst)
+
+    def _count(self, n: int) -> bool:
+        """false once the cut point is reached: the caller then drops everything."""
+        with self._lock:
+            self.bytes_up += n
+            cut = self._cut_at is not None and self.bytes_up >= self._cut_at
+            if cut:
+                self._cut_at = None
+        if cut:
+            self.drop_all()
+        return not cut
+
+
+def _shut(s: socket.socket) -> None:
+    try:
+        s.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    s.close()
+
+
+@pytest.fixture
+def sftp_proxy(sshd_server: SshServer):
+    proxy = TcpProxy(sshd_server.port)
+    yield proxy
+    proxy.close()

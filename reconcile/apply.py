@@ -1,0 +1,225 @@
+"""Carry out a plan against a remote, under the journal.
+
+Moves, deletes and folder creation run in plan order (their order matters);
+runs of uploads go through a thread pool. Every operation re-checks the
+source first, so replaying a journal after a crash is harmless.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from reconcile.entry import DIR, Entry
+from reconcile.errors import NotFound, NotSupported, ReconcileError, Transient
+from reconcile.journal import Journal
+from reconcile.plan import Op
+
+
+class Reporter(Protocol):
+    def op_started(self, op: Op) -> None: ...
+    def sent(self, n: int) -> None: ...
+    def op_ended(self, op: Op, result: str, error: str | None) -> None: ...
+    def warn(self, message: str) -> None: ...
+
+
+@dataclass
+class Outcome:
+    results: dict[int, tuple[str, str | None]] = field(default_factory=dict)
+    remote_gone: str | None = None  # set when the remote stayed away
+
+    def count(self, result: str) -> int:
+        return sum(1 for r, _ in self.results.values() if r == result)
+
+    @property
+    def complete(self) -> bool:
+        return self.remote_gone is None and self.count("failed") == 0
+
+
+class _RemoteGone(Exception):
+    pass
+
+
+class Executor:
+    def __init__(self, remote, source_root: str, journal: Journal, reporter: Reporter,
+                 transfers: int = 4, source_exists: Callable[[str], bool] | None = None) -> None:
+        self.remote = remote
+        self.source_root = source_root
+        self.journal = journal
+        self.reporter = reporter
+        self.transfers = max(1, transfers)
+        self.outcome = Outcome()
+        self._lock = threading.Lock()
+
+    def run(self, ops: list[Op], todo: list[int], resume: dict[int, dict] | None = None) -> Outcome:
+        resume = resume or {}
+        i = 0
+        try:
+            while i < len(todo):
+                if ops[todo[i]].op == "upload":
+                    j = i
+                    while j < len(todo) and ops[todo[j]].op == "upload":
+                        j += 1
+                    self._uploads(ops, todo[i:j], resume)
+                    i = j
+                else:
+                    self._one(todo[i], ops[todo[i]], resume)
+                    i += 1
+        except _RemoteGone:
+            pass
+        return self.outcome
+
+    # --- bookkeeping ---------------------------------------------------------
+
+    def _record(self, i: int, op: Op, result: str, error: str | None = None) -> None:
+        with self._lock:
+            self.outcome.results[i] = (result, error)
+            if result != "failed":
+                self.journal.done(i, result)
+        self.reporter.op_ended(op, result, error)
+
+    def _one(self, i: int, op: Op, resume: dict[int, dict]) -> None:
+        if self.outcome.remote_gone:
+            raise _RemoteGone
+        self.reporter.op_started(op)
+        try:
+            result = getattr(self, f"_do_{op.op}")(i, op, resume.get(i))
+        except Transient as exc:
+            self.outcome.remote_gone = str(exc)
+            self._record(i, op, "failed", str(exc))
+            raise _RemoteGone from None
+        except ReconcileError as exc:
+            self._record(i, op, "failed", str(exc))
+            return
+        except OSError as exc:
+            self._record(i, op, "failed", f"{exc.strerror or exc}: {exc.filename or op.path}")
+            return
+        self._record(i, op, *result) if isinstance(result, tuple) else self._record(i, op, result)
+
+    def _uploads(self, ops: list[Op], batch: list[int], resume: dict[int, dict]) -> None:
+        if self.transfers == 1 or len(batch) == 1:
+            for i in batch:
+                self._one(i, ops[i], resume)
+            return
+        with ThreadPoolExecutor(self.transfers) as pool:
+            futures = [pool.submit(self._one_quiet, i, ops[i], resume) for i in batch]
+            for f in futures:
+                f.result()
+        if self.outcome.remote_gone:
+            raise _RemoteGone
+
+    def _one_quiet(self, i: int, op: Op, resume: dict[int, dict]) -> None:
+        try:
+            self._one(i, op, resume)
+        except _RemoteGone:
+            pass
+
+    def _local(self, path: str) -> str:
+        return os.path.join(self.source_root, *path.split("/"))
+
+    # --- operations ----------------------------------------------------------
+
+    def _do_upload(self, i: int, op: Op, state: dict | None):
+        e = op.entry
+        assert e is not None
+        local = self._local(op.path)
+        try:
+            s = os.stat(local)
+        except FileNotFoundError:
+            return "skipped", "the source file is gone"
+        if (s.st_size, s.st_mtime_ns) != (e.size, e.mtime_ns):
+            return "skipped", "the source file changed since the plan; the next run sends it"
+        self.remote.upload(local, op.path, e, progress=self.reporter.sent, resume=state,
+                           checkpoint=lambda st: self.journal.checkpoint(i, st))
+        after = os.stat(local)
+        if (after.st_size, after.st_mtime_ns) != (e.size, e.mtime_ns):
+            self.reporter.warn(f"{op.path} changed while it was sent; the next run sends it again")
+        return "done"
+
+    def _do_mkdir(self, i: int, op: Op, state: dict | None):
+        self.remote.mkdir(op.path)
+        return "done"
+
+    def _do_link(self, i: int, op: Op, state: dict | None):
+        assert op.entry is not None and op.entry.target is not None
+        self.remote.symlink(op.entry.target, op.path)
+        return "done"
+
+    def _do_move(self, i: int, op: Op, state: dict | None):
+        caps = self.remote.capabilities
+        try:
+            if op.kind == DIR and not caps.dir_move:
+                self._move_files(op)
+            else:
+                self.remote.move(op.path, op.to)
+        except NotFound:
+            if self.remote.stat(op.to) is not None:
+                return "done"  # replayed after a crash: it already happened
+            return "skipped", f"{op.path} is no longer on the remote; the next run sends it"
+        except NotSupported:
+            return self._move_by_upload(op)
+        return "done"
+
+    def _move_files(self, op: Op) -> None:
+        pairs = [(f"{op.path}/{f}", f"{op.to}/{f}") for f in op.files]
+        move_many = getattr(self.remote, "move_many", None)
+        if move_many is not None:
+            move_many(pairs)
+            return
+        for src, dst in pairs:
+            try:
+                self.remote.move(src, dst)
+            except NotFound:
+                if self.remote.stat(dst) is None:
+                    raise
+
+    def _move_by_upload(self, op: Op):
+        # slow but safe: send the target from the source, then drop the old copy
+        if op.kind == DIR or op.reason == "temp" or op.to is None:
+            return "failed", "the remote cannot move this and there is no fallback"
+        local = self._local(op.to)
+        st = os.stat(local)
+        entry = Entry(op.to, size=st.st_size, mtime_ns=st.st_mtime_ns)
+        self.remote.upload(local, op.to, entry, progress=self.reporter.sent)
+        got = self.remote.stat(op.to)
+        if got is None or got.size != st.st_size:
+            return "failed", f"could not confirm the copy of {op.to}"
+        self.remote.delete(op.path)
+        return "done"
+
+    def _do_delete(self, i: int, op: Op, state: dict | None):
+        if op.reason == "deleted" and os.path.lexists(self._local(op.path)):
+            # the source came back since the plan: never delete what still exists
+            return "skipped", "the source has it again"
+        if op.kind != DIR:
+            self.remote.delete(op.path)
+            return "done"
+        files = [f"{op.path}/{f}" for f in op.files]
+        delete_many = getattr(self.remote, "delete_many", None)
+        if delete_many is not None:
+            delete_many(files)
+        else:
+            for f in files:
+                self.remote.delete(f)
+        for d in op.dirs:
+            self._rmdir_quietly(f"{op.path}/{d}")
+        kept = self._rmdir_quietly(op.path)
+        if kept:
+            return "done", kept
+        return "done"
+
+    def _rmdir_quietly(self, path: str) -> str | None:
+        if not self.remote.capabilities.empty_dirs:
+            return None
+        try:
+            self.remote.rmdir(path)
+        except Transient:
+            raise
+        except ReconcileError as exc:
+            msg = f"kept folder {path}: {exc}"
+            self.reporter.warn(msg)
+            return msg
+        return None

@@ -1,0 +1,264 @@
+"""The command line: reconcile plan | apply | status.
+
+Exit codes: 0 done or nothing to do; 1 error; 2 usage or configuration
+error; 3 partial (the journal keeps the rest); 4 refused by a safety guard;
+5 another run holds the lock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from typing import Annotated, List, Optional
+
+import typer
+from rich.console import Console
+
+from reconcile.errors import EXIT_ERROR, EXIT_PARTIAL, ReconcileError
+from reconcile.remotes.base import RemoteOptions
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Keep a remote copy of a local folder exactly in step.",
+                  pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]})
+
+SourceArg = typer.Argument(..., help="local folder to mirror")
+DestArg = typer.Argument(..., help="folder, file:///path, sftp://[user@]host[:port]/path or s3://bucket[/prefix]")
+
+
+def parse_duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        if text[-1:] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a duration; use e.g. 30s, 5m, 1h") from None
+
+
+def _options(delete, exclude, max_delete, allow_empty_source, state_dir, transfers, ssh_key,
+             known_hosts, accept_new_host_key, retry_for, s3_endpoint, profile, s3_storage_class,
+             s3_sse, s3_sse_kms_key_id, offline=False):
+    from reconcile.engine import RunOptions
+
+    if transfers is not None and transfers < 1:
+        raise typer.BadParameter("--transfers must be 1 or more")
+    if max_delete is not None and max_delete < 0:
+        raise typer.BadParameter("--max-delete must be 0 or more")
+    remote = RemoteOptions(transfers=transfers, ssh_key=ssh_key, known_hosts=known_hosts,
+                           accept_new_host_key=accept_new_host_key, retry_for=parse_duration(retry_for),
+                           s3_endpoint=s3_endpoint, profile=profile, storage_class=s3_storage_class,
+                           sse=s3_sse, sse_kms_key_id=s3_sse_kms_key_id)
+    return RunOptions(delete=delete, exclude=list(exclude or []), max_delete=max_delete,
+                      allow_empty_source=allow_empty_source, offline=offline, state_dir=state_dir,
+                      remote=remote)
+
+
+# the flags plan and apply share, spelled once
+Delete = Annotated[bool, typer.Option("--delete", help="mirror deletions (without it the remote keeps files deleted locally)")]
+Exclude = Annotated[Optional[List[str]], typer.Option("--exclude", help="gitignore-style pattern, repeatable")]
+JsonOut = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout")]
+StateDirOpt = Annotated[Optional[str], typer.Option("--state-dir", help="where snapshot, journal and lock live")]
+MaxDelete = Annotated[Optional[int], typer.Option("--max-delete", help="refuse plans deleting more than N files")]
+AllowEmpty = Annotated[bool, typer.Option("--allow-empty-source", help="allow an empty source to empty the remote")]
+Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="only warnings, errors and the summary line")]
+Verbose = Annotated[bool, typer.Option("-v", "--verbose", help="every operation, and tracebacks on bugs")]
+Transfers = Annotated[Optional[int], typer.Option("--transfers", help="parallel transfers (default: local 4, sftp 4, s3 16)")]
+SshKey = Annotated[Optional[str], typer.Option("--ssh-key", help="SSH private key file")]
+KnownHosts = Annotated[Optional[str], typer.Option("--known-hosts", help="known_hosts file (default ~/.ssh/known_hosts)")]
+AcceptNew = Annotated[bool, typer.Option("--accept-new-host-key", help="trust and record an unknown SSH host key")]
+RetryFor = Annotated[str, typer.Option("--retry-for", help="keep retrying a lost connection this long (30s, 5m, 1h)")]
+S3Endpoint = Annotated[Optional[str], typer.Option("--s3-endpoint", help="S3-compatible endpoint URL")]
+Profile = Annotated[Optional[str], typer.Option("--profile", help="AWS profile")]
+StorageClass = Annotated[Optional[str], typer.Option("--s3-storage-class", help="e.g. STANDARD_IA, GLACIER_IR")]
+Sse = Annotated[Optional[str], typer.Option("--s3-sse", help="AES256 or aws:kms")]
+SseKey = Annotated[Optional[str], typer.Option("--s3-sse-kms-key-id", help="KMS key id for --s3-sse aws:kms")]
+
+
+def _run(command: str, source: str, dest: str, kw: dict) -> int:
+    from reconcile.engine import Run
+    from reconcile.report import ApplyReporter, plan_json, plan_summary, print_plan
+
+    json_out, quiet, verbose = kw.pop("json_out"), kw.pop("quiet"), kw.pop("verbose")
+    opts = _options(**kw)
+    reporter = ApplyReporter(verbose=verbose, quiet=quiet)
+    run = Run(source, dest, opts, reporter)
+    started = time.monotonic()
+    try:
+        if command == "plan":
+            result = run.plan()
+            if json_out:
+                print(plan_json(result.source, result.dest, result.plan))
+            elif not quiet:
+                print_plan(result.plan, Console(), verbose)
+            if result.pending_journal:
+                reporter.warn(f"an unfinished run has {result.pending_journal} operations left; "
+                              "apply finishes them first")
+            _summary(f"plan: {plan_summary(result.plan)}", result, started)
+            return 0
+        reporter.start(0, 0)
+        result = _apply_with_progress(run, reporter)
+    finally:
+        reporter.stop()
+        run.close()
+    outcome = result.outcome
+    if json_out:
+        print(plan_json(result.source, result.dest, result.plan, outcome.results if outcome else {}))
+    code = 0
+    for o in (result.resumed, outcome):
+        if o is not None and not o.complete:
+            code = EXIT_PARTIAL
+    word = "partial" if code else "ok"
+    sent = human_bytes_of(reporter.bytes_sent)
+    if outcome is None:
+        line = f"partial: the remote went away while resuming ({result.resumed.remote_gone}); run again later"
+    else:
+        line = (f"{word}: {outcome.count('done')} done, {outcome.count('skipped')} skipped, "
+                f"{outcome.count('failed')} failed; {sent} sent")
+        if outcome.remote_gone:
+            line += f"; the remote went away ({outcome.remote_gone}); the next run resumes"
+    _summary(line, result, started)
+    return code
+
+
+def human_bytes_of(n: int) -> str:
+    from reconcile.report import human_bytes
+
+    return human_bytes(n)
+
+
+def _apply_with_progress(run, reporter):
+    # the progress bar needs the plan's size, known only once planned: the
+    # engine calls back through reporter.start via this small hook
+    original = run._execute
+
+    def execute(plan, tag):
+        reporter.start(len(plan.ops), plan.upload_bytes)
+        try:
+            return original(plan, tag)
+        finally:
+            reporter.stop()
+
+    run._execute = execute
+    return run.apply()
+
+
+def _summary(line: str, result, started: float) -> None:
+    w = result.walk
+    extra = []
+    if w.symlinks_skipped:
+        extra.append(f"{w.symlinks_skipped} symlinks skipped")
+    if w.specials_skipped:
+        extra.append(f"{len(w.specials_skipped)} special files skipped")
+    if w.unreadable:
+        extra.append(f"{len(w.unreadable)} unreadable folders left alone")
+    tail = f" [{'; '.join(extra)}]" if extra else ""
+    print(f"{line}{tail} ({time.monotonic() - started:.1f}s)", file=sys.stderr, flush=True)
+    for u in w.unreadable:
+        print(f"warning: cannot read {u}; its remote copy is left alone", file=sys.stderr)
+    for sp in w.specials_skipped[:20]:
+        print(f"warning: skipped special file {sp}", file=sys.stderr)
+
+
+@app.command()
+def plan(source: str = SourceArg, dest: str = DestArg,
+         offline: Annotated[bool, typer.Option("--offline", help="plan against the last-known remote state")] = False,
+         delete: Delete = False, exclude: Exclude = None, json_out: JsonOut = False,
+         state_dir: StateDirOpt = None, max_delete: MaxDelete = None, allow_empty_source: AllowEmpty = False,
+         quiet: Quiet = False, verbose: Verbose = False, transfers: Transfers = None,
+         ssh_key: SshKey = None, known_hosts: KnownHosts = None, accept_new_host_key: AcceptNew = False,
+         retry_for: RetryFor = "5m", s3_endpoint: S3Endpoint = None, profile: Profile = None,
+         s3_storage_class: StorageClass = None, s3_sse: Sse = None, s3_sse_kms_key_id: SseKey = None):
+    """Show what apply would do. Changes nothing."""
+    kw = {k: v for k, v in locals().items() if k not in ("source", "dest")}
+    raise typer.Exit(_guarded(lambda: _run("plan", source, dest, kw), verbose))
+
+
+@app.command()
+def apply(source: str = SourceArg, dest: str = DestArg,
+          delete: Delete = False, exclude: Exclude = None, json_out: JsonOut = False,
+          state_dir: StateDirOpt = None, max_delete: MaxDelete = None, allow_empty_source: AllowEmpty = False,
+          quiet: Quiet = False, verbose: Verbose = False, transfers: Transfers = None,
+          ssh_key: SshKey = None, known_hosts: KnownHosts = None, accept_new_host_key: AcceptNew = False,
+          retry_for: RetryFor = "5m", s3_endpoint: S3Endpoint = None, profile: Profile = None,
+          s3_storage_class: StorageClass = None, s3_sse: Sse = None, s3_sse_kms_key_id: SseKey = None):
+    """Make the remote an exact copy of SOURCE. A killed run resumes next time."""
+    kw = {k: v for k, v in locals().items() if k not in ("source", "dest")}
+    raise typer.Exit(_guarded(lambda: _run("apply", source, dest, kw), verbose))
+
+
+@app.command()
+def status(source: str = SourceArg, dest: str = DestArg,
+           state_dir: Optional[str] = typer.Option(None, "--state-dir"),
+           json_out: bool = typer.Option(False, "--json")):
+    """Last run, pending work and snapshot of one SOURCE+DEST pair."""
+    raise typer.Exit(_guarded(lambda: _status(source, dest, state_dir, json_out), False))
+
+
+def _status(source: str, dest: str, state_dir: str | None, json_out: bool) -> int:
+    from reconcile import journal, snapshot
+    from reconcile.statedir import StateDir, display_url
+
+    state = StateDir.for_pair(os.path.abspath(os.path.expanduser(source)), dest, state_dir)
+    info: dict = {"source": os.path.abspath(source), "dest": display_url(dest), "state_dir": state.path}
+    try:
+        with open(state.last_run, "rb") as f:
+            info["last_run"] = json.loads(f.read())
+    except (OSError, ValueError):
+        info["last_run"] = None
+    try:
+        p = journal.load(state.journal)
+        info["pending_operations"] = len(p.remaining) if p else 0
+    except journal.CorruptJournal as exc:
+        info["pending_operations"] = None
+        info["journal_error"] = str(exc)
+    if os.path.exists(state.snapshot):
+        st = os.stat(state.snapshot)
+        info["snapshot"] = {"age_seconds": round(time.time() - st.st_mtime), "bytes": st.st_size}
+        try:
+            snapshot.verify(state.snapshot)
+        except snapshot.CorruptState as exc:
+            info["snapshot"]["error"] = str(exc)
+    else:
+        info["snapshot"] = None
+    if json_out:
+        print(json.dumps(info))
+        return 0
+    lr = info["last_run"]
+    print(f"{info['source']} -> {info['dest']}")
+    if lr:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(lr["ended"]))
+        print(f"last run: {when}, {lr['result']}, {lr['ended'] - lr['started']:.1f}s, "
+              f"{lr['done']} done, {lr['failed']} failed, {lr['bytes']} bytes sent")
+    else:
+        print("last run: never")
+    print(f"pending operations: {info['pending_operations']}")
+    snap = info["snapshot"]
+    print(f"snapshot: {snap['bytes']} bytes, {snap['age_seconds']}s old" if snap else "snapshot: none")
+    return 0
+
+
+def _guarded(fn, verbose: bool | None) -> int:
+    """User mistakes and remote failures end in one line and an exit code."""
+    try:
+        return fn()
+    except ReconcileError as exc:
+        print(f"reconcile: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("reconcile: interrupted; the next run resumes where this one stopped", file=sys.stderr)
+        return 130
+    except typer.BadParameter:
+        raise
+    except Exception as exc:  # a bug: say so briefly, details with -v
+        if verbose:
+            traceback.print_exc()
+        print(f"reconcile: internal error: {type(exc).__name__}: {exc} (run with -v for details)",
+              file=sys.stderr)
+        return EXIT_ERROR
+
+
+def main() -> None:
+    app()

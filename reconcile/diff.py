@@ -1,0 +1,157 @@
+"""The streaming merge of three sorted streams: the source walk, the previous
+snapshot and the remote listing. Memory follows the number of changes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
+
+from reconcile.entry import DIR, FILE, LINK, Entry, entry_key, is_inside, parent_of
+from reconcile.excludes import Excludes
+
+
+def file_changed(old: Entry, new: Entry, precision_ns: int = 1, checksum: bool = False) -> bool:
+    """The one rule for "changed": kind, size, then content hash (in checksum
+    mode, when both sides know it) or mtime at the coarser side's precision.
+    An unknown mtime (a bucket filled by another tool) compares by size only.
+    """
+    if old.kind != new.kind:
+        return True
+    if old.kind == DIR:
+        return False
+    if old.kind == LINK:
+        return old.target != new.target
+    if old.size != new.size:
+        return True
+    if checksum and old.hash is not None and new.hash is not None:
+        return old.hash != new.hash
+    if old.mtime_ns is None or new.mtime_ns is None:
+        return False
+    return old.mtime_ns // precision_ns != new.mtime_ns // precision_ns
+
+
+def same_stat(prev: Entry, cur: Entry) -> bool:
+    """the local file is the one we hashed last time: its hash can be reused."""
+    return (prev.kind == cur.kind and prev.size == cur.size and prev.mtime_ns == cur.mtime_ns
+            and prev.inode == cur.inode)
+
+
+@dataclass
+class Stale:
+    """Something the remote holds at a path where the source has nothing, or
+    something else. prev is what the last snapshot had there, if anything."""
+
+    remote: Entry
+    prev: Entry | None
+    displaced: bool = False  # the source has a changed version at the same path
+    orig: str = ""  # its path on the remote when the plan was made
+
+    def __post_init__(self) -> None:
+        self.orig = self.orig or self.remote.path
+
+
+@dataclass
+class Changes:
+    needed: dict[str, Entry] = field(default_factory=dict)  # local entries the remote lacks
+    stale: dict[str, Stale] = field(default_factory=dict)  # remote entries the source lacks
+    local_files: int = 0
+    local_dirs: int = 0
+    remote_files: int = 0
+    unchanged: int = 0
+    skipped_unreadable: int = 0  # remote entries left alone under unreadable dirs
+
+
+def with_implied_dirs(entries: Iterable[Entry]) -> Iterator[Entry]:
+    """Give a listing without directories (S3) the directory entries its keys
+    imply, in the same order, so that every remote looks alike to the merge."""
+    open_dirs: list[str] = []
+    for e in entries:
+        parent = parent_of(e.path)
+        while open_dirs and not is_inside(parent, open_dirs[-1]):
+            open_dirs.pop()
+        if parent and not (open_dirs and open_dirs[-1] == parent):
+            base = open_dirs[-1] if open_dirs else ""
+            rest = parent[len(base) + 1:] if base else parent
+            for part in rest.split("/"):
+                base = f"{base}/{part}" if base else part
+                open_dirs.append(base)
+                yield Entry(base, DIR)
+        if e.kind == DIR:
+            open_dirs.append(e.path)
+        yield e
+
+
+class _Stream:
+    __slots__ = ("_it", "head", "key")
+
+    def __init__(self, it: Iterable[Entry]) -> None:
+        self._it = iter(it)
+        self.advance()
+
+    def advance(self) -> None:
+        self.head = next(self._it, None)
+        self.key = entry_key(self.head) if self.head is not None else None
+
+    def take(self, key: bytes) -> Entry | None:
+        if self.key == key:
+            e = self.head
+            self.advance()
+            return e
+        return None
+
+
+def merge(
+    current: Iterable[Entry],
+    previous: Iterable[Entry],
+    remote: Iterable[Entry],
+    excludes: Excludes,
+    precision_ns: int = 1,
+    checksum: bool = False,
+    record: Callable[[Entry], None] | None = None,
+) -> Changes:
+    """Walk the three streams in step. record() receives every source entry,
+    with the previous hash carried over when the file is unchanged locally,
+    in order: that is the next snapshot."""
+    changes = Changes()
+    cur, prev, rem = _Stream(current), _Stream(previous), _Stream(remote)
+    unreadable: str | None = None
+    while cur.key is not None or prev.key is not None or rem.key is not None:
+        key = min(k for k in (cur.key, prev.key, rem.key) if k is not None)
+        c, p, r = cur.take(key), prev.take(key), rem.take(key)
+        path = (c or p or r).path
+        if unreadable is not None and is_inside(path, unreadable) and path != unreadable:
+            # a directory we could not read: leave its remote copy alone and
+            # keep what we knew of it.
+            if p is not None and record:
+                record(p)
+            if r is not None:
+                changes.skipped_unreadable += 1
+            continue
+        if r is not None and excludes.excluded(r.path, r.kind == DIR):
+            r = None
+        if r is not None and r.kind == FILE:
+            changes.remote_files += 1
+        if c is not None and c.error is not None:
+            unreadable = c.path
+            if r is not None:
+                changes.skipped_unreadable += 1
+            if p is not None and record:
+                record(p)
+            continue
+        if c is not None:
+            if c.kind == FILE:
+                changes.local_files += 1
+            elif c.kind == DIR:
+                changes.local_dirs += 1
+            if p is not None and c.kind == FILE and same_stat(p, c):
+                c.hash = p.hash
+            if record:
+                record(c)
+        if c is not None and r is not None and not file_changed(r, c, precision_ns, checksum):
+            changes.unchanged += 1
+            continue
+        if c is not None:
+            changes.needed[c.path] = c
+        if r is not None:
+            changes.stale[r.path] = Stale(r, p, displaced=c is not None)
+    return changes

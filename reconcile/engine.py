@@ -1,0 +1,321 @@
+"""One run: lock, resume, walk + merge, plan, guards, apply, commit state."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from reconcile import journal as journal_mod
+from reconcile import snapshot
+from reconcile.apply import Executor, Outcome, Reporter
+from reconcile.diff import Changes, merge, with_implied_dirs
+from reconcile.entry import Entry, is_inside
+from reconcile.errors import (ConfigError, NotFound, SafetyRefusal, SourceChanged, Transient)
+from reconcile.excludes import Excludes
+from reconcile.hashing import hash_file
+from reconcile.lock import RunLock
+from reconcile.plan import Plan, make_plan, needs_hash
+from reconcile.remotes import dest_kind, open_remote
+from reconcile.remotes.base import RemoteOptions
+from reconcile.remotes.retry import RetryingRemote, RetryPolicy
+from reconcile.statedir import StateDir, display_url
+from reconcile.statefile import write_private
+from reconcile.walk import WalkReport, walk
+
+
+@dataclass
+class RunOptions:
+    delete: bool = False
+    exclude: list[str] = field(default_factory=list)
+    max_delete: int | None = None
+    allow_empty_source: bool = False
+    offline: bool = False
+    state_dir: str | None = None
+    checksum: bool = False
+    links: str = "skip"
+    remote: RemoteOptions = field(default_factory=RemoteOptions)
+
+
+@dataclass
+class RunResult:
+    source: str
+    dest: str
+    plan: Plan
+    walk: WalkReport
+    changes: Changes
+    outcome: Outcome | None = None
+    resumed: Outcome | None = None
+    pending_journal: int = 0
+    warnings: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+    ended: float = 0.0
+
+
+def check_paths(source: str, dest: str) -> str:
+    src = os.path.abspath(os.path.expanduser(source))
+    if not os.path.exists(src):
+        raise SafetyRefusal(
+            f"source {src} does not exist (not mounted?); nothing was changed on the remote")
+    if not os.path.isdir(src):
+        raise SafetyRefusal(f"source {src} is not a folder; give the folder to mirror")
+    if dest_kind(dest) == "local":
+        d = dest[len("file://"):] if dest.startswith("file://") else dest
+        d = os.path.realpath(os.path.expanduser(d))
+        s = os.path.realpath(src)
+        if is_inside(d, s) or is_inside(s, d):
+            raise ConfigError(f"source {src} and destination {d} overlap; choose folders outside each other")
+    return src
+
+
+class Run:
+    def __init__(self, source: str, dest: str, opts: RunOptions, reporter: Reporter) -> None:
+        self.source = check_paths(source, dest)
+        self.dest = dest
+        self.opts = opts
+        self.reporter = reporter
+        self.state = StateDir.for_pair(self.source, dest, opts.state_dir)
+        if opts.remote.state_dir is None:
+            os.makedirs(self.state.remote_state, mode=0o700, exist_ok=True)
+            opts.remote.state_dir = self.state.remote_state
+        self.excludes = Excludes(opts.exclude)
+        self.warnings: list[str] = []
+        self._remote = None
+
+    # --- pieces --------------------------------------------------------------
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        self.reporter.warn(message)
+
+    @property
+    def remote(self):
+        if self._remote is None:
+            policy = RetryPolicy(self.opts.remote.retry_for, on_retry=self._on_retry)
+            self._remote = RetryingRemote(open_remote(self.dest, self.opts.remote), policy)
+        return self._remote
+
+    def _on_retry(self, what: str, exc: Exception, wait: float) -> None:
+        self.reporter.warn(f"{what}: {exc}; retrying in {wait:.1f}s")
+
+    def previous(self):
+        path = self.state.snapshot
+        if not os.path.exists(path):
+            return []
+        try:
+            snapshot.verify(path)
+            snapshot.read_header(path)
+        except (snapshot.CorruptState, OSError) as exc:
+            self.warn(f"ignoring the previous snapshot ({exc}); renames are not detected this run, "
+                      "nothing is deleted because of it")
+            return []
+        return snapshot.read_entries(path)
+
+    def pending_journal(self) -> journal_mod.Pending | None:
+        try:
+            return journal_mod.load(self.state.journal)
+        except journal_mod.CorruptJournal as exc:
+            self.warn(f"ignoring an unreadable journal ({exc}); planning afresh from the remote")
+            os.replace(self.state.journal, self.state.journal + ".corrupt")
+            return None
+
+    def changes(self, writer: snapshot.SnapshotWriter | None, report: WalkReport) -> Changes:
+        caps = self.remote.capabilities
+        if self.opts.offline:
+            remote_entries = self.previous()
+        else:
+            remote_entries = self._listing()
+        if not caps.empty_dirs:
+            remote_entries = with_implied_dirs(remote_entries)
+        return merge(walk(self.source, self.excludes, report, self.opts.links), self.previous(),
+                     remote_entries, self.excludes, caps.mtime_precision_ns, self.opts.checksum,
+                     record=writer.add if writer else None)
+
+    def _listing(self):
+        try:
+            yield from self.remote.list()
+        except NotFound:
+            return  # the destination root does not exist yet: everything is new
+
+    def hash_needed(self, changes: Changes) -> dict[str, bytes | None]:
+        """Hash what the plan needs; a file that cannot be read or keeps
+        changing is left out of this run and its remote copy left alone."""
+        todo = needs_hash(changes, self.remote.capabilities.mtime_precision_ns)
+        results: dict[str, bytes | None] = {}
+
+        def one(e: Entry) -> None:
+            try:
+                e.hash = hash_file(os.path.join(self.source, *e.path.split("/")), e.size, e.mtime_ns)
+                results[e.path] = e.hash
+            except (SourceChanged, OSError) as exc:
+                results[e.path] = None
+                msg = exc.strerror if isinstance(exc, OSError) else "it changed while it was read"
+                self.warn(f"skipped {e.path}: {msg}; its remote copy is left as it is")
+
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(one, todo))
+        for path, h in results.items():
+            if h is None:
+                changes.needed.pop(path, None)
+                s = changes.stale.get(path)
+                if s is not None and s.displaced:
+                    del changes.stale[path]
+        return results
+
+    def guard(self, changes: Changes, plan: Plan) -> None:
+        if changes.local_files == 0 and changes.local_dirs == 0 and changes.remote_files > 0 \
+                and not self.opts.allow_empty_source:
+            raise SafetyRefusal(
+                f"source {self.source} is empty but the remote holds {changes.remote_files} files "
+                "(unmounted disk?); nothing was changed. Pass --allow-empty-source if you mean it")
+        deleting = plan.deleted_files
+        if self.opts.max_delete is not None:
+            if deleting > self.opts.max_delete:
+                raise SafetyRefusal(
+                    f"the plan deletes {deleting} files, more than --max-delete {self.opts.max_delete}; "
+                    "nothing was changed. Check the source, then raise --max-delete")
+        elif deleting and deleting * 2 > changes.remote_files:
+            raise SafetyRefusal(
+                f"the plan deletes {deleting} of the remote's {changes.remote_files} files (more than half); "
+                f"nothing was changed. Check the source, then pass --max-delete {deleting} to allow it")
+
+    # --- the two commands ----------------------------------------------------
+
+    def plan(self) -> RunResult:
+        report = WalkReport()
+        changes = self.remote.policy.run(lambda: self.changes(None, report), "list")
+        self.hash_needed(changes)
+        plan = make_plan(changes, self.remote.capabilities, self.opts.delete)
+        self.guard(changes, plan)
+        pending = self.pending_journal()
+        result = self._result(plan, report, changes)
+        result.pending_journal = len(pending.remaining) if pending else 0
+        return result
+
+    def apply(self) -> RunResult:
+        with RunLock(self.state.lock):
+            resumed = self._resume()
+            if resumed is not None and resumed.remote_gone:
+                report = WalkReport()
+                result = self._result(Plan(), report, Changes())
+                result.resumed = resumed
+                return result
+            report = WalkReport()
+            walk_tmp = self.state.file("snapshot.walk.tmp")
+            writers: list[snapshot.SnapshotWriter] = []
+
+            def attempt() -> Changes:
+                # a retried listing starts the snapshot file afresh
+                for w in writers:
+                    w.discard()
+                report.__init__()
+                writers.append(snapshot.SnapshotWriter(self.state.snapshot, {"source": self.source},
+                                                       tmp=walk_tmp))
+                return self.changes(writers[-1], report)
+
+            try:
+                changes = self.remote.policy.run(attempt, "list")
+                writers[-1].finish()
+                hashes = self.hash_needed(changes)
+                tag = uuid.uuid4().hex[:8]
+                plan = make_plan(changes, self.remote.capabilities, self.opts.delete, tag)
+                self.guard(changes, plan)
+                outcome = self._execute(plan, tag)
+                if outcome.complete:
+                    self._commit_snapshot(walk_tmp, hashes)
+            finally:
+                for w in writers:
+                    w.discard()
+            result = self._result(plan, report, changes)
+            result.outcome, result.resumed = outcome, resumed
+            self._save_last_run(result)
+            return result
+
+    def _resume(self) -> Outcome | None:
+        pending = self.pending_journal()
+        if pending is None:
+            return None
+        self.reporter.warn(f"resuming an unfinished run: {len(pending.remaining)} operations left")
+        j = journal_mod.Journal(self.state.journal)
+        j.reopen()
+        outcome = Executor(self.remote, self.source, j, self.reporter, self._transfers()).run(
+            pending.ops, pending.remaining, pending.resume)
+        if outcome.remote_gone:
+            j.close()
+        else:
+            j.finish()
+        return outcome
+
+    def _execute(self, plan: Plan, tag: str) -> Outcome:
+        if not plan.ops:
+            return Outcome()
+        j = journal_mod.Journal(self.state.journal)
+        j.start({"plan_id": tag, "source": self.source, "dest": display_url(self.dest)}, plan.ops)
+        outcome = Executor(self.remote, self.source, j, self.reporter, self._transfers()).run(
+            plan.ops, list(range(len(plan.ops))))
+        if outcome.remote_gone:
+            j.close()  # the next run resumes from it
+            return outcome
+        j.finish()
+        try:
+            self.remote.remove_temp_files()
+        except Transient:
+            pass
+        return outcome
+
+    def _transfers(self) -> int:
+        return self.opts.remote.transfers or {"local": 4, "sftp": 4, "s3": 16}[dest_kind(self.dest)]
+
+    def _commit_snapshot(self, walk_tmp: str, hashes: dict[str, bytes | None]) -> None:
+        if not hashes:
+            os.replace(walk_tmp, self.state.snapshot)
+            return
+        out = snapshot.SnapshotWriter(self.state.snapshot, {"source": self.source})
+        try:
+            for e in snapshot.read_entries(walk_tmp):
+                if e.path in hashes:
+                    if hashes[e.path] is None:
+                        continue  # unreadable or unstable: not recorded
+                    e.hash = hashes[e.path]
+                out.add(e)
+            out.finish()
+            out.commit()
+        finally:
+            out.discard()
+            try:
+                os.unlink(walk_tmp)
+            except FileNotFoundError:
+                pass
+
+    def _result(self, plan: Plan, report: WalkReport, changes: Changes) -> RunResult:
+        return RunResult(self.source, display_url(self.dest), plan, report, changes,
+                         warnings=self.warnings)
+
+    def _save_last_run(self, result: RunResult) -> None:
+        result.ended = time.time()
+        o = result.outcome
+        record = {
+            "source": result.source, "dest": result.dest, "started": result.started,
+            "ended": result.ended, "result": exit_word(result),
+            "done": o.count("done") if o else 0, "failed": o.count("failed") if o else 0,
+            "bytes": sum(op.size for i, op in enumerate(result.plan.ops)
+                         if op.op == "upload" and o and o.results.get(i, ("",))[0] == "done"),
+        }
+        try:
+            write_private(self.state.last_run, json.dumps(record).encode())
+        except OSError as exc:
+            self.reporter.warn(f"could not record the run in {self.state.last_run}: {exc.strerror}")
+
+    def close(self) -> None:
+        if self._remote is not None:
+            self._remote.close()
+
+
+def exit_word(result: RunResult) -> str:
+    for o in (result.resumed, result.outcome):
+        if o is not None and not o.complete:
+            return "partial"
+    return "ok"

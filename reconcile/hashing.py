@@ -1,0 +1,29 @@
+"""Content hashing (xxh3_128) that never records a hash for a file that was
+changing while we read it."""
+
+from __future__ import annotations
+
+import os
+
+import xxhash
+
+from reconcile.errors import SourceChanged
+
+BUFFER = 1 << 20
+
+
+def hash_file(path: str, expect_size: int | None = None, expect_mtime_ns: int | None = None) -> bytes:
+    """xxh3_128 of the file; raises SourceChanged if it moved under us."""
+    h = xxhash.xxh3_128()
+    buf = bytearray(BUFFER)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        before = os.fstat(f.fileno())
+        while n := f.readinto(buf):
+            h.update(view[:n])
+        after = os.fstat(f.fileno())
+    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+        raise SourceChanged(f"{path} changed while it was read")
+    if expect_size is not None and (after.st_size, after.st_mtime_ns) != (expect_size, expect_mtime_ns):
+        raise SourceChanged(f"{path} changed since it was listed")
+    return h.digest()

@@ -1,0 +1,335 @@
+"""Changes + the remote's capabilities -> an ordered Plan. Pure: no I/O.
+
+Steps: pair files that moved (by inode, else by size and xxh3), lift groups
+of file moves into directory moves, then order everything so that swaps,
+cycles, type changes and nested moves come out right.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from reconcile.diff import Changes, Stale, file_changed
+from reconcile.entry import DIR, FILE, LINK, TEMP_MARK, Entry, is_inside, parent_of
+from reconcile.remotes.base import Capabilities
+
+
+@dataclass
+class Op:
+    op: str  # upload | mkdir | link | move | delete
+    path: str  # the remote path acted on; for a move, its source
+    kind: str = FILE
+    to: str | None = None  # move target
+    size: int = 0
+    reason: str = ""  # upload: new | changed; delete: deleted | replaced; move: moved | temp
+    files: list[str] = field(default_factory=list)  # dir move / dir delete: remote files inside, relative
+    dirs: list[str] = field(default_factory=list)  # dir delete: subdirs inside, relative, deepest first
+    entry: Entry | None = None  # upload/link: the local entry
+
+    def to_json(self) -> dict:
+        if self.op == "move":
+            return {"op": "move", "kind": "dir" if self.kind == DIR else "file", "from": self.path,
+                    "to": self.to, "files": len(self.files) if self.kind == DIR else 1}
+        if self.op == "delete":
+            d = {"op": "delete", "kind": "dir" if self.kind == DIR else "file", "path": self.path}
+            if self.kind == DIR:
+                d["files"] = len(self.files)
+            if self.reason == "replaced":
+                d["reason"] = "replaced"
+            return d
+        if self.op == "upload":
+            return {"op": "upload", "path": self.path, "size": self.size, "reason": self.reason}
+        return {"op": self.op, "path": self.path}
+
+
+@dataclass
+class Plan:
+    ops: list[Op] = field(default_factory=list)
+
+    def count(self, op: str) -> int:
+        return sum(1 for o in self.ops if o.op == op)
+
+    @property
+    def upload_bytes(self) -> int:
+        return sum(o.size for o in self.ops if o.op == "upload")
+
+    @property
+    def deleted_files(self) -> int:
+        return sum(len(o.files) if o.kind == DIR else 1 for o in self.ops if o.op == "delete")
+
+    @property
+    def moved_files(self) -> int:
+        return sum(len(o.files) if o.kind == DIR else 1 for o in self.ops
+                   if o.op == "move" and o.reason != "temp")
+
+    @property
+    def moved_bytes(self) -> int:
+        return sum(o.size for o in self.ops if o.op == "move" and o.reason != "temp")
+
+    def summary(self) -> dict:
+        return {
+            "upload": {"count": self.count("upload"), "bytes": self.upload_bytes},
+            "move": {"count": sum(1 for o in self.ops if o.op == "move" and o.reason != "temp"),
+                     "files": self.moved_files, "bytes_saved": self.moved_bytes},
+            "delete": {"count": self.count("delete"), "files": self.deleted_files},
+            "mkdir": {"count": self.count("mkdir")},
+        }
+
+
+# --- pairing -----------------------------------------------------------------
+
+def _source_trusted(s: Stale, precision_ns: int) -> bool:
+    """the remote still holds what the last snapshot says we put there."""
+    return (s.remote.kind == FILE and s.prev is not None and s.prev.kind == FILE
+            and not file_changed(s.prev, s.remote, precision_ns))
+
+
+def inode_key(e: Entry) -> tuple:
+    return (e.dev, e.inode, e.size, e.mtime_ns)
+
+
+def needs_hash(changes: Changes, precision_ns: int) -> list[Entry]:
+    """Local files the plan needs a content hash for: every file to send,
+    except those that a moved inode already vouches for."""
+    by_inode = {inode_key(s.prev) for s in changes.stale.values() if _source_trusted(s, precision_ns)}
+    return [c for c in changes.needed.values()
+            if c.kind == FILE and c.hash is None and inode_key(c) not in by_inode]
+
+
+def _pair_files(changes: Changes, precision_ns: int) -> list[tuple[Stale, Entry]]:
+    by_inode: dict[tuple, Stale] = {}
+    by_hash: dict[tuple, Stale] = {}
+    for s in changes.stale.values():
+        if s.remote.kind != FILE:
+            continue
+        if _source_trusted(s, precision_ns):
+            by_inode.setdefault(inode_key(s.prev), s)
+            if s.prev.hash is not None:
+                by_hash.setdefault((s.prev.size, s.prev.hash), s)
+        elif s.remote.hash is not None:
+            by_hash.setdefault((s.remote.size, s.remote.hash), s)
+    used: set[int] = set()
+    pairs = []
+    for c in changes.needed.values():
+        if c.kind != FILE:
+            continue
+        s = by_inode.get(inode_key(c))
+        if s is None and c.hash is not None:
+            s = by_hash.get((c.size, c.hash))
+            # a rename keeps the remote mtime: only pair when it is already right.
+            if s is not None and file_changed(s.remote, c, precision_ns):
+                s = None
+        if s is None or id(s) in used or s.remote.path == c.path:
+            continue
+        used.add(id(s))
+        pairs.append((s, c))
+    return pairs
+
+
+# --- directory moves ---------------------------------------------------------
+
+def _dir_candidates(pairs: list[tuple[Stale, Entry]], changes: Changes) -> dict[tuple[str, str], int]:
+    votes: dict[tuple[str, str], int] = defaultdict(int)
+    for s, c in pairs:
+        xs, ys = s.remote.path.split("/"), c.path.split("/")
+        best = None
+        j = 1
+        while j < len(xs) and j < len(ys) and xs[-j] == ys[-j]:
+            a, b = "/".join(xs[:-j]), "/".join(ys[:-j])
+            sa, nb = changes.stale.get(a), changes.needed.get(b)
+            if sa is not None and sa.remote.kind == DIR and not sa.displaced and nb is not None and nb.kind == DIR:
+                best = (a, b)
+            j += 1
+        if best:
+            votes[best] += 1
+    return votes
+
+
+def _choose_dir_moves(votes: dict[tuple[str, str], int]) -> list[tuple[str, str]]:
+    chosen: list[tuple[str, str]] = []
+    sources: set[str] = set()
+    targets: set[str] = set()
+    for (a, b), _ in sorted(votes.items(), key=lambda kv: (kv[0][0].count("/"), -kv[1], kv[0])):
+        if a in sources or b in targets:
+            continue
+        implied = any(is_inside(a, a2) and b == b2 + a[len(a2):] for a2, b2 in chosen)
+        if implied:
+            continue
+        chosen.append((a, b))
+        sources.add(a)
+        targets.add(b)
+    return chosen
+
+
+def _relocate(changes: Changes, a: str, b: str, precision_ns: int) -> list[str]:
+    """Move the stale entries under a to b in our picture of the remote; what
+    now matches the source drops out of both sides. Returns the files moved."""
+    moved_files = []
+    inside = [p for p in changes.stale if is_inside(p, a)]
+    for p in inside:
+        s = changes.stale.pop(p)
+        new = b + p[len(a):]
+        if s.remote.kind == FILE:
+            moved_files.append(p[len(a) + 1:])
+        s.remote = Entry(new, s.remote.kind, s.remote.size, s.remote.mtime_ns, hash=s.remote.hash,
+                         target=s.remote.target)
+        c = changes.needed.get(new)
+        if c is not None and not file_changed(s.remote, c, precision_ns):
+            del changes.needed[new]
+            continue
+        s.displaced = c is not None
+        changes.stale[new] = s
+    return moved_files
+
+
+# --- ordering ----------------------------------------------------------------
+
+class _Namespace:
+    """Our picture of the remote while ops are being ordered: applies the
+    renames done so far to paths named as they were when the plan was made."""
+
+    def __init__(self) -> None:
+        self.renames: list[tuple[str, str]] = []
+
+    def now(self, orig: str) -> str:
+        path = orig
+        for old, new in self.renames:
+            if is_inside(path, old):
+                path = new + path[len(old):]
+        return path
+
+    def rename(self, old: str, new: str) -> None:
+        self.renames.append((old, new))
+
+
+@dataclass
+class _Move:
+    orig: str
+    dst: str
+    kind: str
+    files: list[str]
+    size: int
+
+
+def _order_moves(moves: list[_Move], ns: _Namespace, stale: dict[str, Stale], ops: list[Op], tag: str) -> None:
+    pending = sorted(moves, key=lambda m: (m.dst.count("/"), m.dst))
+    temps = 0
+    while pending:
+        ready = None
+        for m in pending:
+            if not _move_blocked(m, pending, ns):
+                ready = m
+                break
+        if ready is None:
+            # a swap or cycle: park one source under a temp name at the root.
+            m = pending[0]
+            temps += 1
+            tmp = f"{TEMP_MARK}move-{tag}-{temps}"
+            src = ns.now(m.orig)
+            ops.append(Op("move", src, m.kind, to=tmp, reason="temp", files=m.files))
+            ns.rename(src, tmp)
+            continue
+        pending.remove(ready)
+        _clear_target(ready.dst, ready.kind, stale, ops)
+        src = ns.now(ready.orig)
+        ops.append(Op("move", src, ready.kind, to=ready.dst, files=ready.files, size=ready.size,
+                      reason="moved"))
+        ns.rename(src, ready.dst)
+
+
+def _move_blocked(m: _Move, pending: list[_Move], ns: _Namespace) -> bool:
+    src = ns.now(m.orig)
+    if is_inside(m.dst, src) or is_inside(src, m.dst):
+        return True  # into itself, or onto its own parent: needs a temp name
+    for m2 in pending:
+        if m2 is m:
+            continue
+        src2 = ns.now(m2.orig)
+        if is_inside(m.dst, src2) or is_inside(src2, m.dst):
+            return True  # the target is still in use by something that moves away
+        if m2.kind == DIR and is_inside(m.dst, m2.dst) and m.dst != m2.dst:
+            return True  # its new parent directory arrives with m2
+    return False
+
+
+def _clear_target(path: str, kind: str, stale: dict[str, Stale], ops: list[Op]) -> None:
+    """Delete what stands in the way of putting `kind` at path: a stale thing
+    of another kind at path, or a stale file where a parent must be."""
+    s = stale.get(path)
+    if s is not None and (s.remote.kind != kind or kind == DIR):
+        _delete_stale(path, stale, ops, reason="replaced")
+    parent = parent_of(path)
+    while parent:
+        s = stale.get(parent)
+        if s is not None and s.remote.kind != DIR:
+            _delete_stale(parent, stale, ops, reason="replaced")
+        parent = parent_of(parent)
+
+
+def _delete_stale(path: str, stale: dict[str, Stale], ops: list[Op], reason: str) -> None:
+    s = stale.pop(path)
+    if s.remote.kind != DIR:
+        ops.append(Op("delete", path, s.remote.kind, reason=reason, size=s.remote.size))
+        return
+    inside = sorted((p for p in stale if is_inside(p, path)), reverse=True)
+    files, dirs = [], []
+    for p in inside:
+        child = stale.pop(p)
+        (dirs if child.remote.kind == DIR else files).append(p[len(path) + 1:])
+    ops.append(Op("delete", path, DIR, reason=reason, files=sorted(files), dirs=dirs))
+
+
+# --- the plan ----------------------------------------------------------------
+
+def make_plan(changes: Changes, caps: Capabilities, delete: bool = False, tag: str = "0") -> Plan:
+    """tag makes this plan's temp names unique on the remote."""
+    precision = caps.mtime_precision_ns
+    moves: list[_Move] = []
+    if caps.server_move:
+        for a, b in _choose_dir_moves(_dir_candidates(_pair_files(changes, precision), changes)):
+            size = sum(s.remote.size for p, s in changes.stale.items() if is_inside(p, a))
+            files = _relocate(changes, a, b, precision)
+            moves.append(_Move(a, b, DIR, files, size))
+        for s, c in _pair_files(changes, precision):
+            del changes.needed[c.path]
+            changes.stale.pop(s.remote.path)
+            moves.append(_Move(s.orig, c.path, FILE, [], c.size))
+    ops: list[Op] = []
+    ns = _Namespace()
+    _order_moves(moves, ns, changes.stale, ops, tag)
+    _add_transfers(changes, caps, ops)
+    if delete:
+        _add_deletes(changes, ops)
+    return Plan(ops)
+
+
+def _add_transfers(changes: Changes, caps: Capabilities, ops: list[Op]) -> None:
+    needed = sorted(changes.needed.values(), key=lambda e: e.path.encode("utf-8", "surrogateescape"))
+    parents_of_needed = {parent_of(e.path) for e in needed}
+    for c in needed:
+        _clear_target(c.path, c.kind, changes.stale, ops)
+    for c in needed:
+        if c.kind == DIR:
+            if caps.empty_dirs and c.path not in parents_of_needed:
+                ops.append(Op("mkdir", c.path, DIR))
+        elif c.kind == LINK:
+            ops.append(Op("link", c.path, LINK, entry=c))
+        else:
+            s = changes.stale.get(c.path)
+            reason = "changed" if s is not None and s.displaced else "new"
+            if s is not None:
+                del changes.stale[c.path]  # overwritten in place, not deleted
+            ops.append(Op("upload", c.path, FILE, size=c.size, reason=reason, entry=c))
+
+
+def _add_deletes(changes: Changes, ops: list[Op]) -> None:
+    # top-most stale paths first, each taking its stale subtree with it
+    for path in sorted(changes.stale, key=lambda p: p.encode("utf-8", "surrogateescape")):
+        if path in changes.stale:
+            _delete_stale(path, changes.stale, ops, reason="deleted")
+
+
+def iter_ops_json(ops: Iterable[Op]) -> list[dict]:
+    return [o.to_json() for o in ops]

@@ -1,0 +1,72 @@
+"""Retry with backoff around any remote, so no remote retries on its own."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Callable, TypeVar
+
+from reconcile.errors import Transient
+
+T = TypeVar("T")
+
+
+class RetryPolicy:
+    def __init__(self, retry_for: float, on_retry: Callable[[str, Exception, float], None] | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.retry_for = retry_for
+        self.on_retry = on_retry
+        self.sleep = sleep
+
+    def run(self, fn: Callable[[], T], what: str) -> T:
+        deadline = None
+        delay = 0.5
+        while True:
+            try:
+                return fn()
+            except Transient as exc:
+                now = time.monotonic()
+                deadline = deadline or now + self.retry_for
+                if now >= deadline:
+                    raise
+                wait = min(delay, deadline - now) * (0.8 + 0.4 * random.random())
+                if self.on_retry:
+                    self.on_retry(what, exc, wait)
+                self.sleep(wait)
+                delay = min(delay * 2, 30.0)
+
+
+class RetryingRemote:
+    """Wraps a remote; every call retries Transient errors. An upload is retried
+    from the last checkpoint it reported, so confirmed bytes are not resent."""
+
+    def __init__(self, remote, policy: RetryPolicy) -> None:
+        self._remote = remote
+        self.policy = policy
+        self.url = remote.url
+        self.capabilities = remote.capabilities
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._remote, name)
+        if not callable(attr) or name in ("list", "close"):
+            return attr
+        return lambda *a, **kw: self.policy.run(lambda: attr(*a, **kw), f"{name} {a[0] if a else ''}")
+
+    def list(self):
+        # consumed lazily by the merge: the engine retries the whole merge
+        return self._remote.list()
+
+    def upload(self, local_path, path, entry, progress=None, resume=None, checkpoint=None):
+        state = {"resume": resume}
+
+        def remember(s: dict) -> None:
+            state["resume"] = s
+            if checkpoint:
+                checkpoint(s)
+
+        return self.policy.run(
+            lambda: self._remote.upload(local_path, path, entry, progress, state["resume"], remember),
+            f"upload {path}")
+
+    def close(self) -> None:
+        self._remote.close()

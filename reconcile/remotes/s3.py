@@ -1,0 +1,964 @@
+"""S3 and S3-compatible stores (AWS, MinIO, SeaweedFS, Ceph, R2, B2).
+
+Layout: s3://bucket[/prefix]; an object's key is prefix + "/" + relative path.
+S3 has no directories: none are listed, mkdir/rmdir do nothing and empty
+directories are not mirrored. Local names that are not valid UTF-8 cannot be
+S3 keys: uploading one raises Permanent.
+
+Every request costs the user money, so a run with nothing to do costs only
+the listing. ListObjectsV2 returns no user metadata, so we keep a record
+(state_dir/s3-record.msgpack) of key -> (size, etag, mtime_ns, xxh3) for what
+we wrote or looked at; a listed object whose size and ETag match it is known.
+Only objects we have no record of get one HEAD, once.
+
+Objects carry their mtime in user metadata "mtime" in rclone's format
+(seconds since the epoch with a fraction), so a bucket filled by rclone is
+recognised, plus our content hash "xxh3" (hex of xxh3_128).
+
+boto3 is imported here only, so other remotes do not pay for it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import hashlib
+import logging
+import math
+import os
+import re
+import threading
+from decimal import Decimal, InvalidOperation
+from typing import Iterable, Iterator
+
+import boto3
+import msgpack
+import xxhash
+from botocore import exceptions as bex
+from botocore.config import Config
+
+from reconcile.entry import DIR, FILE, Entry, is_temp_name
+from reconcile.errors import (
+    AuthError,
+    ConfigError,
+    NotFound,
+    NotSupported,
+    Permanent,
+    RemoteError,
+    SourceChanged,
+    Transient,
+    Unreachable,
+)
+from reconcile.remotes.base import Capabilities, Checkpoint, Progress, RemoteOptions
+
+log = logging.getLogger(__name__)
+
+MiB = 1 << 20
+DEFAULT_TRANSFERS = 16
+DEFAULT_MULTIPART_THRESHOLD = 64 * MiB
+DEFAULT_PART_SIZE = 16 * MiB
+IN_MEMORY_MAX = 8 * MiB  # small bodies are read whole, so we can hash what we send
+MAX_PARTS = 10_000
+COPY_LIMIT = 5 * 1024**3  # CopyObject's own limit; above it UploadPartCopy
+COPY_PART = 512 * MiB
+DELETE_BATCH = 1000  # DeleteObjects' limit
+MAX_KEY_BYTES = 1024
+CHUNK = 1 << 20
+RECORD_NAME = "s3-record.msgpack"
+RECORD_VERSION = 1
+SAVE_EVERY = 5000  # record changes between saves, so a killed run loses little
+
+CRED_CODES = {
+    "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+    "TokenRefreshRequired", "InvalidClientTokenId", "MissingSecurityHeader",
+}
+DENIED_CODES = {"AccessDenied", "AllAccessDisabled", "AccountProblem", "403", "Forbidden"}
+REGION_CODES = {
+    "PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException",
+    "301", "Redirect",
+}
+MISSING_CODES = {"NoSuchKey", "NotFound", "404", "NoSuchUpload", "NoSuchVersion"}
+BUSY_CODES = {
+    "SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling",
+    "ThrottlingException", "RequestTimeTooSkewed", "OperationAborted", "500", "502", "503", "504",
+}
+
+# one record per object: (size, etag, mtime_ns or None, xxh3 bytes or None)
+Record = tuple[int, str, "int | None", "bytes | None"]
+
+
+# --- small pure helpers -------------------------------------------------------------
+
+
+def format_mtime(ns: int) -> str:
+    """rclone's format: decimal seconds with a fraction, exact to the ns."""
+    if ns < 0:
+        return "-" + format_mtime(-ns)
+    sec, frac = divmod(ns, 1_000_000_000)
+    return f"{sec}.{frac:09d}"
+
+
+_MTIME_RE = re.compile(r"^(-?)([0-9]+)(?:\.([0-9]*))?$")
+
+
+def parse_mtime(text: str | None) -> int | None:
+    """seconds with a fraction (ours, rclone's) -> ns; None when absent or odd."""
+    if not text:
+        return None
+    m = _MTIME_RE.match(text.strip())
+    if m:
+        ns = int(m[2]) * 1_000_000_000 + int(((m[3] or "") + "000000000")[:9])
+        return -ns if m[1] else ns
+    try:  # a float some other tool wrote, like "1.7e9"
+        return int(Decimal(text.strip()) * 1_000_000_000)
+    except (InvalidOperation, ValueError, OverflowError):
+        return None
+
+
+def parse_hash(text: str | None) -> bytes | None:
+    if not text:
+        return None
+    try:
+        raw = bytes.fromhex(text.strip())
+    except ValueError:
+        return None
+    return raw if len(raw) == 16 else None
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """s3://bucket[/prefix] -> (bucket, prefix without slashes at its ends)."""
+    if not url.lower().startswith("s3://"):
+        raise ConfigError(f"{url!r} is not an S3 URL: use s3://bucket[/prefix]")
+    bucket, _, prefix = url[5:].partition("/")
+    if not bucket:
+        raise ConfigError(f"{url!r} names no bucket: use s3://bucket[/prefix]")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}", bucket):
+        raise ConfigError(f"{bucket!r} is not a valid bucket name: use 3-63 letters, digits, '.', '-'")
+    prefix = prefix.strip("/")
+    if "//" in prefix:
+        raise ConfigError(f"prefix {prefix!r} in {url!r} has an empty part ('//')")
+    return bucket, prefix
+
+
+def valid_rel(rel: str) -> bool:
+    """keys another tool wrote that cannot be one of our relative paths."""
+    if not rel or rel.endswith("/"):  # "dir/" markers of other tools
+        return False
+    parts = rel.split("/")
+    return not any(p in ("", ".", "..") for p in parts) and not is_temp_name(rel)
+
+
+def hash_file(fd: int) -> bytes:
+    h = xxhash.xxh3_128()
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    offset = 0
+    while n := os.preadv(fd, [buf], offset):
+        h.update(view[:n])
+        offset += n
+    return h.digest()
+
+
+def pread_exact(fd: int, length: int, offset: int) -> bytes:
+    data = os.pread(fd, length, offset)
+    while len(data) < length:  # short reads are legal; eof means the file shrank
+        more = os.pread(fd, length - len(data), offset + len(data))
+        if not more:
+            raise SourceChanged("local file shrank while being uploaded; left for the next run")
+        data += more
+    return data
+
+
+def chunks(items: list, n: int) -> Iterator[list]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+# --- client -------------------------------------------------------------------------
+
+
+def _endpoint_from_env() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def make_client(options: RemoteOptions, pool: int):
+    try:
+        session = boto3.Session(profile_name=options.profile) if options.profile else boto3.Session()
+    except bex.ProfileNotFound:
+        raise ConfigError(f"AWS profile {options.profile!r} not found in ~/.aws/config or ~/.aws/credentials") from None
+    endpoint = options.s3_endpoint or None
+    attempts = int(options.extra.get("s3_attempts", 3))  # the engine retries Transient itself
+
+    def build(path_style: bool):
+        cfg = Config(
+            s3={"addressing_style": "path"} if path_style else {},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            max_pool_connections=pool,
+            retries={"mode": "standard", "total_max_attempts": attempts},
+            connect_timeout=10,
+            read_timeout=120,
+            tcp_keepalive=True,
+        )
+        # a custom endpoint needs some region to sign with; AWS picks its own.
+        region = session.region_name or ("us-east-1" if path_style else None)
+        try:
+            return session.client("s3", endpoint_url=endpoint, region_name=region, config=cfg)
+        except ValueError as exc:
+            raise ConfigError(f"bad S3 endpoint {endpoint!r}: {exc}") from None
+
+    if endpoint or _endpoint_from_env():
+        return build(True)
+    client = build(False)
+    # an endpoint from the profile's config: S3-compatible servers want path style.
+    if "amazonaws.com" not in (client.meta.endpoint_url or ""):
+        client = build(True)
+    return client
+
+
+# --- the remote ---------------------------------------------------------------------
+
+
+class S3Remote:
+    capabilities = Capabilities(
+        server_move=True,
+        dir_move=False,
+        server_copy=True,
+        empty_dirs=False,
+        case_insensitive=False,
+        mtime_precision_ns=1,
+        symlinks=False,
+    )
+
+    def __init__(self, bucket: str, prefix: str, options: RemoteOptions, client=None) -> None:
+        self.bucket = bucket
+        self.prefix = prefix
+        self.url = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+        self.options = options
+        self.transfers = options.transfers or DEFAULT_TRANSFERS
+        self.part_workers = int(options.extra.get("part_concurrency", min(self.transfers, 8)))
+        # engine threads + our copy/head pool + our part pool, each on its own connection.
+        pool = 2 * self.transfers + self.part_workers
+        self.client = client or make_client(options, pool)
+        self.endpoint = self.client.meta.endpoint_url
+        self.multipart_threshold = int(options.extra.get("multipart_threshold", DEFAULT_MULTIPART_THRESHOLD))
+        self.part_size = int(options.extra.get("part_size", DEFAULT_PART_SIZE))
+        self.copy_threshold = int(options.extra.get("copy_threshold", COPY_LIMIT))
+        self.copy_part_size = int(options.extra.get("copy_part_size", COPY_PART))
+        self._io_pool: cf.ThreadPoolExecutor | None = None
+        self._part_pool: cf.ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the record
+        self._save_lock = threading.Lock()
+        self._record: dict[str, Record] = {}
+        self._touched: dict[str, Record | None] | None = None  # changes made while listing
+        self._changes = 0
+        self._load_record()
+
+    @classmethod
+    def from_url(cls, url: str, options: RemoteOptions) -> "S3Remote":
+        bucket, prefix = parse_url(url)
+        return cls(bucket, prefix, options)
+
+    # --- keys and errors -------------------------------------------------------------
+
+    def _key(self, path: str) -> str:
+        try:
+            raw = path.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            raise Permanent(
+                f"{shown}: the name is not valid UTF-8 and S3 keys must be; rename it to mirror it to S3"
+            ) from None
+        key = f"{self.prefix}/{path}" if self.prefix else path
+        if len(raw) + len(self.prefix) + 1 > MAX_KEY_BYTES:
+            raise Permanent(f"{path}: the S3 key would exceed {MAX_KEY_BYTES} bytes")
+        return key
+
+    @property
+    def _list_prefix(self) -> str:
+        return self.prefix + "/" if self.prefix else ""
+
+    def _rel(self, key: str) -> str | None:
+        pre = self._list_prefix
+        if not key.startswith(pre):
+            return None
+        rel = key[len(pre):]
+        return rel if valid_rel(rel) else None
+
+    @contextlib.contextmanager
+    def _errors(self, what: str):
+        """botocore's exceptions never leave this module."""
+        try:
+            yield
+        except bex.ClientError as exc:
+            raise self._map_client_error(exc, what) from None
+        except (bex.EndpointConnectionError, bex.ConnectTimeoutError) as exc:
+            raise Unreachable(f"{what}: cannot reach the S3 endpoint {self.endpoint}: {_reason(exc)}") from None
+        except (bex.ConnectionError, bex.HTTPClientError, bex.ResponseStreamingError,
+                bex.IncompleteReadError) as exc:
+            raise Transient(f"{what}: connection to {self.endpoint} failed: {_reason(exc)}") from None
+        except (bex.NoCredentialsError, bex.PartialCredentialsError, bex.CredentialRetrievalError,
+                bex.UnknownCredentialError):
+            raise AuthError(
+                "no usable AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                "use ~/.aws/credentials, or pass --profile"
+            ) from None
+        except bex.NoRegionError:
+            raise ConfigError("no AWS region: set AWS_DEFAULT_REGION or the profile's region") from None
+        except bex.BotoCoreError as exc:
+            raise Permanent(f"{what}: {type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # urllib3 errors can escape while a body streams
+            if type(exc).__module__.startswith("urllib3"):
+                raise Transient(f"{what}: connection to {self.endpoint} failed: {exc}") from None
+            raise
+
+    def _map_client_error(self, exc: bex.ClientError, what: str) -> Exception:
+        err = exc.response.get("Error", {}) or {}
+        meta = exc.response.get("ResponseMetadata", {}) or {}
+        code = str(err.get("Code", "") or "")
+        status = int(meta.get("HTTPStatusCode", 0) or 0)
+        bucket = self.bucket
+        if code == "NoSuchBucket":
+            return ConfigError(f"bucket {bucket!r} does not exist at {self.endpoint}: create it first, or check the name")
+        if code in CRED_CODES:
+            return AuthError(
+                f"S3 rejected the credentials for bucket {bucket!r} ({code}): "
+                "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or --profile"
+            )
+        if code in DENIED_CODES or status == 403:
+            return AuthError(
+                f"access denied to bucket {bucket!r} while trying to {what}: "
+                "the credentials lack permission; check the bucket policy or use another --profile"
+            )
+        if code in REGION_CODES or status == 301:
+            region = (meta.get("HTTPHeaders", {}) or {}).get("x-amz-bucket-region") or err.get("Region")
+            hint = f"set AWS_DEFAULT_REGION={region}" if region else "set AWS_DEFAULT_REGION to the bucket's region"
+            return ConfigError(f"bucket {bucket!r} is in another region: {hint} or the profile's region")
+        if code == "InvalidBucketName":
+            return ConfigError(f"{bucket!r} is not a valid bucket name")
+        if code in MISSING_CODES or status == 404:
+            return NotFound(f"{what}: not found")
+        if code in BUSY_CODES or status in (408, 429) or status >= 500:
+            return Transient(f"{what}: the server is busy or failing ({code or status})")
+        if code in ("NotImplemented", "501"):
+            return NotSupported(f"{what}: the server does not implement this ({code})")
+        return Permanent(f"{what}: {code or status}: {err.get('Message', '')}".rstrip(": "))
+
+    # --- pools -----------------------------------------------------------------------
+
+    def _io(self) -> cf.ThreadPoolExecutor:
+        """HEADs and copies; tasks here never submit more tasks here."""
+        with self._pool_lock:
+            if self._io_pool is None:
+                self._io_pool = cf.ThreadPoolExecutor(self.transfers, thread_name_prefix="s3-io")
+            return self._io_pool
+
+    def _parts(self) -> cf.ThreadPoolExecutor:
+        """multipart parts, shared by all uploads so memory stays workers x part size."""
+        with self._pool_lock:
+            if self._part_pool is None:
+                self._part_pool = cf.ThreadPoolExecutor(self.part_workers, thread_name_prefix="s3-part")
+            return self._part_pool
+
+    # --- the record ------------------------------------------------------------------
+
+    def _record_path(self) -> str | None:
+        sd = self.options.state_dir
+        return os.path.join(sd, RECORD_NAME) if sd else None
+
+    def _record_header(self) -> dict:
+        return {"v": RECORD_VERSION, "endpoint": self.endpoint, "bucket": self.bucket, "prefix": self.prefix}
+
+    def _load_record(self) -> None:
+        path = self._record_path()
+        if not path:
+            return
+        try:
+            with open(path, "rb") as f:
+                data = msgpack.unpackb(f.read(), raw=False, strict_map_key=False)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, msgpack.UnpackException) as exc:
+            log.warning("ignoring unreadable S3 record %s: %s", path, exc)
+            return
+        if not isinstance(data, dict) or data.get("head") != self._record_header():
+            return  # another endpoint/bucket/prefix, or an older format: start over
+        self._record = {k: (v[0], v[1], v[2], v[3]) for k, v in data.get("objects", {}).items()}
+
+    def _remember(self, rel: str, rec: Record | None) -> None:
+        with self._lock:
+            if rec is None:
+                self._record.pop(rel, None)
+            else:
+                self._record[rel] = rec
+            if self._touched is not None:
+                self._touched[rel] = rec
+            self._changes += 1
+            due = self._changes >= SAVE_EVERY
+        if due:
+            self.save_record()
+
+    def _recorded(self, rel: str) -> Record | None:
+        with self._lock:
+            return self._record.get(rel)
+
+    def save_record(self) -> None:
+        """tmp + fsync + rename, mode 0600: a killed run leaves the old or the new."""
+        path = self._record_path()
+        if not path:
+            return
+        with self._save_lock:
+            with self._lock:
+                if not self._changes and os.path.exists(path):
+                    return
+                blob = msgpack.packb(
+                    {"head": self._record_header(), "objects": {k: list(v) for k, v in self._record.items()}},
+                    use_bin_type=True,
+                )
+                self._changes = 0
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            tmp = f"{path}.tmp-{os.getpid()}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(blob)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                log.warning("cannot save S3 record %s: %s", path, exc.strerror)
+                return
+            with contextlib.suppress(OSError):
+                dfd = os.open(os.path.dirname(path), os.O_RDONLY)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
+
+    # --- listing ---------------------------------------------------------------------
+
+    def _pages(self, prefix: str, max_keys: int | None = None) -> Iterator[list[dict]]:
+        token = None
+        while True:
+            kw: dict = {"Bucket": self.bucket, "Prefix": prefix}
+            if token:
+                kw["ContinuationToken"] = token
+            if max_keys:
+                kw["MaxKeys"] = max_keys
+            with self._errors(f"list {self.url}"):
+                resp = self.client.list_objects_v2(**kw)
+            yield resp.get("Contents", []) or []
+            if max_keys or not resp.get("IsTruncated"):
+                return
+            token = resp.get("NextContinuationToken")
+            if not token:
+                raise Transient(f"list {self.url}: truncated listing without a continuation token")
+
+    def list(self) -> Iterator[Entry]:
+        """ListObjectsV2 pages only; HEAD just the objects we have no record of."""
+        fresh: dict[str, Record] = {}
+        with self._lock:
+            self._touched = {}
+        try:
+            for page in self._pages(self._list_prefix):
+                yield from self._page_entries(page, fresh)
+        except BaseException:
+            with self._lock:
+                self._touched = None
+            raise
+        self._prune(fresh)
+
+    def _page_entries(self, page: list[dict], fresh: dict[str, Record]) -> list[Entry]:
+        slots: list[tuple[str, Record | None]] = []
+        unknown: dict[str, cf.Future] = {}
+        for obj in page:
+            rel = self._rel(obj["Key"])
+            if rel is None:
+                continue
+            size, etag = int(obj.get("Size", 0)), _etag(obj.get("ETag"))
+            rec = self._recorded(rel)
+            if rec is not None and rec[0] == size and rec[1] == etag:
+                slots.append((rel, rec))
+            else:
+                slots.append((rel, None))
+                unknown[rel] = self._io().submit(self._head_record, rel)
+        entries = []
+        for rel, rec in slots:
+            if rec is None:
+                rec = unknown[rel].result()
+                if rec is None:
+                    continue  # deleted between list and head
+                self._remember(rel, rec)
+            fresh[rel] = rec
+            entries.append(Entry(rel, FILE, rec[0], rec[2], hash=rec[3]))
+        return entries
+
+    def _prune(self, fresh: dict[str, Record]) -> None:
+        """after a full listing the record holds only what exists (plus later writes)."""
+        with self._lock:
+            touched, self._touched = self._touched or {}, None
+            for rel, rec in touched.items():
+                if rec is None:
+                    fresh.pop(rel, None)
+                else:
+                    fresh[rel] = rec
+            if fresh.keys() != self._record.keys():
+                self._changes += 1
+            self._record = fresh
+        self.save_record()
+
+    def _head(self, key: str) -> dict | None:
+        try:
+            with self._errors(f"stat {key}"):
+                return self.client.head_object(Bucket=self.bucket, Key=key)
+        except NotFound:
+            return None
+
+    def _head_record(self, rel: str) -> Record | None:
+        head = self._head(self._key(rel))
+        if head is None:
+            return None
+        meta = head.get("Metadata", {}) or {}
+        return (int(head.get("ContentLength", 0)), _etag(head.get("ETag")),
+                parse_mtime(meta.get("mtime")), parse_hash(meta.get("xxh3")))
+
+    def stat(self, path: str) -> Entry | None:
+        try:
+            key = self._key(path)
+        except Permanent:
+            return None
+        rec = self._head_record(path)
+        if rec is not None:
+            self._remember(path, rec)
+            return Entry(path, FILE, rec[0], rec[2], hash=rec[3])
+        # a "directory" is a prefix that holds objects.
+        for page in self._pages(key + "/", max_keys=1):
+            if page:
+                return Entry(path, DIR)
+        return None
+
+    # --- upload ----------------------------------------------------------------------
+
+    def _extra_args(self) -> dict:
+        args = {}
+        if self.options.storage_class:
+            args["StorageClass"] = self.options.storage_class
+        if self.options.sse:
+            if self.options.sse not in ("AES256", "aws:kms"):
+                raise ConfigError(f"--s3-sse {self.options.sse!r}: use AES256 or aws:kms")
+            args["ServerSideEncryption"] = self.options.sse
+        if self.options.sse_kms_key_id:
+            if self.options.sse != "aws:kms":
+                raise ConfigError("--s3-sse-kms-key-id needs --s3-sse aws:kms")
+            args["SSEKMSKeyId"] = self.options.sse_kms_key_id
+        return args
+
+    @staticmethod
+    def _metadata(mtime_ns: int | None, digest: bytes | None) -> dict[str, str]:
+        meta = {}
+        if mtime_ns is not None:
+            meta["mtime"] = format_mtime(mtime_ns)
+        if digest is not None:
+            meta["xxh3"] = digest.hex()
+        return meta
+
+    def upload(self, local_path: str, path: str, entry: Entry, progress: Progress | None = None,
+               resume: dict | None = None, checkpoint: Checkpoint | None = None) -> Entry:
+        key = self._key(path)
+        try:
+            f = open(local_path, "rb")
+        except FileNotFoundError:
+            raise NotFound(f"local file {local_path} vanished") from None
+        except OSError as exc:
+            raise Permanent(f"cannot read {local_path}: {exc.strerror}") from None
+        with f:
+            before = os.fstat(f.fileno())
+            if before.st_size != entry.size:
+                raise SourceChanged(f"{path} changed size since it was scanned; left for the next run")
+            if before.st_size > self.multipart_threshold:
+                etag, digest = self._upload_multipart(f.fileno(), key, path, entry, progress, resume, checkpoint)
+            else:
+                if resume and resume.get("upload_id"):
+                    self._abort_quietly(resume.get("key", key), resume["upload_id"])  # superseded
+                etag, digest = self._upload_single(f, key, path, entry, progress)
+        self._remember(path, (entry.size, etag, entry.mtime_ns, digest))
+        return Entry(path, FILE, entry.size, entry.mtime_ns, hash=digest)
+
+    def _upload_single(self, f, key: str, path: str, entry: Entry, progress: Progress | None) -> tuple[str, bytes]:
+        fd = f.fileno()
+        if entry.size <= IN_MEMORY_MAX:
+            body = pread_exact(fd, entry.size, 0) if entry.size else b""
+            digest = xxhash.xxh3_128_digest(body)
+            if entry.hash is not None and digest != entry.hash:
+                raise SourceChanged(f"{path} changed since it was scanned; left for the next run")
+        else:
+            # a file body: botocore streams it and seeks back to retry.
+            digest = entry.hash or hash_file(fd)
+            body = f
+        with self._errors(f"upload {path}"):
+            resp = self.client.put_object(Bucket=self.bucket, Key=key, Body=body,
+                                          Metadata=self._metadata(entry.mtime_ns, digest), **self._extra_args())
+        if progress:
+            progress(entry.size)
+        return _etag(resp.get("ETag")), digest
+
+    def _part_size_for(self, size: int) -> int:
+        need = math.ceil(size / MAX_PARTS)
+        return max(self.part_size, math.ceil(need / MiB) * MiB)
+
+    def _upload_multipart(self, fd: int, key: str, path: str, entry: Entry, progress: Progress | None,
+                          resume: dict | None, checkpoint: Checkpoint | None) -> tuple[str, bytes]:
+        before = os.fstat(fd)
+        digest = entry.hash or hash_file(fd)
+        state = self._resume_state(key, resume)
+        if state is None:
+            part_size = self._part_size_for(entry.size)
+            with self._errors(f"upload {path}"):
+                upload_id = self.client.create_multipart_upload(
+                    Bucket=self.bucket, Key=key, Metadata=self._metadata(entry.mtime_ns, digest),
+                    **self._extra_args())["UploadId"]
+            if checkpoint:
+                checkpoint({"upload_id": upload_id, "key": key, "part_size": part_size})
+            stored: dict[int, tuple[str, int]] = {}
+        else:
+            upload_id, part_size, stored = state
+        parts = self._send_parts(fd, key, upload_id, entry.size, part_size, stored, progress)
+        after = os.fstat(fd)
+        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+            # parts stay for a resume-free restart; remove_temp_files aborts them.
+            raise SourceChanged(f"{path} changed while being uploaded; left for the next run")
+        with self._errors(f"finish upload of {path}"):
+            try:
+                resp = self.client.complete_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id,
+                    MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in parts]})
+            except bex.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "NoSuchUpload":
+                    raise Transient(f"upload of {path} was aborted meanwhile; it will start again") from None
+                raise
+        return _etag(resp.get("ETag")), digest
+
+    def _resume_state(self, key: str, resume: dict | None) -> tuple[str, int, dict[int, tuple[str, int]]] | None:
+        """(upload_id, part_size, stored parts) when the upload can go on, else None."""
+        if not resume or not resume.get("upload_id"):
+            return None
+        upload_id = resume["upload_id"]
+        if resume.get("key") != key or not resume.get("part_size"):
+            self._abort_quietly(resume.get("key") or key, upload_id)
+            return None
+        stored: dict[int, tuple[str, int]] = {}
+        marker = 0
+        try:
+            while True:
+                with self._errors(f"resume upload of {key}"):
+                    resp = self.client.list_parts(Bucket=self.bucket, Key=key, UploadId=upload_id,
+                                                  PartNumberMarker=marker)
+                for p in resp.get("Parts", []) or []:
+                    stored[int(p["PartNumber"])] = (p["ETag"], int(p["Size"]))
+                if not resp.get("IsTruncated"):
+                    break
+                marker = int(resp.get("NextPartNumberMarker") or 0)
+                if not marker:
+                    break
+        except NotFound:
+            return None  # the upload is gone (completed or aborted): start over
+        return upload_id, int(resume["part_size"]), stored
+
+    def _send_parts(self, fd: int, key: str, upload_id: str, size: int, part_size: int,
+                    stored: dict[int, tuple[str, int]], progress: Progress | None) -> list[tuple[int, str]]:
+        count = max(1, math.ceil(size / part_size))
+        if count > MAX_PARTS:
+            raise Permanent(f"{key}: {count} parts of {part_size} bytes exceed S3's {MAX_PARTS}")
+        pool = self._parts()
+        futures = {}
+        for n in range(1, count + 1):
+            offset = (n - 1) * part_size
+            length = min(part_size, size - offset)
+            futures[pool.submit(self._ensure_part, fd, key, upload_id, n, offset, length, stored.get(n))] = n
+        etags: dict[int, str] = {}
+        try:
+            for fut in cf.as_completed(futures):
+                n, etag, sent = fut.result()
+                etags[n] = etag
+                if sent and progress:
+                    progress(sent)  # called on the caller's thread only
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            cf.wait(futures)  # parts in flight finish and count for a resume
+            raise
+        return sorted(etags.items())
+
+    def _ensure_part(self, fd: int, key: str, upload_id: str, n: int, offset: int, length: int,
+                     stored: tuple[str, int] | None) -> tuple[int, str, int]:
+        """(part number, etag, bytes sent): a stored part of the right size and
+        content is kept, where its ETag is the MD5 we can check."""
+        data = pread_exact(fd, length, offset)
+        if stored is not None and stored[1] == length:
+            etag = _etag(stored[0])
+            if self.options.sse == "aws:kms" or not re.fullmatch(r"[0-9a-f]{32}", etag):
+                return n, stored[0], 0  # no md5 to check against: trust the size
+            if hashlib.md5(data, usedforsecurity=False).hexdigest() == etag:
+                return n, stored[0], 0
+        with self._errors(f"upload part {n} of {key}"):
+            resp = self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id,
+                                           PartNumber=n, Body=data)
+        return n, resp["ETag"], length
+
+    def _abort_quietly(self, key: str, upload_id: str) -> bool:
+        try:
+            with self._errors(f"abort upload of {key}"):
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            return True
+        except RemoteError as exc:
+            log.info("could not abort upload %s of %s: %s", upload_id, key, exc)
+            return False
+
+    # --- copy, move, delete ----------------------------------------------------------
+
+    def _copy_one(self, src: str, dst: str) -> Record:
+        """server-side copy with our metadata passed explicitly; the returned
+        record is the confirmed copy. NotFound when src is missing."""
+        src_key, dst_key = self._key(src), self._key(dst)
+        rec = self._recorded(src) or self._head_record(src)
+        if rec is None:
+            raise NotFound(f"cannot copy {src}: not found on {self.url}")
+        size, _, mtime_ns, digest = rec
+        meta = self._metadata(mtime_ns, digest)
+        try:
+            if size > self.copy_threshold:
+                etag = self._copy_multipart(src_key, dst_key, size, meta)
+            else:
+                with self._errors(f"copy {src} to {dst}"):
+                    resp = self.client.copy_object(
+                        Bucket=self.bucket, Key=dst_key, CopySource={"Bucket": self.bucket, "Key": src_key},
+                        Metadata=meta, MetadataDirective="REPLACE", **self._extra_args())
+                etag = _etag((resp.get("CopyObjectResult") or {}).get("ETag"))
+        except NotFound:
+            self._remember(src, None)  # our record was stale
+            raise NotFound(f"cannot copy {src}: not found on {self.url}") from None
+        if not etag:
+            raise Transient(f"copy {src} to {dst}: the server did not confirm it")
+        new = (size, etag, mtime_ns, digest)
+        self._remember(dst, new)
+        return new
+
+    def _copy_multipart(self, src_key: str, dst_key: str, size: int, meta: dict[str, str]) -> str:
+        with self._errors(f"copy {src_key}"):
+            upload_id = self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=dst_key, Metadata=meta, **self._extra_args())["UploadId"]
+        part = max(self.copy_part_size, math.ceil(size / MAX_PARTS))
+        ranges = [(n + 1, o, min(o + part, size) - 1) for n, o in enumerate(range(0, size, part))]
+
+        def one(n: int, first: int, last: int) -> dict:
+            with self._errors(f"copy part {n} of {src_key}"):
+                resp = self.client.upload_part_copy(
+                    Bucket=self.bucket, Key=dst_key, UploadId=upload_id, PartNumber=n,
+                    CopySource={"Bucket": self.bucket, "Key": src_key}, CopySourceRange=f"bytes={first}-{last}")
+            return {"PartNumber": n, "ETag": resp["CopyPartResult"]["ETag"]}
+
+        try:
+            futures = [self._parts().submit(one, *r) for r in ranges]
+            parts = [f.result() for f in futures]
+            with self._errors(f"copy {src_key}"):
+                resp = self.client.complete_multipart_upload(
+                    Bucket=self.bucket, Key=dst_key, UploadId=upload_id, MultipartUpload={"Parts": parts})
+        except BaseException:
+            self._abort_quietly(dst_key, upload_id)  # a copy has nothing worth resuming
+            raise
+        return _etag(resp.get("ETag"))
+
+    def copy(self, src: str, dst: str) -> None:
+        """server-side copy of one file."""
+        self._copy_one(src, dst)
+
+    def move(self, src: str, dst: str) -> None:
+        """a file, or a "directory" (every object under src/): copies confirmed
+        first, then the sources deleted in batches."""
+        if src == dst:
+            if self.stat(src) is None:
+                raise NotFound(f"cannot move {src}: not found on {self.url}")
+            return
+        try:
+            self._copy_one(src, dst)
+        except NotFound:
+            pairs = self._dir_pairs(src, dst)
+            if not pairs:
+                raise NotFound(f"cannot move {src}: not found on {self.url}") from None
+            self._move_pairs(pairs)
+            return
+        self._delete_keys([self._key(src)])
+        self._remember(src, None)
+
+    def _dir_pairs(self, src: str, dst: str) -> list[tuple[str, str]]:
+        if dst.startswith(src + "/"):
+            raise Permanent(f"cannot move folder {src} into itself ({dst})")
+        src_key = self._key(src)
+        pairs = []
+        for page in self._pages(src_key + "/"):
+            for obj in page:
+                rel = self._rel(obj["Key"])
+                if rel is not None:
+                    pairs.append((rel, dst + rel[len(src):]))
+                    self._note_listed(rel, obj)
+        return pairs
+
+    def _note_listed(self, rel: str, obj: dict) -> None:
+        """a listed object the record has wrong is forgotten, so a copy HEADs it."""
+        rec = self._recorded(rel)
+        if rec is not None and (rec[0], rec[1]) != (int(obj.get("Size", 0)), _etag(obj.get("ETag"))):
+            self._remember(rel, None)
+
+    def move_many(self, pairs: list[tuple[str, str]]) -> None:
+        """many file moves: parallel copies, then batched deletes of the sources
+        whose copy was confirmed. Pairs must be independent (no dst is another
+        pair's src): NotSupported otherwise, and the caller moves one by one.
+        On a partial failure the first error is raised with .moved = the pairs
+        done (source gone, target present)."""
+        srcs = [s for s, _ in pairs]
+        dsts = [d for _, d in pairs]
+        if set(srcs) & set(dsts) or len(set(dsts)) != len(dsts) or len(set(srcs)) != len(srcs):
+            raise NotSupported("move_many: the moves depend on each other; move them in order")
+        self._move_pairs(list(pairs))
+
+    def _move_pairs(self, pairs: list[tuple[str, str]]) -> None:
+        futures = {self._io().submit(self._copy_one, s, d): (s, d) for s, d in pairs}
+        moved, failed = [], []
+        for fut in cf.as_completed(futures):
+            try:
+                fut.result()
+                moved.append(futures[fut])
+            except RemoteError as exc:
+                failed.append(exc)
+        moved.sort()
+        self._delete_keys([self._key(s) for s, _ in moved])
+        for s, _ in moved:
+            self._remember(s, None)
+        if failed:
+            exc = failed[0]
+            exc.moved = moved  # type: ignore[attr-defined]
+            raise exc
+
+    def delete(self, path: str) -> None:
+        try:
+            key = self._key(path)
+        except Permanent:
+            return  # such a name can never be on S3
+        with self._errors(f"delete {path}"):
+            try:
+                self.client.delete_object(Bucket=self.bucket, Key=key)
+            except bex.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in MISSING_CODES:
+                    raise
+        self._remember(path, None)
+
+    def delete_many(self, paths: Iterable[str]) -> None:
+        """DeleteObjects, 1000 keys a request; missing ones are fine."""
+        rels = []
+        for p in paths:
+            with contextlib.suppress(Permanent):
+                self._key(p)
+                rels.append(p)
+        self._delete_keys([self._key(p) for p in rels])
+        for p in rels:
+            self._remember(p, None)
+
+    def _delete_keys(self, keys: list[str]) -> None:
+        first_error = None
+        for batch in chunks(keys, DELETE_BATCH):
+            with self._errors(f"delete {len(batch)} objects"):
+                resp = self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
+            for err in resp.get("Errors", []) or []:
+                if err.get("Code") in MISSING_CODES or first_error is not None:
+                    continue
+                fake = bex.ClientError({"Error": err, "ResponseMetadata": {}}, "DeleteObjects")
+                first_error = self._map_client_error(fake, f"delete {err.get('Key')}")
+        if first_error is not None:
+            raise first_error
+
+    def mkdir(self, path: str) -> None:
+        """S3 has no directories: nothing to do."""
+
+    def rmdir(self, path: str) -> None:
+        """S3 has no directories: nothing to do."""
+
+    # --- download --------------------------------------------------------------------
+
+    def download(self, path: str, local_path: str, progress: Progress | None = None, offset: int = 0) -> Entry:
+        key = self._key(path)
+        kw = {"Range": f"bytes={offset}-"} if offset else {}
+        try:
+            with self._errors(f"download {path}"):
+                resp = self.client.get_object(Bucket=self.bucket, Key=key, **kw)
+        except Permanent:
+            if offset:  # InvalidRange: nothing left past offset
+                e = self.stat(path)
+                if e is not None and e.kind == FILE and e.size <= offset:
+                    return e
+            raise
+        meta = resp.get("Metadata", {}) or {}
+        total = _total_size(resp, offset)
+        try:
+            out = open(local_path, "r+b" if offset else "wb")
+        except OSError as exc:
+            resp["Body"].close()
+            raise Permanent(f"cannot write {local_path}: {exc.strerror}") from None
+        with out, self._errors(f"download {path}"):
+            out.seek(offset)
+            for chunk in resp["Body"].iter_chunks(CHUNK):
+                try:
+                    out.write(chunk)
+                except OSError as exc:
+                    raise Permanent(f"cannot write {local_path}: {exc.strerror}") from None
+                if progress:
+                    progress(len(chunk))
+        return Entry(path, FILE, total, parse_mtime(meta.get("mtime")), hash=parse_hash(meta.get("xxh3")))
+
+    # --- cleanup ---------------------------------------------------------------------
+
+    def remove_temp_files(self, keep: frozenset[str] = frozenset()) -> int:
+        """abort multipart uploads under our prefix, except the upload ids in keep."""
+        count = 0
+        kw: dict = {"Bucket": self.bucket, "Prefix": self._list_prefix}
+        try:
+            while True:
+                with self._errors(f"list uploads in {self.url}"):
+                    resp = self.client.list_multipart_uploads(**kw)
+                for up in resp.get("Uploads", []) or []:
+                    if up["UploadId"] not in keep and self._abort_quietly(up["Key"], up["UploadId"]):
+                        count += 1
+                if not resp.get("IsTruncated"):
+                    return count
+                kw["KeyMarker"] = resp.get("NextKeyMarker", "")
+                kw["UploadIdMarker"] = resp.get("NextUploadIdMarker", "")
+        except NotSupported:
+            return count
+
+    def close(self) -> None:
+        with self._pool_lock:
+            pools, self._io_pool, self._part_pool = [self._io_pool, self._part_pool], None, None
+        for p in pools:
+            if p is not None:
+                p.shutdown(wait=True, cancel_futures=True)
+        self.save_record()
+
+
+def _etag(value: str | None) -> str:
+    return (value or "").strip('"')
+
+
+def _total_size(resp: dict, offset: int) -> int:
+    rng = resp.get("ContentRange") or ""
+    if "/" in rng and rng.rsplit("/", 1)[1].isdigit():
+        return int(rng.rsplit("/", 1)[1])
+    return offset + int(resp.get("ContentLength", 0))
+
+
+def _reason(exc: Exception) -> str:
+    """botocore's message without the URL's query (signatures live there)."""
+    text = str(exc)
+    return re.sub(r"\?[^\s\"']*", "", text)

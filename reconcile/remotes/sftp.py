@@ -1,0 +1,977 @@
+"""An SFTP server as the destination, over paramiko.
+
+URL: sftp://[user@]host[:port]/path. The path is absolute on the server:
+sftp://nas/backup/x is /backup/x. A path starting with /~ is relative to the
+login directory: sftp://nas/~/backup is backup under the user's home.
+
+Host, port, user and identity files also come from the ssh config
+(~/.ssh/config, or the file named by RECONCILE_SSH_CONFIG or
+options.extra["ssh_config"]), so Host aliases work as they do for ssh.
+
+Each calling thread gets its own Transport and SFTPClient over its own socket
+(sharing one client across threads can deadlock, paramiko issue 1836). After a
+lost connection the thread's client is dropped and the next call reconnects.
+Only this module imports paramiko; callers see reconcile.errors only.
+"""
+
+from __future__ import annotations
+
+import errno
+import getpass
+import hashlib
+import os
+import socket
+import stat as st
+import sys
+import threading
+from collections import deque
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
+from urllib.parse import unquote, urlsplit
+
+import paramiko
+from paramiko.sftp import CMD_CLOSE, CMD_EXTENDED, CMD_HANDLE, CMD_NAME, CMD_OPENDIR, CMD_READDIR, CMD_STATUS
+from paramiko.sftp import CMD_WRITE, int64
+from paramiko.sftp_attr import SFTPAttributes
+
+from reconcile.entry import DIR, FILE, LINK, TEMP_MARK, Entry, decode_path, encode_path, is_temp_name
+from reconcile.entry import parent_of, sort_key
+from reconcile.errors import AuthError, ConfigError, NotFound, Permanent, ReconcileError, SourceChanged
+from reconcile.errors import Transient, Unreachable
+from reconcile.remotes.base import Capabilities, Checkpoint, Progress, RemoteOptions
+
+CONNECT_TIMEOUT = 20.0
+IO_TIMEOUT = 60.0  # a silent server for this long counts as a lost connection
+WINDOW = 32 << 20  # ssh channel window: large, so pipelined writes never stall on it
+WRITE_CHUNK = 1 << 17  # per SFTP write request; OpenSSH takes up to 256 KiB messages
+MAX_INFLIGHT = 64  # write requests sent before waiting for the oldest ack
+CHECKPOINT_EVERY = 16 << 20
+RANGE_MIN = 64 << 20  # files this large are written as concurrent ranges
+LIST_PREFETCH = 256  # directory listings fetched ahead of the consumer
+READ_CHUNK = 1 << 20
+FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+MAX_MTIME = (1 << 32) - 1  # SFTP v3 carries mtime as uint32 seconds
+
+
+@dataclass
+class _Target:
+    alias: str  # as written in the URL
+    host: str  # after the ssh config
+    port: int
+    user: str
+    identity_files: list[str] = field(default_factory=list)
+    known_hosts_files: list[str] = field(default_factory=list)
+
+    @property
+    def key_name(self) -> str:
+        """the host's name in known_hosts: OpenSSH writes [host]:port off port 22."""
+        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+
+
+class _Conn:
+    def __init__(self, transport: paramiko.Transport, sftp: paramiko.SFTPClient) -> None:
+        self.transport = transport
+        self.sftp = sftp
+        self.no_fsync = False
+
+    def close(self) -> None:
+        try:
+            self.sftp.close()
+        except Exception:
+            pass
+        self.transport.close()
+
+
+class _Acks:
+    """collects write/fsync replies by request number, in any order."""
+
+    def __init__(self, sftp: paramiko.SFTPClient) -> None:
+        self.sftp = sftp
+        self.done: dict[int, BaseException | None] = {}
+
+    def _async_response(self, t: int, msg: paramiko.Message, num: int) -> None:
+        err = None
+        if t == CMD_STATUS:
+            try:
+                self.sftp._convert_status(msg)
+            except BaseException as exc:
+                err = exc
+        self.done[num] = err
+
+    def wait(self, num: int) -> BaseException | None:
+        while num not in self.done:
+            self.sftp._read_response()
+        return self.done.pop(num)
+
+
+def _fingerprint(key: paramiko.PKey) -> str:
+    import base64
+
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def _ssh_config_path(options: RemoteOptions) -> str:
+    return (options.extra.get("ssh_config") or os.environ.get("RECONCILE_SSH_CONFIG")
+            or os.path.expanduser("~/.ssh/config"))
+
+
+def _lookup_ssh_config(alias: str, options: RemoteOptions) -> dict:
+    path = _ssh_config_path(options)
+    if not os.path.exists(path):
+        return {}
+    try:
+        return dict(paramiko.SSHConfig.from_path(path).lookup(alias))
+    except Exception as exc:
+        raise ConfigError(f"cannot read ssh config {path}: {exc}") from None
+
+
+def _parse_url(url: str, options: RemoteOptions) -> tuple[_Target, str, str]:
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "sftp" or not parts.hostname:
+        raise ConfigError(f"not an sftp URL: {url!r}; use sftp://[user@]host[:port]/path")
+    if parts.password is not None:
+        raise ConfigError("do not put a password in the URL: set RECONCILE_SFTP_PASSWORD instead")
+    try:
+        url_port = parts.port
+    except ValueError:
+        raise ConfigError(f"bad port in {url!r}") from None
+    path = unquote(parts.path, errors="surrogateescape")
+    if not path:
+        raise ConfigError(f"{url!r} names no folder: use sftp://host/absolute/path or sftp://host/~/path")
+    if path == "/~" or path.startswith("/~/"):
+        root = path[3:].strip("/") or "."
+    else:
+        root = path.rstrip("/") or "/"
+    alias = parts.hostname
+    cfg = _lookup_ssh_config(alias, options)
+    user = unquote(parts.username) if parts.username else cfg.get("user") or getpass.getuser()
+    try:
+        port = url_port or int(cfg.get("port", 22))
+    except ValueError:
+        raise ConfigError(f"bad Port for {alias} in the ssh config") from None
+    idents = [os.path.expanduser(p) for p in cfg.get("identityfile", [])]
+    if options.known_hosts:
+        known = [os.path.expanduser(options.known_hosts)]
+    else:
+        user_files = cfg.get("userknownhostsfile", "~/.ssh/known_hosts").split()
+        known = [os.path.expanduser(p) for p in user_files] + ["/etc/ssh/ssh_known_hosts"]
+    target = _Target(alias, cfg.get("hostname", alias), port, user, idents, known)
+    shown = f"sftp://{user}@{alias}" + (f":{url_port}" if url_port else "") + parts.path
+    return target, root, shown
+
+
+class SftpRemote:
+    capabilities = Capabilities(
+        server_move=True, dir_move=True, server_copy=False, empty_dirs=True,
+        mtime_precision_ns=1_000_000_000, symlinks=True,
+    )
+
+    def __init__(self, target: _Target, root: str, options: RemoteOptions, url: str) -> None:
+        self.target = target
+        self.root = root
+        self.options = options
+        self.url = url
+        self.transfers = options.transfers or 4
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._conns: set[_Conn] = set()
+        self._trusted_key: bytes | None = None
+        self._hostkey_lock = threading.Lock()
+        self._secret_lock = threading.Lock()
+        self._secrets: dict[str, str | None] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._seen_temps: list[str] | None = None  # temp names met by the last full list()
+        self._left_temps: set[str] = set()  # temp files our failed uploads left
+
+    @classmethod
+    def from_url(cls, url: str, options: RemoteOptions) -> "SftpRemote":
+        target, root, shown = _parse_url(url, options)
+        return cls(target, root, options, shown)
+
+    # --- connections -------------------------------------------------------
+
+    def _conn(self) -> _Conn:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or not conn.transport.is_active():
+            if conn is not None:
+                self._drop()
+            conn = self._connect()
+            self._local.conn = conn
+            with self._lock:
+                self._conns.add(conn)
+        return conn
+
+    def _sftp(self) -> paramiko.SFTPClient:
+        return self._conn().sftp
+
+    def _drop(self) -> None:
+        """forget this thread's connection, so the next call reconnects."""
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with self._lock:
+                self._conns.discard(conn)
+            conn.close()
+
+    def _connected(self) -> bool:
+        conn = getattr(self._local, "conn", None)
+        return conn is not None and conn.transport.is_active()
+
+    def _where(self) -> str:
+        return f"{self.target.host}:{self.target.port}"
+
+    def _open_socket(self) -> socket.socket:
+        try:
+            sock = socket.create_connection((self.target.host, self.target.port), timeout=CONNECT_TIMEOUT)
+        except socket.gaierror as exc:
+            raise Unreachable(f"cannot resolve host {self.target.host}: {exc.strerror}") from None
+        except (socket.timeout, TimeoutError):
+            raise Unreachable(f"cannot connect to {self._where()}: timed out") from None
+        except OSError as exc:
+            raise Unreachable(f"cannot connect to {self._where()}: {exc.strerror or exc}") from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    def _connect(self) -> _Conn:
+        sock = self._open_socket()
+        transport = paramiko.Transport(sock, default_window_size=WINDOW)
+        try:
+            self._prefer_algorithms(transport)
+            try:
+                transport.start_client(timeout=CONNECT_TIMEOUT)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                raise Unreachable(f"no ssh session with {self._where()}: {exc}") from None
+            self._check_host_key(transport.get_remote_server_key())
+            self._authenticate(transport)
+            try:
+                sftp = paramiko.SFTPClient.from_transport(transport, window_size=WINDOW)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                raise Transient(f"no sftp subsystem on {self._where()}: {exc}") from None
+            if sftp is None:
+                raise Permanent(f"{self._where()} refused the sftp subsystem")
+            sftp.get_channel().settimeout(IO_TIMEOUT)
+            return _Conn(transport, sftp)
+        except BaseException:
+            transport.close()
+            raise
+
+    def _prefer_algorithms(self, transport: paramiko.Transport) -> None:
+        opts = transport.get_security_options()
+        fast = [c for c in FAST_CIPHERS if c in opts.ciphers]
+        opts.ciphers = fast + [c for c in opts.ciphers if c not in fast]
+        # ask for the host key type we already know, as OpenSSH does
+        known = self._known_types()
+        if known:
+            first = [k for k in opts.key_types if k in known]
+            opts.key_types = first + [k for k in opts.key_types if k not in first]
+
+    # --- host keys ---------------------------------------------------------
+
+    def _load_known_hosts(self) -> paramiko.HostKeys:
+        keys = paramiko.HostKeys()
+        for path in self.target.known_hosts_files:
+            if os.path.isfile(path):
+                try:
+                    keys.load(path)
+                except (OSError, paramiko.SSHException):
+                    pass
+        return keys
+
+    def _known_types(self) -> set[str]:
+        entry = self._load_known_hosts().lookup(self.target.key_name)
+        types = set(entry.keys()) if entry else set()
+        if "ssh-rsa" in types:
+            types |= {"rsa-sha2-512", "rsa-sha2-256"}
+        return types
+
+    def _check_host_key(self, key: paramiko.PKey) -> None:
+        with self._hostkey_lock:
+            if self._trusted_key is None:
+                self._verify_host_key(key)
+                self._trusted_key = key.asbytes()
+            elif key.asbytes() != self._trusted_key:
+                raise ConfigError(f"WARNING: the host key of {self.target.key_name} changed during this run "
+                                  f"(now {key.get_name()} {_fingerprint(key)}): refusing to continue")
+
+    def _verify_host_key(self, key: paramiko.PKey) -> None:
+        name = self.target.key_name
+        entry = self._load_known_hosts().lookup(name)
+        fp = _fingerprint(key)
+        if not entry:
+            if not self.options.accept_new_host_key:
+                raise ConfigError(
+                    f"unknown host {name}: its {key.get_name()} key fingerprint is {fp}. "
+                    "If that is the server's key, run again with --accept-new-host-key to trust and record it")
+            self._record_host_key(name, key)
+            return
+        known = entry.get(key.get_name())
+        if known is not None and known.asbytes() == key.asbytes():
+            return
+        files = ", ".join(self.target.known_hosts_files[:1])
+        raise ConfigError(
+            f"WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED for {name}! It now offers {key.get_name()} {fp}, "
+            f"which does not match {files}. Someone could be intercepting the connection. If the server's key "
+            f"really changed, remove the old one with: ssh-keygen -R '{name}' -f {files}")
+
+    def _record_host_key(self, name: str, key: paramiko.PKey) -> None:
+        path = self.target.known_hosts_files[0]
+        line = f"{name} {key.get_name()} {key.get_base64()}\n"
+        try:
+            os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "a") as f:
+                if f.tell() > 0 and not _ends_with_newline(path):
+                    line = "\n" + line
+                f.write(line)
+        except OSError as exc:
+            raise ConfigError(f"cannot record the host key in {path}: {exc.strerror}") from None
+
+    # --- authentication ----------------------------------------------------
+
+    def _authenticate(self, transport: paramiko.Transport) -> None:
+        user = self.target.user
+        tried: list[str] = []
+        try:
+            for label, key in self._keys():
+                try:
+                    transport.auth_publickey(user, key)
+                    return
+                except paramiko.BadAuthenticationType:
+                    break  # the server takes no keys at all
+                except paramiko.AuthenticationException:
+                    tried.append(label)
+            if self._try_password(transport, tried):
+                return
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            if not transport.is_active():
+                tried.append(f"then the server closed the connection ({exc.__class__.__name__})")
+            else:
+                raise Transient(f"ssh authentication with {self._where()} failed: {exc}") from None
+        what = ", ".join(tried) or "nothing: no key, agent or password available"
+        raise AuthError(
+            f"authentication failed for {user}@{self._where()} (tried {what}); give a key with --ssh-key, "
+            "load one into ssh-agent, or set RECONCILE_SFTP_PASSWORD")
+
+    def _keys(self) -> Iterator[tuple[str, paramiko.PKey]]:
+        agent = None
+        if os.environ.get("SSH_AUTH_SOCK"):
+            try:
+                agent = paramiko.Agent()
+                for key in agent.get_keys():
+                    yield f"agent key {key.get_name()}", key
+            except paramiko.SSHException:
+                pass
+            finally:
+                if agent is not None:
+                    agent.close()
+        explicit = [os.path.expanduser(self.options.ssh_key)] if self.options.ssh_key else []
+        files = explicit + self.target.identity_files
+        if not files:
+            files = [os.path.expanduser(f"~/.ssh/{n}") for n in ("id_ed25519", "id_ecdsa", "id_rsa")]
+        for path in dict.fromkeys(files):
+            key = self._load_key(path, explicit=path in explicit)
+            if key is not None:
+                yield f"key {path}", key
+
+    def _load_key(self, path: str, explicit: bool) -> paramiko.PKey | None:
+        if not os.path.exists(path):
+            if explicit:
+                raise ConfigError(f"ssh key file {path} does not exist")
+            return None
+        try:
+            return paramiko.PKey.from_path(path)
+        except TypeError:
+            pass  # encrypted: needs a passphrase
+        except (ValueError, OSError, paramiko.SSHException) as exc:
+            if explicit:
+                raise ConfigError(f"cannot read ssh key file {path}: {exc.__class__.__name__}") from None
+            return None
+        passphrase = self._secret("RECONCILE_SSH_KEY_PASSPHRASE", f"passphrase for key {path}: ")
+        if passphrase is None:
+            if explicit:
+                raise AuthError(f"ssh key {path} is encrypted: set RECONCILE_SSH_KEY_PASSPHRASE "
+                                "or run from a terminal to be asked")
+            return None
+        try:
+            return paramiko.PKey.from_path(path, passphrase.encode())
+        except (ValueError, TypeError, paramiko.SSHException):
+            raise AuthError(f"cannot decrypt ssh key {path}: wrong passphrase") from None
+
+    def _try_password(self, transport: paramiko.Transport, tried: list[str]) -> bool:
+        user = self.target.user
+        password = self._secret("RECONCILE_SFTP_PASSWORD", f"password for {user}@{self.target.host}: ")
+        if password is None:
+            return False
+        try:
+            transport.auth_password(user, password)
+            return True
+        except paramiko.BadAuthenticationType as exc:
+            if "keyboard-interactive" not in exc.allowed_types:
+                tried.append("password (not accepted by this server)")
+                return False
+        except paramiko.AuthenticationException:
+            tried.append("password")
+            return False
+        try:
+            transport.auth_interactive(user, lambda _title, _instr, prompts: [password] * len(prompts))
+            return True
+        except paramiko.AuthenticationException:
+            tried.append("password (keyboard-interactive)")
+            return False
+
+    def _secret(self, env: str, prompt: str) -> str | None:
+        """from the environment, else asked once on a terminal; kept in memory only."""
+        if os.environ.get(env):
+            return os.environ[env]
+        with self._secret_lock:
+            if prompt not in self._secrets:
+                asked = None
+                if sys.stdin is not None and sys.stdin.isatty():
+                    try:
+                        asked = getpass.getpass(prompt)
+                    except (EOFError, OSError):
+                        asked = None
+                self._secrets[prompt] = asked
+            return self._secrets[prompt]
+
+    # --- errors ------------------------------------------------------------
+
+    @contextmanager
+    def _op(self, what: str, failure: type[ReconcileError] = Permanent) -> Iterator[None]:
+        """maps paramiko and socket errors to ours; a lost connection is dropped."""
+        try:
+            yield
+        except ReconcileError:
+            raise
+        except (socket.timeout, TimeoutError):
+            self._drop()
+            raise Transient(f"{what}: the server stopped answering") from None
+        except (paramiko.SSHException, EOFError, paramiko.sftp.SFTPError) as exc:
+            self._drop()
+            raise Transient(f"{what}: connection lost ({exc.__class__.__name__})") from None
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                raise NotFound(f"{what}: no such file or folder") from None
+            if exc.errno == errno.EACCES:
+                raise Permanent(f"{what}: permission denied") from None
+            if exc.errno is None and self._connected():
+                # an SFTP status from the server, such as "Failure" for a full disk.
+                raise failure(f"{what}: {exc.args[0] if exc.args else 'failure'}") from None
+            self._drop()
+            raise Transient(f"{what}: connection lost ({exc.strerror or exc})") from None
+
+    # --- paths -------------------------------------------------------------
+
+    def _abs(self, path: str) -> bytes:
+        if not path:
+            return encode_path(self.root)
+        return encode_path(f"{self.root.rstrip('/')}/{path}" if self.root != "." else path)
+
+    def _temp_for(self, path: str, entry: Entry) -> str:
+        """deterministic for (path, size, mtime), so a rerun finds what it left."""
+        head, _, name = path.rpartition("/")
+        tag = hashlib.sha256(encode_path(f"{path}\0{entry.size}\0{entry.mtime_ns}")).hexdigest()[:16]
+        short = decode_path(encode_path(name)[:100])
+        tmp = f"{TEMP_MARK}{tag}-{short}"
+        return f"{head}/{tmp}" if head else tmp
+
+    # --- listing -----------------------------------------------------------
+
+    def list(self) -> Iterator[Entry]:
+        with self._op(f"cannot list {self.url}"):
+            attr = self._sftp().stat(self._abs(""))
+        if not st.S_ISDIR(attr.st_mode or 0):
+            raise ConfigError(f"destination {self.url} is a file, not a folder")
+        temps: list[str] = []
+        self._pending = 0
+        yield from self._walk("", self._read_dir(""), temps)
+        self._seen_temps = temps
+
+    def _read_dir(self, rel: str) -> list[Entry]:
+        """one directory's entries in sort_key order; temp names go to the caller."""
+        with self._op(f"cannot list {rel or self.url}"):
+            sftp = self._sftp()
+            raw = _readdir(sftp, self._abs(rel))
+            entries = []
+            for name, attr in raw:
+                path = f"{rel}/{decode_path(name)}" if rel else decode_path(name)
+                entries.append(_entry(path, attr))
+            for e in entries:
+                if e.kind == LINK and not is_temp_name(e.path.rsplit("/", 1)[-1]):
+                    e.target = _readlink(sftp, self._abs(e.path))
+        entries.sort(key=lambda e: sort_key(e.path, e.kind))
+        return entries
+
+    def _walk(self, rel: str, children: list[Entry], temps: list[str]) -> Iterator[Entry]:
+        ahead: dict[str, Future] = {}
+        for e in children:
+            if e.kind == DIR and not is_temp_name(_name(e.path)) and self._pending < LIST_PREFETCH:
+                self._pending += 1
+                ahead[e.path] = self._executor().submit(self._read_dir, e.path)
+        for e in children:
+            if is_temp_name(_name(e.path)):
+                temps.append(e.path)
+                continue
+            yield e
+            if e.kind != DIR:
+                continue
+            fut = ahead.pop(e.path, None)
+            try:
+                if fut is not None:
+                    self._pending -= 1
+                    sub = fut.result()
+                else:
+                    sub = self._read_dir(e.path)
+            except NotFound:
+                continue  # removed while we listed
+            yield from self._walk(e.path, sub, temps)
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max(4, self.transfers), thread_name_prefix="sftp")
+            return self._pool
+
+    def stat(self, path: str) -> Entry | None:
+        with self._op(f"cannot stat {path}"):
+            sftp = self._sftp()
+            try:
+                attr = sftp.lstat(self._abs(path))
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    return None
+                raise
+            e = _entry(path, attr)
+            if e.kind == LINK:
+                e.target = _readlink(sftp, self._abs(path))
+            return e
+
+    # --- writing -----------------------------------------------------------
+
+    def mkdir(self, path: str) -> None:
+        with self._op(f"cannot create folder {path}"):
+            self._mkdirs(self._sftp(), path)
+
+    def _mkdirs(self, sftp: paramiko.SFTPClient, path: str) -> None:
+        if not path:
+            return
+        try:
+            sftp.mkdir(self._abs(path))
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                self._mkdirs(sftp, parent_of(path))
+                return self._mkdirs_retry(sftp, path)
+            if exc.errno is not None:
+                raise
+            # "Failure": most often it exists already
+            attr = _lstat_or_none(sftp, self._abs(path))
+            if attr is None or not st.S_ISDIR(attr.st_mode or 0):
+                raise Permanent(f"cannot create folder {path}: a file is in the way") from None
+
+    def _mkdirs_retry(self, sftp: paramiko.SFTPClient, path: str) -> None:
+        try:
+            sftp.mkdir(self._abs(path))
+        except OSError as exc:
+            attr = _lstat_or_none(sftp, self._abs(path))
+            if attr is None or not st.S_ISDIR(attr.st_mode or 0):
+                raise exc
+
+    def upload(self, local_path: str, path: str, entry: Entry, progress: Progress | None = None,
+               resume: dict | None = None, checkpoint: Checkpoint | None = None) -> Entry:
+        tmp_rel = self._temp_for(path, entry)
+        try:
+            src = open(local_path, "rb")
+        except OSError as exc:
+            raise NotFound(f"local file {local_path} cannot be read: {exc.strerror}") from None
+        with src:
+            size = os.fstat(src.fileno()).st_size
+            self._left_temps.add(tmp_rel)
+            with self._op(f"cannot write {path}", failure=Transient):
+                self._send_file(src.fileno(), size, tmp_rel, progress, resume, checkpoint)
+        with self._op(f"cannot finish {path}"):
+            sftp = self._sftp()
+            tmp = self._abs(tmp_rel)
+            got = sftp.lstat(tmp).st_size
+            if got != size:
+                raise Transient(f"cannot finish {path}: the server holds {got} of {size} bytes")
+            if entry.mtime_ns is not None:
+                secs = min(max(entry.mtime_ns // 1_000_000_000, 0), MAX_MTIME)
+                sftp.utime(tmp, (secs, secs))
+            if self.options.extra.get("perms") and entry.mode:
+                sftp.chmod(tmp, st.S_IMODE(entry.mode))
+            self._replace(sftp, tmp, self._abs(path))
+            self._left_temps.discard(tmp_rel)
+            result = _entry(path, sftp.lstat(self._abs(path)))
+        result.hash = entry.hash
+        return result
+
+    def _send_file(self, fd: int, size: int, tmp_rel: str, progress: Progress | None,
+                   resume: dict | None, checkpoint: Checkpoint | None) -> None:
+        sftp = self._sftp()
+        state = self._resume_state(sftp, tmp_rel, resume, size)
+        if state is None and size >= RANGE_MIN and self.transfers > 1:
+            state = {"tmp": tmp_rel, "confirmed": 0, "ranges": _split(size, min(self.transfers, 4))}
+        tmp = self._abs(tmp_rel)
+        if state is not None and "ranges" in state:
+            if state["confirmed"] == 0:
+                self._open_temp(sftp, tmp_rel, truncate=True).close()
+            return self._send_ranges(fd, tmp, state, progress, checkpoint)
+        start = state["confirmed"] if state else 0
+        f = self._open_temp(sftp, tmp_rel, truncate=start == 0)
+        try:
+            if start:
+                f.truncate(start)
+
+            def confirmed(n: int) -> None:
+                if checkpoint:
+                    checkpoint({"tmp": tmp_rel, "confirmed": n})
+
+            self._send_range(self._conn(), f.handle, fd, start, size, progress, confirmed)
+        finally:
+            f.close()
+
+    def _resume_state(self, sftp: paramiko.SFTPClient, tmp_rel: str, resume: dict | None,
+                      size: int) -> dict | None:
+        """the resume dict when its temp file still holds what it claims, else None."""
+        if not resume:
+            return None
+        old = resume.get("tmp")
+        if old != tmp_rel:
+            if isinstance(old, str) and is_temp_name(old):
+                _remove_quietly(sftp, self._abs(old))  # the source changed since
+            return None
+        attr = _lstat_or_none(sftp, self._abs(tmp_rel))
+        if attr is None:
+            return None
+        have = attr.st_size or 0
+        if "ranges" in resume:
+            ranges = [list(r) for r in resume["ranges"]]
+            furthest = max((pos for start, _, pos in ranges if pos > start), default=0)
+            ok = furthest <= have and ranges and ranges[-1][1] == size
+            return {"tmp": tmp_rel, "confirmed": resume.get("confirmed", 0), "ranges": ranges} if ok else None
+        confirmed = int(resume.get("confirmed", 0))
+        return {"tmp": tmp_rel, "confirmed": confirmed} if 0 < confirmed <= min(have, size) else None
+
+    def _open_temp(self, sftp: paramiko.SFTPClient, tmp_rel: str, truncate: bool) -> paramiko.SFTPFile:
+        mode = "w" if truncate else "r+"
+        tmp = self._abs(tmp_rel)
+        try:
+            return sftp.open(tmp, mode)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+        self._mkdirs(sftp, parent_of(tmp_rel))
+        return sftp.open(tmp, mode)
+
+    def _send_range(self, conn: _Conn, handle: bytes, fd: int, pos: int, end: int,
+                    progress: Progress | None, confirmed) -> None:
+        """pipelined writes of fd[pos:end]; confirmed(n) after each ~16 MiB is
+        acknowledged (and fsynced where the server can)."""
+        sftp = conn.sftp
+        acks = _Acks(sftp)
+        pending: deque[tuple[int, int, bool]] = deque()  # (request, end offset, is fsync)
+        last_mark = pos
+        while pos < end or pending:
+            while pos < end and len(pending) < MAX_INFLIGHT:
+                data = _pread(fd, min(WRITE_CHUNK, end - pos), pos)
+                num = sftp._async_request(acks, CMD_WRITE, handle, int64(pos), data)
+                pos += len(data)
+                pending.append((num, pos, False))
+                if progress:
+                    progress(len(data))
+                if pos - last_mark >= CHECKPOINT_EVERY or pos == end:
+                    last_mark = pos
+                    pending.append((self._fsync_request(conn, acks, handle), pos, True))
+            num, upto, is_fsync = pending.popleft()
+            err = acks.wait(num) if num >= 0 else None
+            if err is not None and not is_fsync:
+                raise err
+            if is_fsync:
+                if isinstance(err, OSError) and err.errno is None:
+                    conn.no_fsync = True
+                confirmed(upto)
+
+    def _fsync_request(self, conn: _Conn, acks: _Acks, handle: bytes) -> int:
+        if conn.no_fsync:
+            return -1  # the write acks before it still confirm the data
+        return conn.sftp._async_request(acks, CMD_EXTENDED, "fsync@openssh.com", handle)
+
+    def _send_ranges(self, fd: int, tmp: bytes, state: dict, progress: Progress | None,
+                     checkpoint: Checkpoint | None) -> None:
+        """concurrent range writers, each over its own connection; the caller's
+        thread reports progress and checkpoints."""
+        ranges: list[list[int]] = state["ranges"]  # [start, end, confirmed up to]
+        lock = threading.Lock()
+        sent = [0]
+
+        def count(n: int) -> None:
+            with lock:
+                sent[0] += n
+
+        def run(r: list[int]) -> None:
+            def confirmed(n: int) -> None:
+                with lock:
+                    r[2] = n
+            with self._op("cannot write range", failure=Transient):
+                conn = self._conn()
+                f = conn.sftp.open(tmp, "r+")
+                try:
+                    self._send_range(conn, f.handle, fd, r[2], r[1], count, confirmed)
+                finally:
+                    f.close()
+
+        futures = [self._executor().submit(run, r) for r in ranges if r[2] < r[1]]
+        reported, marked = 0, sum(r[2] - r[0] for r in ranges)
+        while futures:
+            done, _ = wait(futures, timeout=0.2, return_when=FIRST_EXCEPTION)
+            with lock:
+                delta, reported = sent[0] - reported, sent[0]
+                total = sum(r[2] - r[0] for r in ranges)
+                snapshot = [list(r) for r in ranges]
+            if progress and delta:
+                progress(delta)
+            if checkpoint and (total - marked >= CHECKPOINT_EVERY or len(done) == len(futures)):
+                marked = total
+                checkpoint({"tmp": state["tmp"], "confirmed": total, "ranges": snapshot})
+            failed = [f for f in done if f.exception() is not None]
+            if failed:
+                wait(futures)  # let the other writers stop before we report
+                raise failed[0].exception()
+            if len(done) == len(futures):
+                break
+
+    def _replace(self, sftp: paramiko.SFTPClient, src: bytes, dst: bytes) -> None:
+        """atomic overwrite; plain rename after a remove where posix-rename is missing."""
+        try:
+            sftp.posix_rename(src, dst)
+            return
+        except OSError as exc:
+            if exc.errno is not None or "unsupported" not in str(exc).lower():
+                raise
+        _remove_quietly(sftp, dst)
+        sftp.rename(src, dst)
+
+    def symlink(self, target: str, path: str) -> None:
+        tmp_rel = self._temp_for(path, Entry(path, LINK))
+        with self._op(f"cannot link {path}"):
+            sftp = self._sftp()
+            tmp = self._abs(tmp_rel)
+            _remove_quietly(sftp, tmp)
+            try:
+                sftp.symlink(encode_path(target), tmp)
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
+                self._mkdirs(sftp, parent_of(path))
+                sftp.symlink(encode_path(target), tmp)
+            self._replace(sftp, tmp, self._abs(path))
+
+    def move(self, src: str, dst: str) -> None:
+        with self._op(f"cannot move {src} to {dst}"):
+            sftp = self._sftp()
+            a, b = self._abs(src), self._abs(dst)
+            attr = _lstat_or_none(sftp, a)
+            if attr is None:
+                raise NotFound(f"cannot move {src}: it does not exist")
+            if st.S_ISDIR(attr.st_mode or 0) and _lstat_or_none(sftp, b) is not None:
+                # a directory move never merges into an existing directory.
+                raise Permanent(f"cannot move folder {src} to {dst}: target exists")
+            try:
+                self._replace(sftp, a, b)
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
+                self._mkdirs(sftp, parent_of(dst))
+                self._replace(sftp, a, b)
+
+    def delete(self, path: str) -> None:
+        with self._op(f"cannot delete {path}"):
+            sftp = self._sftp()
+            try:
+                sftp.remove(self._abs(path))
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    return
+                attr = _lstat_or_none(sftp, self._abs(path))
+                if attr is not None and st.S_ISDIR(attr.st_mode or 0):
+                    raise Permanent(f"cannot delete {path}: it is a folder") from None
+                raise
+
+    def rmdir(self, path: str) -> None:
+        with self._op(f"cannot remove folder {path}"):
+            try:
+                self._sftp().rmdir(self._abs(path))
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
+
+    # --- reading -----------------------------------------------------------
+
+    def download(self, path: str, local_path: str, progress: Progress | None = None, offset: int = 0) -> Entry:
+        try:
+            out = open(local_path, "r+b" if offset else "wb")
+        except OSError as exc:
+            raise NotFound(f"cannot write local file {local_path}: {exc.strerror}") from None
+        with out, self._op(f"cannot read {path}", failure=Transient):
+            sftp = self._sftp()
+            with sftp.open(self._abs(path), "rb") as f:
+                size = f.stat().st_size
+                out.truncate(offset)
+                out.seek(offset)
+                f.seek(offset)
+                f.prefetch(size)
+                while offset < size and (chunk := f.read(min(READ_CHUNK, size - offset))):
+                    _local_write(out, chunk, local_path)
+                    offset += len(chunk)
+                    if progress:
+                        progress(len(chunk))
+        e = self.stat(path)
+        if e is None:
+            raise NotFound(f"{path} vanished during download")
+        return e
+
+    # --- cleanup -----------------------------------------------------------
+
+    def remove_temp_files(self, keep: frozenset[str] = frozenset()) -> int:
+        temps = self._seen_temps if self._seen_temps is not None else self._find_temps("")
+        count = 0
+        for rel in dict.fromkeys([*temps, *self._left_temps]):
+            if rel in keep or _name(rel) in keep:
+                continue
+            with self._op(f"cannot remove {rel}"):
+                if self._remove_tree(self._sftp(), rel):
+                    count += 1
+        self._seen_temps = None
+        self._left_temps.clear()
+        return count
+
+    def _find_temps(self, rel: str) -> list[str]:
+        found = []
+        for e in self._read_dir(rel):
+            if is_temp_name(_name(e.path)):
+                found.append(e.path)
+            elif e.kind == DIR:
+                found += self._find_temps(e.path)
+        return found
+
+    def _remove_tree(self, sftp: paramiko.SFTPClient, rel: str) -> bool:
+        """true when something was there to remove."""
+        attr = _lstat_or_none(sftp, self._abs(rel))
+        if attr is None:
+            return False
+        if st.S_ISDIR(attr.st_mode or 0):
+            for name, sub in _readdir(sftp, self._abs(rel)):
+                self._remove_tree(sftp, f"{rel}/{decode_path(name)}")
+            sftp.rmdir(self._abs(rel))
+        else:
+            _remove_quietly(sftp, self._abs(rel))
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._conns = list(self._conns), set()
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        for conn in conns:
+            conn.close()
+        self._local = threading.local()
+
+
+# --- helpers on one SFTPClient ----------------------------------------------
+
+def _readdir(sftp: paramiko.SFTPClient, path: bytes) -> list[tuple[bytes, SFTPAttributes]]:
+    """listdir_attr with names kept as bytes: paramiko's own decodes them as
+    utf-8 and fails on anything else."""
+    t, msg = sftp._request(CMD_OPENDIR, path)
+    if t != CMD_HANDLE:
+        raise paramiko.sftp.SFTPError("expected a handle")
+    handle = msg.get_binary()
+    out = []
+    try:
+        while True:
+            try:
+                t, msg = sftp._request(CMD_READDIR, handle)
+            except EOFError:
+                break
+            if t != CMD_NAME:
+                raise paramiko.sftp.SFTPError("expected names")
+            for _ in range(msg.get_int()):
+                name = msg.get_string()
+                msg.get_string()  # longname
+                attr = SFTPAttributes._from_msg(msg)
+                if name not in (b".", b".."):
+                    out.append((name, attr))
+    finally:
+        sftp._request(CMD_CLOSE, handle)
+    return out
+
+
+def _readlink(sftp: paramiko.SFTPClient, path: bytes) -> str | None:
+    try:
+        target = sftp.readlink(path)
+    except OSError:
+        return None
+    return decode_path(target) if isinstance(target, bytes) else target
+
+
+def _lstat_or_none(sftp: paramiko.SFTPClient, path: bytes) -> SFTPAttributes | None:
+    try:
+        return sftp.lstat(path)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise
+
+
+def _remove_quietly(sftp: paramiko.SFTPClient, path: bytes) -> None:
+    try:
+        sftp.remove(path)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, None, errno.EACCES):
+            raise
+
+
+def _entry(path: str, attr: SFTPAttributes) -> Entry:
+    mode = attr.st_mode or 0
+    kind = DIR if st.S_ISDIR(mode) else LINK if st.S_ISLNK(mode) else FILE
+    mtime = attr.st_mtime
+    return Entry(path, kind, (attr.st_size or 0) if kind == FILE else 0,
+                 None if mtime is None else int(mtime) * 1_000_000_000, 0, 0, mode)
+
+
+def _name(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+def _split(size: int, n: int) -> list[list[int]]:
+    """n ranges on MiB boundaries as [start, end, confirmed up to]."""
+    step = -(-size // n // (1 << 20)) * (1 << 20)
+    starts = list(range(0, size, step))
+    return [[s, min(s + step, size), s] for s in starts]
+
+
+def _pread(fd: int, n: int, pos: int) -> bytes:
+    try:
+        data = os.pread(fd, n, pos)
+    except OSError as exc:
+        raise Permanent(f"cannot read the local file: {exc.strerror}") from None
+    if not data:
+        raise SourceChanged("the local file shrank while it was sent")
+    return data
+
+
+def _local_write(out, chunk: bytes, local_path: str) -> None:
+    try:
+        out.write(chunk)
+    except OSError as exc:
+        raise Permanent(f"cannot write local file {local_path}: {exc.strerror}") from None
+
+
+def _ends_with_newline(path: str) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"

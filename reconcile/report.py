@@ -1,0 +1,155 @@
+"""What the user sees: the plan table, JSON, progress and the summary line."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+
+from rich.console import Console
+from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeRemainingColumn, TransferSpeedColumn)
+from rich.table import Table
+
+from reconcile.entry import DIR
+from reconcile.plan import Op, Plan
+
+TABLE_ROWS = 200
+
+
+def human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"
+
+
+def printable(path: str) -> str:
+    """names with undecodable bytes or control characters, shown safely."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") \
+        .replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+
+
+def plan_summary(plan: Plan) -> str:
+    s = plan.summary()
+    parts = []
+    if s["upload"]["count"]:
+        parts.append(f"{s['upload']['count']} to send ({human_bytes(s['upload']['bytes'])})")
+    if s["move"]["count"]:
+        parts.append(f"{s['move']['count']} moves ({s['move']['files']} files, "
+                     f"{human_bytes(s['move']['bytes_saved'])} not resent)")
+    if s["delete"]["count"]:
+        parts.append(f"{s['delete']['count']} deletes ({s['delete']['files']} files)")
+    if s["mkdir"]["count"]:
+        parts.append(f"{s['mkdir']['count']} folders to create")
+    return ", ".join(parts) if parts else "nothing to do"
+
+
+def _row(op: Op) -> tuple[str, str, str, str]:
+    path = printable(op.path) + ("/" if op.kind == DIR else "")
+    if op.op == "move":
+        what = "move dir" if op.kind == DIR else "move"
+        detail = f"{len(op.files)} files" if op.kind == DIR else human_bytes(op.size)
+        return what, path, printable(op.to or ""), detail
+    if op.op == "upload":
+        return f"upload ({op.reason})", path, "", human_bytes(op.size)
+    if op.op == "delete":
+        detail = f"{len(op.files)} files" if op.kind == DIR else ""
+        return "delete" + (" (replaced)" if op.reason == "replaced" else ""), path, "", detail
+    return op.op, path, "", ""
+
+
+def print_plan(plan: Plan, console: Console, verbose: bool = False) -> None:
+    if plan.ops:
+        table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+        table.add_column("operation", no_wrap=True)
+        table.add_column("path", overflow="fold")
+        table.add_column("to", overflow="fold")
+        table.add_column("size", justify="right", no_wrap=True)
+        shown = [o for o in plan.ops if o.reason != "temp"]
+        limit = len(shown) if verbose else TABLE_ROWS
+        for op in shown[:limit]:
+            table.add_row(*_row(op))
+        console.print(table)
+        if len(shown) > limit:
+            console.print(f"... and {len(shown) - limit} more operations (-v or --json lists them all)")
+
+
+def plan_json(source: str, dest: str, plan: Plan, results: dict | None = None) -> str:
+    ops = []
+    for i, op in enumerate(plan.ops):
+        if op.reason == "temp":
+            continue
+        d = op.to_json()
+        if results is not None:
+            r, err = results.get(i, ("skipped", "not reached"))
+            d["result"] = r
+            if err and r != "done":
+                d["error"] = err
+        ops.append(d)
+    doc = {"source": source, "dest": dest, "operations": ops, "summary": plan.summary()}
+    if results is not None:
+        doc["totals"] = {k: sum(1 for r, _ in results.values() if r == k) for k in ("done", "skipped", "failed")}
+    return json.dumps(doc, ensure_ascii=False, default=str)
+
+
+class ApplyReporter:
+    """Progress on a terminal; plain lines (only with -v) and warnings otherwise."""
+
+    def __init__(self, total_ops: int = 0, total_bytes: int = 0, verbose: bool = False, quiet: bool = False,
+                 stream=None) -> None:
+        self.stream = stream or sys.stderr
+        self.console = Console(file=self.stream, stderr=True)
+        self.verbose = verbose
+        self.quiet = quiet
+        self.tty = self.stream.isatty() and not quiet
+        self._lock = threading.Lock()
+        self._progress: Progress | None = None
+        self.bytes_sent = 0
+        self.started = time.monotonic()
+
+    def start(self, total_ops: int, total_bytes: int) -> None:
+        if not self.tty or total_ops == 0:
+            return
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                                  console=self.console, transient=True)
+        self._ops = self._progress.add_task("operations", total=total_ops)
+        self._bytes = self._progress.add_task("bytes", total=max(total_bytes, 1))
+        self._progress.start()
+
+    def stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def op_started(self, op: Op) -> None:
+        pass
+
+    def sent(self, n: int) -> None:
+        with self._lock:
+            self.bytes_sent += n
+        if self._progress is not None:
+            self._progress.advance(self._bytes, n)
+
+    def op_ended(self, op: Op, result: str, error: str | None) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._ops, 1)
+        if result == "failed":
+            self._line(f"failed: {op.op} {printable(op.path)}: {error}")
+        elif self.verbose and op.reason != "temp":
+            what, path, to, _ = _row(op)
+            self._line(f"{result}: {what} {path}" + (f" -> {to}" if to else "") + (f" ({error})" if error else ""))
+
+    def warn(self, message: str) -> None:
+        self._line(f"warning: {message}")
+
+    def _line(self, text: str) -> None:
+        with self._lock:
+            if self._progress is not None:
+                self._progress.console.print(text, markup=False, highlight=False)
+            else:
+                print(text, file=self.stream, flush=True)

@@ -1,0 +1,132 @@
+"""The snapshot: every source entry of the last good run, in sort_key order.
+
+Layout: MAGIC, a msgpack header map, one msgpack array per entry, then a
+fixed footer (xxh3_128 of everything before it, and its length). Written to a
+temp name, fsynced, renamed into place. A file that fails its checksum is
+treated as absent, which never causes a deletion on its own: the remote
+listing, not the snapshot, decides what the remote holds.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import BinaryIO, Iterator
+
+import msgpack
+import xxhash
+
+from reconcile.entry import Entry, decode_path, encode_path
+from reconcile.statefile import atomic_replace, open_private
+
+MAGIC = b"RCNLSNAP"
+VERSION = 1
+FOOTER = struct.Struct(">16sQ")
+
+
+class CorruptState(Exception):
+    """a state file failed its checksum or could not be parsed."""
+
+
+def _pack_entry(e: Entry) -> tuple:
+    return (encode_path(e.path), e.kind, e.size, e.mtime_ns, e.inode, e.dev, e.mode, e.hash,
+            e.target)
+
+
+def _unpack_entry(row: list) -> Entry:
+    path, kind, size, mtime_ns, inode, dev, mode, hsh, target = row
+    return Entry(decode_path(path), kind, size, mtime_ns, inode, dev, mode, hsh, target)
+
+
+class SnapshotWriter:
+    """Streams entries to a temp file; commit() makes it the snapshot."""
+
+    def __init__(self, path: str, header: dict | None = None, tmp: str | None = None) -> None:
+        self.path = path
+        self.tmp = tmp or path + ".tmp"
+        self._f: BinaryIO = open_private(self.tmp)
+        self._hash = xxhash.xxh3_128()
+        self._length = 0
+        self._packer = msgpack.Packer(use_bin_type=True, unicode_errors="surrogateescape")
+        self.count = 0
+        self._write(MAGIC)
+        self._write(self._packer.pack({"version": VERSION, **(header or {})}))
+
+    def _write(self, data: bytes) -> None:
+        self._f.write(data)
+        self._hash.update(data)
+        self._length += len(data)
+
+    def add(self, entry: Entry) -> None:
+        self._write(self._packer.pack(_pack_entry(entry)))
+        self.count += 1
+
+    def finish(self) -> None:
+        """Seal the temp file (footer, fsync) without putting it in place."""
+        self._f.write(FOOTER.pack(self._hash.digest(), self._length))
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+
+    def commit(self) -> None:
+        atomic_replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+        try:
+            os.unlink(self.tmp)
+        except FileNotFoundError:
+            pass
+
+
+def verify(path: str) -> None:
+    """Check the footer checksum in one fast pass; raise CorruptState."""
+    size = os.path.getsize(path)
+    if size < len(MAGIC) + FOOTER.size:
+        raise CorruptState(f"{path} is truncated")
+    h = xxhash.xxh3_128()
+    body = size - FOOTER.size
+    with open(path, "rb") as f:
+        remaining = body
+        while remaining:
+            chunk = f.read(min(remaining, 1 << 20))
+            if not chunk:
+                raise CorruptState(f"{path} is truncated")
+            h.update(chunk)
+            remaining -= len(chunk)
+        digest, length = FOOTER.unpack(f.read(FOOTER.size))
+    if length != body or digest != h.digest():
+        raise CorruptState(f"{path} fails its checksum")
+
+
+def read_header(path: str) -> dict:
+    with open(path, "rb") as f:
+        if f.read(len(MAGIC)) != MAGIC:
+            raise CorruptState(f"{path} is not a reconcile snapshot")
+        unpacker = msgpack.Unpacker(f, raw=False, unicode_errors="surrogateescape")
+        header = next(unpacker)
+    if not isinstance(header, dict) or header.get("version") != VERSION:
+        raise CorruptState(f"{path} has an unknown format version")
+    return header
+
+
+def read_entries(path: str) -> Iterator[Entry]:
+    """Entries of a verified snapshot, streamed: memory does not grow with it."""
+    body = os.path.getsize(path) - FOOTER.size
+    with open(path, "rb") as f:
+        f.read(len(MAGIC))
+        unpacker = msgpack.Unpacker(raw=False, unicode_errors="surrogateescape", max_buffer_size=1 << 26)
+        remaining = body - len(MAGIC)
+        first = True
+        while remaining > 0:
+            chunk = f.read(min(remaining, 1 << 18))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+            unpacker.feed(chunk)
+            for row in unpacker:
+                if first:
+                    first = False
+                    continue
+                yield _unpack_entry(row)

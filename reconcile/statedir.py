@@ -1,0 +1,82 @@
+"""Where a SOURCE+DEST pair keeps its state: snapshot, journal, lock, log."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+from reconcile.errors import ConfigError
+
+
+def default_root() -> str:
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or os.path.expanduser("~\\AppData\\Local")
+        return os.path.join(base, "reconcile", "state")
+    if sys.platform == "darwin":
+        return os.path.expanduser("~/Library/Application Support/reconcile/state")
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return os.path.join(base, "reconcile")
+
+
+def display_url(url: str) -> str:
+    """The URL without any password, for ids, logs and JSON."""
+    if "://" not in url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    if parts.username:
+        host = f"{parts.username}@{host}"
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+@dataclass
+class StateDir:
+    path: str
+
+    @classmethod
+    def for_pair(cls, source: str, dest: str, override: str | None = None) -> "StateDir":
+        if override:
+            path = os.path.abspath(os.path.expanduser(override))
+        else:
+            ident = f"{os.path.abspath(source)}\0{display_url(dest)}"
+            digest = hashlib.sha256(ident.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+            name = re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(os.path.abspath(source)))[:40]
+            path = os.path.join(default_root(), f"{name}-{digest}")
+        try:
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create the state folder {path}: {exc.strerror}; "
+                "pass --state-dir DIR with a writable folder") from None
+        return cls(path)
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    @property
+    def snapshot(self) -> str:
+        return self.file("snapshot.msgpack")
+
+    @property
+    def journal(self) -> str:
+        return self.file("journal.msgpack")
+
+    @property
+    def lock(self) -> str:
+        return self.file("lock")
+
+    @property
+    def last_run(self) -> str:
+        return self.file("last-run.json")
+
+    @property
+    def remote_state(self) -> str:
+        return self.file("remote")
