@@ -39,17 +39,18 @@ class SshServer:
     password_user: str | None  # a user with a password, None when useradd is missing
     password: str | None
 
-    @property
-    def known_hosts_line(self) -> str:
-        return f"[{self.host}]:{self.port} {self.host_pub}\n"
-
     def fingerprint(self) -> str:
         out = subprocess.run(["ssh-keygen", "-lf", str(self.dir / "hostkey.pub")],
                              capture_output=True, text=True, check=True).stdout
         return out.split()[1]  # "SHA256:..."
 
-    def write_known_hosts(self, path: Path) -> str:
-        path.write_text(self.known_hosts_line)
+    def authorize(self, pub_file: str) -> None:
+        """accept one more public key, for every user."""
+        with open(self.dir / "extra_keys", "a") as f:
+            f.write(Path(pub_file).read_text())
+
+    def write_known_hosts(self, path: Path, port: int | None = None) -> str:
+        path.write_text(f"[{self.host}]:{port or self.port} {self.host_pub}\n")
         path.chmod(0o600)
         return str(path)
 
@@ -82,7 +83,7 @@ def _sshd_config(d: Path, port: int) -> str:
     return f"""Port {port}
 ListenAddress 127.0.0.1
 HostKey {d}/hostkey
-AuthorizedKeysFile {d}/userkey.pub
+AuthorizedKeysFile {d}/userkey.pub {d}/extra_keys
 PidFile {d}/sshd.pid
 UsePAM no
 StrictModes no

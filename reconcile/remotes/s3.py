@@ -132,7 +132,7 @@ def parse_url(url: str) -> tuple[str, str]:
     bucket, _, prefix = url[5:].partition("/")
     if not bucket:
         raise ConfigError(f"{url!r} names no bucket: use s3://bucket[/prefix]")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}", bucket):
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{2,62}", bucket):
         raise ConfigError(f"{bucket!r} is not a valid bucket name: use 3-63 letters, digits, '.', '-'")
     prefix = prefix.strip("/")
     if "//" in prefix:
@@ -598,9 +598,13 @@ class S3Remote:
             # a file body: botocore streams it and seeks back to retry.
             digest = entry.hash or hash_file(fd)
             body = f
+        before = os.fstat(fd)
         with self._errors(f"upload {path}"):
             resp = self.client.put_object(Bucket=self.bucket, Key=key, Body=body,
                                           Metadata=self._metadata(entry.mtime_ns, digest), **self._extra_args())
+        if body is f and _changed(before, os.fstat(fd)):
+            # the object holds a mix; its mtime is the scanned one, so the next run sends it again.
+            raise SourceChanged(f"{path} changed while being uploaded; left for the next run")
         if progress:
             progress(entry.size)
         return _etag(resp.get("ETag")), digest
@@ -626,8 +630,7 @@ class S3Remote:
         else:
             upload_id, part_size, stored = state
         parts = self._send_parts(fd, key, upload_id, entry.size, part_size, stored, progress)
-        after = os.fstat(fd)
-        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+        if _changed(before, os.fstat(fd)):
             # parts stay for a resume-free restart; remove_temp_files aborts them.
             raise SourceChanged(f"{path} changed while being uploaded; left for the next run")
         with self._errors(f"finish upload of {path}"):
@@ -945,6 +948,10 @@ class S3Remote:
             if p is not None:
                 p.shutdown(wait=True, cancel_futures=True)
         self.save_record()
+
+
+def _changed(before: os.stat_result, after: os.stat_result) -> bool:
+    return (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns)
 
 
 def _etag(value: str | None) -> str:

@@ -33,7 +33,7 @@ from urllib.parse import unquote, urlsplit
 
 import paramiko
 from paramiko.sftp import CMD_CLOSE, CMD_EXTENDED, CMD_HANDLE, CMD_NAME, CMD_OPENDIR, CMD_READDIR, CMD_STATUS
-from paramiko.sftp import CMD_WRITE, int64
+from paramiko.sftp import CMD_DATA, CMD_READ, CMD_WRITE, int64
 from paramiko.sftp_attr import SFTPAttributes
 
 from reconcile.entry import DIR, FILE, LINK, TEMP_MARK, Entry, decode_path, encode_path, is_temp_name
@@ -50,7 +50,7 @@ MAX_INFLIGHT = 64  # write requests sent before waiting for the oldest ack
 CHECKPOINT_EVERY = 16 << 20
 RANGE_MIN = 64 << 20  # files this large are written as concurrent ranges
 LIST_PREFETCH = 256  # directory listings fetched ahead of the consumer
-READ_CHUNK = 1 << 20
+READ_CHUNK = 1 << 16  # per SFTP read request; OpenSSH answers up to 64 KiB at once
 FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 MAX_MTIME = (1 << 32) - 1  # SFTP v3 carries mtime as uint32 seconds
 
@@ -85,22 +85,25 @@ class _Conn:
 
 
 class _Acks:
-    """collects write/fsync replies by request number, in any order."""
+    """collects replies to pipelined requests by number, in any order: the
+    error (or None) for writes, the data (or EOFError) for reads."""
 
     def __init__(self, sftp: paramiko.SFTPClient) -> None:
         self.sftp = sftp
-        self.done: dict[int, BaseException | None] = {}
+        self.done: dict[int, BaseException | bytes | None] = {}
 
     def _async_response(self, t: int, msg: paramiko.Message, num: int) -> None:
-        err = None
+        result: BaseException | bytes | None = None
         if t == CMD_STATUS:
             try:
                 self.sftp._convert_status(msg)
             except BaseException as exc:
-                err = exc
-        self.done[num] = err
+                result = exc
+        elif t == CMD_DATA:
+            result = msg.get_string()
+        self.done[num] = result
 
-    def wait(self, num: int) -> BaseException | None:
+    def wait(self, num: int) -> BaseException | bytes | None:
         while num not in self.done:
             self.sftp._read_response()
         return self.done.pop(num)
@@ -739,6 +742,11 @@ class SftpRemote:
             failed = [f for f in done if f.exception() is not None]
             if failed:
                 wait(futures)  # let the other writers stop before we report
+                if checkpoint:
+                    with lock:
+                        snapshot = [list(r) for r in ranges]
+                    checkpoint({"tmp": state["tmp"], "confirmed": sum(r[2] - r[0] for r in snapshot),
+                                "ranges": snapshot})
                 raise failed[0].exception()
             if len(done) == len(futures):
                 break
@@ -818,20 +826,43 @@ class SftpRemote:
         with out, self._op(f"cannot read {path}", failure=Transient):
             sftp = self._sftp()
             with sftp.open(self._abs(path), "rb") as f:
-                size = f.stat().st_size
+                size = f.stat().st_size or 0
                 out.truncate(offset)
                 out.seek(offset)
-                f.seek(offset)
-                f.prefetch(size)
-                while offset < size and (chunk := f.read(min(READ_CHUNK, size - offset))):
-                    _local_write(out, chunk, local_path)
-                    offset += len(chunk)
-                    if progress:
-                        progress(len(chunk))
+                self._fetch_range(sftp, f.handle, out, offset, size, progress)
         e = self.stat(path)
         if e is None:
             raise NotFound(f"{path} vanished during download")
         return e
+
+    def _fetch_range(self, sftp: paramiko.SFTPClient, handle: bytes, out, pos: int, end: int,
+                     progress: Progress | None) -> None:
+        """pipelined reads of [pos, end) written to out in order; a short read
+        is followed up before going on."""
+        acks = _Acks(sftp)
+        pending: deque[tuple[int, int, int]] = deque()  # (request, offset, length)
+        sent = pos
+        while sent < end or pending:
+            while sent < end and len(pending) < MAX_INFLIGHT:
+                n = min(READ_CHUNK, end - sent)
+                pending.append((sftp._async_request(acks, CMD_READ, handle, int64(sent), n), sent, n))
+                sent += n
+            num, offset, n = pending.popleft()
+            data = acks.wait(num)
+            if isinstance(data, EOFError):
+                raise SourceChanged("the remote file shrank while it was read")
+            if isinstance(data, BaseException):
+                raise data
+            _local_write(out, data, out.name)
+            if progress:
+                progress(len(data))
+            if len(data) < n:
+                # a short read: drain the queue, then carry on from here
+                for later, _, _ in pending:
+                    acks.wait(later)
+                pending.clear()
+                sent = offset + len(data)
+                out.seek(sent)
 
     # --- cleanup -----------------------------------------------------------
 
