@@ -19,6 +19,7 @@ from reconcile.entry import FILE, LINK, TEMP_MARK, Entry, entry_key, is_temp_nam
 from reconcile.errors import AuthError, ConfigError, NotFound, Permanent, Transient, Unreachable
 from reconcile.remotes import sftp as sftp_mod
 from reconcile.remotes.base import RemoteOptions
+from reconcile.remotes.retry import RetryingRemote, RetryPolicy
 from reconcile.remotes.sftp import SftpRemote
 from tests.servers_sftp import free_port, sftp_url
 
@@ -357,9 +358,11 @@ def cut_then_resume(remote, proxy, root, tmp_path, size: int, cut_after: int) ->
     assert temps and not (root / "dir" / "big").exists()
     assert [x.path for x in remote.list()] == ["dir"]  # the temp stays hidden
 
+    # as the engine does: a call that meets the dead connection is retried
+    retrying = RetryingRemote(remote, RetryPolicy(30, sleep=lambda _: None))
     sent: list[int] = []
     before = proxy.bytes_up
-    got = remote.upload(local, "dir/big", e, progress=sent.append, resume=state, checkpoint=marks.append)
+    got = retrying.upload(local, "dir/big", e, progress=sent.append, resume=state, checkpoint=marks.append)
     assert sum(sent) == size - state["confirmed"]  # confirmed bytes are not sent again
     assert proxy.bytes_up - before < size - state["confirmed"] + (1 << 20)
     assert got.size == size
@@ -368,14 +371,19 @@ def cut_then_resume(remote, proxy, root, tmp_path, size: int, cut_after: int) ->
     return state
 
 
-def test_cut_mid_upload_then_resume(proxied, sftp_proxy, root, tmp_path, monkeypatch):
+@pytest.fixture
+def small_steps(monkeypatch):
+    # checkpoints and acks every MiB, so a cut after some MiB finds confirmed data
     monkeypatch.setattr(sftp_mod, "CHECKPOINT_EVERY", 1 << 20)
+    monkeypatch.setattr(sftp_mod, "MAX_INFLIGHT_BYTES", 1 << 20)
+
+
+def test_cut_mid_upload_then_resume(proxied, sftp_proxy, root, tmp_path, small_steps):
     state = cut_then_resume(proxied, sftp_proxy, root, tmp_path, size=40 << 20, cut_after=24 << 20)
     assert "ranges" not in state
 
 
-def test_cut_mid_ranged_upload_then_resume(proxied, sftp_proxy, root, tmp_path, monkeypatch):
-    monkeypatch.setattr(sftp_mod, "CHECKPOINT_EVERY", 1 << 20)
+def test_cut_mid_ranged_upload_then_resume(proxied, sftp_proxy, root, tmp_path, small_steps, monkeypatch):
     monkeypatch.setattr(sftp_mod, "RANGE_MIN", 4 << 20)
     state = cut_then_resume(proxied, sftp_proxy, root, tmp_path, size=40 << 20, cut_after=24 << 20)
     assert len(state["ranges"]) == 4
@@ -419,5 +427,5 @@ def test_cut_during_many_small_uploads(proxied, sftp_proxy, root, tmp_path):
     assert sorted(os.listdir(root / "s"), key=int) == [str(i) for i in range(30)]
     for i, (local, _) in enumerate(files):
         assert (root / "s" / str(i)).read_bytes() == Path(local).read_bytes()
-    assert proxied.remove_temp_files() == 0 or not any(is_temp_name(n) for n in os.listdir(root / "s"))
+    proxied.remove_temp_files()
     assert not any(is_temp_name(n) for n in os.listdir(root / "s"))

@@ -32,7 +32,7 @@ from typing import Iterator
 from urllib.parse import unquote, urlsplit
 
 import paramiko
-from paramiko.sftp import CMD_CLOSE, CMD_EXTENDED, CMD_HANDLE, CMD_NAME, CMD_OPENDIR, CMD_READDIR, CMD_STATUS
+from paramiko.sftp import CMD_CLOSE, CMD_EXTENDED, CMD_EXTENDED_REPLY, CMD_HANDLE, CMD_NAME, CMD_OPENDIR, CMD_READDIR, CMD_STATUS
 from paramiko.sftp import CMD_DATA, CMD_READ, CMD_WRITE, int64
 from paramiko.sftp_attr import SFTPAttributes
 
@@ -45,12 +45,12 @@ from reconcile.remotes.base import Capabilities, Checkpoint, Progress, RemoteOpt
 CONNECT_TIMEOUT = 20.0
 IO_TIMEOUT = 60.0  # a silent server for this long counts as a lost connection
 WINDOW = 32 << 20  # ssh channel window: large, so pipelined writes never stall on it
-WRITE_CHUNK = 1 << 17  # per SFTP write request; OpenSSH takes up to 256 KiB messages
-MAX_INFLIGHT = 64  # write requests sent before waiting for the oldest ack
+SAFE_CHUNK = 1 << 15  # every SFTP server takes 32 KiB reads and writes
+MAX_CHUNK = 255 << 10  # larger requests where the server says it takes them (limits@openssh.com)
+MAX_INFLIGHT_BYTES = 4 << 20  # sent before waiting for the oldest ack
 CHECKPOINT_EVERY = 16 << 20
 RANGE_MIN = 64 << 20  # files this large are written as concurrent ranges
 LIST_PREFETCH = 256  # directory listings fetched ahead of the consumer
-READ_CHUNK = 1 << 16  # per SFTP read request; OpenSSH answers up to 64 KiB at once
 FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 MAX_MTIME = (1 << 32) - 1  # SFTP v3 carries mtime as uint32 seconds
 
@@ -75,6 +75,7 @@ class _Conn:
         self.transport = transport
         self.sftp = sftp
         self.no_fsync = False
+        self.write_chunk, self.read_chunk = _chunk_limits(sftp)
 
     def close(self) -> None:
         try:
@@ -678,8 +679,8 @@ class SftpRemote:
         pending: deque[tuple[int, int, bool]] = deque()  # (request, end offset, is fsync)
         last_mark = pos
         while pos < end or pending:
-            while pos < end and len(pending) < MAX_INFLIGHT:
-                data = _pread(fd, min(WRITE_CHUNK, end - pos), pos)
+            while pos < end and len(pending) * conn.write_chunk < MAX_INFLIGHT_BYTES:
+                data = _pread(fd, min(conn.write_chunk, end - pos), pos)
                 num = sftp._async_request(acks, CMD_WRITE, handle, int64(pos), data)
                 pos += len(data)
                 pending.append((num, pos, False))
@@ -829,22 +830,23 @@ class SftpRemote:
                 size = f.stat().st_size or 0
                 out.truncate(offset)
                 out.seek(offset)
-                self._fetch_range(sftp, f.handle, out, offset, size, progress)
+                self._fetch_range(self._conn(), f.handle, out, offset, size, progress)
         e = self.stat(path)
         if e is None:
             raise NotFound(f"{path} vanished during download")
         return e
 
-    def _fetch_range(self, sftp: paramiko.SFTPClient, handle: bytes, out, pos: int, end: int,
+    def _fetch_range(self, conn: _Conn, handle: bytes, out, pos: int, end: int,
                      progress: Progress | None) -> None:
         """pipelined reads of [pos, end) written to out in order; a short read
         is followed up before going on."""
+        sftp = conn.sftp
         acks = _Acks(sftp)
         pending: deque[tuple[int, int, int]] = deque()  # (request, offset, length)
         sent = pos
         while sent < end or pending:
-            while sent < end and len(pending) < MAX_INFLIGHT:
-                n = min(READ_CHUNK, end - sent)
+            while sent < end and len(pending) * conn.read_chunk < MAX_INFLIGHT_BYTES:
+                n = min(conn.read_chunk, end - sent)
                 pending.append((sftp._async_request(acks, CMD_READ, handle, int64(sent), n), sent, n))
                 sent += n
             num, offset, n = pending.popleft()
@@ -939,6 +941,19 @@ def _readdir(sftp: paramiko.SFTPClient, path: bytes) -> list[tuple[bytes, SFTPAt
     finally:
         sftp._request(CMD_CLOSE, handle)
     return out
+
+
+def _chunk_limits(sftp: paramiko.SFTPClient) -> tuple[int, int]:
+    """(write, read) request sizes: 32 KiB unless the server names its limits."""
+    try:
+        t, msg = sftp._request(CMD_EXTENDED, "limits@openssh.com")
+    except OSError:
+        return SAFE_CHUNK, SAFE_CHUNK  # not offered
+    if t != CMD_EXTENDED_REPLY:
+        return SAFE_CHUNK, SAFE_CHUNK
+    _packet, read, write = msg.get_int64(), msg.get_int64(), msg.get_int64()
+    return (min(write, MAX_CHUNK) if write >= SAFE_CHUNK else SAFE_CHUNK,
+            min(read, MAX_CHUNK) if read >= SAFE_CHUNK else SAFE_CHUNK)
 
 
 def _readlink(sftp: paramiko.SFTPClient, path: bytes) -> str | None:
