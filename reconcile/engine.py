@@ -84,6 +84,7 @@ class Run:
         self.excludes = Excludes(opts.exclude)
         self.warnings: list[str] = []
         self._remote = None
+        self.tidy_remote = False  # temp files may be left on the remote
 
     # --- pieces --------------------------------------------------------------
 
@@ -120,6 +121,7 @@ class Run:
         except journal_mod.CorruptJournal as exc:
             self.warn(f"ignoring an unreadable journal ({exc}); planning afresh from the remote")
             os.replace(self.state.journal, self.state.journal + ".corrupt")
+            self.tidy_remote = True
             return None
 
     def changes(self, writer: snapshot.SnapshotWriter | None, report: WalkReport) -> Changes:
@@ -226,6 +228,8 @@ class Run:
                 outcome = self._execute(plan, tag)
                 if outcome.complete:
                     self._commit_snapshot(walk_tmp, hashes)
+                if outcome.remote_gone is None and self.tidy_remote:
+                    self._remove_temp_files()
             finally:
                 for w in writers:
                     w.discard()
@@ -247,6 +251,7 @@ class Run:
             j.close()
         else:
             j.finish()
+            self.tidy_remote = True
         return outcome
 
     def _execute(self, plan: Plan, tag: str) -> Outcome:
@@ -260,11 +265,18 @@ class Run:
             j.close()  # the next run resumes from it
             return outcome
         j.finish()
-        try:
-            self.remote.remove_temp_files()
-        except Transient:
-            pass
+        self.tidy_remote = True
         return outcome
+
+    def _remove_temp_files(self) -> None:
+        """after a killed run or a run that wrote, clear what killed runs left"""
+        try:
+            n = self.remote.remove_temp_files()
+        except Transient as exc:
+            self.warn(f"could not clear temporary files on the remote ({exc}); the next run tries again")
+            return
+        if n:
+            self.reporter.warn(f"removed {n} temporary files left by an interrupted run")
 
     def _transfers(self) -> int:
         return self.opts.remote.transfers or {"local": 4, "sftp": 4, "s3": 16}[dest_kind(self.dest)]

@@ -100,6 +100,8 @@ class SeaweedS3:
                               request_checksum_calculation="when_required",
                               response_checksum_validation="when_required", connect_timeout=2, read_timeout=20),
             )
+            # see reconcile.remotes.s3._drop_expect_header: a 0-byte PUT stalls the next request.
+            self._client.meta.events.register("before-call.s3", _drop_expect_header)
         return self._client
 
     def start(self, timeout: float = 30.0) -> None:
@@ -173,6 +175,10 @@ class SeaweedS3:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
         except OSError:
             return ""
+
+
+def _drop_expect_header(params: dict, **_) -> None:
+    params.get("headers", {}).pop("Expect", None)  # must return None: a value short-cuts the call
 
 
 def make_dest(server: SeaweedS3, bucket: str, state_dir: Path, prefix: str = "mirror"):

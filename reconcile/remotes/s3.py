@@ -208,12 +208,22 @@ def make_client(options: RemoteOptions, pool: int):
             raise ConfigError(f"bad S3 endpoint {endpoint!r}: {exc}") from None
 
     if endpoint or _endpoint_from_env():
-        return build(True)
-    client = build(False)
-    # an endpoint from the profile's config: S3-compatible servers want path style.
-    if "amazonaws.com" not in (client.meta.endpoint_url or ""):
         client = build(True)
+    else:
+        client = build(False)
+        # an endpoint from the profile's config: S3-compatible servers want path style.
+        if "amazonaws.com" not in (client.meta.endpoint_url or ""):
+            client = build(True)
+    # registered on the general name so it runs after botocore's own PutObject/UploadPart handler.
+    client.meta.events.register("before-call.s3", _drop_expect_header)
     return client
+
+
+def _drop_expect_header(params: dict, **_) -> None:
+    """no "Expect: 100-continue": after a 0-byte PUT with it, SeaweedFS 4.48
+    leaves a stray reply on the kept-alive connection and the next request
+    stalls until its read timeout (measured: every one of 20)."""
+    params.get("headers", {}).pop("Expect", None)
 
 
 # --- the remote ---------------------------------------------------------------------
