@@ -35,6 +35,7 @@ class LocalRemote:
         self.root = os.path.abspath(root)
         self.url = self.root
         self.options = options or RemoteOptions()
+        self._dirs_made: set[str] = set()
 
     @classmethod
     def from_url(cls, url: str, options: RemoteOptions) -> "LocalRemote":
@@ -106,15 +107,9 @@ class LocalRemote:
         target = self._abs(path)
         tmp = self._abs(self._temp_for(path))
         try:
-            os.makedirs(os.path.dirname(target), exist_ok=True)
+            self._ensure_dir(os.path.dirname(target))
             with open(local_path, "rb") as src, open(tmp, "wb") as dst:
-                buf = bytearray(CHUNK)
-                view = memoryview(buf)
-                while n := src.readinto(buf):
-                    dst.write(view[:n])
-                    if progress:
-                        progress(n)
-                dst.flush()
+                _copy_fd(src.fileno(), dst.fileno(), progress)
                 os.fsync(dst.fileno())
             if entry.mtime_ns is not None:
                 os.utime(tmp, ns=(entry.mtime_ns, entry.mtime_ns))
@@ -133,6 +128,13 @@ class LocalRemote:
         assert result is not None
         result.hash = entry.hash
         return result
+
+    def _ensure_dir(self, path: str) -> None:
+        # many uploads share a parent: one makedirs per folder, not per file
+        if path in self._dirs_made:
+            return
+        os.makedirs(path, exist_ok=True)
+        self._dirs_made.add(path)
 
     def symlink(self, target: str, path: str) -> None:
         dst = self._abs(path)
@@ -162,6 +164,7 @@ class LocalRemote:
                 os.rename(a, b)
             else:
                 os.replace(a, b)
+            self._dirs_made.clear()  # folders moved: forget what we made
         except OSError as exc:
             raise _map_oserror(exc, f"cannot move {src} to {dst}") from None
 
@@ -215,6 +218,29 @@ class LocalRemote:
 
     def close(self) -> None:
         pass
+
+
+def _copy_fd(src: int, dst: int, progress: Progress | None) -> None:
+    """kernel-side copy where the OS has one; a plain loop elsewhere."""
+    if hasattr(os, "sendfile"):
+        offset = 0
+        while True:
+            try:
+                n = os.sendfile(dst, src, offset, 1 << 23)
+            except OSError:
+                if offset == 0:
+                    break  # not supported here: fall back below
+                raise
+            if n == 0:
+                return
+            offset += n
+            if progress:
+                progress(n)
+        os.lseek(src, 0, os.SEEK_SET)
+    while chunk := os.read(src, CHUNK):
+        os.write(dst, chunk)
+        if progress:
+            progress(len(chunk))
 
 
 def _remove_quietly(path: str) -> None:
