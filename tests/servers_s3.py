@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -85,6 +86,8 @@ class SeaweedS3:
             "-s3.port.iceberg=0", "-s3.port.lance=0",
             "-volume.max=200", "-master.volumeSizeLimitMB=256",
             "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            # measured: without these a restart on the old data dir took 17 s, with them 3.6 s.
+            "-master.electionTimeout=1s", "-volume.preStopSeconds=0",
         ]
 
     def client(self):
@@ -148,6 +151,14 @@ class SeaweedS3:
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+
+    def remove_sockets(self) -> None:
+        """weed leaves unix sockets named after its ports in /tmp; only once stopped."""
+        if self.proc is not None:
+            return
+        for port in self.ports.values():
+            for sock in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{port}.sock"):
+                sock.unlink(missing_ok=True)
 
     def restart(self) -> None:
         self.stop()
@@ -221,6 +232,7 @@ def seaweed_factory(tmp_path_factory, s3_credentials) -> Iterator[Callable[[], S
     yield start
     for server in servers:
         server.stop()
+        server.remove_sockets()
 
 
 @pytest.fixture(scope="session")

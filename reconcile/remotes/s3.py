@@ -23,6 +23,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import hashlib
+import heapq
 import logging
 import math
 import os
@@ -174,6 +175,44 @@ def chunks(items: list, n: int) -> Iterator[list]:
         yield items[i:i + n]
 
 
+class ListOrder:
+    """puts a listing into byte order (entry.sort_key; files only, so the raw
+    path). AWS lists in byte order. SeaweedFS lists folder by folder, so
+    "a/x" comes before "a-b" there, while "a-b" < "a/x" in bytes.
+
+    After key K is listed, every later key is greater than K's first path
+    component in either order (byte order, or folder by folder with names
+    compared as bytes), so whatever sorts at or below it can go out. That
+    holds back at most one top-level folder's entries; with a byte-ordered
+    server nothing is held back.
+    """
+
+    def __init__(self, byte_ordered: bool) -> None:
+        self.byte_ordered = byte_ordered
+        self.heap: list[tuple[bytes, Entry]] = []
+        self.last: bytes | None = None
+
+    def push(self, entry: Entry) -> Iterator[Entry]:
+        key = entry.path.encode("utf-8")
+        if self.last is not None and key <= self.last:
+            raise Permanent(f"the server listed {entry.path!r} out of order: cannot mirror safely")
+        heapq.heappush(self.heap, (key, entry))
+        bound = key if self.byte_ordered else key.split(b"/", 1)[0]
+        while self.heap and self.heap[0][0] <= bound:
+            self.last, out = heapq.heappop(self.heap)
+            yield out
+
+    def flush(self) -> Iterator[Entry]:
+        while self.heap:
+            self.last, out = heapq.heappop(self.heap)
+            yield out
+
+
+def _is_aws(endpoint: str | None) -> bool:
+    host = (endpoint or "").split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0].lower()
+    return host.endswith(".amazonaws.com") or host.endswith(".amazonaws.com.cn")
+
+
 # --- client -------------------------------------------------------------------------
 
 
@@ -255,6 +294,9 @@ class S3Remote:
         self.part_size = int(options.extra.get("part_size", DEFAULT_PART_SIZE))
         self.copy_threshold = int(options.extra.get("copy_threshold", COPY_LIMIT))
         self.copy_part_size = int(options.extra.get("copy_part_size", COPY_PART))
+        # AWS documents byte order for listings; others (SeaweedFS) may not keep it.
+        order = options.extra.get("list_order") or ("bytes" if _is_aws(self.endpoint) else "unknown")
+        self.byte_ordered = order == "bytes"
         self._io_pool: cf.ThreadPoolExecutor | None = None
         self._part_pool: cf.ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -470,11 +512,14 @@ class S3Remote:
     def list(self) -> Iterator[Entry]:
         """ListObjectsV2 pages only; HEAD just the objects we have no record of."""
         fresh: dict[str, Record] = {}
+        order = ListOrder(self.byte_ordered)
         with self._lock:
             self._touched = {}
         try:
             for page in self._pages(self._list_prefix):
-                yield from self._page_entries(page, fresh)
+                for entry in self._page_entries(page, fresh):
+                    yield from order.push(entry)
+            yield from order.flush()
         except BaseException:
             with self._lock:
                 self._touched = None
