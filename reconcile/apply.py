@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -100,22 +99,29 @@ class Executor:
         self._record(i, op, *result) if isinstance(result, tuple) else self._record(i, op, result)
 
     def _uploads(self, ops: list[Op], batch: list[int], resume: dict[int, dict]) -> None:
-        if self.transfers == 1 or len(batch) == 1:
-            for i in batch:
-                self._one(i, ops[i], resume)
-            return
-        with ThreadPoolExecutor(self.transfers) as pool:
-            futures = [pool.submit(self._one_quiet, i, ops[i], resume) for i in batch]
-            for f in futures:
-                f.result()
+        # workers pull from one shared iterator: memory stays flat however
+        # many files there are to send
+        work = iter(batch)
+        take = threading.Lock()
+
+        def worker() -> None:
+            while not self.outcome.remote_gone:
+                with take:
+                    i = next(work, None)
+                if i is None:
+                    return
+                try:
+                    self._one(i, ops[i], resume)
+                except _RemoteGone:
+                    return
+
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(self.transfers, len(batch)))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
         if self.outcome.remote_gone:
             raise _RemoteGone
-
-    def _one_quiet(self, i: int, op: Op, resume: dict[int, dict]) -> None:
-        try:
-            self._one(i, op, resume)
-        except _RemoteGone:
-            pass
 
     def _local(self, path: str) -> str:
         return os.path.join(self.source_root, *path.split("/"))
