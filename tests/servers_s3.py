@@ -133,14 +133,19 @@ class SeaweedS3:
         self.stop()
         raise RuntimeError(f"weed not ready after {timeout:.0f} s: {last}\n{self.log_tail()}")
 
-    def stop(self) -> None:
+    def terminate(self) -> None:
+        """SIGTERM without waiting, so several servers stop together."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def stop(self, grace: float = 4.0) -> None:
         """SIGTERM, then SIGKILL: SIGTERM alone can hang."""
+        self.terminate()
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return
-        proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=4)
+            proc.wait(timeout=max(grace, 0.1))
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
@@ -231,7 +236,10 @@ def seaweed_factory(tmp_path_factory, s3_credentials) -> Iterator[Callable[[], S
 
     yield start
     for server in servers:
-        server.stop()
+        server.terminate()
+    deadline = time.monotonic() + 4.0  # one grace period for all of them
+    for server in servers:
+        server.stop(grace=deadline - time.monotonic())
         server.remove_sockets()
 
 

@@ -412,3 +412,62 @@ def test_bad_urls(url, s3_credentials):
 
     with pytest.raises(ConfigError):
         parse_url(url)
+
+
+def test_no_credentials_is_an_auth_error(monkeypatch, tmp_path):
+    from reconcile.errors import AuthError
+    from reconcile.remotes.s3 import S3Remote
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    remote = S3Remote.from_url("s3://some-bucket", RemoteOptions(s3_endpoint="http://127.0.0.1:9"))
+    with pytest.raises(AuthError, match="credentials"):
+        list(remote.list())
+
+
+def test_unknown_profile_is_a_config_error(monkeypatch, tmp_path):
+    from reconcile.remotes.s3 import S3Remote
+
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    with pytest.raises(ConfigError, match="nope"):
+        S3Remote.from_url("s3://some-bucket", RemoteOptions(profile="nope"))
+
+
+@pytest.mark.parametrize("code,status,error", [
+    ("NoSuchBucket", 404, ConfigError), ("AccessDenied", 403, ConfigError),
+    ("InvalidAccessKeyId", 403, ConfigError), ("SignatureDoesNotMatch", 403, ConfigError),
+    ("PermanentRedirect", 301, ConfigError), ("AuthorizationHeaderMalformed", 400, ConfigError),
+    ("SlowDown", 503, Transient), ("InternalError", 500, Transient), ("NoSuchKey", 404, NotFound),
+    ("InvalidArgument", 400, Permanent),
+])
+def test_error_mapping(code, status, error, s3_dest):
+    """server replies SeaweedFS cannot be made to send, mapped without a server call."""
+    from botocore.exceptions import ClientError
+
+    remote = open_remote(s3_dest)
+    reply = {"Error": {"Code": code, "Message": "m", "Region": "eu-west-1"},
+             "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": {}}}
+    mapped = remote._map_client_error(ClientError(reply, "GetObject"), "read x")
+    assert type(mapped) is error or (error is ConfigError and isinstance(mapped, ConfigError))
+    if error is ConfigError:
+        assert remote.bucket in str(mapped) and "\n" not in str(mapped)
+    if code == "PermanentRedirect":
+        assert "AWS_DEFAULT_REGION=eu-west-1" in str(mapped)
+
+
+def test_list_order_fixes_folder_by_folder_listings():
+    from reconcile.remotes.s3 import ListOrder
+
+    paths = ["a/x", "a/y/z", "a-b", "a-b/c", "a.txt", "a0", "b", "b/c/d", "b/c-d", "c"]
+    folder_order = sorted(paths, key=lambda p: [c.encode() for c in p.split("/")])  # SeaweedFS
+    for listed, byte_ordered in ((folder_order, False), (sorted(paths), False), (sorted(paths), True)):
+        order = ListOrder(byte_ordered)
+        out = [e.path for p in listed for e in order.push(Entry(p))] + [e.path for e in order.flush()]
+        assert out == sorted(paths, key=lambda p: p.encode())
+    order = ListOrder(True)
+    list(order.push(Entry("b")))
+    with pytest.raises(Permanent, match="out of order"):
+        list(order.push(Entry("a")))
