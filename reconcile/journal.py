@@ -28,7 +28,8 @@ def _op_to_row(op: Op) -> dict:
     e = op.entry
     return {
         "op": op.op, "path": op.path, "kind": op.kind, "to": op.to, "size": op.size,
-        "reason": op.reason, "files": op.files, "dirs": op.dirs,
+        "reason": op.reason, "files": op.files, "dirs": op.dirs, "backup": op.backup,
+        "overwrites": op.overwrites,
         "entry": None if e is None else [e.path, e.kind, e.size, e.mtime_ns, e.inode, e.dev, e.mode,
                                          e.hash, e.target],
     }
@@ -38,7 +39,7 @@ def _row_to_op(row: dict) -> Op:
     e = row["entry"]
     entry = None if e is None else Entry(*e)
     return Op(row["op"], row["path"], row["kind"], row["to"], row["size"], row["reason"],
-              list(row["files"]), list(row["dirs"]), entry)
+              list(row["files"]), list(row["dirs"]), entry, row.get("backup"), row.get("overwrites", False))
 
 
 def _packer() -> msgpack.Packer:

@@ -27,8 +27,16 @@ class Op:
     files: list[str] = field(default_factory=list)  # dir move / dir delete: remote files inside, relative
     dirs: list[str] = field(default_factory=list)  # dir delete: subdirs inside, relative, deepest first
     entry: Entry | None = None  # upload/link: the local entry
+    backup: str | None = None  # where the remote's old version goes first (--backup-dir)
+    overwrites: bool = False  # the target holds an older version that this replaces
 
     def to_json(self) -> dict:
+        d = self._json()
+        if self.backup:
+            d["backup"] = self.backup
+        return d
+
+    def _json(self) -> dict:
         if self.op == "move":
             return {"op": "move", "kind": "dir" if self.kind == DIR else "file", "from": self.path,
                     "to": self.to, "files": len(self.files) if self.kind == DIR else 1}
@@ -36,8 +44,8 @@ class Op:
             d = {"op": "delete", "kind": "dir" if self.kind == DIR else "file", "path": self.path}
             if self.kind == DIR:
                 d["files"] = len(self.files)
-            if self.reason == "replaced":
-                d["reason"] = "replaced"
+            if self.reason in ("replaced", "prune"):
+                d["reason"] = self.reason
             return d
         if self.op == "upload":
             return {"op": "upload", "path": self.path, "size": self.size, "reason": self.reason}
@@ -57,7 +65,8 @@ class Plan:
 
     @property
     def deleted_files(self) -> int:
-        return sum(len(o.files) if o.kind == DIR else 1 for o in self.ops if o.op == "delete")
+        return sum(len(o.files) if o.kind == DIR else 1 for o in self.ops
+                   if o.op == "delete" and o.reason != "prune")
 
     @property
     def moved_files(self) -> int:
@@ -234,8 +243,9 @@ def _order_moves(moves: list[_Move], ns: _Namespace, stale: dict[str, Stale], op
         pending.remove(ready)
         _clear_target(ready.dst, ready.kind, stale, ops)
         src = ns.now(ready.orig)
+        replaced = stale.pop(ready.dst, None) if ready.kind == FILE else None
         ops.append(Op("move", src, ready.kind, to=ready.dst, files=ready.files, size=ready.size,
-                      reason="moved"))
+                      reason="moved", overwrites=replaced is not None))
         ns.rename(src, ready.dst)
 
 
@@ -321,7 +331,8 @@ def _add_transfers(changes: Changes, caps: Capabilities, ops: list[Op]) -> None:
             reason = "changed" if s is not None and s.displaced else "new"
             if s is not None:
                 del changes.stale[c.path]  # overwritten in place, not deleted
-            ops.append(Op("upload", c.path, FILE, size=c.size, reason=reason, entry=c))
+            ops.append(Op("upload", c.path, FILE, size=c.size, reason=reason, entry=c,
+                          overwrites=reason == "changed"))
 
 
 def _add_deletes(changes: Changes, ops: list[Op]) -> None:
@@ -333,3 +344,24 @@ def _add_deletes(changes: Changes, ops: list[Op]) -> None:
 
 def iter_ops_json(ops: Iterable[Op]) -> list[dict]:
     return [o.to_json() for o in ops]
+
+
+def keep_copies(plan: Plan, trash_run: str) -> None:
+    """--backup-dir: everything a run overwrites or deletes goes to the trash
+    run folder first, at its relative path."""
+    for op in plan.ops:
+        if op.op == "delete" and op.reason != "prune":
+            op.backup = f"{trash_run}/{op.path}"
+        elif op.op == "upload" and op.overwrites:
+            op.backup = f"{trash_run}/{op.path}"
+        elif op.op == "move" and op.overwrites and op.to:
+            op.backup = f"{trash_run}/{op.to}"
+
+
+def prune_trash(plan: Plan, runs: dict[str, list[str]], older_than: str, trash_root: str) -> None:
+    """--backup-keep: drop trash run folders whose name sorts before the cutoff
+    (names are UTC timestamps, so name order is time order)."""
+    for name in sorted(runs):
+        if name < older_than:
+            plan.ops.append(Op("delete", f"{trash_root}/{name}", DIR, reason="prune",
+                               files=sorted(runs[name])))

@@ -48,7 +48,7 @@ def change(data, root: Path, clock: Clock) -> None:
     files, dirs = all_paths(root)
     kind = data.draw(st.sampled_from(
         ["create", "create", "modify", "modify_same_size", "delete", "move_file", "move_dir", "swap",
-         "file_to_dir", "dir_to_file", "rmtree"]))
+         "file_to_dir", "dir_to_file", "rmtree", "move_over"]))
     if kind == "create" or not files:
         p = fresh_path(data, root)
         if p.exists():
@@ -83,6 +83,11 @@ def change(data, root: Path, clock: Clock) -> None:
         a.rename(tmp)
         b.rename(a)
         tmp.rename(b)
+    elif kind == "move_over" and len(files) > 1:
+        a = root / data.draw(st.sampled_from(files))
+        b = root / data.draw(st.sampled_from(files))
+        if a != b:
+            a.replace(b)  # mv a b where b exists
     elif kind == "file_to_dir":
         p = root / data.draw(st.sampled_from(files))
         p.unlink()
@@ -110,6 +115,8 @@ def test_random_changes_end_in_exact_mirror(data):
         for round_ in range(data.draw(st.integers(1, 4))):
             result = run(src, str(dst), state, delete=True, max_delete=10**9, allow_empty_source=True)
             assert result.outcome.complete, result.outcome.results
+            # nothing changes during the run, so no operation may be skipped
+            assert result.outcome.count("skipped") == 0, [o.to_json() for o in result.plan.ops]
             assert tree(dst) == tree(src)
             again = run(src, str(dst), state, mode="plan", delete=True, max_delete=10**9,
                         allow_empty_source=True)

@@ -167,3 +167,22 @@ def test_s3_like_remote_dir_rename_is_one_move():
 def test_sort_order_puts_dash_before_children():
     keys = [entry_key(e) for e in ordered([d("a"), f("a-b"), f("a/x"), f("a0")])]
     assert keys == [b"a-b", b"a/", b"a/x", b"a0"]
+
+
+def test_move_onto_an_existing_file_replaces_it_and_deletes_nothing():
+    prev = [f("a", 1, 10, inode=1), f("b", 2, 20, inode=2)]
+    cur = [f("b", 1, 10, inode=1)]
+    got = ops(plan_for(cur, prev, remote_copy(prev)))
+    assert got == [{"op": "move", "kind": "file", "from": "a", "to": "b", "files": 1}]
+
+
+def test_backup_dir_marks_what_is_overwritten_or_deleted():
+    from reconcile.plan import keep_copies
+
+    prev = [f("a", 1, 10, inode=1), f("b", 2, 20, inode=2), f("c", 3, 30, inode=3), f("d", 1, 1, inode=4)]
+    cur = [f("b", 1, 10, inode=1), f("c", 4, 40, inode=3), f("e", 1, 1, inode=5)]
+    plan = plan_for(cur, prev, remote_copy(prev))
+    keep_copies(plan, ".trash/RUN")
+    got = {(o["op"], o.get("path", o.get("to"))): o.get("backup") for o in ops(plan)}
+    assert got == {("move", "b"): ".trash/RUN/b", ("upload", "c"): ".trash/RUN/c",
+                   ("upload", "e"): None, ("delete", "d"): ".trash/RUN/d"}
