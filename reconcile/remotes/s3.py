@@ -447,7 +447,8 @@ class S3Remote:
             if self._touched is not None:
                 self._touched[rel] = rec
             self._changes += 1
-            due = self._changes >= SAVE_EVERY
+            # a save writes the whole record: on big ones, save after each 5% of changes.
+            due = self._changes >= max(SAVE_EVERY, len(self._record) // 20)
         if due:
             self.save_record()
 
