@@ -138,6 +138,8 @@ class Executor:
             return "skipped", "the source file is gone"
         if (s.st_size, s.st_mtime_ns) != (e.size, e.mtime_ns):
             return "skipped", "the source file changed since the plan; the next run sends it"
+        if op.backup:
+            self._to_trash(op.path, op.backup)
         self.remote.upload(local, op.path, e, progress=self.reporter.sent, resume=state,
                            checkpoint=lambda st: self.journal.checkpoint(i, st))
         after = os.stat(local)
@@ -156,6 +158,8 @@ class Executor:
 
     def _do_move(self, i: int, op: Op, state: dict | None):
         caps = self.remote.capabilities
+        if op.backup and op.to:
+            self._to_trash(op.to, op.backup)
         try:
             if op.kind == DIR and not caps.dir_move:
                 self._move_files(op)
@@ -200,6 +204,8 @@ class Executor:
         if op.reason == "deleted" and os.path.lexists(self._local(op.path)):
             # the source came back since the plan: never delete what still exists
             return "skipped", "the source has it again"
+        if op.backup:
+            return self._delete_to_trash(op)
         if op.kind != DIR:
             self.remote.delete(op.path)
             return "done"
@@ -215,6 +221,28 @@ class Executor:
         kept = self._rmdir_quietly(op.path)
         if kept:
             return "done", kept
+        return "done"
+
+    def _to_trash(self, path: str, backup: str) -> None:
+        # the old version is either still in place or already in the trash
+        try:
+            self.remote.move(path, backup)
+        except NotFound:
+            pass
+
+    def _delete_to_trash(self, op: Op):
+        if op.kind != DIR:
+            self._to_trash(op.path, op.backup)
+            return "done"
+        if self.remote.capabilities.dir_move and self.remote.stat(op.backup) is None:
+            self._to_trash(op.path, op.backup)
+            return "done"
+        # per file: a remote without folder moves, or a resumed half-done move
+        for f in op.files:
+            self._to_trash(f"{op.path}/{f}", f"{op.backup}/{f}")
+        for d in op.dirs:
+            self._rmdir_quietly(f"{op.path}/{d}")
+        self._rmdir_quietly(op.path)
         return "done"
 
     def _rmdir_quietly(self, path: str) -> str | None:

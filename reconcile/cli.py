@@ -22,7 +22,7 @@ from reconcile.remotes.base import RemoteOptions
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Keep a remote copy of a local folder exactly in step.",
-                  pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]})
+                  pretty_exceptions_enable=False, rich_markup_mode=None, context_settings={"help_option_names": ["-h", "--help"]})
 
 SourceArg = typer.Argument(..., help="local folder to mirror")
 DestArg = typer.Argument(..., help="folder, file:///path, sftp://[user@]host[:port]/path or s3://bucket[/prefix]")
@@ -38,9 +38,29 @@ def parse_duration(text: str) -> float:
         raise typer.BadParameter(f"{text!r} is not a duration; use e.g. 30s, 5m, 1h") from None
 
 
+def parse_rate(text: str) -> float:
+    units = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+    t = text.strip().lower().removesuffix("b").removesuffix("/s")
+    unit = t[-1:] if t[-1:] in units else ""
+    try:
+        value = float(t[: len(t) - len(unit)]) * units[unit]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a rate; use bytes per second like 500K or 4M") from None
+    if value <= 0:
+        raise typer.BadParameter("--bwlimit must be more than 0")
+    return value
+
+
+def _links(value: str) -> str:
+    if value not in ("skip", "follow", "store"):
+        raise typer.BadParameter(f"--links {value!r}: use skip, follow or store")
+    return value
+
+
 def _options(delete, exclude, max_delete, allow_empty_source, state_dir, transfers, ssh_key,
              known_hosts, accept_new_host_key, retry_for, s3_endpoint, profile, s3_storage_class,
-             s3_sse, s3_sse_kms_key_id, offline=False):
+             s3_sse, s3_sse_kms_key_id, offline=False, backup_dir=None, backup_keep=None, bwlimit=None,
+             links="skip", checksum=False, perms=False):
     from reconcile.engine import RunOptions
 
     if transfers is not None and transfers < 1:
@@ -51,9 +71,13 @@ def _options(delete, exclude, max_delete, allow_empty_source, state_dir, transfe
                            accept_new_host_key=accept_new_host_key, retry_for=parse_duration(retry_for),
                            s3_endpoint=s3_endpoint, profile=profile, storage_class=s3_storage_class,
                            sse=s3_sse, sse_kms_key_id=s3_sse_kms_key_id)
-    return RunOptions(delete=delete, exclude=list(exclude or []), max_delete=max_delete,
+    opts = RunOptions(delete=delete, exclude=list(exclude or []), max_delete=max_delete,
                       allow_empty_source=allow_empty_source, offline=offline, state_dir=state_dir,
-                      remote=remote)
+                      remote=remote, backup_dir=backup_dir, backup_keep_days=backup_keep,
+                      bwlimit=parse_rate(bwlimit) if bwlimit else None, links=_links(links),
+                      checksum=checksum)
+    remote.extra["perms"] = perms
+    return opts
 
 
 # the flags plan and apply share, spelled once
@@ -75,6 +99,12 @@ Profile = Annotated[Optional[str], typer.Option("--profile", help="AWS profile")
 StorageClass = Annotated[Optional[str], typer.Option("--s3-storage-class", help="e.g. STANDARD_IA, GLACIER_IR")]
 Sse = Annotated[Optional[str], typer.Option("--s3-sse", help="AES256 or aws:kms")]
 SseKey = Annotated[Optional[str], typer.Option("--s3-sse-kms-key-id", help="KMS key id for --s3-sse aws:kms")]
+BackupDir = Annotated[Optional[str], typer.Option("--backup-dir", help="move what is overwritten or deleted to this folder on the destination (e.g. .reconcile-trash)")]
+BackupKeep = Annotated[Optional[float], typer.Option("--backup-keep", help="prune trash run folders older than DAYS")]
+BwLimit = Annotated[Optional[str], typer.Option("--bwlimit", help="bytes per second for all transfers together (4M, 500K)")]
+Links = Annotated[str, typer.Option("--links", help="symlinks: skip, follow or store")]
+Checksum = Annotated[bool, typer.Option("--checksum", help="compare content by xxh3, not size and mtime")]
+Perms = Annotated[bool, typer.Option("--perms", help="keep file permissions on the destination")]
 
 
 def _run(command: str, source: str, dest: str, kw: dict) -> int:
@@ -170,7 +200,9 @@ def plan(source: str = SourceArg, dest: str = DestArg,
          quiet: Quiet = False, verbose: Verbose = False, transfers: Transfers = None,
          ssh_key: SshKey = None, known_hosts: KnownHosts = None, accept_new_host_key: AcceptNew = False,
          retry_for: RetryFor = "5m", s3_endpoint: S3Endpoint = None, profile: Profile = None,
-         s3_storage_class: StorageClass = None, s3_sse: Sse = None, s3_sse_kms_key_id: SseKey = None):
+         s3_storage_class: StorageClass = None, s3_sse: Sse = None, s3_sse_kms_key_id: SseKey = None,
+         backup_dir: BackupDir = None, backup_keep: BackupKeep = None, bwlimit: BwLimit = None,
+         links: Links = "skip", checksum: Checksum = False, perms: Perms = False):
     """Show what apply would do. Changes nothing."""
     kw = {k: v for k, v in locals().items() if k not in ("source", "dest")}
     raise typer.Exit(_guarded(lambda: _run("plan", source, dest, kw), verbose))
@@ -183,7 +215,9 @@ def apply(source: str = SourceArg, dest: str = DestArg,
           quiet: Quiet = False, verbose: Verbose = False, transfers: Transfers = None,
           ssh_key: SshKey = None, known_hosts: KnownHosts = None, accept_new_host_key: AcceptNew = False,
           retry_for: RetryFor = "5m", s3_endpoint: S3Endpoint = None, profile: Profile = None,
-          s3_storage_class: StorageClass = None, s3_sse: Sse = None, s3_sse_kms_key_id: SseKey = None):
+          s3_storage_class: StorageClass = None, s3_sse: Sse = None, s3_sse_kms_key_id: SseKey = None,
+         backup_dir: BackupDir = None, backup_keep: BackupKeep = None, bwlimit: BwLimit = None,
+         links: Links = "skip", checksum: Checksum = False, perms: Perms = False):
     """Make the remote an exact copy of SOURCE. A killed run resumes next time."""
     kw = {k: v for k, v in locals().items() if k not in ("source", "dest")}
     raise typer.Exit(_guarded(lambda: _run("apply", source, dest, kw), verbose))

@@ -13,12 +13,12 @@ from reconcile import journal as journal_mod
 from reconcile import snapshot
 from reconcile.apply import Executor, Outcome, Reporter
 from reconcile.diff import Changes, merge, with_implied_dirs
-from reconcile.entry import Entry, is_inside
+from reconcile.entry import DIR, Entry, is_inside
 from reconcile.errors import (ConfigError, NotFound, SafetyRefusal, SourceChanged, Transient)
 from reconcile.excludes import Excludes
 from reconcile.hashing import hash_file
 from reconcile.lock import RunLock
-from reconcile.plan import Plan, make_plan, needs_hash
+from reconcile.plan import Plan, keep_copies, make_plan, needs_hash, prune_trash
 from reconcile.remotes import dest_kind, open_remote
 from reconcile.remotes.base import RemoteOptions
 from reconcile.remotes.retry import RetryingRemote, RetryPolicy
@@ -37,6 +37,9 @@ class RunOptions:
     state_dir: str | None = None
     checksum: bool = False
     links: str = "skip"
+    backup_dir: str | None = None  # a path on the destination: the remote trash
+    backup_keep_days: float | None = None
+    bwlimit: float | None = None  # bytes per second, all transfers together
     remote: RemoteOptions = field(default_factory=RemoteOptions)
 
 
@@ -53,6 +56,20 @@ class RunResult:
     warnings: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.time)
     ended: float = 0.0
+
+
+RUN_NAME = "%Y-%m-%dT%H%M%SZ"  # trash run folders: UTC, sortable, no colons
+DEFAULT_TRASH = ".reconcile-trash"  # protected even on runs that forget --backup-dir
+
+
+def _trash_root(backup_dir: str | None) -> str | None:
+    if not backup_dir:
+        return None
+    path = backup_dir.replace("\\", "/").strip("/")
+    if not path or any(part in ("", ".", "..") for part in path.split("/")):
+        raise ConfigError(f"--backup-dir {backup_dir!r} must be a relative path on the destination, "
+                          "like .reconcile-trash")
+    return path
 
 
 def check_paths(source: str, dest: str) -> str:
@@ -81,12 +98,30 @@ class Run:
         if opts.remote.state_dir is None:
             os.makedirs(self.state.remote_state, mode=0o700, exist_ok=True)
             opts.remote.state_dir = self.state.remote_state
-        self.excludes = Excludes(opts.exclude)
+        self.trash = _trash_root(opts.backup_dir)
+        # the trash is never mirrored, listed as drift, or deleted by a plan
+        protected = {DEFAULT_TRASH} | set(self._known_trash()) | ({self.trash} if self.trash else set())
+        self.excludes = Excludes(opts.exclude + [f"/{p}/" for p in sorted(protected)])
+        self.trash_runs: dict[str, list[str]] = {}
         self.warnings: list[str] = []
         self._remote = None
+        self.run_name = time.strftime(RUN_NAME, time.gmtime())
         self.tidy_remote = False  # temp files may be left on the remote
 
     # --- pieces --------------------------------------------------------------
+
+    def _known_trash(self) -> list[str]:
+        """trash folders earlier runs used: protected even when the flag is forgotten"""
+        try:
+            with open(self.state.file("backup-dirs.json"), "rb") as f:
+                return [str(p) for p in json.loads(f.read())]
+        except (OSError, ValueError, TypeError):
+            return []
+
+    def _remember_trash(self) -> None:
+        known = self._known_trash()
+        if self.trash and self.trash not in known:
+            write_private(self.state.file("backup-dirs.json"), json.dumps(known + [self.trash]).encode())
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -137,10 +172,32 @@ class Run:
                      record=writer.add if writer else None)
 
     def _listing(self):
+        self.trash_runs = {}
         try:
-            yield from self.remote.list()
+            for e in self.remote.list():
+                if self.trash and is_inside(e.path, self.trash):
+                    self._note_trash(e)
+                yield e
         except NotFound:
             return  # the destination root does not exist yet: everything is new
+
+    def _note_trash(self, e: Entry) -> None:
+        rest = e.path[len(self.trash) + 1:]
+        if not rest:
+            return
+        run, _, inner = rest.partition("/")
+        files = self.trash_runs.setdefault(run, [])
+        if inner and e.kind != DIR:
+            files.append(inner)
+
+    def _plan(self, changes: Changes, tag: str) -> Plan:
+        plan = make_plan(changes, self.remote.capabilities, self.opts.delete, tag)
+        if self.trash:
+            keep_copies(plan, f"{self.trash}/{self.run_name}")
+            if self.opts.backup_keep_days is not None:
+                cutoff = time.strftime(RUN_NAME, time.gmtime(time.time() - self.opts.backup_keep_days * 86400))
+                prune_trash(plan, self.trash_runs, cutoff, self.trash)
+        return plan
 
     def hash_needed(self, changes: Changes) -> dict[str, bytes | None]:
         """Hash what the plan needs; a file that cannot be read or keeps
@@ -190,7 +247,7 @@ class Run:
         report = WalkReport()
         changes = self.remote.policy.run(lambda: self.changes(None, report), "list")
         self.hash_needed(changes)
-        plan = make_plan(changes, self.remote.capabilities, self.opts.delete)
+        plan = self._plan(changes, "0")
         self.guard(changes, plan)
         pending = self.pending_journal()
         result = self._result(plan, report, changes)
@@ -223,7 +280,7 @@ class Run:
                 writers[-1].finish()
                 hashes = self.hash_needed(changes)
                 tag = uuid.uuid4().hex[:8]
-                plan = make_plan(changes, self.remote.capabilities, self.opts.delete, tag)
+                plan = self._plan(changes, tag)
                 self.guard(changes, plan)
                 outcome = self._execute(plan, tag)
                 if outcome.complete:
@@ -257,6 +314,7 @@ class Run:
     def _execute(self, plan: Plan, tag: str) -> Outcome:
         if not plan.ops:
             return Outcome()
+        self._remember_trash()
         j = journal_mod.Journal(self.state.journal)
         j.start({"plan_id": tag, "source": self.source, "dest": display_url(self.dest)}, plan.ops)
         outcome = Executor(self.remote, self.source, j, self.reporter, self._transfers()).run(
