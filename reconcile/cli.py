@@ -184,10 +184,14 @@ def _summary(line: str, result, started: float) -> None:
         extra.append(f"{len(w.specials_skipped)} special files skipped")
     if w.unreadable:
         extra.append(f"{len(w.unreadable)} unreadable folders left alone")
+    if w.links_not_followed:
+        extra.append(f"{len(w.links_not_followed)} symlinks not followed")
     tail = f" [{'; '.join(extra)}]" if extra else ""
     print(f"{line}{tail} ({time.monotonic() - started:.1f}s)", file=sys.stderr, flush=True)
     for u in w.unreadable:
         print(f"warning: cannot read {u}; its remote copy is left alone", file=sys.stderr)
+    for link in w.links_not_followed[:20]:
+        print(f"warning: symlink not followed: {link}", file=sys.stderr)
     for sp in w.specials_skipped[:20]:
         print(f"warning: skipped special file {sp}", file=sys.stderr)
 

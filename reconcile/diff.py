@@ -3,14 +3,15 @@ snapshot and the remote listing. Memory follows the number of changes."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Iterator
 
 from reconcile.entry import DIR, FILE, LINK, Entry, entry_key, is_inside, parent_of
 from reconcile.excludes import Excludes
 
 
-def file_changed(old: Entry, new: Entry, precision_ns: int = 1, checksum: bool = False) -> bool:
+def file_changed(old: Entry, new: Entry, precision_ns: int = 1, checksum: bool = False,
+                 perms: bool = False) -> bool:
     """The one rule for "changed": kind, size, then content hash (in checksum
     mode, when both sides know it) or mtime at the coarser side's precision.
     An unknown mtime (a bucket filled by another tool) compares by size only.
@@ -22,6 +23,8 @@ def file_changed(old: Entry, new: Entry, precision_ns: int = 1, checksum: bool =
     if old.kind == LINK:
         return old.target != new.target
     if old.size != new.size:
+        return True
+    if perms and old.mode and new.mode and (old.mode & 0o7777) != (new.mode & 0o7777):
         return True
     if checksum and old.hash is not None and new.hash is not None:
         return old.hash != new.hash
@@ -81,6 +84,14 @@ def with_implied_dirs(entries: Iterable[Entry]) -> Iterator[Entry]:
         yield e
 
 
+def _with_known_hash(r: Entry, p: Entry | None) -> Entry:
+    """the remote's content hash: its own (S3), else the one we recorded when
+    we sent it, if the remote still looks like what we sent."""
+    if r.hash is None and p is not None and p.hash is not None and p.kind == r.kind and p.size == r.size:
+        return replace(r, hash=p.hash)
+    return r
+
+
 class _Stream:
     __slots__ = ("_it", "head", "key")
 
@@ -108,6 +119,8 @@ def merge(
     precision_ns: int = 1,
     checksum: bool = False,
     record: Callable[[Entry], None] | None = None,
+    hasher: Callable[[Entry], bytes | None] | None = None,
+    perms: bool = False,
 ) -> Changes:
     """Walk the three streams in step. record() receives every source entry,
     with the previous hash carried over when the file is unchanged locally,
@@ -145,9 +158,13 @@ def merge(
                 changes.local_dirs += 1
             if p is not None and c.kind == FILE and same_stat(p, c):
                 c.hash = p.hash
+            if hasher is not None and c.kind == FILE and r is not None:
+                # --checksum: mtimes can't be trusted, so read every file
+                c.hash = hasher(c)
             if record:
                 record(c)
-        if c is not None and r is not None and not file_changed(r, c, precision_ns, checksum):
+        if c is not None and r is not None and not file_changed(
+                _with_known_hash(r, p) if checksum else r, c, precision_ns, checksum, perms):
             changes.unchanged += 1
             continue
         if c is not None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from reconcile import journal as journal_mod
 from reconcile import snapshot
 from reconcile.apply import Executor, Outcome, Reporter
+from reconcile.bwlimit import Bandwidth, ThrottledReporter
 from reconcile.diff import Changes, merge, with_implied_dirs
 from reconcile.entry import DIR, Entry, is_inside
 from reconcile.errors import (ConfigError, NotFound, SafetyRefusal, SourceChanged, Transient)
@@ -93,6 +94,8 @@ class Run:
         self.source = check_paths(source, dest)
         self.dest = dest
         self.opts = opts
+        if opts.bwlimit:
+            reporter = ThrottledReporter(reporter, Bandwidth(opts.bwlimit))
         self.reporter = reporter
         self.state = StateDir.for_pair(self.source, dest, opts.state_dir)
         if opts.remote.state_dir is None:
@@ -169,7 +172,15 @@ class Run:
             remote_entries = with_implied_dirs(remote_entries)
         return merge(walk(self.source, self.excludes, report, self.opts.links), self.previous(),
                      remote_entries, self.excludes, caps.mtime_precision_ns, self.opts.checksum,
-                     record=writer.add if writer else None)
+                     record=writer.add if writer else None,
+                     hasher=self._checksum_hasher if self.opts.checksum else None,
+                     perms=bool(self.opts.remote.extra.get("perms")))
+
+    def _checksum_hasher(self, e: Entry) -> bytes | None:
+        try:
+            return hash_file(os.path.join(self.source, *e.path.split("/")), e.size, e.mtime_ns)
+        except (SourceChanged, OSError):
+            return None  # falls back to size and mtime; the upload re-checks
 
     def _listing(self):
         self.trash_runs = {}

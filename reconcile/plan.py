@@ -325,7 +325,8 @@ def _add_transfers(changes: Changes, caps: Capabilities, ops: list[Op]) -> None:
             if caps.empty_dirs and c.path not in parents_of_needed:
                 ops.append(Op("mkdir", c.path, DIR))
         elif c.kind == LINK:
-            ops.append(Op("link", c.path, LINK, entry=c))
+            if caps.symlinks:
+                ops.append(Op("link", c.path, LINK, entry=c))
         else:
             s = changes.stale.get(c.path)
             reason = "changed" if s is not None and s.displaced else "new"

@@ -11,7 +11,7 @@ import stat as st
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from reconcile.entry import DIR, FILE, LINK, Entry
+from reconcile.entry import DIR, FILE, LINK, Entry, is_inside
 from reconcile.excludes import Excludes
 
 
@@ -23,59 +23,96 @@ class WalkReport:
     symlinks_skipped: int = 0
     specials_skipped: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    links_not_followed: list[str] = field(default_factory=list)  # loops, dangling, outside the root
 
 
 def walk(root: str, excludes: Excludes, report: WalkReport, links: str = "skip") -> Iterator[Entry]:
-    yield from _walk_dir(os.fsencode(root), "", excludes, report, links)
+    walker = _Walker(root, excludes, report, links)
+    top = os.stat(root)
+    yield from walker.walk_dir(os.fsencode(root), "", ((top.st_dev, top.st_ino),))
 
 
-def _walk_dir(abs_dir: bytes, rel: str, excludes: Excludes, report: WalkReport, links: str) -> Iterator[Entry]:
-    try:
-        with os.scandir(abs_dir) as it:
-            children = _read_children(it, rel, excludes, report, links)
-    except OSError as exc:
-        report.unreadable.append(f"{rel or '.'}: {exc.strerror}")
-        if rel:
-            yield Entry(rel, DIR, error=exc.strerror or "unreadable")
-        return
-    for key, entry, name in children:
-        yield entry
-        if entry.kind == DIR and entry.error is None:
-            yield from _walk_dir(os.path.join(abs_dir, name), entry.path, excludes, report, links)
+class _Walker:
+    def __init__(self, root: str, excludes: Excludes, report: WalkReport, links: str) -> None:
+        self.root_real = os.path.realpath(root)
+        self.excludes = excludes
+        self.report = report
+        self.links = links
 
-
-def _read_children(it, rel: str, excludes: Excludes, report: WalkReport, links: str) -> list:
-    children = []
-    for d in it:
-        name = os.fsdecode(d.name)
-        path = f"{rel}/{name}" if rel else name
+    def walk_dir(self, abs_dir: bytes, rel: str, ancestors: tuple) -> Iterator[Entry]:
         try:
-            s = d.stat(follow_symlinks=False)
-        except FileNotFoundError:
-            continue  # vanished while we looked; the next run sees it settled
+            with os.scandir(abs_dir) as it:
+                children = self.read_children(it, rel, ancestors)
+        except OSError as exc:
+            self.report.unreadable.append(f"{rel or '.'}: {exc.strerror}")
+            if rel:
+                yield Entry(rel, DIR, error=exc.strerror or "unreadable")
+            return
+        for entry, name in children:
+            yield entry
+            if entry.kind == DIR and entry.error is None:
+                yield from self.walk_dir(os.path.join(abs_dir, name), entry.path,
+                                         ancestors + ((entry.dev, entry.inode),))
+
+    def read_children(self, it, rel: str, ancestors: tuple) -> list[tuple[Entry, bytes]]:
+        children = []
+        for d in it:
+            name = os.fsdecode(d.name)
+            path = f"{rel}/{name}" if rel else name
+            try:
+                s = d.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # vanished while we looked; the next run sees it settled
+            if st.S_ISLNK(s.st_mode):
+                s = self.link(d, path, s, ancestors)
+                if s is None:
+                    continue
+            entry = self.entry(path, s)
+            if entry is None:
+                continue
+            if entry.kind == LINK:
+                entry.target = os.fsdecode(os.readlink(d.path))
+            key = d.name + b"/" if entry.kind == DIR else d.name
+            children.append((key, entry, d.name))
+        children.sort(key=lambda c: c[0])
+        return [(e, n) for _, e, n in children]
+
+    def link(self, d, path: str, lst: os.stat_result, ancestors: tuple) -> os.stat_result | None:
+        """what a symlink stands for under the --links policy, or None to skip it"""
+        if self.links == "skip":
+            self.report.symlinks_skipped += 1
+            return None
+        if self.links == "store":
+            return lst
+        try:
+            target = os.stat(d.path)
+        except OSError:
+            self.report.links_not_followed.append(f"{path}: dangling")
+            return None
+        if not is_inside(os.fsdecode(os.path.realpath(d.path)), self.root_real):
+            self.report.links_not_followed.append(f"{path}: points outside the source")
+            return None
+        if st.S_ISDIR(target.st_mode) and (target.st_dev, target.st_ino) in ancestors:
+            self.report.links_not_followed.append(f"{path}: a loop")
+            return None
+        return target
+
+    def entry(self, path: str, s: os.stat_result) -> Entry | None:
         mode = s.st_mode
         if st.S_ISLNK(mode):
-            if links == "skip":
-                report.symlinks_skipped += 1
-                continue
-            entry = Entry(path, LINK, 0, s.st_mtime_ns, s.st_ino, s.st_dev, mode, target=os.readlink(d.path).decode("utf-8", "surrogateescape") if isinstance(d.path, bytes) else os.readlink(d.path))
-        elif st.S_ISDIR(mode):
-            if excludes.excluded(path, True):
-                continue
-            report.dirs += 1
-            entry = Entry(path, DIR, 0, s.st_mtime_ns, s.st_ino, s.st_dev, mode)
-        elif st.S_ISREG(mode):
-            if excludes.excluded(path, False):
-                continue
-            report.files += 1
-            report.bytes += s.st_size
-            entry = Entry(path, FILE, s.st_size, s.st_mtime_ns, s.st_ino, s.st_dev, mode)
-        else:
-            report.specials_skipped.append(path)
-            continue
-        if entry.kind == LINK and excludes.excluded(path, False):
-            continue
-        key = d.name + b"/" if entry.kind == DIR else d.name
-        children.append((key, entry, d.name))
-    children.sort(key=lambda c: c[0])
-    return children
+            if self.excludes.excluded(path, False):
+                return None
+            return Entry(path, LINK, 0, s.st_mtime_ns, s.st_ino, s.st_dev, mode)
+        if st.S_ISDIR(mode):
+            if self.excludes.excluded(path, True):
+                return None
+            self.report.dirs += 1
+            return Entry(path, DIR, 0, s.st_mtime_ns, s.st_ino, s.st_dev, mode)
+        if st.S_ISREG(mode):
+            if self.excludes.excluded(path, False):
+                return None
+            self.report.files += 1
+            self.report.bytes += s.st_size
+            return Entry(path, FILE, s.st_size, s.st_mtime_ns, s.st_ino, s.st_dev, mode)
+        self.report.specials_skipped.append(path)
+        return None

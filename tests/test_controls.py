@@ -120,3 +120,91 @@ def test_sigkill_with_backup_dir_loses_no_old_version(local_dest, tmp_path, seed
     for name, data in old.items():
         on_remote = (root / name).read_bytes() if (root / name).exists() else None
         assert data in (kept.get(name), on_remote), f"old version of {name} lost"
+
+
+def test_checksum_detects_same_size_same_mtime_change(dest, tmp_path):
+    src, state = tmp_path / "src", tmp_path / "state"
+    for i in range(4):
+        write(src / f"f{i}", b"original", T0)
+    cli(dest, "apply", src, dest.url, "--state-dir", state)
+    write(src / "f1", b"ORIGINAL", T0)  # same size, same mtime: invisible to size+mtime
+    assert json.loads(cli(dest, "plan", src, dest.url, "--state-dir", state, "--json").stdout)["operations"] == []
+    doc = json.loads(cli(dest, "plan", src, dest.url, "--state-dir", state, "--checksum", "--json").stdout)
+    assert doc["operations"] == [{"op": "upload", "path": "f1", "size": 8, "reason": "changed"}]
+    cli(dest, "apply", src, dest.url, "--state-dir", state, "--checksum")
+    assert remote_tree(dest, tmp_path)["f1"][1] == b"ORIGINAL"
+    again = json.loads(cli(dest, "plan", src, dest.url, "--state-dir", state, "--checksum", "--json").stdout)
+    assert again["operations"] == []
+
+
+def test_links_skip_follow_store(dest, tmp_path):
+    src, state = tmp_path / "src", tmp_path / "state"
+    write(src / "real" / "file.txt", b"payload", T0)
+    os.symlink("real/file.txt", src / "file-link")
+    os.symlink("real", src / "dir-link")
+    os.symlink("..", src / "real" / "loop")
+    os.symlink("/etc", src / "outside")
+    p = cli(dest, "apply", src, dest.url, "--state-dir", state)
+    assert "4 symlinks skipped" in p.stderr
+    assert {k for k in remote_tree(dest, tmp_path) if "link" in k or "loop" in k} == set()
+
+    p = cli(dest, "apply", src, dest.url, "--state-dir", state, "--links", "follow")
+    assert "a loop" in p.stderr and "outside the source" in p.stderr
+    got = remote_tree(dest, tmp_path)
+    assert got["file-link"][1] == b"payload" and got["dir-link/file.txt"][1] == b"payload"
+
+    if dest.kind == "s3":
+        return  # S3 cannot hold links
+    store = tmp_path / "state2"
+    r = open_remote(dest.url, dest.options)
+    r.close()
+    cli(dest, "apply", src, dest.url, "--state-dir", store, "--links", "store", "--delete", "--max-delete", "99")
+    from reconcile.entry import LINK
+
+    r = open_remote(dest.url, dest.options)
+    try:
+        links = {e.path: e.target for e in r.list() if e.kind == LINK}
+    finally:
+        r.close()
+    assert links == {"file-link": "real/file.txt", "dir-link": "real", "real/loop": "..", "outside": "/etc"}
+    os.unlink(src / "file-link")
+    os.symlink("real", src / "file-link")  # a changed target is a change
+    doc = json.loads(cli(dest, "plan", src, dest.url, "--state-dir", store, "--links", "store", "--json").stdout)
+    assert [o["path"] for o in doc["operations"]] == ["file-link"]
+
+
+def test_perms_are_kept(dest, tmp_path):
+    if dest.kind == "s3":
+        pytest.skip("S3 objects have no permission bits")
+    src, state = tmp_path / "src", tmp_path / "state"
+    write(src / "script.sh", b"#!/bin/sh\n", T0)
+    os.chmod(src / "script.sh", 0o750)
+    cli(dest, "apply", src, dest.url, "--state-dir", state, "--perms")
+    r = open_remote(dest.url, dest.options)
+    try:
+        (e,) = [e for e in r.list() if e.path == "script.sh"]
+    finally:
+        r.close()
+    assert e.mode & 0o777 == 0o750
+    os.chmod(src / "script.sh", 0o700)
+    doc = json.loads(cli(dest, "plan", src, dest.url, "--state-dir", state, "--perms", "--json").stdout)
+    assert [o["path"] for o in doc["operations"]] == ["script.sh"]
+
+
+def test_bandwidth_budget_is_shared_and_bounded():
+    from reconcile.bwlimit import Bandwidth
+
+    now = [0.0]
+    slept = []
+
+    def sleep(s):
+        slept.append(s)
+        now[0] += s
+
+    bw = Bandwidth(1000, clock=lambda: now[0], sleep=sleep)
+    for _ in range(10):
+        bw.consume(500)  # 5,000 bytes at 1,000/s: 5 s in all
+    assert abs(now[0] - 5.0) < 1e-9
+    now[0] += 100  # idle for long: at most one second of budget is saved up
+    bw.consume(3000)
+    assert abs(slept[-1] - 2.0) < 1e-9
