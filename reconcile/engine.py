@@ -14,7 +14,7 @@ from reconcile import snapshot
 from reconcile.apply import Executor, Outcome, Reporter
 from reconcile.bwlimit import Bandwidth, ThrottledReporter
 from reconcile.diff import Changes, merge, with_implied_dirs
-from reconcile.entry import DIR, Entry, is_inside
+from reconcile.entry import DIR, Entry, is_inside, is_safe_path
 from reconcile.errors import (ConfigError, NotFound, SafetyRefusal, SourceChanged, Transient)
 from reconcile.excludes import Excludes
 from reconcile.hashing import hash_file
@@ -186,6 +186,9 @@ class Run:
         self.trash_runs = {}
         try:
             for e in self.remote.list():
+                if not is_safe_path(e.path):
+                    self.warn(f"ignoring a remote entry with an unsafe name: {e.path!r}")
+                    continue
                 if self.trash and is_inside(e.path, self.trash):
                     self._note_trash(e)
                 yield e

@@ -71,3 +71,11 @@ def parent_of(path: str) -> str:
 def is_inside(path: str, ancestor: str) -> bool:
     """true when path is ancestor itself or lies below it."""
     return path == ancestor or path.startswith(ancestor + "/")
+
+
+def is_safe_path(path: str) -> bool:
+    """a relative path that stays under the root: a hostile listing may hold
+    '..', absolute paths or empty components, which we never act on."""
+    if not path or path.startswith("/") or "\0" in path:
+        return False
+    return all(part not in ("", ".", "..") for part in path.split("/"))

@@ -186,3 +186,11 @@ def test_backup_dir_marks_what_is_overwritten_or_deleted():
     got = {(o["op"], o.get("path", o.get("to"))): o.get("backup") for o in ops(plan)}
     assert got == {("move", "b"): ".trash/RUN/b", ("upload", "c"): ".trash/RUN/c",
                    ("upload", "e"): None, ("delete", "d"): ".trash/RUN/d"}
+
+
+def test_unsafe_remote_names_are_recognised():
+    from reconcile.entry import is_safe_path
+
+    assert is_safe_path("a/b c/d.txt") and is_safe_path("..hidden") and is_safe_path("a\\b")
+    for bad in ["", "/etc/passwd", "../x", "a/../../b", "a//b", "a/./b", "a/", "nul\0byte"]:
+        assert not is_safe_path(bad), bad
