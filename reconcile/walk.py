@@ -32,6 +32,14 @@ def walk(root: str, excludes: Excludes, report: WalkReport, links: str = "skip")
     yield from walker.walk_dir(os.fsencode(root), "", ((top.st_dev, top.st_ino),))
 
 
+S_ISREG = st.S_ISREG
+S_ISLNK = st.S_ISLNK
+
+
+def _first(item: tuple) -> bytes:
+    return item[0]
+
+
 class _Walker:
     def __init__(self, root: str, excludes: Excludes, report: WalkReport, links: str) -> None:
         self.root_real = os.path.realpath(root)
@@ -55,15 +63,27 @@ class _Walker:
                                          ancestors + ((entry.dev, entry.inode),))
 
     def read_children(self, it, rel: str, ancestors: tuple) -> list[tuple[Entry, bytes]]:
+        # the hot loop of every run: kept flat on purpose
         children = []
+        prefix = rel + "/" if rel else ""
+        excluded = self.excludes.excluded if self.excludes else None
+        report = self.report
         for d in it:
-            name = os.fsdecode(d.name)
-            path = f"{rel}/{name}" if rel else name
+            path = prefix + os.fsdecode(d.name)
             try:
                 s = d.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue  # vanished while we looked; the next run sees it settled
-            if st.S_ISLNK(s.st_mode):
+            mode = s.st_mode
+            if S_ISREG(mode):
+                if excluded is not None and excluded(path, False):
+                    continue
+                report.files += 1
+                report.bytes += s.st_size
+                children.append((d.name, Entry(path, FILE, s.st_size, s.st_mtime_ns, s.st_ino, s.st_dev, mode),
+                                 d.name))
+                continue
+            if S_ISLNK(mode):
                 s = self.link(d, path, s, ancestors)
                 if s is None:
                     continue
@@ -74,7 +94,7 @@ class _Walker:
                 entry.target = os.fsdecode(os.readlink(d.path))
             key = d.name + b"/" if entry.kind == DIR else d.name
             children.append((key, entry, d.name))
-        children.sort(key=lambda c: c[0])
+        children.sort(key=_first)
         return [(e, n) for _, e, n in children]
 
     def link(self, d, path: str, lst: os.stat_result, ancestors: tuple) -> os.stat_result | None:
