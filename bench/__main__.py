@@ -23,6 +23,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--output", help="write the report here instead of docs/benchmarks.md")
     p.add_argument("--analysis", help="markdown file pasted under 'Where time goes'")
     p.add_argument("--skip-1m", action="store_true", help="leave out the 1,000,000-file tree")
+    p.add_argument("--rev", help="benchmark reconcile/ as of this git revision (e.g. HEAD), not the working tree")
     p.add_argument("--render", metavar="PICKLE", help="only re-write the report from a saved run")
     p.add_argument("--keep-data", action="store_true", help=f"keep {ROOT} afterwards (reused next run)")
     return p.parse_args(argv)
@@ -42,6 +43,10 @@ def main(argv: list[str]) -> int:
     size = SIZES[args.size]
     only = set(args.only)
     os.makedirs(ROOT, exist_ok=True)
+    if args.rev:
+        from bench.common import pin_code
+
+        log(f"reconcile from {pin_code(args.rev)}")
     started = time.perf_counter()
     tools = ensure_tools(["rsync", "rclone", "aws", "xxh128sum", "scp", "ssh"])
     cases: list[Case] = []

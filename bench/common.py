@@ -124,8 +124,26 @@ def repeat(tool: str, argv: list[str], times: int, before: Callable[[int], None]
     return series
 
 
+PINNED: list[str] = []  # set by pin_code(): run reconcile from an exported revision
+
+
+def pin_code(rev: str) -> str:
+    """export reconcile/ at `rev` and run that copy, not the (changing) working tree."""
+    code = f"{ROOT}/code"
+    rmtree(code)
+    os.makedirs(code)
+    subprocess.run(f"git -C {REPO} archive {shlex.quote(rev)} reconcile | tar -x -C {code}", shell=True, check=True)
+    os.environ["PYTHONPATH"] = code
+    commit = subprocess.run(["git", "-C", REPO, "log", "-1", "--format=%h %s", rev], capture_output=True,
+                            text=True, check=True).stdout.strip()
+    PINNED.append(commit)
+    return commit
+
+
 def reconcile_cmd() -> list[str]:
     """the installed console script, not a pyenv shim (which adds a bash hop)."""
+    if PINNED:
+        return [sys.executable, "-m", "reconcile"]
     here = os.path.join(os.path.dirname(sys.executable), "reconcile")
     return [here] if os.path.exists(here) else [sys.executable, "-m", "reconcile"]
 

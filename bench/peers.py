@@ -69,8 +69,10 @@ def versions(tools: dict[str, str | None]) -> dict[str, str]:
 
 
 def _git_head() -> str:
-    from bench.common import REPO
+    from bench.common import PINNED, REPO
 
+    if PINNED:
+        return f"{PINNED[0][:80]} (exported with `git archive`, working tree not used)"
     out = subprocess.run(["git", "-C", REPO, "log", "-1", "--format=%h %s"], capture_output=True, text=True)
     dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "reconcile"],
                            capture_output=True, text=True).stdout.split("\n")
