@@ -33,18 +33,22 @@ def printable(path: str) -> str:
         .replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
 
 
+def count(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def plan_summary(plan: Plan) -> str:
     s = plan.summary()
     parts = []
     if s["upload"]["count"]:
         parts.append(f"{s['upload']['count']} to send ({human_bytes(s['upload']['bytes'])})")
     if s["move"]["count"]:
-        parts.append(f"{s['move']['count']} moves ({s['move']['files']} files, "
+        parts.append(f"{count(s['move']['count'], 'move')} ({count(s['move']['files'], 'file')}, "
                      f"{human_bytes(s['move']['bytes_saved'])} not resent)")
     if s["delete"]["count"]:
-        parts.append(f"{s['delete']['count']} deletes ({s['delete']['files']} files)")
+        parts.append(f"{count(s['delete']['files'], 'file')} to delete")
     if s["mkdir"]["count"]:
-        parts.append(f"{s['mkdir']['count']} folders to create")
+        parts.append(f"{count(s['mkdir']['count'], 'folder')} to create")
     return ", ".join(parts) if parts else "nothing to do"
 
 
