@@ -118,12 +118,19 @@ class ApplyReporter:
     def start(self, total_ops: int, total_bytes: int) -> None:
         if not self.tty or total_ops == 0:
             return
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-                                  console=self.console, transient=True)
-        self._ops = self._progress.add_task("operations", total=total_ops)
-        self._bytes = self._progress.add_task("bytes", total=max(total_bytes, 1))
+        self._total_ops, self._ops_done, self._by_bytes = total_ops, 0, total_bytes > 0
+        columns = [TextColumn("{task.description}"), BarColumn()]
+        if self._by_bytes:
+            columns += [DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn()]
+        else:
+            columns += [MofNCompleteColumn()]
+        self._progress = Progress(*columns, console=self.console, transient=True)
+        self._task = self._progress.add_task(self._describe(),
+                                             total=total_bytes if self._by_bytes else total_ops)
         self._progress.start()
+
+    def _describe(self) -> str:
+        return f"{self._ops_done}/{self._total_ops} operations"
 
     def stop(self) -> None:
         if self._progress is not None:
@@ -136,12 +143,15 @@ class ApplyReporter:
     def sent(self, n: int) -> None:
         with self._lock:
             self.bytes_sent += n
-        if self._progress is not None:
-            self._progress.advance(self._bytes, n)
+        if self._progress is not None and self._by_bytes:
+            self._progress.advance(self._task, n)
 
     def op_ended(self, op: Op, result: str, error: str | None) -> None:
         if self._progress is not None:
-            self._progress.advance(self._ops, 1)
+            with self._lock:
+                self._ops_done += 1
+            self._progress.update(self._task, description=self._describe(),
+                                  advance=0 if self._by_bytes else 1)
         if result == "failed":
             self._line(f"failed: {op.op} {printable(op.path)}: {error}")
         elif self.verbose and op.reason != "temp":
