@@ -80,6 +80,11 @@ def check_paths(source: str, dest: str) -> str:
             f"source {src} does not exist (not mounted?); nothing was changed on the remote")
     if not os.path.isdir(src):
         raise SafetyRefusal(f"source {src} is not a folder; give the folder to mirror")
+    try:
+        with os.scandir(src) as it:
+            next(it, None)
+    except OSError as exc:
+        raise SafetyRefusal(f"cannot read source {src} ({exc.strerror}); nothing was changed on the remote") from None
     if dest_kind(dest) == "local":
         d = dest[len("file://"):] if dest.startswith("file://") else dest
         d = os.path.realpath(os.path.expanduser(d))

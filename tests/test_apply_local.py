@@ -254,3 +254,39 @@ def test_bad_flag_is_a_usage_error(pair):
     src, dst, _ = pair
     reconcile("apply", src, dst, "--no-such-flag", check=2)
     reconcile("apply", src, "ftp://host/x", check=2)
+
+
+def test_unreadable_source_root_is_refused_even_when_empty_sources_are_allowed():
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="reconcile-nobody-"))
+    src, dst, state = base / "src", base / "dst", base / "state"
+    write(src / "a", b"1", 1)
+    reconcile("apply", src, dst, "--state-dir", state, check=0)
+    for root, dirs, files in os.walk(base):
+        os.chmod(root, 0o777)
+        for n in files:
+            os.chmod(os.path.join(root, n), 0o666)
+    os.chmod(src, 0o000)
+    code = f"""
+import os, sys
+import reconcile.remotes.local
+from reconcile.engine import Run, RunOptions
+from reconcile.errors import SafetyRefusal
+from tests.mirror import SilentReporter
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+try:
+    Run({str(src)!r}, {str(dst)!r}, RunOptions(delete=True, allow_empty_source=True, state_dir={str(state)!r}),
+        SilentReporter()).apply()
+except SafetyRefusal as exc:
+    print("refused:", exc)
+"""
+    import subprocess
+    import sys
+
+    repo = str(Path(__file__).resolve().parent.parent)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo)
+    assert "refused: cannot read source" in p.stdout, p.stdout + p.stderr
+    assert (dst / "a").read_bytes() == b"1"
+    os.chmod(src, 0o700)
+    shutil.rmtree(base)
