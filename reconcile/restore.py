@@ -1,0 +1,782 @@
+"""reconcile restore: fetch a remote tree, or one run of its trash, back into a
+local folder. Verified, atomic per file, resumable.
+
+- Each file lands under a temp name in its target folder, deterministic for
+  (path, size, mtime), so a killed restore resumes it from its size
+  (SFTP offset, S3 byte range) instead of starting over.
+- The temp file's xxh3 is checked against the hash the remote knows (S3
+  metadata or record) or the pair's snapshot (--state-dir). A mismatch is
+  kept aside as NAME.reconcile-corrupt, never put in place.
+- An existing local file that differs is left alone unless --overwrite.
+- Trash layout (written by apply's trash): <root>/<backup-dir>/<run>/<path>,
+  run = UTC start time YYYY-MM-DDTHHMMSSZ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import stat
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Annotated, Callable, Iterable, Iterator, List, Optional
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import typer
+
+from reconcile.diff import file_changed
+from reconcile.entry import DIR, FILE, TEMP_MARK, Entry, encode_path, is_inside
+from reconcile.errors import EXIT_ERROR, EXIT_PARTIAL, ConfigError, NotFound, ReconcileError, Transient
+from reconcile.hashing import hash_file
+from reconcile.remotes import dest_kind, open_remote
+from reconcile.remotes.base import RemoteOptions
+from reconcile.remotes.retry import RetryPolicy
+from reconcile.statedir import display_url
+
+TRASH_DIR = ".reconcile-trash"
+CORRUPT_SUFFIX = ".reconcile-corrupt"
+# "r" marks our own temp names apart from an upload's (hex never holds an r)
+RESTORE_TEMP = re.compile(re.escape(TEMP_MARK) + r"r[0-9a-f]{16}-")
+DEFAULT_TRANSFERS = {"local": 4, "sftp": 4, "s3": 16}
+TABLE_ROWS = 200
+
+
+@dataclass
+class RestoreOptions:
+    local_dir: str
+    paths: list[str] = field(default_factory=list)
+    overwrite: bool = False
+    dry_run: bool = False
+    from_trash: str | None = None
+    backup_dir: str = TRASH_DIR
+    state_dir: str | None = None
+    remote: RemoteOptions = field(default_factory=RemoteOptions)
+
+
+@dataclass
+class Item:
+    """one remote file that has to be fetched"""
+
+    rel: str  # where it goes, relative to the local folder
+    remote_path: str  # where it is, relative to the opened remote
+    entry: Entry
+    reason: str  # missing | differs
+    expect: bytes | None  # the xxh3 it must have, when known
+    partial: int = 0  # bytes a killed run left in its temp file
+    result: str = "pending"  # done | corrupt | failed | partial
+    fetched: int = 0
+    verified: bool = False
+    error: str | None = None
+
+
+@dataclass
+class Survey:
+    """what a restore found: work to do and what it leaves alone"""
+
+    todo: list[Item] = field(default_factory=list)
+    identical: int = 0
+    differs: list[str] = field(default_factory=list)  # left alone: no --overwrite
+    blocked: list[Item] = field(default_factory=list)  # a folder in the way
+    dirs: list[str] = field(default_factory=list)  # remote folders missing locally
+    links: int = 0
+
+
+@dataclass
+class Outcome:
+    survey: Survey
+    remote_gone: str | None = None
+    seconds: float = 0.0
+
+    def count(self, result: str) -> int:
+        return sum(1 for i in self.survey.todo + self.survey.blocked if i.result == result)
+
+    @property
+    def unverified(self) -> int:
+        return sum(1 for i in self.survey.todo if i.result == "done" and not i.verified)
+
+
+# --- urls and names ----------------------------------------------------------
+
+def child_url(url: str, sub: str) -> str:
+    """the URL of a folder below url, in that URL's own spelling"""
+    kind = dest_kind(url)
+    if kind == "local" and not url.startswith("file://"):
+        return os.path.join(os.path.expanduser(url), *sub.split("/"))
+    parts = urlsplit(url)
+    if kind == "s3":  # keys are taken as written, never percent-decoded
+        return url.rstrip("/") + "/" + sub
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/" + quote(sub)))
+
+
+def clean_rel(text: str, what: str) -> str:
+    rel = text.strip().strip("/")
+    if not rel or any(p in ("", ".", "..") for p in rel.split("/")):
+        raise ConfigError(f"{what} {text!r} must be a relative path inside the remote, without '..'")
+    return rel
+
+
+def temp_name(rel: str, e: Entry) -> str:
+    """deterministic per (path, size, mtime): a rerun finds the partial file"""
+    tag = hashlib.sha256(encode_path(f"{rel}\0{e.size}\0{e.mtime_ns}")).hexdigest()[:16]
+    name = rel.rsplit("/", 1)[-1]
+    short = encode_path(name)[:100].decode("utf-8", "surrogateescape")
+    return f"{TEMP_MARK}r{tag}-{short}"
+
+
+def local_path(root: str, rel: str) -> str:
+    return os.path.join(root, *rel.split("/"))
+
+
+def safe_rel(rel: str) -> bool:
+    # a listing is trusted for names, but never to climb out of the folder
+    return bool(rel) and not rel.startswith("/") and not any(p in ("", ".", "..") for p in rel.split("/"))
+
+
+def shown(path: str) -> str:
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") \
+        .replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+
+
+# --- listing -----------------------------------------------------------------
+
+def trash_runs(entries: Iterable[Entry]) -> dict[str, list[int]]:
+    """run folder -> [files, bytes], in name order (so in time order)"""
+    runs: dict[str, list[int]] = {}
+    for e in entries:
+        run, sep, _ = e.path.partition("/")
+        if not sep:
+            if e.kind == DIR:
+                runs.setdefault(run, [0, 0])
+            continue
+        if e.kind == FILE:
+            r = runs.setdefault(run, [0, 0])
+            r[0] += 1
+            r[1] += e.size
+    return dict(sorted(runs.items()))
+
+
+def pick_run(runs: dict[str, list[int]], wanted: str) -> str:
+    if wanted in runs:
+        return wanted
+    found = [r for r in runs if r.startswith(wanted)]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        have = ", ".join(runs) or "none"
+        raise ConfigError(f"no trash run matches {wanted!r} (runs: {have}); see --list-trash")
+    raise ConfigError(f"{wanted!r} matches {len(found)} trash runs: {', '.join(found)}; give more of the name")
+
+
+def select(entries: Iterable[Entry], paths: list[str], skip: list[str],
+           strip: str | None) -> Iterator[tuple[str, Entry]]:
+    """(local rel path, entry) for what the restore covers"""
+    for e in entries:
+        rel = e.path
+        if strip is not None:
+            if not rel.startswith(strip + "/"):
+                continue
+            rel = rel[len(strip) + 1:]
+        elif any(is_inside(rel, t) for t in skip):
+            continue  # the trash is restored only with --from-trash
+        if paths and not any(is_inside(rel, p) for p in paths):
+            continue
+        yield rel, e
+
+
+def known_trash(state_dir: str | None) -> list[str]:
+    """trash folders apply used for this pair (recorded in its state folder)"""
+    if not state_dir:
+        return []
+    try:
+        with open(os.path.join(os.path.expanduser(state_dir), "backup-dirs.json"), "rb") as f:
+            names = json.loads(f.read())
+    except (OSError, ValueError):
+        return []
+    return [n for n in names if isinstance(n, str) and n] if isinstance(names, list) else []
+
+
+# --- known hashes --------------------------------------------------------------
+
+def snapshot_hashes(state_dir: str, wanted: set[str], warn: Callable[[str], None]) -> dict[str, Entry]:
+    """entries with a hash from the pair's snapshot, for files the remote has none for"""
+    from reconcile import snapshot
+
+    path = os.path.join(os.path.abspath(os.path.expanduser(state_dir)), "snapshot.msgpack")
+    if not os.path.exists(path):
+        warn(f"no snapshot in {state_dir}; files without a hash on the remote are checked by size only")
+        return {}
+    try:
+        snapshot.verify(path)
+        snapshot.read_header(path)
+        return {e.path: e for e in snapshot.read_entries(path)
+                if e.kind == FILE and e.hash is not None and e.path in wanted}
+    except (snapshot.CorruptState, OSError, ValueError) as exc:
+        warn(f"ignoring the snapshot in {state_dir} ({exc}); files are checked by size only")
+        return {}
+
+
+def expected_hash(e: Entry, snap: Entry | None, precision: int) -> bytes | None:
+    if e.hash is not None:
+        return e.hash
+    # the snapshot vouches only for the very version the remote lists
+    if snap is not None and not file_changed(snap, e, precision):
+        return snap.hash
+    return None
+
+
+# --- comparing with the local folder -------------------------------------------
+
+def survey(pairs: list[tuple[str, Entry]], root: str, snaps: dict[str, Entry], precision: int,
+           overwrite: bool) -> Survey:
+    s = Survey()
+    for rel, e in pairs:
+        if e.kind == DIR:
+            if not os.path.isdir(local_path(root, rel)):
+                s.dirs.append(rel)
+        elif e.kind == FILE:
+            _survey_file(s, rel, e, root, expected_hash(e, snaps.get(rel), precision), precision, overwrite)
+        else:
+            s.links += 1
+    return s
+
+
+def _survey_file(s: Survey, rel: str, e: Entry, root: str, expect: bytes | None, precision: int,
+                 overwrite: bool) -> None:
+    target = local_path(root, rel)
+    try:
+        st = os.lstat(target)
+    except (FileNotFoundError, NotADirectoryError):
+        s.todo.append(_item(rel, e, "missing", expect, root))
+        return
+    if stat.S_ISDIR(st.st_mode):
+        item = _item(rel, e, "differs", expect, root)
+        item.result, item.error = "failed", "a local folder is in the way; move it, then run again"
+        s.blocked.append(item)
+        return
+    if stat.S_ISREG(st.st_mode) and _same(e, st, target, expect, precision):
+        s.identical += 1
+    elif overwrite:
+        s.todo.append(_item(rel, e, "differs", expect, root))
+    else:
+        s.differs.append(rel)
+
+
+def _same(e: Entry, st: os.stat_result, target: str, expect: bytes | None, precision: int) -> bool:
+    local = Entry(e.path, FILE, st.st_size, st.st_mtime_ns)
+    if not file_changed(e, local, precision):
+        return True
+    if expect is None or st.st_size != e.size:
+        return False
+    try:
+        return hash_file(target) == expect  # same bytes, another mtime
+    except (OSError, ReconcileError):
+        return False
+
+
+def _item(rel: str, e: Entry, reason: str, expect: bytes | None, root: str) -> Item:
+    item = Item(rel, e.path, e, reason, expect)
+    tmp = local_path(root, _temp_rel(rel, e))
+    try:
+        size = os.path.getsize(tmp)
+    except OSError:
+        size = 0
+    item.partial = size if size <= e.size else 0
+    return item
+
+
+def _temp_rel(rel: str, e: Entry) -> str:
+    head, _, _ = rel.rpartition("/")
+    name = temp_name(rel, e)
+    return f"{head}/{name}" if head else name
+
+
+# --- fetching --------------------------------------------------------------------
+
+class Fetcher:
+    """downloads items in parallel; each lands verified or is kept aside"""
+
+    def __init__(self, remote, policy: RetryPolicy, root: str, reporter: "Reporter", transfers: int) -> None:
+        self.remote = remote
+        self.policy = policy
+        self.root = root
+        self.reporter = reporter
+        self.transfers = max(1, transfers)
+        self.remote_gone: str | None = None
+        self._lock = threading.Lock()
+        self._made: set[str] = set()
+        self._stop = False
+
+    def run(self, items: list[Item]) -> None:
+        it = iter(items)
+
+        def worker() -> None:
+            while self.remote_gone is None and not self._stop:
+                with self._lock:
+                    item = next(it, None)
+                if item is None:
+                    return
+                self.one(item)
+
+        with ThreadPoolExecutor(self.transfers) as pool:
+            futures = [pool.submit(worker) for _ in range(min(self.transfers, len(items)))]
+            try:
+                for f in futures:
+                    f.result()
+            except BaseException:
+                self._stop = True  # ctrl-c: finish the files in flight, start no more
+                raise
+
+    def one(self, item: Item) -> None:
+        try:
+            self._fetch(item)
+        except Transient as exc:
+            item.result, item.error = "partial", str(exc)  # its temp file stays for the next run
+            self.remote_gone = str(exc)
+        except (ReconcileError, OSError) as exc:
+            item.result = "failed"
+            item.error = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            _remove(self._tmp(item))
+        self.reporter.ended(item)
+
+    def _tmp(self, item: Item) -> str:
+        return local_path(self.root, _temp_rel(item.rel, item.entry))
+
+    def _fetch(self, item: Item) -> None:
+        tmp, target = self._tmp(item), local_path(self.root, item.rel)
+        self._ensure_dir(os.path.dirname(target))
+        got = self._download(item, tmp)
+        item.expect = item.expect or got.hash
+        actual = hash_file(tmp) if item.expect is not None else None
+        if actual != item.expect and item.partial:
+            # the part a killed run left may be what is wrong: once more, whole
+            _remove(tmp)
+            item.partial = 0
+            self._download(item, tmp)
+            actual = hash_file(tmp)
+        self._land(item, tmp, target, actual)
+
+    def _download(self, item: Item, tmp: str) -> Entry:
+        e = item.entry
+        if _size(tmp) > e.size:
+            _remove(tmp)
+        if _size(tmp) == e.size and os.path.exists(tmp):
+            got = Entry(e.path, FILE, e.size, e.mtime_ns)  # a killed run fetched it all
+        else:
+            got = self.policy.run(lambda: self.remote.download(
+                item.remote_path, tmp, self._progress(item), offset=_size(tmp)), f"download {item.remote_path}")
+        if got.size != e.size or _size(tmp) != e.size or \
+                (got.mtime_ns is not None and e.mtime_ns is not None and got.mtime_ns != e.mtime_ns):
+            _remove(tmp)
+            raise ReconcileError("it changed on the remote while it was fetched; run again")
+        return got
+
+    def _progress(self, item: Item) -> Callable[[int], None]:
+        def count(n: int) -> None:
+            item.fetched += n
+            self.reporter.received(n)
+        return count
+
+    def _land(self, item: Item, tmp: str, target: str, actual: bytes | None) -> None:
+        if item.expect is not None and actual is not None:
+            if actual != item.expect:
+                os.replace(tmp, target + CORRUPT_SUFFIX)
+                item.result = "corrupt"
+                item.error = (f"its xxh3 is {actual.hex()} but the remote recorded {item.expect.hex()}; "
+                              f"kept aside as {os.path.basename(target)}{CORRUPT_SUFFIX}, not put in place")
+                return
+            item.verified = True
+        _fsync(tmp)
+        if item.entry.mtime_ns is not None:
+            os.utime(tmp, ns=(item.entry.mtime_ns, item.entry.mtime_ns))
+        if item.reason == "missing" and os.path.lexists(target):
+            _remove(tmp)
+            item.result, item.error = "failed", "a local file appeared meanwhile; it was left alone"
+            return
+        os.replace(tmp, target)
+        item.result = "done"
+
+    def _ensure_dir(self, path: str) -> None:
+        if path not in self._made:
+            os.makedirs(path, exist_ok=True)
+            self._made.add(path)
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dirs(root: str, dirs: list[str]) -> None:
+    for rel in dirs:
+        os.makedirs(local_path(root, rel), exist_ok=True)
+
+
+def remove_stale_temps(root: str, items: list[Item]) -> int:
+    """after a complete run: partial files of versions the remote no longer has"""
+    count = 0
+    for d in {os.path.dirname(local_path(root, i.rel)) for i in items}:
+        try:
+            names = [x.name for x in os.scandir(d) if RESTORE_TEMP.match(x.name)]
+        except OSError:
+            continue
+        for name in names:
+            _remove(os.path.join(d, name))
+            count += 1
+    return count
+
+
+# --- what the user sees -----------------------------------------------------------
+
+class Reporter:
+    """a progress bar on a terminal; failures as lines; nothing else"""
+
+    def __init__(self, quiet: bool = False, verbose: bool = False) -> None:
+        from rich.console import Console
+
+        self.console = Console(file=sys.stderr, stderr=True)
+        self.tty = sys.stderr.isatty() and not quiet
+        self.verbose = verbose
+        self.received_bytes = 0
+        self._lock = threading.Lock()
+        self._progress = None
+
+    def start(self, files: int, total: int) -> None:
+        if not self.tty or not files:
+            return
+        from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeRemainingColumn, TransferSpeedColumn)
+
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                                  console=self.console, transient=True)
+        self._files = self._progress.add_task("files", total=files)
+        self._bytes = self._progress.add_task("bytes", total=max(total, 1))
+        self._progress.start()
+
+    def stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def received(self, n: int) -> None:
+        with self._lock:
+            self.received_bytes += n
+        if self._progress is not None:
+            self._progress.advance(self._bytes, n)
+
+    def ended(self, item: Item) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._files, 1)
+        if item.result in ("failed", "corrupt"):
+            self.line(f"{item.result}: {shown(item.rel)}: {item.error}")
+        elif self.verbose and item.result == "done":
+            self.line(f"fetched: {shown(item.rel)}" + ("" if item.verified else " (unverified)"))
+
+    def warn(self, message: str) -> None:
+        self.line(f"warning: {message}")
+
+    def line(self, text: str) -> None:
+        with self._lock:
+            if self._progress is not None:
+                self._progress.console.print(text, markup=False, highlight=False)
+            else:
+                print(text, file=sys.stderr, flush=True)
+
+
+def human_bytes(n: int) -> str:
+    from reconcile.report import human_bytes as hb
+
+    return hb(n)
+
+
+def op_json(item: Item, with_result: bool) -> dict:
+    d: dict = {"op": "download", "path": item.rel, "size": item.entry.size, "reason": item.reason}
+    if item.partial:
+        d["resume_from"] = item.partial
+    if with_result:
+        d.update(result=item.result, fetched=item.fetched, verified=item.verified)
+        if item.error:
+            d["error"] = item.error
+    return d
+
+
+def summary_json(s: Survey, out: Outcome | None) -> dict:
+    d: dict = {"download": {"count": len(s.todo), "bytes": sum(i.entry.size for i in s.todo)},
+               "identical": s.identical, "local_differs": len(s.differs), "folders": len(s.dirs)}
+    if out is not None:
+        d.update(fetched=out.count("done"), kept_aside=out.count("corrupt"), unverified=out.unverified,
+                 failed=out.count("failed"), not_reached=out.count("pending") + out.count("partial"),
+                 bytes_fetched=sum(i.fetched for i in s.todo),
+                 bytes_resumed=sum(i.partial for i in s.todo if i.result == "done"),
+                 seconds=round(out.seconds, 3))
+        if out.remote_gone:
+            d["remote_gone"] = out.remote_gone
+    return d
+
+
+def print_json(doc: dict) -> None:
+    # names keep their exact bytes, as the file system has them
+    text = json.dumps(doc, ensure_ascii=False)
+    sys.stdout.buffer.write(text.encode("utf-8", "surrogateescape") + b"\n")
+    sys.stdout.flush()
+
+
+def print_table(s: Survey, verbose: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = [(f"{'resume' if i.partial else 'download'} ({i.reason})", shown(i.rel), human_bytes(i.entry.size))
+            for i in s.todo]
+    rows += [("keep (differs locally)", shown(p), "") for p in s.differs]
+    rows += [("blocked (folder in the way)", shown(i.rel), "") for i in s.blocked]
+    console = Console()
+    if not rows:
+        return
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    table.add_column("operation", no_wrap=True)
+    table.add_column("path", overflow="fold")
+    table.add_column("size", justify="right", no_wrap=True)
+    limit = len(rows) if verbose else TABLE_ROWS
+    for row in rows[:limit]:
+        table.add_row(*row)
+    console.print(table)
+    if len(rows) > limit:
+        console.print(f"... and {len(rows) - limit} more (-v or --json lists them all)")
+
+
+def summary_line(s: Survey, out: Outcome | None) -> str:
+    if out is None:
+        line = (f"restore (dry run): {len(s.todo)} to fetch "
+                f"({human_bytes(sum(i.entry.size for i in s.todo))}), {s.identical} already identical")
+    else:
+        line = (f"restore: {out.count('done')} fetched, {s.identical} already identical, "
+                f"{out.count('corrupt')} kept aside, {out.unverified} unverified")
+    extra = []
+    if s.differs:
+        extra.append(f"{len(s.differs)} differing local files left alone (--overwrite replaces them)")
+    if out is not None:
+        if out.count("failed"):
+            extra.append(f"{out.count('failed')} failed")
+        received = sum(i.fetched for i in s.todo)
+        if received:
+            extra.append(f"{human_bytes(received)} received")
+        if out.remote_gone:
+            extra.append(f"partial: the remote went away ({out.remote_gone}); run again to resume")
+    if s.links:
+        extra.append(f"{s.links} symlinks not restored")
+    return line + "".join(f"; {x}" for x in extra)
+
+
+# --- the command -------------------------------------------------------------------
+
+class Restore:
+    def __init__(self, url: str, opts: RestoreOptions, reporter: Reporter) -> None:
+        self.url = url
+        self.opts = opts
+        self.reporter = reporter
+        self.root = os.path.abspath(os.path.expanduser(opts.local_dir))
+        self.backup_dir = clean_rel(opts.backup_dir, "--backup-dir")
+        self.paths = [clean_rel(p, "--path") for p in opts.paths]
+        self.policy = RetryPolicy(opts.remote.retry_for, on_retry=self._on_retry)
+        self.transfers = opts.remote.transfers or DEFAULT_TRANSFERS[dest_kind(url)]
+        self.run_name: str | None = None  # the trash run restored, if any
+
+    def _on_retry(self, what: str, exc: Exception, wait: float) -> None:
+        self.reporter.warn(f"{what}: {exc}; retrying in {wait:.1f}s")
+
+    def _open(self, url: str, with_state: bool):
+        options = RemoteOptions(**vars(self.opts.remote))
+        options.state_dir = None
+        if with_state and self.opts.state_dir:
+            # the pair's S3 record saves a HEAD per object
+            options.state_dir = os.path.join(os.path.abspath(os.path.expanduser(self.opts.state_dir)), "remote")
+        return open_remote(url, options)
+
+    def list_trash(self) -> dict[str, list[int]]:
+        trash = child_url(self.url, self.backup_dir)
+        remote = self._open(trash, False)
+        try:
+            return trash_runs(self._entries(remote, display_url(trash), missing_ok=True))
+        finally:
+            remote.close()
+
+    def _entries(self, remote, what: str, missing_ok: bool = False) -> list[Entry]:
+        try:
+            return self.policy.run(lambda: list(remote.list()), f"list {what}")
+        except NotFound:
+            if missing_ok:
+                return []
+            raise ConfigError(f"{what} does not exist; check the URL") from None
+
+    def run(self) -> Outcome:
+        self._check_local()
+        started = time.monotonic()
+        if self.opts.from_trash is not None:
+            url, with_state, skip = child_url(self.url, self.backup_dir), False, []
+        else:
+            skip = [self.backup_dir, TRASH_DIR, *known_trash(self.opts.state_dir)]
+            url, with_state = self.url, True
+        remote = self._open(url, with_state)
+        try:
+            entries = self._entries(remote, display_url(url))
+            strip = pick_run(trash_runs(entries), self.opts.from_trash) if self.opts.from_trash else None
+            self.run_name = strip
+            out = Outcome(self._survey(entries, skip, strip, remote.capabilities.mtime_precision_ns))
+            if not self.opts.dry_run:
+                self._fetch(remote, out)
+        finally:
+            self.reporter.stop()
+            remote.close()
+        out.seconds = time.monotonic() - started
+        return out
+
+    def _check_local(self) -> None:
+        if os.path.exists(self.root) and not os.path.isdir(self.root):
+            raise ConfigError(f"{self.root} is a file; give the folder to restore into")
+        if dest_kind(self.url) == "local":
+            src = self.url[len("file://"):] if self.url.startswith("file://") else self.url
+            src = os.path.realpath(os.path.expanduser(src))
+            dst = os.path.realpath(self.root)
+            if is_inside(src, dst) or is_inside(dst, src):
+                raise ConfigError(f"{src} and {dst} overlap; restore into a folder outside the backup")
+
+    def _survey(self, entries: list[Entry], skip: list[str], strip: str | None, precision: int) -> Survey:
+        pairs = []
+        for rel, e in select(entries, self.paths, skip, strip):
+            if safe_rel(rel):
+                pairs.append((rel, e))
+            else:
+                self.reporter.warn(f"skipped {shown(e.path)}: not a usable relative path")
+        if self.paths and not pairs:
+            raise ConfigError(f"nothing on the remote under --path {', '.join(self.paths)}")
+        snaps: dict[str, Entry] = {}
+        if self.opts.state_dir:
+            wanted = {rel for rel, e in pairs if e.kind == FILE and e.hash is None}
+            if wanted:
+                snaps = snapshot_hashes(self.opts.state_dir, wanted, self.reporter.warn)
+        return survey(pairs, self.root, snaps, precision, self.opts.overwrite)
+
+    def _fetch(self, remote, out: Outcome) -> None:
+        s = out.survey
+        os.makedirs(self.root, exist_ok=True)
+        make_dirs(self.root, s.dirs)
+        self.reporter.start(len(s.todo), sum(i.entry.size - i.partial for i in s.todo))
+        fetcher = Fetcher(remote, self.policy, self.root, self.reporter, self.transfers)
+        fetcher.run(s.todo)
+        self.reporter.stop()
+        out.remote_gone = fetcher.remote_gone
+        if fetcher.remote_gone is None:
+            remove_stale_temps(self.root, s.todo)
+
+
+def exit_code(out: Outcome) -> int:
+    if out.count("failed") or out.count("corrupt"):
+        return EXIT_ERROR
+    if out.remote_gone:
+        return EXIT_PARTIAL
+    return 0
+
+
+def run_restore(url: str, local_dir: str | None, opts: RestoreOptions, json_out: bool, list_only: bool,
+                quiet: bool, verbose: bool) -> int:
+    reporter = Reporter(quiet=quiet, verbose=verbose)
+    r = Restore(url, opts, reporter)
+    if list_only:
+        return _print_trash(r, json_out)
+    if not local_dir:
+        raise ConfigError("give the LOCAL_DIR to restore into (only --list-trash works without one)")
+    out = r.run()
+    s = out.survey
+    done = None if opts.dry_run else out
+    for item in s.blocked if done else []:
+        reporter.line(f"failed: {shown(item.rel)}: {item.error}")
+    if json_out:
+        print_json({"remote": display_url(url), "local": r.root, "run": r.run_name,
+                    "operations": [op_json(i, done is not None) for i in s.todo],
+                    "local_differs": s.differs, "summary": summary_json(s, done)})
+    elif opts.dry_run and not quiet:
+        print_table(s, verbose)
+    print(f"{summary_line(s, done)} ({out.seconds:.1f}s)", file=sys.stderr, flush=True)
+    return exit_code(out) if done else 0
+
+
+def _print_trash(r: Restore, json_out: bool) -> int:
+    runs = r.list_trash()
+    if json_out:
+        print_json({"trash": display_url(child_url(r.url, r.backup_dir)),
+                    "runs": [{"run": k, "files": v[0], "bytes": v[1]} for k, v in runs.items()]})
+        return 0
+    if not runs:
+        print(f"no trash runs under {display_url(child_url(r.url, r.backup_dir))}", file=sys.stderr)
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for col, just in (("run", "left"), ("files", "right"), ("size", "right")):
+        table.add_column(col, justify=just, no_wrap=True)
+    for run, (files, size) in runs.items():
+        table.add_row(run, str(files), human_bytes(size))
+    Console().print(table)
+    return 0
+
+
+# the flags only restore has; the shared ones come from reconcile.cli (imported at the end)
+Paths = Annotated[Optional[List[str]], typer.Option("--path", help="restore only this subtree (repeatable)")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="replace local files that differ")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="show what would be fetched; change nothing")]
+FromTrash = Annotated[Optional[str], typer.Option(
+    "--from-trash", metavar="RUN", help="restore what the remote trash kept from RUN (any unique prefix)")]
+ListTrash = Annotated[bool, typer.Option("--list-trash", help="list the trash runs that can be restored")]
+BackupDir = Annotated[str, typer.Option("--backup-dir", help="the trash folder under the remote root")]
+SnapState = Annotated[Optional[str], typer.Option(
+    "--state-dir", help="state folder of the SOURCE+DEST pair: its snapshot vouches for files the remote has no hash for")]
+
+
+def restore_command(
+        remote_url: str = typer.Argument(..., help="folder, sftp://... or s3://... to restore from"),
+        local_dir: Optional[str] = typer.Argument(None, help="folder to restore into"),
+        path: Paths = None, overwrite: Overwrite = False, dry_run: DryRun = False, json_out: JsonOut = False,
+        from_trash: FromTrash = None, list_trash: ListTrash = False, backup_dir: BackupDir = TRASH_DIR,
+        state_dir: SnapState = None, quiet: Quiet = False, verbose: Verbose = False,
+        transfers: Transfers = None, ssh_key: SshKey = None, known_hosts: KnownHosts = None,
+        accept_new_host_key: AcceptNew = False, retry_for: RetryFor = "5m", s3_endpoint: S3Endpoint = None,
+        profile: Profile = None):
+    """Fetch the remote copy (or one run of its trash) back into LOCAL_DIR, verified."""
+    if transfers is not None and transfers < 1:
+        raise typer.BadParameter("--transfers must be 1 or more")
+    remote = RemoteOptions(transfers=transfers, ssh_key=ssh_key, known_hosts=known_hosts,
+                           accept_new_host_key=accept_new_host_key, retry_for=parse_duration(retry_for),
+                           s3_endpoint=s3_endpoint, profile=profile)
+    opts = RestoreOptions(local_dir or "", list(path or []), overwrite, dry_run, from_trash, backup_dir,
+                          state_dir, remote)
+    raise typer.Exit(_guarded(
+        lambda: run_restore(remote_url, local_dir, opts, json_out, list_trash, quiet, verbose), verbose))
+
+
+# at the end: reconcile.cli imports this module to register the command, and
+# by then (either import order) these names exist in it
+from reconcile.cli import (AcceptNew, JsonOut, KnownHosts, Profile, Quiet, RetryFor,  # noqa: E402
+                           S3Endpoint, SshKey, Transfers, Verbose, _guarded, parse_duration)
