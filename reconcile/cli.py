@@ -26,6 +26,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 
 SourceArg = typer.Argument(..., help="local folder to mirror")
 DestArg = typer.Argument(..., help="folder, file:///path, sftp://[user@]host[:port]/path or s3://bucket[/prefix]")
+# one word instead of SOURCE DEST names a mapping of the config file
+NameArg = typer.Argument(None, show_default=False, metavar="SOURCE|MAPPING",
+                         help="local folder to mirror, or the name of a mapping in the config file")
+OptDestArg = typer.Argument(None, show_default=False, metavar="DEST",
+                            help="folder, file:///path, sftp://[user@]host[:port]/path or s3://bucket[/prefix]")
 
 
 def parse_duration(text: str) -> float:
@@ -48,6 +53,12 @@ def parse_rate(text: str) -> float:
         raise typer.BadParameter(f"{text!r} is not a rate; use bytes per second like 500K or 4M") from None
     if value <= 0:
         raise typer.BadParameter("--bwlimit must be more than 0")
+    return value
+
+
+def _choice(value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}")
     return value
 
 
@@ -105,6 +116,12 @@ BwLimit = Annotated[Optional[str], typer.Option("--bwlimit", help="bytes per sec
 Links = Annotated[str, typer.Option("--links", help="symlinks: skip, follow or store")]
 Checksum = Annotated[bool, typer.Option("--checksum", help="compare content by xxh3, not size and mtime")]
 Perms = Annotated[bool, typer.Option("--perms", help="keep file permissions on the destination")]
+AllOpt = Annotated[bool, typer.Option("--all", help="every mapping of the config file")]
+ConfigOpt = Annotated[Optional[str], typer.Option("--config", envvar="RECONCILE_CONFIG", help="config file (default: the platform's config folder)")]
+LogFile = Annotated[Optional[str], typer.Option("--log-file", help="append log lines here (rotated at 10 MB, 5 kept)")]
+LogFormat = Annotated[str, typer.Option("--log-format", callback=lambda v: _choice(v, ("text", "json")), help="text, or json: one object per line")]
+# the flags that pick and log runs rather than shape one
+JOB_FLAGS = ("source", "dest", "all_", "config", "log_file", "log_format")
 
 
 def _run(command: str, source: str, dest: str, kw: dict) -> int:
@@ -197,7 +214,7 @@ def _summary(line: str, result, started: float) -> None:
 
 
 @app.command()
-def plan(source: str = SourceArg, dest: str = DestArg,
+def plan(source: Optional[str] = NameArg, dest: Optional[str] = OptDestArg,
          offline: Annotated[bool, typer.Option("--offline", help="plan against the last-known remote state")] = False,
          delete: Delete = False, exclude: Exclude = None, json_out: JsonOut = False,
          state_dir: StateDirOpt = None, max_delete: MaxDelete = None, allow_empty_source: AllowEmpty = False,
@@ -206,14 +223,15 @@ def plan(source: str = SourceArg, dest: str = DestArg,
          retry_for: RetryFor = "5m", s3_endpoint: S3Endpoint = None, profile: Profile = None,
          s3_storage_class: StorageClass = None, s3_sse: Sse = None, s3_sse_kms_key_id: SseKey = None,
          backup_dir: BackupDir = None, backup_keep: BackupKeep = None, bwlimit: BwLimit = None,
-         links: Links = "skip", checksum: Checksum = False, perms: Perms = False):
+         links: Links = "skip", checksum: Checksum = False, perms: Perms = False,
+         all_: AllOpt = False, config: ConfigOpt = None, log_file: LogFile = None, log_format: LogFormat = "text"):
     """Show what apply would do. Changes nothing."""
-    kw = {k: v for k, v in locals().items() if k not in ("source", "dest")}
-    raise typer.Exit(_guarded(lambda: _run("plan", source, dest, kw), verbose))
+    kw = {k: v for k, v in locals().items() if k not in JOB_FLAGS}
+    raise typer.Exit(_jobs("plan", source, dest, all_, config, log_file, log_format, kw))
 
 
 @app.command()
-def apply(source: str = SourceArg, dest: str = DestArg,
+def apply(source: Optional[str] = NameArg, dest: Optional[str] = OptDestArg,
           delete: Delete = False, exclude: Exclude = None, json_out: JsonOut = False,
           state_dir: StateDirOpt = None, max_delete: MaxDelete = None, allow_empty_source: AllowEmpty = False,
           quiet: Quiet = False, verbose: Verbose = False, transfers: Transfers = None,
@@ -221,18 +239,30 @@ def apply(source: str = SourceArg, dest: str = DestArg,
           retry_for: RetryFor = "5m", s3_endpoint: S3Endpoint = None, profile: Profile = None,
           s3_storage_class: StorageClass = None, s3_sse: Sse = None, s3_sse_kms_key_id: SseKey = None,
          backup_dir: BackupDir = None, backup_keep: BackupKeep = None, bwlimit: BwLimit = None,
-         links: Links = "skip", checksum: Checksum = False, perms: Perms = False):
+         links: Links = "skip", checksum: Checksum = False, perms: Perms = False,
+         all_: AllOpt = False, config: ConfigOpt = None, log_file: LogFile = None, log_format: LogFormat = "text"):
     """Make the remote an exact copy of SOURCE. A killed run resumes next time."""
-    kw = {k: v for k, v in locals().items() if k not in ("source", "dest")}
-    raise typer.Exit(_guarded(lambda: _run("apply", source, dest, kw), verbose))
+    kw = {k: v for k, v in locals().items() if k not in JOB_FLAGS}
+    raise typer.Exit(_jobs("apply", source, dest, all_, config, log_file, log_format, kw))
+
+
+def _jobs(command: str, source, dest, all_: bool, config, log_file, log_format: str, kw: dict) -> int:
+    """SOURCE DEST, a mapping name or --all, each run logged (reconcile/jobs.py)."""
+    from reconcile.jobs import run_jobs
+    from reconcile.logs import LogSettings
+
+    return run_jobs(command, source, dest, all_, config, LogSettings(log_file, log_format), kw)
 
 
 @app.command()
-def status(source: str = SourceArg, dest: str = DestArg,
+def status(source: Optional[str] = NameArg, dest: Optional[str] = OptDestArg,
            state_dir: Optional[str] = typer.Option(None, "--state-dir"),
-           json_out: bool = typer.Option(False, "--json")):
-    """Last run, pending work and snapshot of one SOURCE+DEST pair."""
-    raise typer.Exit(_guarded(lambda: _status(source, dest, state_dir, json_out), False))
+           json_out: bool = typer.Option(False, "--json"),
+           all_: AllOpt = False, config: ConfigOpt = None):
+    """Last run, pending work and snapshot of one SOURCE+DEST pair, a mapping, or --all."""
+    from reconcile.jobs import status_jobs
+
+    raise typer.Exit(_guarded(lambda: status_jobs(source, dest, all_, config, state_dir, json_out), False))
 
 
 def _status(source: str, dest: str, state_dir: str | None, json_out: bool) -> int:
@@ -296,6 +326,33 @@ def _guarded(fn, verbose: bool | None) -> int:
         print(f"reconcile: internal error: {type(exc).__name__}: {exc} (run with -v for details)",
               file=sys.stderr)
         return EXIT_ERROR
+
+
+@app.command()
+def verify(source: Optional[str] = NameArg, dest: Optional[str] = OptDestArg,
+           by_hash: Annotated[bool, typer.Option("--hash", help="read the remote content back and compare xxh3")] = False,
+           delete: Annotated[bool, typer.Option("--delete", help="count files only on the remote as differences (the mirror deletes)")] = False,
+           exclude: Exclude = None, json_out: JsonOut = False, state_dir: StateDirOpt = None,
+           transfers: Transfers = None, ssh_key: SshKey = None, known_hosts: KnownHosts = None,
+           retry_for: RetryFor = "5m", s3_endpoint: S3Endpoint = None, profile: Profile = None,
+           all_: AllOpt = False, config: ConfigOpt = None):
+    """Read-only audit that the remote matches SOURCE: exit 0 when equal, 1 with the differences."""
+    from reconcile.jobs import verify_jobs
+
+    kw = {k: v for k, v in locals().items() if k not in JOB_FLAGS}
+    raise typer.Exit(_guarded(lambda: verify_jobs(source, dest, all_, config, kw), False))
+
+
+config_app = typer.Typer(help="The config file of named mappings.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("check")
+def config_check(config: ConfigOpt = None, json_out: JsonOut = False):
+    """Report each problem of the config file with its line and the fix (exit 2 when any)."""
+    from reconcile.config import check_command
+
+    raise typer.Exit(_guarded(lambda: check_command(config, json_out), False))
 
 
 def main() -> None:

@@ -1,0 +1,142 @@
+"""Which runs a command line asks for: SOURCE DEST, one mapping name from the
+config file, or --all of them; and running each under its RunLog."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import io
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from reconcile.config import Mapping, apply_mapping, load_checked
+from reconcile.errors import ConfigError
+from reconcile.logs import LogSettings, RunLog
+
+
+@dataclass
+class Job:
+    name: str | None  # the mapping's name; None for SOURCE DEST
+    source: str
+    dest: str
+    kw: dict[str, Any]  # the command's flags, the mapping's values filled in
+
+
+def flag_defaults(command: Callable) -> dict[str, Any]:
+    """the defaults of a typer command's flags, to tell given flags apart."""
+    return {name: p.default for name, p in inspect.signature(command).parameters.items()}
+
+
+def resolve(command: str, source: str | None, dest: str | None, all_: bool, config: str | None,
+            kw: dict[str, Any], defaults: dict[str, Any]) -> list[Job]:
+    if all_:
+        if source or dest:
+            raise ConfigError("--all takes no SOURCE, DEST or mapping name")
+        cfg = load_checked(config)
+        if not cfg.mappings:
+            raise ConfigError(f"no mappings in {cfg.path}; add [mapping.NAME] tables with source and dest")
+        return [_job(m, kw, defaults) for m in cfg.mappings.values()]
+    if source is None:
+        raise ConfigError(f"give SOURCE DEST, a mapping name, or --all (reconcile {command} --help)")
+    if dest is not None:
+        return [Job(None, source, dest, dict(kw))]
+    return [_job(_named(command, source, config), kw, defaults)]
+
+
+def _named(command: str, name: str, config: str | None) -> Mapping:
+    # one word: a mapping, even when a folder of that name happens to exist here
+    try:
+        return load_checked(config, name).mapping(name)
+    except ConfigError:
+        if os.path.isdir(os.path.expanduser(name)):
+            raise ConfigError(f"{name} is a folder and no mapping of that name is configured: "
+                              f"give the destination too (reconcile {command} SOURCE DEST)") from None
+        raise
+
+
+def _job(m: Mapping, kw: dict[str, Any], defaults: dict[str, Any]) -> Job:
+    merged = apply_mapping(m, kw, defaults)
+    return Job(m.name, m.source, m.dest, merged)
+
+
+def run_jobs(command: str, source: str | None, dest: str | None, all_: bool, config: str | None,
+             log: LogSettings, kw: dict[str, Any]) -> int:
+    """plan or apply, for each run asked for; the exit code is the first
+    failure's, and every mapping is tried even after one fails."""
+    from reconcile import cli
+
+    verbose = kw.get("verbose", False)
+    # the config's warnings are held back so that they reach the first run's log
+    held = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(held):
+            jobs = resolve(command, source, dest, all_, config, kw, flag_defaults(getattr(cli, command)))
+    except ConfigError as exc:
+        # a broken config must reach the log too: cron users read only that
+        return _logged(log, command, source, None, None, None, _raiser(exc), verbose, held.getvalue())
+    code = 0
+    for i, job in enumerate(jobs):
+        rc = _logged(log, command, job.name, job.source, job.dest, job.kw.get("state_dir"),
+                     lambda j=job: cli._run(command, j.source, j.dest, dict(j.kw)), verbose,
+                     held.getvalue() if i == 0 else "")
+        code = code or rc
+    return code
+
+
+def _logged(log: LogSettings, command: str, name: str | None, source: str | None, dest: str | None,
+            state_dir: str | None, fn: Callable[[], int], verbose: bool, preamble: str = "") -> int:
+    from reconcile import cli
+
+    with RunLog(log, command, name, source, dest, state_dir) as run_log:
+        sys.stderr.write(preamble)
+        rc = cli._guarded(run_log.guard(fn), verbose)
+        run_log.finish(rc)
+    return rc
+
+
+def _raiser(exc: Exception) -> Callable[[], int]:
+    def fn() -> int:
+        raise exc
+
+    return fn
+
+
+def status_jobs(source: str | None, dest: str | None, all_: bool, config: str | None,
+                state_dir: str | None, json_out: bool) -> int:
+    from reconcile import cli
+
+    kw = {"state_dir": state_dir}
+    jobs = resolve("status", source, dest, all_, config, kw, {"state_dir": None})
+    code = 0
+    for job in jobs:
+        if job.name and not json_out:
+            print(f"[{job.name}]")
+        code = code or cli._status(job.source, job.dest, job.kw.get("state_dir"), json_out)
+        if job.name and not json_out and len(jobs) > 1:
+            print()
+    sys.stdout.flush()
+    return code
+
+
+def verify_jobs(source: str | None, dest: str | None, all_: bool, config: str | None,
+                kw: dict[str, Any]) -> int:
+    from reconcile import cli
+    from reconcile.verify import run
+
+    jobs = resolve("verify", source, dest, all_, config, kw, flag_defaults(cli.verify))
+    code = 0
+    for job in jobs:
+        rc = cli._guarded(lambda j=job: run(j.source, j.dest, _verify_options(j.kw), j.kw), False)
+        code = code or rc
+    return code
+
+
+def _verify_options(kw: dict[str, Any]):
+    from reconcile.cli import parse_duration
+    from reconcile.remotes.base import RemoteOptions
+
+    return RemoteOptions(transfers=kw["transfers"], ssh_key=kw["ssh_key"], known_hosts=kw["known_hosts"],
+                         retry_for=parse_duration(kw["retry_for"]), s3_endpoint=kw["s3_endpoint"],
+                         profile=kw["profile"])

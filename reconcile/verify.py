@@ -1,0 +1,264 @@
+"""`reconcile verify`: a read-only audit that the remote matches the source.
+
+The source walk and the remote listing are merged in their shared order and
+compared by size and mtime at the remote's precision (the engine's own
+"changed" rule); with --hash the remote content of each same-size file is
+read back through download() and compared by xxh3. Nothing is written: no
+lock, no snapshot, no journal, and the remote's private records (the S3
+etag record) are read from a temporary copy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+from reconcile.diff import _Stream, file_changed, with_implied_dirs
+from reconcile.engine import check_paths
+from reconcile.entry import DIR, FILE, Entry, is_inside
+from reconcile.errors import NotFound, SourceChanged
+from reconcile.excludes import Excludes
+from reconcile.hashing import hash_file
+from reconcile.remotes import open_remote
+from reconcile.remotes.base import RemoteOptions
+from reconcile.remotes.retry import RetryingRemote, RetryPolicy
+from reconcile.report import human_bytes, printable
+from reconcile.statedir import StateDir, display_url
+from reconcile.walk import WalkReport, walk
+
+HASH_BATCH = 64
+
+
+@dataclass
+class Difference:
+    path: str
+    what: str  # missing | extra | size | mtime | content | type
+    detail: str = ""
+
+    def to_json(self) -> dict:
+        return {"path": self.path, "what": self.what, "detail": self.detail}
+
+
+@dataclass
+class VerifyResult:
+    source: str
+    dest: str
+    differences: list[Difference] = field(default_factory=list)
+    extra_kept: list[Difference] = field(default_factory=list)  # remote-only, and not deleting
+    warnings: list[str] = field(default_factory=list)
+    files: int = 0
+    hashed: int = 0
+    hashed_bytes: int = 0
+    seconds: float = 0.0
+
+    @property
+    def equal(self) -> bool:
+        return not self.differences
+
+
+@dataclass
+class _Pair:
+    local: Entry
+    remote: Entry
+
+
+def verify(source: str, dest: str, options: RemoteOptions, exclude: list[str], by_hash: bool,
+           delete: bool, state_dir: str | None = None) -> VerifyResult:
+    started = time.monotonic()
+    src = check_paths(source, dest)
+    result = VerifyResult(src, display_url(dest))
+    with tempfile.TemporaryDirectory(prefix="reconcile-verify-") as tmp:
+        options.state_dir = _private_copy(src, dest, state_dir, tmp)
+        policy = RetryPolicy(options.retry_for)
+        remote = RetryingRemote(open_remote(dest, options), policy)
+        try:
+            pairs = policy.run(lambda: _compare(src, remote, Excludes(exclude), delete, result), "list")
+            if by_hash:
+                _hash_all(src, remote, pairs, tmp, options.transfers or 4, result)
+        finally:
+            remote.close()
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _private_copy(src: str, dest: str, state_dir: str | None, tmp: str) -> str:
+    """a copy of the pair's remote records, so the audit never writes state."""
+    copy = os.path.join(tmp, "remote-state")
+    real = StateDir.for_pair(src, dest, state_dir).remote_state
+    if os.path.isdir(real):
+        shutil.copytree(real, copy)
+    else:
+        os.makedirs(copy)
+    return copy
+
+
+def _compare(src: str, remote, excludes: Excludes, delete: bool, result: VerifyResult) -> list[_Pair]:
+    """the merge join; returns the same-size file pairs --hash reads back."""
+    result.differences.clear()
+    result.extra_kept.clear()
+    result.warnings.clear()
+    result.files = 0
+    caps = remote.capabilities
+    report = WalkReport()
+    local: Iterable[Entry] = walk(src, excludes, report)
+    remote_entries: Iterable[Entry] = _listing(remote)
+    if not caps.empty_dirs:
+        # folders exist on S3 only through their files: compare files alone
+        local = (e for e in local if e.kind != DIR or e.error)
+        remote_entries = (e for e in with_implied_dirs(remote_entries) if e.kind != DIR)
+    pairs: list[_Pair] = []
+    for c, r in _joined(local, remote_entries, excludes, result):
+        if c is not None and c.kind == FILE:
+            result.files += 1
+        diff = _differs(c, r, caps.mtime_precision_ns)
+        if diff is None:
+            if c is not None and r is not None and c.kind == FILE:
+                pairs.append(_Pair(c, r))
+        elif diff.what == "extra" and not delete:
+            result.extra_kept.append(diff)
+        else:
+            result.differences.append(diff)
+    result.warnings.extend(f"cannot read {u}; not compared" for u in report.unreadable)
+    return pairs
+
+
+def _listing(remote) -> Iterator[Entry]:
+    try:
+        yield from remote.list()
+    except NotFound:
+        return  # no root yet: everything is missing
+
+
+def _joined(local: Iterable[Entry], remote: Iterable[Entry], excludes: Excludes,
+            result: VerifyResult) -> Iterator[tuple[Entry | None, Entry | None]]:
+    cur, rem = _Stream(local), _Stream(remote)
+    unreadable: str | None = None
+    while cur.key is not None or rem.key is not None:
+        key = min(k for k in (cur.key, rem.key) if k is not None)
+        c, r = cur.take(key), rem.take(key)
+        path = (c or r).path
+        if unreadable is not None and is_inside(path, unreadable):
+            continue  # apply leaves what is under an unreadable folder alone
+        if r is not None and excludes.excluded(r.path, r.kind == DIR):
+            r = None  # excluded remote files are left alone too
+        if c is not None and c.error is not None:
+            unreadable = c.path
+            continue
+        if c is not None or r is not None:
+            yield c, r
+
+
+def _differs(c: Entry | None, r: Entry | None, precision_ns: int) -> Difference | None:
+    if r is None:
+        return Difference(_shown(c), "missing", "on the source, not on the remote")
+    if c is None:
+        return Difference(_shown(r), "extra", "on the remote, not on the source")
+    if c.kind != r.kind:
+        return Difference(_shown(c), "type", f"source has a {_kind(c)}, the remote a {_kind(r)}")
+    if not file_changed(r, c, precision_ns):
+        return None
+    if c.size != r.size:
+        return Difference(_shown(c), "size", f"source {c.size} bytes, remote {r.size} bytes")
+    return Difference(_shown(c), "mtime", f"source {_when(c.mtime_ns)}, remote {_when(r.mtime_ns)}")
+
+
+def _shown(e: Entry) -> str:
+    return printable(e.path) + ("/" if e.kind == DIR else "")
+
+
+def _kind(e: Entry) -> str:
+    return {FILE: "file", DIR: "folder"}.get(e.kind, "symlink")
+
+
+def _when(ns: int | None) -> str:
+    if ns is None:
+        return "unknown"
+    frac = f".{ns % 1_000_000_000:09d}".rstrip("0").rstrip(".")
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ns // 1_000_000_000)) + frac
+
+
+# --- --hash ----------------------------------------------------------------------------
+
+
+def _hash_all(src: str, remote, pairs: list[_Pair], tmp: str, workers: int, result: VerifyResult) -> None:
+    with ThreadPoolExecutor(workers) as pool:
+        for i in range(0, len(pairs), HASH_BATCH):
+            batch = pairs[i:i + HASH_BATCH]
+            for pair, outcome in zip(batch, pool.map(lambda p: _hash_one(src, remote, p, tmp), batch)):
+                _record_hash(pair, outcome, result)
+
+
+def _hash_one(src: str, remote, pair: _Pair, tmp: str) -> bool | str:
+    """True when the contents match, False when not, a message when unknown."""
+    local_path = os.path.join(src, *pair.local.path.split("/"))
+    try:
+        local_hash = hash_file(local_path, pair.local.size, pair.local.mtime_ns)
+    except (SourceChanged, OSError) as exc:
+        return f"source changed or unreadable ({getattr(exc, 'strerror', None) or exc}); not compared"
+    fd, copy = tempfile.mkstemp(dir=tmp)
+    os.close(fd)
+    try:
+        remote.download(pair.remote.path, copy)
+        return hash_file(copy) == local_hash
+    except NotFound:
+        return "vanished from the remote while verifying"
+    finally:
+        os.unlink(copy)
+
+
+def _record_hash(pair: _Pair, outcome: bool | str, result: VerifyResult) -> None:
+    if isinstance(outcome, str):
+        result.warnings.append(f"{printable(pair.local.path)}: {outcome}")
+        return
+    result.hashed += 1
+    result.hashed_bytes += pair.local.size
+    if not outcome:
+        result.differences.append(Difference(printable(pair.local.path), "content",
+                                             "same size and mtime, different content (xxh3)"))
+
+
+# --- output ----------------------------------------------------------------------------
+
+
+def to_json(result: VerifyResult) -> str:
+    return json.dumps({
+        "source": result.source, "dest": result.dest, "equal": result.equal,
+        "checked": {"files": result.files, "hashed": result.hashed, "hashed_bytes": result.hashed_bytes},
+        "differences": [d.to_json() for d in result.differences],
+        "extra_kept": [d.to_json() for d in result.extra_kept],
+        "warnings": result.warnings,
+    }, ensure_ascii=False)
+
+
+def text_lines(result: VerifyResult) -> list[str]:
+    lines = [f"{d.what:<8} {d.path}  ({d.detail})" for d in result.differences]
+    lines += [f"extra    {d.path}  (kept: the mirror does not delete)" for d in result.extra_kept]
+    return lines
+
+
+def summary_line(result: VerifyResult) -> str:
+    how = f", {result.hashed} read back ({human_bytes(result.hashed_bytes)})" if result.hashed else ""
+    word = "equal" if result.equal else f"{len(result.differences)} differences"
+    return f"verify: {word}; {result.files} files compared{how} ({result.seconds:.1f}s)"
+
+
+def run(source: str, dest: str, options: RemoteOptions, kw: dict) -> int:
+    """the command: print the differences (or JSON) and the summary; 0 or 1."""
+    result = verify(source, dest, options, list(kw.get("exclude") or []), kw["by_hash"], kw["delete"],
+                    kw.get("state_dir"))
+    if kw["json_out"]:
+        print(to_json(result))
+    else:
+        for line in text_lines(result):
+            print(line)
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(summary_line(result), file=sys.stderr, flush=True)
+    return 0 if result.equal else 1
