@@ -73,7 +73,10 @@ class SnapshotWriter:
 
     def discard(self) -> None:
         if not self._f.closed:
-            self._f.close()
+            try:
+                self._f.close()
+            except OSError:
+                pass  # a full disk fails the last flush; the file is closed and removed all the same
         try:
             os.unlink(self.tmp)
         except FileNotFoundError:

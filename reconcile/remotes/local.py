@@ -11,7 +11,7 @@ from typing import Iterator
 from urllib.parse import unquote, urlsplit
 
 from reconcile.entry import DIR, FILE, LINK, TEMP_MARK, Entry, is_temp_name, sort_key
-from reconcile.errors import ConfigError, NotFound, Permanent, Transient
+from reconcile.errors import ConfigError, NotFound, Permanent, SourceChanged, Transient
 from reconcile.remotes.base import Capabilities, Checkpoint, Progress, RemoteOptions
 
 CHUNK = 1 << 20
@@ -109,8 +109,13 @@ class LocalRemote:
         try:
             self._ensure_dir(os.path.dirname(target))
             with open(local_path, "rb") as src, open(tmp, "wb") as dst:
+                before = os.fstat(src.fileno())
                 _copy_fd(src.fileno(), dst.fileno(), progress)
                 os.fsync(dst.fileno())
+                after = os.fstat(src.fileno())
+                if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+                    # never put a mix of two versions under the real name
+                    raise SourceChanged(f"{path} changed while being copied; left for the next run")
             if entry.mtime_ns is not None:
                 os.utime(tmp, ns=(entry.mtime_ns, entry.mtime_ns))
             if self.options.extra.get("perms") and entry.mode:

@@ -591,10 +591,15 @@ class SftpRemote:
         except OSError as exc:
             raise NotFound(f"local file {local_path} cannot be read: {exc.strerror}") from None
         with src:
-            size = os.fstat(src.fileno()).st_size
+            before = os.fstat(src.fileno())
+            size = before.st_size
             self._left_temps.add(tmp_rel)
             with self._op(f"cannot write {path}", failure=Transient):
                 self._send_file(src.fileno(), size, tmp_rel, progress, resume, checkpoint)
+            after = os.fstat(src.fileno())
+        if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+            # never put a mix of two versions under the real name; the temp goes with the tidy-up
+            raise SourceChanged(f"{path} changed while being uploaded; left for the next run")
         with self._op(f"cannot finish {path}"):
             sftp = self._sftp()
             tmp = self._abs(tmp_rel)
