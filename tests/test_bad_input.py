@@ -719,3 +719,21 @@ def test_file_rewritten_while_being_uploaded_to_a_server(remote, request, tmp_pa
     assert got in (old, new), f"the remote holds a torn copy ({len(got)} bytes)"
     reconcile("apply", src, dest.url, "--state-dir", state, *dest.cli_args, env=dest.env, check=0)
     assert remote_tree(dest, tmp_path)["f"][1] == (src / "f").read_bytes()
+
+
+def test_sftp_server_that_hangs_up_shows_one_line_not_a_traceback(sshd_server, sftp_proxy, tmp_path):
+    from tests.servers_sftp import sftp_url
+
+    root = tmp_path / "root"
+    root.mkdir()
+    kh = sshd_server.write_known_hosts(tmp_path / "known_hosts", sftp_proxy.port)
+    src, state = tmp_path / "src", tmp_path / "state"
+    write(src / "a", b"1", T0)
+    sftp_proxy.refuse(True)  # the server is down: every connection closes at once
+    url = sftp_url(sshd_server, root, port=sftp_proxy.port)
+    p = subprocess.run([sys.executable, "-m", "reconcile", "apply", str(src), url, "--state-dir", str(state),
+                        "--ssh-key", sshd_server.user_key, "--known-hosts", kh, "--retry-for", "1s"],
+                       capture_output=True, text=True)
+    assert p.returncode == 3, p.stderr
+    assert "Traceback" not in p.stderr and "paramiko" not in p.stderr, p.stderr
+    assert list(root.iterdir()) == []

@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import getpass
 import hashlib
+import logging
 import os
 import socket
 import stat as st
@@ -41,6 +42,10 @@ from reconcile.entry import parent_of, sort_key
 from reconcile.errors import AuthError, ConfigError, NotFound, Permanent, ReconcileError, SourceChanged
 from reconcile.errors import Transient, Unreachable
 from reconcile.remotes.base import Capabilities, Checkpoint, Progress, RemoteOptions
+
+# paramiko logs a lost handshake with a traceback (Python's last-resort handler
+# prints it); we report such errors ourselves, in one line
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 CONNECT_TIMEOUT = 20.0
 IO_TIMEOUT = 60.0  # a silent server for this long counts as a lost connection
