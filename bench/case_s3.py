@@ -10,6 +10,8 @@ from bench.case_sftp import count_ops
 from bench.common import (ROOT, Case, Check, Series, drop_dirty, log, mb, repeat, reconcile_cmd,
                           rmtree, run_timed)
 from bench.data import make_big_file, make_tree
+RETRY = "20s"  # a dead server fails the case fast instead of after 5 min
+
 from bench.servers import s3_env
 
 
@@ -26,7 +28,7 @@ class S3Bench:
 
     def ours(self, src: str, prefix: str, state: str, *more: str) -> list[str]:
         return [*reconcile_cmd(), "apply", src, f"s3://{self.bucket}/{prefix}", "--s3-endpoint",
-                self.endpoint, "--state-dir", state, "-q", *more]
+                self.endpoint, "--state-dir", state, "-q", "--retry-for", RETRY, *more]
 
     def aws_sync(self, src: str, prefix: str, *more: str) -> list[str]:
         return [self.aws, "s3", "sync", src, f"s3://{self.bucket}/{prefix}", "--endpoint-url",

@@ -9,12 +9,14 @@ import re
 from bench.common import (ROOT, Case, Check, Series, drop_dirty, log, mb, repeat, reconcile_cmd,
                           rmtree, run_timed)
 from bench.data import make_big_file, make_tree
+RETRY = "20s"  # a dead server fails the case fast instead of after 5 min
+
 from bench.servers import Sshd
 
 
 def _apply(srv: Sshd, src: str, dst: str, state: str, *more: str) -> list[str]:
     return [*reconcile_cmd(), "apply", src, srv.url(dst), *srv.reconcile_args(), "--state-dir", state,
-            "-q", *more]
+            "-q", "--retry-for", RETRY, *more]
 
 
 def _rsync(srv: Sshd, src: str, dst: str, *more: str) -> list[str]:
