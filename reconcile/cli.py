@@ -355,5 +355,10 @@ def config_check(config: ConfigOpt = None, json_out: JsonOut = False):
     raise typer.Exit(_guarded(lambda: check_command(config, json_out), False))
 
 
+from reconcile.restore import restore_command  # noqa: E402  (it reuses the flags above)
+
+app.command("restore")(restore_command)
+
+
 def main() -> None:
     app()
