@@ -77,8 +77,15 @@ class Executor:
         with self._lock:
             self.outcome.results[i] = (result, error)
             if result != "failed":
-                self.journal.done(i, result)
+                try:
+                    self.journal.done(i, result)
+                except OSError as exc:
+                    # the state folder is full or gone: stop, the journal keeps the rest
+                    self.outcome.remote_gone = (f"cannot write the journal {self.journal.path}: {exc.strerror}; "
+                                                "free space there or pass --state-dir")
         self.reporter.op_ended(op, result, error)
+        if self.outcome.remote_gone:
+            raise _RemoteGone
 
     def _one(self, i: int, op: Op, resume: dict[int, dict]) -> None:
         if self.outcome.remote_gone:

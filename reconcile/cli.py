@@ -320,6 +320,11 @@ def _guarded(fn, verbose: bool | None) -> int:
         return 130
     except typer.BadParameter:
         raise
+    except OSError as exc:  # the state folder or a local path the OS refused
+        where = exc.filename or ""
+        print(f"reconcile: {exc.strerror or exc}: {where}; check that folder (free space, permissions) "
+              "or pass --state-dir DIR", file=sys.stderr)
+        return EXIT_ERROR
     except Exception as exc:  # a bug: say so briefly, details with -v
         if verbose:
             traceback.print_exc()

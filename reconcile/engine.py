@@ -15,7 +15,8 @@ from reconcile.apply import Executor, Outcome, Reporter
 from reconcile.bwlimit import Bandwidth, ThrottledReporter
 from reconcile.diff import Changes, merge, with_implied_dirs
 from reconcile.entry import DIR, Entry, is_inside, is_safe_path
-from reconcile.errors import (ConfigError, NotFound, SafetyRefusal, SourceChanged, Transient)
+from reconcile.errors import (ConfigError, NotFound, ReconcileError, SafetyRefusal, SourceChanged,
+                              Transient)
 from reconcile.excludes import Excludes
 from reconcile.hashing import hash_file
 from reconcile.lock import RunLock
@@ -104,12 +105,11 @@ class Run:
         self.reporter = reporter
         self.state = StateDir.for_pair(self.source, dest, opts.state_dir)
         if opts.remote.state_dir is None:
-            os.makedirs(self.state.remote_state, mode=0o700, exist_ok=True)
             opts.remote.state_dir = self.state.remote_state
         self.trash = _trash_root(opts.backup_dir)
         # the trash is never mirrored, listed as drift, or deleted by a plan
         protected = {DEFAULT_TRASH} | set(self._known_trash()) | ({self.trash} if self.trash else set())
-        self.excludes = Excludes(opts.exclude + [f"/{p}/" for p in sorted(protected)])
+        self.excludes = Excludes(opts.exclude, protected=sorted(protected))
         self.trash_runs: dict[str, list[str]] = {}
         self.warnings: list[str] = []
         self._remote = None
@@ -274,6 +274,16 @@ class Run:
         return result
 
     def apply(self) -> RunResult:
+        try:
+            return self._apply()
+        except OSError as exc:
+            if exc.filename and not str(exc.filename).startswith(self.state.path):
+                raise
+            raise ReconcileError(
+                f"cannot write the state folder {self.state.path} ({exc.strerror}); free space there, "
+                "fix its permissions or pass --state-dir DIR. Nothing was lost: the next run resumes") from None
+
+    def _apply(self) -> RunResult:
         with RunLock(self.state.lock):
             resumed = self._resume()
             if resumed is not None and resumed.remote_gone:

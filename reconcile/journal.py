@@ -106,9 +106,12 @@ class Journal:
 
     def close(self) -> None:
         if self._f is not None:
-            self._f.flush()
-            os.fsync(self._f.fileno())
-            self._f.close()
+            try:
+                self._f.flush()
+                os.fsync(self._f.fileno())
+                self._f.close()
+            except OSError:
+                pass  # a torn last record is ignored on load; replays are harmless
             self._f = None
 
 

@@ -311,7 +311,7 @@ def make_plan(changes: Changes, caps: Capabilities, delete: bool = False, tag: s
     _order_moves(moves, ns, changes.stale, ops, tag)
     _add_transfers(changes, caps, ops)
     if delete:
-        _add_deletes(changes, ops)
+        _add_deletes(changes, ops, caps)
     return Plan(ops)
 
 
@@ -336,10 +336,14 @@ def _add_transfers(changes: Changes, caps: Capabilities, ops: list[Op]) -> None:
                           overwrites=reason == "changed"))
 
 
-def _add_deletes(changes: Changes, ops: list[Op]) -> None:
+def _add_deletes(changes: Changes, ops: list[Op], caps: Capabilities) -> None:
+    # on a case-insensitive remote 'Photo.JPG' and 'photo.jpg' are one file:
+    # deleting the old spelling would delete what this plan just wrote
+    written = {(o.to or o.path).casefold() for o in ops if o.op in ("upload", "move", "mkdir", "link")} \
+        if caps.case_insensitive else set()
     # top-most stale paths first, each taking its stale subtree with it
     for path in sorted(changes.stale, key=lambda p: p.encode("utf-8", "surrogateescape")):
-        if path in changes.stale:
+        if path in changes.stale and path.casefold() not in written:
             _delete_stale(path, changes.stale, ops, reason="deleted")
 
 

@@ -52,6 +52,7 @@ class StateDir:
             path = os.path.join(default_root(), f"{name}-{digest}")
         try:
             os.makedirs(path, mode=0o700, exist_ok=True)
+            os.makedirs(os.path.join(path, "remote"), mode=0o700, exist_ok=True)
         except OSError as exc:
             raise ConfigError(
                 f"cannot create the state folder {path}: {exc.strerror}; "

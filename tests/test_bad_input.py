@@ -228,9 +228,6 @@ def test_case_only_rename_with_a_snapshot_is_one_move():
         {"op": "move", "kind": "file", "from": "Photo.JPG", "to": "photo.jpg", "files": 1}]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: plan.make_plan ignores caps.case_insensitive; without a snapshot a "
-                                       "case-only rename becomes 'upload photo.jpg' then 'delete Photo.JPG', and "
-                                       "on a case-insensitive destination the delete removes the new upload")
 def test_case_only_rename_without_a_snapshot_never_deletes_the_upload():
     rem = [Entry("Photo.JPG", FILE, 5, T0)]
     plan = _plan([_entry("photo.jpg", 7)], [], rem)
@@ -563,9 +560,6 @@ def test_state_folder_full_keeps_the_previous_snapshot(pair, tmp_path, tmpfs):
 
 
 @needs_mount
-@pytest.mark.xfail(strict=True, reason="bug: OSError from the state folder (ENOSPC, EROFS) reaches cli._guarded "
-                                       "as 'internal error: OSError ...' instead of a one-line message naming "
-                                       "the state folder and --state-dir")
 @pytest.mark.parametrize("how", ["full", "read-only"])
 def test_state_folder_unwritable_says_so_plainly(pair, tmp_path, tmpfs, how):
     src, dst, state = pair
@@ -739,9 +733,6 @@ def test_sftp_server_that_hangs_up_shows_one_line_not_a_traceback(sshd_server, s
     assert list(root.iterdir()) == []
 
 
-@pytest.mark.xfail(strict=True, reason="bug: Executor._record calls journal.done outside any error handling; an "
-                                       "OSError (state folder full) kills the upload worker thread (its traceback "
-                                       "reaches the user) and the run can end 'complete' with uploads never run")
 def test_journal_append_failing_mid_run_is_an_error_not_a_dead_thread(pair, monkeypatch):
     import errno
     import threading

@@ -128,3 +128,15 @@ def test_sigkill_then_resume_converges(dest, tmp_path, seed):
     cli(dest, "apply", src, dest.url, "--state-dir", state, "--delete")
     assert remote_tree(dest, tmp_path) == local_view(src, dest)
     assert leftover_temps(dest) == []
+
+
+def test_missing_destination_root_is_created(dest, tmp_path):
+    src, state = tmp_path / "src", tmp_path / "state"
+    write(src / "a" / "f", b"payload", T0)
+    url = dest.url.rstrip("/") + "/not/yet/there"
+    reconcile("apply", src, url, "--state-dir", state, *dest.cli_args, env=dest.env, check=0)
+    r = open_remote(url, dest.options)
+    try:
+        assert [e.path for e in r.list() if e.kind == FILE] == ["a/f"]
+    finally:
+        r.close()

@@ -566,6 +566,7 @@ class SftpRemote:
 
     def _mkdirs(self, sftp: paramiko.SFTPClient, path: str) -> None:
         if not path:
+            self._make_root(sftp)
             return
         try:
             sftp.mkdir(self._abs(path))
@@ -579,6 +580,17 @@ class SftpRemote:
             attr = _lstat_or_none(sftp, self._abs(path))
             if attr is None or not st.S_ISDIR(attr.st_mode or 0):
                 raise Permanent(f"cannot create folder {path}: a file is in the way") from None
+
+    def _make_root(self, sftp: paramiko.SFTPClient) -> None:
+        # the destination root is created on demand, like any other parent
+        if self.root in ("", ".", "/") or _lstat_or_none(sftp, self._abs("")) is not None:
+            return
+        absolute = self.root.startswith("/")
+        so_far = ""
+        for part in [p for p in self.root.split("/") if p]:
+            so_far = f"{so_far}/{part}" if so_far or absolute else part
+            if _lstat_or_none(sftp, encode_path(so_far)) is None:
+                sftp.mkdir(encode_path(so_far))
 
     def _mkdirs_retry(self, sftp: paramiko.SFTPClient, path: str) -> None:
         try:
