@@ -140,3 +140,20 @@ def test_missing_destination_root_is_created(dest, tmp_path):
         assert [e.path for e in r.list() if e.kind == FILE] == ["a/f"]
     finally:
         r.close()
+
+
+def test_offline_plan_needs_no_remote(sshd_server, tmp_path):
+    """record while offline: plan from the last-known state when the server is away"""
+    from tests.servers_sftp import sftp_url
+
+    src, state, root = tmp_path / "src", tmp_path / "state", tmp_path / "root"
+    root.mkdir()
+    kh = sshd_server.write_known_hosts(tmp_path / "kh")
+    flags = ["--state-dir", state, "--ssh-key", sshd_server.user_key, "--known-hosts", kh]
+    write(src / "a", b"1", T0)
+    reconcile("apply", src, sftp_url(sshd_server, root), *flags, check=0)
+    write(src / "b", b"22", T0)
+    down = sftp_url(sshd_server, root, port=1)  # nothing listens on port 1
+    reconcile("plan", src, down, *flags, "--retry-for", "0s", check=3)
+    doc = json.loads(reconcile("plan", src, down, *flags, "--offline", "--json", check=0).stdout)
+    assert doc["operations"] == [{"op": "upload", "path": "b", "size": 2, "reason": "new"}]
