@@ -103,7 +103,10 @@ class Executor:
         except OSError as exc:
             self._record(i, op, "failed", f"{exc.strerror or exc}: {exc.filename or op.path}")
             return
-        self._record(i, op, *result) if isinstance(result, tuple) else self._record(i, op, result)
+        if isinstance(result, tuple):
+            self._record(i, op, *result)
+        else:
+            self._record(i, op, result)
 
     def _uploads(self, ops: list[Op], batch: list[int], resume: dict[int, dict]) -> None:
         # workers pull from one shared iterator: memory stays flat however

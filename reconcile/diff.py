@@ -92,7 +92,9 @@ def _with_known_hash(r: Entry, p: Entry | None) -> Entry:
     return r
 
 
-class _Stream:
+class SortedStream:
+    """one sorted stream of entries, with its head and sort key peeked."""
+
     __slots__ = ("_it", "head", "key")
 
     def __init__(self, it: Iterable[Entry]) -> None:
@@ -126,7 +128,7 @@ def merge(
     with the previous hash carried over when the file is unchanged locally,
     in order: that is the next snapshot."""
     changes = Changes()
-    cur, prev, rem = _Stream(current), _Stream(previous), _Stream(remote)
+    cur, prev, rem = SortedStream(current), SortedStream(previous), SortedStream(remote)
     unreadable: str | None = None
     while cur.key is not None or prev.key is not None or rem.key is not None:
         key = min(k for k in (cur.key, prev.key, rem.key) if k is not None)

@@ -103,8 +103,7 @@ def plan_json(source: str, dest: str, plan: Plan, results: dict | None = None) -
 class ApplyReporter:
     """Progress on a terminal; plain lines (only with -v) and warnings otherwise."""
 
-    def __init__(self, total_ops: int = 0, total_bytes: int = 0, verbose: bool = False, quiet: bool = False,
-                 stream=None) -> None:
+    def __init__(self, verbose: bool = False, quiet: bool = False, stream=None) -> None:
         self.stream = stream or sys.stderr
         self.console = Console(file=self.stream, stderr=True)
         self.verbose = verbose

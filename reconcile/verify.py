@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
-from reconcile.diff import _Stream, file_changed, with_implied_dirs
+from reconcile.diff import SortedStream, file_changed, with_implied_dirs
 from reconcile.engine import check_paths
 from reconcile.entry import DIR, FILE, Entry, is_inside
 from reconcile.errors import NotFound, SourceChanged
@@ -138,7 +138,7 @@ def _listing(remote) -> Iterator[Entry]:
 
 def _joined(local: Iterable[Entry], remote: Iterable[Entry], excludes: Excludes,
             result: VerifyResult) -> Iterator[tuple[Entry | None, Entry | None]]:
-    cur, rem = _Stream(local), _Stream(remote)
+    cur, rem = SortedStream(local), SortedStream(remote)
     unreadable: str | None = None
     while cur.key is not None or rem.key is not None:
         key = min(k for k in (cur.key, rem.key) if k is not None)
