@@ -153,8 +153,11 @@ def test_links_skip_follow_store(dest, tmp_path):
     got = remote_tree(dest, tmp_path)
     assert got["file-link"][1] == b"payload" and got["dir-link/file.txt"][1] == b"payload"
 
-    if dest.kind == "s3":
-        return  # S3 cannot hold links
+    if dest.kind == "s3":  # S3 cannot hold links: refused, not silently skipped
+        p = reconcile("plan", src, dest.url, "--state-dir", state, "--links", "store", *dest.cli_args,
+                      env=dest.env, check=2)
+        assert "--links store: S3 cannot hold symlinks" in p.stderr
+        return
     store = tmp_path / "state2"
     r = open_remote(dest.url, dest.options)
     r.close()
@@ -174,8 +177,6 @@ def test_links_skip_follow_store(dest, tmp_path):
 
 
 def test_perms_are_kept(dest, tmp_path):
-    if dest.kind == "s3":
-        pytest.skip("S3 objects have no permission bits")
     src, state = tmp_path / "src", tmp_path / "state"
     write(src / "script.sh", b"#!/bin/sh\n", T0)
     os.chmod(src / "script.sh", 0o750)
@@ -188,6 +189,16 @@ def test_perms_are_kept(dest, tmp_path):
     assert e.mode & 0o777 == 0o750
     os.chmod(src / "script.sh", 0o700)
     doc = json.loads(cli(dest, "plan", src, dest.url, "--state-dir", state, "--perms", "--json").stdout)
+    assert [o["path"] for o in doc["operations"]] == ["script.sh"]
+    # a fresh state folder learns the mode from the remote itself (S3: a HEAD of its metadata)
+    fresh = tmp_path / "fresh"
+    cli(dest, "apply", src, dest.url, "--state-dir", fresh, "--perms")
+    doc = json.loads(cli(dest, "plan", src, dest.url, "--state-dir", tmp_path / "fresh2", "--perms",
+                         "--json").stdout)
+    assert doc["operations"] == []
+    os.chmod(src / "script.sh", 0o755)
+    doc = json.loads(cli(dest, "plan", src, dest.url, "--state-dir", tmp_path / "fresh3", "--perms",
+                         "--json").stdout)
     assert [o["path"] for o in doc["operations"]] == ["script.sh"]
 
 
@@ -208,3 +219,22 @@ def test_bandwidth_budget_is_shared_and_bounded():
     now[0] += 100  # idle for long: at most one second of budget is saved up
     bw.consume(3000)
     assert abs(slept[-1] - 2.0) < 1e-9
+
+
+def test_plan_shows_the_controls_in_force(tmp_path):
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    write(src / "a.txt", b"new", T0)
+    write(dst / "a.txt", b"old!", T0)
+    flags = ["--state-dir", state, "--backup-dir", ".trash", "--backup-keep", "30", "--bwlimit", "1.5M",
+             "--links", "follow", "--checksum", "--perms"]
+    p = reconcile("plan", src, dst, *flags, check=0, env={"COLUMNS": "200"})
+    assert "old version kept in" in p.stdout and ".trash/" in p.stdout.splitlines()[1]
+    assert "bandwidth limit: 1.5M/s for all transfers together" in p.stdout
+    assert "kept in .trash/, pruned after 30 days" in p.stdout
+    assert "symlinks: follow" in p.stdout and "file permissions kept" in p.stdout
+    doc = json.loads(reconcile("plan", src, dst, *flags, "--json", check=0).stdout)
+    assert doc["controls"] == {"bwlimit": 1.5 * 1024**2, "backup_dir": ".trash", "backup_keep_days": 30.0,
+                               "links": "follow", "checksum": True, "perms": True}
+    assert doc["operations"][0]["backup"].startswith(".trash/")
+    plain = reconcile("plan", src, dst, "--state-dir", state, check=0, env={"COLUMNS": "200"})
+    assert "kept in" not in plain.stdout and "bandwidth" not in plain.stdout

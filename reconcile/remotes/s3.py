@@ -7,13 +7,14 @@ S3 keys: uploading one raises Permanent.
 
 Every request costs the user money, so a run with nothing to do costs only
 the listing. ListObjectsV2 returns no user metadata, so we keep a record
-(state_dir/s3-record.msgpack) of key -> (size, etag, mtime_ns, xxh3) for what
+(state_dir/s3-record.msgpack) of key -> (size, etag, mtime_ns, xxh3, mode) for what
 we wrote or looked at; a listed object whose size and ETag match it is known.
 Only objects we have no record of get one HEAD, once.
 
 Objects carry their mtime in user metadata "mtime" in rclone's format
 (seconds since the epoch with a fraction), so a bucket filled by rclone is
-recognised, plus our content hash "xxh3" (hex of xxh3_128).
+recognised, plus our content hash "xxh3" (hex of xxh3_128). With --perms
+the file mode goes in "mode" (octal st_mode, as rclone --metadata writes it).
 
 boto3 is imported here only, so other remotes do not pay for it.
 """
@@ -84,8 +85,8 @@ BUSY_CODES = {
     "ThrottlingException", "RequestTimeTooSkewed", "OperationAborted", "500", "502", "503", "504",
 }
 
-# one record per object: (size, etag, mtime_ns or None, xxh3 bytes or None)
-Record = tuple[int, str, "int | None", "bytes | None"]
+# one record per object: (size, etag, mtime_ns or None, xxh3 bytes or None, st_mode or None)
+Record = tuple[int, str, "int | None", "bytes | None", "int | None"]
 
 
 # --- small pure helpers -------------------------------------------------------------
@@ -124,6 +125,14 @@ def parse_hash(text: str | None) -> bytes | None:
     except ValueError:
         return None
     return raw if len(raw) == 16 else None
+
+
+def parse_mode(text: str | None) -> int | None:
+    """rclone's "mode" metadata: the st_mode in octal."""
+    try:
+        return int(text, 8) if text else None
+    except ValueError:
+        return None
 
 
 def parse_url(url: str) -> tuple[str, str]:
@@ -436,7 +445,9 @@ class S3Remote:
             return
         if not isinstance(data, dict) or data.get("head") != self._record_header():
             return  # another endpoint/bucket/prefix, or an older format: start over
-        self._record = {k: (v[0], v[1], v[2], v[3]) for k, v in data.get("objects", {}).items()}
+        # records written before modes were kept have four fields
+        self._record = {k: (v[0], v[1], v[2], v[3], v[4] if len(v) > 4 else None)
+                        for k, v in data.get("objects", {}).items()}
 
     def _remember(self, rel: str, rec: Record | None) -> None:
         with self._lock:
@@ -549,7 +560,7 @@ class S3Remote:
                     continue  # deleted between list and head
                 self._remember(rel, rec)
             fresh[rel] = rec
-            entries.append(Entry(rel, FILE, rec[0], rec[2], hash=rec[3]))
+            entries.append(Entry(rel, FILE, rec[0], rec[2], mode=rec[4] or 0, hash=rec[3]))
         return entries
 
     def _prune(self, fresh: dict[str, Record]) -> None:
@@ -579,7 +590,7 @@ class S3Remote:
             return None
         meta = head.get("Metadata", {}) or {}
         return (int(head.get("ContentLength", 0)), _etag(head.get("ETag")),
-                parse_mtime(meta.get("mtime")), parse_hash(meta.get("xxh3")))
+                parse_mtime(meta.get("mtime")), parse_hash(meta.get("xxh3")), parse_mode(meta.get("mode")))
 
     def stat(self, path: str) -> Entry | None:
         try:
@@ -589,7 +600,7 @@ class S3Remote:
         rec = self._head_record(path)
         if rec is not None:
             self._remember(path, rec)
-            return Entry(path, FILE, rec[0], rec[2], hash=rec[3])
+            return Entry(path, FILE, rec[0], rec[2], mode=rec[4] or 0, hash=rec[3])
         # a "directory" is a prefix that holds objects.
         for page in self._pages(key + "/", max_keys=1):
             if page:
@@ -613,13 +624,18 @@ class S3Remote:
         return args
 
     @staticmethod
-    def _metadata(mtime_ns: int | None, digest: bytes | None) -> dict[str, str]:
+    def _metadata(mtime_ns: int | None, digest: bytes | None, mode: int | None = None) -> dict[str, str]:
         meta = {}
         if mtime_ns is not None:
             meta["mtime"] = format_mtime(mtime_ns)
         if digest is not None:
             meta["xxh3"] = digest.hex()
+        if mode:
+            meta["mode"] = format(mode, "o")  # rclone's --metadata format: octal st_mode
         return meta
+
+    def _mode_of(self, entry: Entry) -> int | None:
+        return entry.mode or None if self.options.extra.get("perms") else None
 
     def upload(self, local_path: str, path: str, entry: Entry, progress: Progress | None = None,
                resume: dict | None = None, checkpoint: Checkpoint | None = None) -> Entry:
@@ -640,7 +656,7 @@ class S3Remote:
                 if resume and resume.get("upload_id"):
                     self._abort_quietly(resume.get("key", key), resume["upload_id"])  # superseded
                 etag, digest = self._upload_single(f, key, path, entry, progress)
-        self._remember(path, (entry.size, etag, entry.mtime_ns, digest))
+        self._remember(path, (entry.size, etag, entry.mtime_ns, digest, self._mode_of(entry)))
         return Entry(path, FILE, entry.size, entry.mtime_ns, hash=digest)
 
     def _upload_single(self, f, key: str, path: str, entry: Entry, progress: Progress | None) -> tuple[str, bytes]:
@@ -657,7 +673,7 @@ class S3Remote:
         before = os.fstat(fd)
         with self._errors(f"upload {path}"):
             resp = self.client.put_object(Bucket=self.bucket, Key=key, Body=body,
-                                          Metadata=self._metadata(entry.mtime_ns, digest), **self._extra_args())
+                                          Metadata=self._metadata(entry.mtime_ns, digest, self._mode_of(entry)), **self._extra_args())
         if body is f and _changed(before, os.fstat(fd)):
             # the object holds a mix; its mtime is the scanned one, so the next run sends it again.
             raise SourceChanged(f"{path} changed while being uploaded; left for the next run")
@@ -678,7 +694,7 @@ class S3Remote:
             part_size = self._part_size_for(entry.size)
             with self._errors(f"upload {path}"):
                 upload_id = self.client.create_multipart_upload(
-                    Bucket=self.bucket, Key=key, Metadata=self._metadata(entry.mtime_ns, digest),
+                    Bucket=self.bucket, Key=key, Metadata=self._metadata(entry.mtime_ns, digest, self._mode_of(entry)),
                     **self._extra_args())["UploadId"]
             if checkpoint:
                 checkpoint({"upload_id": upload_id, "key": key, "part_size": part_size})
@@ -785,8 +801,8 @@ class S3Remote:
         rec = self._recorded(src) or self._head_record(src)
         if rec is None:
             raise NotFound(f"cannot copy {src}: not found on {self.url}")
-        size, _, mtime_ns, digest = rec
-        meta = self._metadata(mtime_ns, digest)
+        size, _, mtime_ns, digest, mode = rec
+        meta = self._metadata(mtime_ns, digest, mode)
         try:
             if size > self.copy_threshold:
                 etag = self._copy_multipart(src_key, dst_key, size, meta)
@@ -801,7 +817,7 @@ class S3Remote:
             raise NotFound(f"cannot copy {src}: not found on {self.url}") from None
         if not etag:
             raise Transient(f"copy {src} to {dst}: the server did not confirm it")
-        new = (size, etag, mtime_ns, digest)
+        new = (size, etag, mtime_ns, digest, mode)
         self._remember(dst, new)
         return new
 
