@@ -126,7 +126,7 @@ JOB_FLAGS = ("source", "dest", "all_", "config", "log_file", "log_format")
 
 def _run(command: str, source: str, dest: str, kw: dict) -> int:
     from reconcile.engine import Run
-    from reconcile.report import ApplyReporter, plan_json, plan_summary, print_plan
+    from reconcile.report import ApplyReporter, controls, plan_json, plan_summary, print_plan
 
     json_out, quiet, verbose = kw.pop("json_out"), kw.pop("quiet"), kw.pop("verbose")
     opts = _options(**kw)
@@ -137,9 +137,9 @@ def _run(command: str, source: str, dest: str, kw: dict) -> int:
         if command == "plan":
             result = run.plan()
             if json_out:
-                print(plan_json(result.source, result.dest, result.plan))
+                print(plan_json(result.source, result.dest, result.plan, controls=controls(opts)))
             elif not quiet:
-                print_plan(result.plan, Console(), verbose)
+                print_plan(result.plan, Console(), verbose, controls(opts))
             if result.pending_journal:
                 reporter.warn(f"an unfinished run has {result.pending_journal} operations left; "
                               "apply finishes them first")
@@ -152,7 +152,8 @@ def _run(command: str, source: str, dest: str, kw: dict) -> int:
         run.close()
     outcome = result.outcome
     if json_out:
-        print(plan_json(result.source, result.dest, result.plan, outcome.results if outcome else {}))
+        print(plan_json(result.source, result.dest, result.plan, outcome.results if outcome else {},
+                        controls(opts)))
     code = 0
     for o in (result.resumed, outcome):
         if o is not None and not o.complete:

@@ -98,6 +98,9 @@ def check_paths(source: str, dest: str) -> str:
 class Run:
     def __init__(self, source: str, dest: str, opts: RunOptions, reporter: Reporter) -> None:
         self.source = check_paths(source, dest)
+        if opts.links == "store" and dest_kind(dest) == "s3":
+            raise ConfigError("--links store: S3 cannot hold symlinks; use --links follow to copy "
+                              "what they point to, or --links skip")
         self.dest = dest
         self.opts = opts
         if opts.bwlimit:

@@ -27,6 +27,14 @@ def human_bytes(n: int) -> str:
     return f"{n} B"
 
 
+def rate(bytes_per_s: float) -> str:
+    """as --bwlimit reads it: K and M are 1024 and 1024**2."""
+    for unit, size in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if bytes_per_s >= size:
+            return f"{bytes_per_s / size:.4g}{unit}/s"
+    return f"{bytes_per_s:.0f} B/s"
+
+
 def printable(path: str) -> str:
     """names with undecodable bytes or control characters, shown safely."""
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") \
@@ -66,23 +74,54 @@ def _row(op: Op) -> tuple[str, str, str, str]:
     return op.op, path, "", ""
 
 
-def print_plan(plan: Plan, console: Console, verbose: bool = False) -> None:
+def controls(opts) -> dict:
+    """the run's controls, for the plan: what the user set, never a secret."""
+    return {"bwlimit": opts.bwlimit, "backup_dir": opts.backup_dir, "backup_keep_days": opts.backup_keep_days,
+            "links": opts.links, "checksum": opts.checksum, "perms": bool(opts.remote.extra.get("perms"))}
+
+
+def controls_lines(c: dict) -> list[str]:
+    lines = []
+    if c.get("bwlimit"):
+        lines.append(f"bandwidth limit: {rate(c['bwlimit'])} for all transfers together")
+    if c.get("backup_dir"):
+        keep = f", pruned after {c['backup_keep_days']:g} days" if c.get("backup_keep_days") else ""
+        lines.append(f"overwritten and deleted files are kept in {printable(c['backup_dir'])}/{keep}")
+    if c.get("links", "skip") != "skip":
+        lines.append(f"symlinks: {c['links']}")
+    if c.get("checksum"):
+        lines.append("compared by content (xxh3), not size and mtime")
+    if c.get("perms"):
+        lines.append("file permissions kept")
+    return lines
+
+
+def print_plan(plan: Plan, console: Console, verbose: bool = False, controls: dict | None = None) -> None:
     if plan.ops:
+        shown = [o for o in plan.ops if o.reason != "temp"]
+        kept = any(o.backup for o in shown)
         table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
         table.add_column("operation", no_wrap=True)
         table.add_column("path", overflow="fold")
         table.add_column("to", overflow="fold")
         table.add_column("size", justify="right", no_wrap=True)
-        shown = [o for o in plan.ops if o.reason != "temp"]
+        if kept:
+            table.add_column("old version kept in", overflow="fold")
         limit = len(shown) if verbose else TABLE_ROWS
         for op in shown[:limit]:
-            table.add_row(*_row(op))
+            row = _row(op)
+            if kept:
+                row += (printable(op.backup or ""),)
+            table.add_row(*row)
         console.print(table)
         if len(shown) > limit:
             console.print(f"... and {len(shown) - limit} more operations (-v or --json lists them all)")
+    for line in controls_lines(controls or {}):
+        console.print(line, markup=False, highlight=False)
 
 
-def plan_json(source: str, dest: str, plan: Plan, results: dict | None = None) -> str:
+def plan_json(source: str, dest: str, plan: Plan, results: dict | None = None,
+              controls: dict | None = None) -> str:
     ops = []
     for i, op in enumerate(plan.ops):
         if op.reason == "temp":
@@ -95,6 +134,8 @@ def plan_json(source: str, dest: str, plan: Plan, results: dict | None = None) -
                 d["error"] = err
         ops.append(d)
     doc = {"source": source, "dest": dest, "operations": ops, "summary": plan.summary()}
+    if controls is not None:
+        doc["controls"] = controls
     if results is not None:
         doc["totals"] = {k: sum(1 for r, _ in results.values() if r == k) for k in ("done", "skipped", "failed")}
     return json.dumps(doc, ensure_ascii=False, default=str)
