@@ -68,9 +68,11 @@ def _trash_root(backup_dir: str | None) -> str | None:
     if not backup_dir:
         return None
     path = backup_dir.replace("\\", "/").strip("/")
-    if not path or any(part in ("", ".", "..") for part in path.split("/")):
-        raise ConfigError(f"--backup-dir {backup_dir!r} must be a relative path on the destination, "
-                          "like .reconcile-trash")
+    # one name at the top: a nested trash's parent folder would look like a
+    # stale folder to --delete, and deleting it would take the trash along
+    if not path or "/" in path or path in (".", ".."):
+        raise ConfigError(f"--backup-dir {backup_dir!r} must be one folder name at the top of the "
+                          "destination, like .reconcile-trash")
     return path
 
 
@@ -93,6 +95,15 @@ def check_paths(source: str, dest: str) -> str:
         if is_inside(d, s) or is_inside(s, d):
             raise ConfigError(f"source {src} and destination {d} overlap; choose folders outside each other")
     return src
+
+
+def known_trash(state: StateDir) -> list[str]:
+    """trash folders earlier runs used: protected even when the flag is forgotten"""
+    try:
+        with open(state.file("backup-dirs.json"), "rb") as f:
+            return [str(p) for p in json.loads(f.read())]
+    except (OSError, ValueError, TypeError):
+        return []
 
 
 class Run:
@@ -122,12 +133,7 @@ class Run:
     # --- pieces --------------------------------------------------------------
 
     def _known_trash(self) -> list[str]:
-        """trash folders earlier runs used: protected even when the flag is forgotten"""
-        try:
-            with open(self.state.file("backup-dirs.json"), "rb") as f:
-                return [str(p) for p in json.loads(f.read())]
-        except (OSError, ValueError, TypeError):
-            return []
+        return known_trash(self.state)
 
     def _remember_trash(self) -> None:
         known = self._known_trash()

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 from reconcile.diff import SortedStream, file_changed, with_implied_dirs
-from reconcile.engine import check_paths
+from reconcile.engine import DEFAULT_TRASH, check_paths, known_trash
 from reconcile.entry import DIR, FILE, Entry, is_inside
 from reconcile.errors import NotFound, SourceChanged
 from reconcile.excludes import Excludes
@@ -79,7 +79,10 @@ def verify(source: str, dest: str, options: RemoteOptions, exclude: list[str], b
         policy = RetryPolicy(options.retry_for)
         remote = RetryingRemote(open_remote(dest, options), policy)
         try:
-            pairs = policy.run(lambda: _compare(src, remote, Excludes(exclude), delete, result), "list")
+            # the remote trash is not part of the mirror
+            trash = [DEFAULT_TRASH, *known_trash(StateDir.for_pair(src, dest, state_dir))]
+            excludes = Excludes(exclude, protected=trash)
+            pairs = policy.run(lambda: _compare(src, remote, excludes, delete, result), "list")
             if by_hash:
                 _hash_all(src, remote, pairs, tmp, options.transfers or 4, result)
         finally:

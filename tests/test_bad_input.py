@@ -761,3 +761,14 @@ def test_journal_append_failing_mid_run_is_an_error_not_a_dead_thread(pair, monk
     assert escaped == [], escaped
     if complete:
         assert tree(dst) == tree(src), "reported complete, but not every upload ran"
+
+
+@pytest.mark.parametrize("bad", ["keep/trash", "..", "/", "../outside"])
+def test_backup_dir_must_be_one_top_level_name(pair, bad):
+    src, dst, state = pair
+    write(src / "a.txt", b"new", T0)
+    write(dst / "keep" / "old.txt", b"old", T0)
+    p = apply(src, dst, state, "--delete", "--backup-dir", bad, check=2)
+    assert "must be one folder name at the top of the destination" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+    assert tree(dst, with_mtime=False) == {"keep": ("d",), "keep/old.txt": ("f", b"old")}

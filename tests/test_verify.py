@@ -97,6 +97,16 @@ def test_extra_remote_file_counts_only_with_delete(dest, mirrored):
     assert "extra    album/stray.jpg  (on the remote" in p.stdout
 
 
+def test_remote_trash_is_not_part_of_the_mirror(dest, mirrored):
+    src, state = mirrored
+    write(src / "notes.txt", b"hello world, edited", T0 + 5 * 10**9)
+    (src / "album" / "p1.jpg").unlink()
+    cli(dest, "apply", src, dest.url, "--state-dir", state, "--delete", "--backup-dir", "keep", check=0)
+    # the old versions sit in keep/<run>/ and in no source folder
+    p = cli(dest, "verify", src, dest.url, "--state-dir", state, "--delete", check=0)
+    assert "keep" not in p.stdout and p.stderr.startswith("verify: equal; 12 files compared")
+
+
 def test_mtime_difference(dest, mirrored):
     src, state = mirrored
     os.utime(src / "notes.txt", ns=(T0, T0 + 3600 * 10**9))
