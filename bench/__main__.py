@@ -12,7 +12,7 @@ import traceback
 from bench.common import REPO, ROOT, Case, log, rmtree
 
 CASES = ("local", "sftp", "sftp-first", "sftp-nochange", "sftp-big", "sftp-rename",
-         "s3", "s3-first", "s3-rename", "s3-big", "hash", "profile")
+         "s3", "s3-first", "s3-rename", "s3-big", "hash", "profile", "bwlimit")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -62,6 +62,8 @@ def main(argv: list[str]) -> int:
             _guard(failures, "sftp", lambda: _sftp(size, only, cases, profiles, scale))
         if wanted(only, "s3"):
             _guard(failures, "s3", lambda: cases.extend(_s3(size, only, tools)))
+        if wanted(only, "bwlimit"):
+            _guard(failures, "bwlimit", lambda: cases.append(_bwlimit(size)))
     finally:
         out = args.output or os.path.join(REPO, "docs", "benchmarks.md")
         analysis = open(args.analysis).read() if args.analysis else ""
@@ -164,6 +166,17 @@ def _profiles(srv, size, scale):
                              *srv.reconcile_args(), "--state-dir", f"{ROOT}/state/sftp-nc", "--delete", "-q"]))
     profs.append(record(f"first sync of {size.sftp_first:,} files to sftp", apply, before=fresh))
     return profs
+
+
+def _bwlimit(size):
+    from bench import case_bwlimit
+    from bench.servers import start_sshd
+
+    srv = start_sshd()
+    try:
+        return case_bwlimit.run(srv, size.bw_rate, size.bw_seconds, size.runs)
+    finally:
+        srv.stop()
 
 
 def _s3(size, only, tools):

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-ROOT = "/tmp/reconcile-bench"
+ROOT = os.environ.get("RECONCILE_BENCH_ROOT", "/tmp/reconcile-bench")  # data, servers, state
 TIME = "/usr/bin/time" if os.path.exists("/usr/bin/time") else None
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
