@@ -1,0 +1,27 @@
+"""CI runs the whole benchmark suite at its small size, so it cannot rot.
+Timings are not checked here: only that every case ran and was reported."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CASE_TITLES = ("local: no-change plan", "hashing: one", "sftp: (a) first sync", "sftp: (b) no-change run",
+               "sftp: (c) one", "sftp: (d) rename", "s3: first sync", "s3: no-change run",
+               "s3: rename of a folder", "s3: one", "controls: --bwlimit")
+
+
+def test_bench_suite_runs_at_small_size(tmp_path):
+    out = tmp_path / "benchmarks.md"
+    env = {**os.environ, "RECONCILE_BENCH_ROOT": str(tmp_path / "bench")}
+    p = subprocess.run([sys.executable, "-m", "bench", "--size", "small", "--output", str(out)], cwd=REPO,
+                       env=env, capture_output=True, text=True, timeout=1500)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    report = out.read_text()
+    assert "Cases that failed" not in report
+    for title in CASE_TITLES:
+        assert f"### {title}" in report, title
+    assert report.count("| reconcile") >= len(CASE_TITLES)
