@@ -60,6 +60,9 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+SSE_TEST_KEK = "5e" * 32  # hex of a 256-bit key: test data only
+
+
 class SeaweedS3:
     """one weed server; stop() and start() keep its data dir and ports."""
 
@@ -109,7 +112,9 @@ class SeaweedS3:
 
     def start(self, timeout: float = 30.0) -> None:
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+        # a fixed test key so SSE-S3 (--s3-sse AES256) works; without one SeaweedFS fails the PUT
+        env = {**os.environ, "WEED_S3_SSE_KEK": SSE_TEST_KEK}
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env,
                                      stdin=subprocess.DEVNULL, cwd=self.base, start_new_session=True)
         log.close()
         self._wait_ready(timeout)

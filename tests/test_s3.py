@@ -471,3 +471,44 @@ def test_list_order_fixes_folder_by_folder_listings():
     list(order.push(Entry("b")))
     with pytest.raises(Permanent, match="out of order"):
         list(order.push(Entry("a")))
+
+
+# --- server-side encryption ----------------------------------------------------------------
+
+
+def test_sse_aes256_on_every_kind_of_write(s3_dest, seaweed, tmp_path):
+    """single PUT, multipart, CopyObject and UploadPartCopy all ask for SSE-S3."""
+    from reconcile.remotes.s3 import S3Remote
+
+    opts = replace(s3_dest.options, sse="AES256",
+                   extra={**s3_dest.options.extra, **MULTIPART, "copy_threshold": 6 * MiB, "copy_part_size": 5 * MiB})
+    remote = S3Remote.from_url(s3_dest.url, opts)
+    small, big = os.urandom(1000), os.urandom(12 * MiB)
+    remote.upload(str(tmp_path / "s"), "small", write(tmp_path / "s", small))
+    remote.upload(str(tmp_path / "b"), "big", write(tmp_path / "b", big))
+    remote.move("small", "moved/small")
+    remote.move("big", "moved/big")
+    remote.close()
+    client = seaweed.client()
+    for path, data in (("moved/small", small), ("moved/big", big)):
+        bucket, key = raw_key(s3_dest, path)
+        obj = client.get_object(Bucket=bucket, Key=key)
+        assert obj.get("ServerSideEncryption") == "AES256", path
+        assert obj["Body"].read() == data
+
+
+def test_sse_kms_requests_carry_the_key_id(s3_dest, tmp_path):
+    """SeaweedFS has no KMS here, so this checks what we send, and that its
+    refusal is our error, not a traceback."""
+    from reconcile.remotes.s3 import S3Remote
+    opts = replace(s3_dest.options, sse="aws:kms", sse_kms_key_id="alias/backups",
+                   extra={**s3_dest.options.extra, "s3_attempts": 1})
+    remote = S3Remote.from_url(s3_dest.url, opts)
+    sent: list[dict] = []
+    remote.client.meta.events.register("before-send.s3.PutObject", lambda request, **_: sent.append(dict(request.headers)))
+    with pytest.raises((Transient, Permanent)):
+        remote.upload(str(tmp_path / "s"), "small", write(tmp_path / "s", b"x" * 100))
+    remote.close()
+    headers = {k.lower(): v.decode() if isinstance(v, bytes) else v for k, v in sent[0].items()}
+    assert headers["x-amz-server-side-encryption"] == "aws:kms"
+    assert headers["x-amz-server-side-encryption-aws-kms-key-id"] == "alias/backups"
