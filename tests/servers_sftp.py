@@ -74,9 +74,27 @@ def _password_user() -> tuple[str | None, str | None]:
         made = subprocess.run(["useradd", "-m", "-s", "/bin/sh", TEST_USER], capture_output=True)
         if made.returncode != 0:
             return None, None
-    password = "pw-" + os.urandom(9).hex()
+    password = _shared_password()
     done = subprocess.run(["chpasswd"], input=f"{TEST_USER}:{password}\n", text=True, capture_output=True)
     return (TEST_USER, password) if done.returncode == 0 else (None, None)
+
+
+def _shared_password() -> str:
+    """one random password per machine, in a root-only file: two test sessions
+    running at once set the same one instead of overwriting each other's."""
+    path = os.path.join(os.path.expanduser("~"), ".cache", "reconcile-test-password")
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}"
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        f.write("pw-" + os.urandom(9).hex())
+    try:
+        os.link(tmp, path)  # atomic: the first session's password wins
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
+    with open(path) as f:
+        return f.read().strip()
 
 
 def _sshd_config(d: Path, port: int) -> str:
