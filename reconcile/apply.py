@@ -38,6 +38,16 @@ class Outcome:
         return self.remote_gone is None and self.count("failed") == 0
 
 
+@dataclass
+class SmallUpload:
+    """one whole file for a remote's upload_many; key is the op's index."""
+
+    key: int
+    local_path: str
+    path: str
+    entry: Entry
+
+
 class _RemoteGone(Exception):
     pass
 
@@ -109,12 +119,19 @@ class Executor:
             self._record(i, op, result)
 
     def _uploads(self, ops: list[Op], batch: list[int], resume: dict[int, dict]) -> None:
-        # workers pull from one shared iterator: memory stays flat however
-        # many files there are to send
-        work = iter(batch)
+        # workers pull from shared iterators: memory stays flat however
+        # many files there are to send. small files first, pipelined where
+        # the remote can (upload_many), then the rest one by one
+        many = getattr(self.remote, "upload_many", None)
+        limit = getattr(self.remote, "batch_max_size", 0) if many else -1
+        small = [i for i in batch if self._batchable(ops[i], i, resume, limit)]
+        work = iter([i for i in batch if not self._batchable(ops[i], i, resume, limit)] if small else batch)
+        small_work = iter(small)
         take = threading.Lock()
 
         def worker() -> None:
+            if small:
+                self._small_uploads(many, ops, small_work, take)
             while not self.outcome.remote_gone:
                 with take:
                     i = next(work, None)
@@ -133,6 +150,90 @@ class Executor:
         if self.outcome.remote_gone:
             raise _RemoteGone
 
+    @staticmethod
+    def _batchable(op: Op, i: int, resume: dict[int, dict], limit: int) -> bool:
+        e = op.entry
+        return e is not None and e.size <= limit and not op.backup and i not in resume
+
+    def _small_uploads(self, upload_many, ops: list[Op], work, take: threading.Lock) -> None:
+        """one pipelined stream of small uploads; each op is recorded done only
+        once the remote reports it in place."""
+        taken: dict[int, Op] = {}  # handed to the remote, not yet reported
+
+        def items():
+            while not self.outcome.remote_gone:
+                with take:
+                    i = next(work, None)
+                if i is None:
+                    return
+                op = ops[i]
+                self.reporter.op_started(op)
+                moved = self._source_moved(op)
+                if moved:
+                    self._record(i, op, "skipped", moved)
+                    continue
+                taken[i] = op
+                yield SmallUpload(i, self._local(op.path), op.path, op.entry)
+
+        def done(item: SmallUpload, error: ReconcileError | None) -> None:
+            op = taken.pop(item.key)
+            if error is not None:
+                self._record(item.key, op, "failed", str(error))
+                return
+            self._warn_if_changed(op, item.local_path)
+            self._record(item.key, op, "done")
+
+        try:
+            while not self.outcome.remote_gone:
+                try:
+                    upload_many(items(), done, progress=self.reporter.sent)
+                    return
+                except Transient as exc:
+                    self.outcome.remote_gone = str(exc)
+                    # the first op in flight carries the error; the journal replays the rest
+                    for i, op in list(taken.items())[:1]:
+                        self._record(i, op, "failed", str(exc))
+                    return
+                except (ReconcileError, OSError) as exc:
+                    # not about one file: each op it held fails alike, the rest go on
+                    if not taken and not self._take_one(ops, work, take, taken):
+                        return
+                    for i, op in list(taken.items()):
+                        del taken[i]
+                        self._record(i, op, "failed", str(exc))
+        except _RemoteGone:
+            return
+
+    def _take_one(self, ops: list[Op], work, take: threading.Lock, taken: dict[int, Op]) -> bool:
+        """the next op, to carry an error met before any was taken (each loop fails one)."""
+        with take:
+            i = next(work, None)
+        if i is None:
+            return False
+        self.reporter.op_started(ops[i])
+        taken[i] = ops[i]
+        return True
+
+    def _source_moved(self, op: Op) -> str | None:
+        """why an upload is skipped: the source is gone or changed since the plan."""
+        e = op.entry
+        try:
+            s = os.stat(self._local(op.path))
+        except FileNotFoundError:
+            return "the source file is gone"
+        if (s.st_size, s.st_mtime_ns) != (e.size, e.mtime_ns):
+            return "the source file changed since the plan; the next run sends it"
+        return None
+
+    def _warn_if_changed(self, op: Op, local: str) -> None:
+        e = op.entry
+        try:
+            after = os.stat(local)
+        except FileNotFoundError:
+            return
+        if (after.st_size, after.st_mtime_ns) != (e.size, e.mtime_ns):
+            self.reporter.warn(f"{op.path} changed while it was sent; the next run sends it again")
+
     def _local(self, path: str) -> str:
         return os.path.join(self.source_root, *path.split("/"))
 
@@ -141,20 +242,15 @@ class Executor:
     def _do_upload(self, i: int, op: Op, state: dict | None):
         e = op.entry
         assert e is not None
-        local = self._local(op.path)
-        try:
-            s = os.stat(local)
-        except FileNotFoundError:
-            return "skipped", "the source file is gone"
-        if (s.st_size, s.st_mtime_ns) != (e.size, e.mtime_ns):
-            return "skipped", "the source file changed since the plan; the next run sends it"
+        moved = self._source_moved(op)
+        if moved:
+            return "skipped", moved
         if op.backup:
             self._to_trash(op.path, op.backup)
+        local = self._local(op.path)
         self.remote.upload(local, op.path, e, progress=self.reporter.sent, resume=state,
                            checkpoint=lambda st: self.journal.checkpoint(i, st))
-        after = os.stat(local)
-        if (after.st_size, after.st_mtime_ns) != (e.size, e.mtime_ns):
-            self.reporter.warn(f"{op.path} changed while it was sent; the next run sends it again")
+        self._warn_if_changed(op, local)
         return "done"
 
     def _do_mkdir(self, i: int, op: Op, state: dict | None):

@@ -47,6 +47,9 @@ class RetryingRemote:
         self.capabilities = remote.capabilities
 
     def __getattr__(self, name: str):
+        if name == "upload_many":
+            getattr(self._remote, name)  # AttributeError where the remote has none
+            return self._upload_many
         attr = getattr(self._remote, name)
         if not callable(attr) or name in ("list", "close"):
             return attr
@@ -67,6 +70,38 @@ class RetryingRemote:
         return self.policy.run(
             lambda: self._remote.upload(local_path, path, entry, progress, state["resume"], remember),
             f"upload {path}")
+
+    def _upload_many(self, items, done, progress=None) -> None:
+        """the remote's upload_many, retried: items it took but never reported
+        are handed to it again first. The retry clock restarts whenever an
+        attempt finished something before it failed."""
+        source = iter(items)
+        live: dict[int, object] = {}  # taken, not yet reported, in order
+        finished = [0]
+
+        def feed(again: list):
+            yield from again
+            for item in source:
+                live[id(item)] = item
+                yield item
+
+        def report(item, error) -> None:
+            live.pop(id(item), None)
+            finished[0] += 1
+            done(item, error)
+
+        def attempt() -> bool:
+            before = finished[0]
+            try:
+                self._remote.upload_many(feed(list(live.values())), report, progress)
+            except Transient:
+                if finished[0] == before:
+                    raise
+                return False
+            return True
+
+        while not self.policy.run(attempt, "upload"):
+            pass
 
     def close(self) -> None:
         self._remote.close()

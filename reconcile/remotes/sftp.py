@@ -23,18 +23,19 @@ import logging
 import os
 import socket
 import stat as st
+import struct
 import sys
 import threading
 from collections import deque
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterable, Iterator, Protocol
 from urllib.parse import unquote, urlsplit
 
 import paramiko
 from paramiko.sftp import CMD_CLOSE, CMD_EXTENDED, CMD_EXTENDED_REPLY, CMD_HANDLE, CMD_NAME, CMD_OPENDIR, CMD_READDIR, CMD_STATUS
-from paramiko.sftp import CMD_DATA, CMD_READ, CMD_WRITE, int64
+from paramiko.sftp import CMD_DATA, CMD_FSETSTAT, CMD_MKDIR, CMD_OPEN, CMD_READ, CMD_WRITE, int64
 from paramiko.sftp_attr import SFTPAttributes
 
 from reconcile.entry import DIR, FILE, LINK, TEMP_MARK, Entry, decode_path, encode_path, is_temp_name
@@ -58,6 +59,12 @@ RANGE_MIN = 64 << 20  # files this large are written as concurrent ranges
 LIST_PREFETCH = 256  # directory listings fetched ahead of the consumer
 FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 MAX_MTIME = (1 << 32) - 1  # SFTP v3 carries mtime as uint32 seconds
+SMALL_FILE = 1 << 20  # whole files up to this size may go through upload_many
+BATCH_FILES = 64  # small files in flight per connection
+SEND_PIECE = 1 << 15  # bytes per channel send when flushing batched requests
+FX_OK, FX_NO_SUCH_FILE, FX_OP_UNSUPPORTED = 0, 2, 8
+OPEN_WRITE = 0x02 | 0x08 | 0x10  # SSH_FXF_WRITE | CREAT | TRUNC
+ATTR_PERMS, ATTR_TIMES = 0x04, 0x08
 
 
 @dataclass
@@ -80,6 +87,7 @@ class _Conn:
         self.transport = transport
         self.sftp = sftp
         self.no_fsync = False
+        self.no_posix_rename = False
         self.write_chunk, self.read_chunk = _chunk_limits(sftp)
 
     def close(self) -> None:
@@ -113,6 +121,84 @@ class _Acks:
         while num not in self.done:
             self.sftp._read_response()
         return self.done.pop(num)
+
+
+class SmallUpload(Protocol):
+    """one whole file for upload_many (apply.SmallUpload)."""
+
+    local_path: str
+    path: str
+    entry: Entry
+
+
+@dataclass(slots=True, eq=False)
+class _Small:
+    item: SmallUpload
+    data: bytes
+    size: int
+    tmp_rel: str
+    tmp: bytes
+    dst: bytes
+    attrs: bytes
+    pending: int = 0  # requests not yet answered
+    ok: bool = True  # every answer so far was OK
+    sent: bool = False  # the temp file is complete
+    reopened: bool = False  # opened again after creating its folder
+
+
+_RENAME_EXT = struct.pack(">I", 24) + b"posix-rename@openssh.com"
+_OPEN_ARGS = struct.pack(">II", OPEN_WRITE, 0)  # pflags, no attributes
+_NO_ATTRS = struct.pack(">I", 0)
+
+
+class _Pipe:
+    """raw SFTP requests queued and sent together (one channel write for many
+    small requests); replies are read through paramiko's own reader, so plain
+    paramiko calls on the same connection still work in between."""
+
+    def __init__(self, sftp: paramiko.SFTPClient) -> None:
+        self.sftp = sftp
+        self.out: list[bytes] = []
+        self.replies: deque[tuple[int, int, paramiko.Message]] = deque()
+
+    def request(self, t: int, *parts: bytes) -> int:
+        sftp = self.sftp
+        with sftp._lock:
+            num = sftp.request_number
+            sftp._expecting[num] = self
+            sftp.request_number = num + 1
+        self.out.append(struct.pack(">IBI", 5 + sum(map(len, parts)), t, num))
+        self.out.extend(parts)
+        return num
+
+    def flush(self) -> None:
+        if not self.out:
+            return
+        data = b"".join(self.out)
+        self.out.clear()
+        chan, off = self.sftp.sock, 0
+        while off < len(data):
+            n = chan.send(data[off:off + SEND_PIECE])
+            if n <= 0:
+                raise EOFError("the channel closed")
+            off += n
+
+    def _async_response(self, t: int, msg: paramiko.Message, num: int) -> None:
+        self.replies.append((num, t, msg))
+
+    def next(self) -> tuple[int, int, paramiko.Message]:
+        while not self.replies:
+            self.sftp._read_response()
+        return self.replies.popleft()
+
+
+def _sftp_str(b: bytes) -> bytes:
+    return struct.pack(">I", len(b)) + b
+
+
+def _status(t: int, msg: paramiko.Message) -> int:
+    """the status code of a reply; -1 for anything but a status."""
+    return msg.get_int() if t == CMD_STATUS else -1
 
 
 def _fingerprint(key: paramiko.PKey) -> str:
@@ -194,6 +280,7 @@ class SftpRemote:
         self._pool: ThreadPoolExecutor | None = None
         self._seen_temps: list[str] | None = None  # temp names met by the last full list()
         self._left_temps: set[str] = set()  # temp files our failed uploads left
+        self._dirs_seen: set[str] = set()  # folders upload_many made or found
 
     @classmethod
     def from_url(cls, url: str, options: RemoteOptions) -> "SftpRemote":
@@ -655,7 +742,8 @@ class SftpRemote:
                 if checkpoint:
                     checkpoint({"tmp": tmp_rel, "confirmed": n})
 
-            self._send_range(self._conn(), f.handle, fd, start, size, progress, confirmed)
+            self._send_range(self._conn(), f.handle, fd, start, size, progress, confirmed,
+                             marks=size >= CHECKPOINT_EVERY)
         finally:
             f.close()
 
@@ -693,9 +781,10 @@ class SftpRemote:
         return sftp.open(tmp, mode)
 
     def _send_range(self, conn: _Conn, handle: bytes, fd: int, pos: int, end: int,
-                    progress: Progress | None, confirmed) -> None:
+                    progress: Progress | None, confirmed, marks: bool = True) -> None:
         """pipelined writes of fd[pos:end]; confirmed(n) after each ~16 MiB is
-        acknowledged (and fsynced where the server can)."""
+        acknowledged (and fsynced where the server can). Without marks (a file
+        below the checkpoint size, sent again whole if cut) neither happens."""
         sftp = conn.sftp
         acks = _Acks(sftp)
         pending: deque[tuple[int, int, bool]] = deque()  # (request, end offset, is fsync)
@@ -708,7 +797,7 @@ class SftpRemote:
                 pending.append((num, pos, False))
                 if progress:
                     progress(len(data))
-                if pos - last_mark >= CHECKPOINT_EVERY or pos == end:
+                if marks and (pos - last_mark >= CHECKPOINT_EVERY or pos == end):
                     last_mark = pos
                     pending.append((self._fsync_request(conn, acks, handle), pos, True))
             num, upto, is_fsync = pending.popleft()
@@ -784,6 +873,174 @@ class SftpRemote:
                 raise
         _remove_quietly(sftp, dst)
         sftp.rename(src, dst)
+
+    # --- many small files ----------------------------------------------------
+
+    batch_max_size = SMALL_FILE  # the executor sends files up to this size through upload_many
+
+    def upload_many(self, items: Iterable[SmallUpload], done: Callable[[SmallUpload, ReconcileError | None], None],
+                    progress: Progress | None = None) -> None:
+        """whole small files over this thread's connection, pipelined: open,
+        writes, fsetstat and close go out together for many files, and each
+        file is renamed into place only once all of its requests are acked, so
+        no partial file ever has its real name. No remote fsync and no
+        checkpoint: a file cut off is sent again whole. done(item, error) once
+        per item, in any order. A lost connection raises Transient and leaves
+        the unreported items to the caller. Anything unusual (a missing folder,
+        a refused write or rename) goes through upload() instead."""
+        slow: list[_Small] = []
+        try:
+            with self._op(f"cannot write to {self.url}", failure=Transient):
+                self._pipeline(self._conn(), iter(items), done, progress, slow)
+        except BaseException:
+            self._drop()  # requests may still be in flight on it
+            raise
+        for f in slow:
+            self._finish_slow(f, done, progress)
+
+    def _pipeline(self, conn: _Conn, items: Iterator[SmallUpload], done, progress: Progress | None,
+                  slow: list[_Small]) -> None:
+        pipe = _Pipe(conn.sftp)
+        waiting: dict[int, tuple[_Small | None, int]] = {}  # request -> (file, stage)
+        made: set[str] = set()  # folders created for this batch
+        files = held = 0
+        more = True
+        while True:
+            while more and files < BATCH_FILES and held < MAX_INFLIGHT_BYTES:
+                item = next(items, None)
+                if item is None:
+                    more = False
+                    break
+                f = self._read_small(item, done)
+                if f is not None:
+                    files, held = files + 1, held + f.size
+                    self._ask_parent(pipe, waiting, f)
+                    waiting[pipe.request(CMD_OPEN, _sftp_str(f.tmp), _OPEN_ARGS)] = (f, 0)
+            pipe.flush()
+            if not waiting:
+                return
+            num, t, msg = pipe.next()
+            f, stage = waiting.pop(num)
+            if f is None:  # a folder made ahead; a failure shows in its files' opens
+                continue
+            if stage == 0:  # opened
+                if t == CMD_HANDLE:
+                    self._send_small(pipe, waiting, conn, f, msg.get_binary())
+                    continue
+                if _status(t, msg) == FX_NO_SUCH_FILE and not f.reopened and self._parent_made(conn, f, made):
+                    f.reopened = True
+                    waiting[pipe.request(CMD_OPEN, _sftp_str(f.tmp), _OPEN_ARGS)] = (f, 0)
+                    continue
+            elif stage == 1:  # a write, the fsetstat or the close
+                f.ok = f.ok and _status(t, msg) == FX_OK
+                f.pending -= 1
+                if f.pending:
+                    continue
+                if f.ok:
+                    f.sent = True
+                    if progress:
+                        progress(f.size)
+                    if not conn.no_posix_rename:
+                        waiting[pipe.request(CMD_EXTENDED, _RENAME_EXT, _sftp_str(f.tmp), _sftp_str(f.dst))] = (f, 2)
+                        continue
+            else:  # renamed
+                code = _status(t, msg)
+                if code == FX_OK:
+                    self._left_temps.discard(f.tmp_rel)
+                    files, held = files - 1, held - f.size
+                    done(f.item, None)
+                    continue
+                conn.no_posix_rename = code == FX_OP_UNSUPPORTED
+            files, held = files - 1, held - f.size
+            f.data = b""
+            slow.append(f)
+
+    def _ask_parent(self, pipe: _Pipe, waiting: dict, f: _Small) -> None:
+        """a folder not yet seen this run is made ahead of the first open in it
+        (it fails harmlessly when it exists), so its files do not all fail once."""
+        parent = parent_of(f.item.path)
+        if parent and parent not in self._dirs_seen:
+            self._dirs_seen.add(parent)
+            waiting[pipe.request(CMD_MKDIR, _sftp_str(self._abs(parent)), _NO_ATTRS)] = (None, 0)
+
+    def _parent_made(self, conn: _Conn, f: _Small, made: set[str]) -> bool:
+        """creates a missing parent folder between pipelined requests (paramiko's
+        reader hands their replies to the pipe meanwhile)."""
+        parent = parent_of(f.item.path)
+        if parent not in made:
+            try:
+                self._mkdirs(conn.sftp, parent)
+            except (socket.timeout, TimeoutError):
+                raise
+            except (OSError, Permanent):
+                return False  # upload() reports it for this file
+            made.add(parent)
+        return True
+
+    def _read_small(self, item: SmallUpload, done) -> _Small | None:
+        """the whole local file, read once; None (after done) when it cannot be sent."""
+        e = item.entry
+        try:
+            fd = os.open(item.local_path, os.O_RDONLY)
+        except OSError as exc:
+            done(item, NotFound(f"local file {item.local_path} cannot be read: {exc.strerror}"))
+            return None
+        try:
+            before = os.fstat(fd)
+            data = os.pread(fd, before.st_size, 0) if before.st_size else b""
+            after = os.fstat(fd)
+        except OSError as exc:
+            done(item, Permanent(f"cannot read the local file {item.local_path}: {exc.strerror}"))
+            return None
+        finally:
+            os.close(fd)
+        if (len(data), after.st_size, after.st_mtime_ns) != (before.st_size, before.st_size, before.st_mtime_ns) \
+                or (e.size, e.mtime_ns) != (before.st_size, before.st_mtime_ns):
+            done(item, SourceChanged(f"{item.path} changed while being uploaded; left for the next run"))
+            return None
+        tmp_rel = self._temp_for(item.path, e)
+        self._left_temps.add(tmp_rel)
+        return _Small(item, data, len(data), tmp_rel, self._abs(tmp_rel), self._abs(item.path), self._small_attrs(e))
+
+    def _small_attrs(self, e: Entry) -> bytes:
+        """SFTP v3 attributes: permissions (with --perms), then atime and mtime."""
+        flags, body = 0, b""
+        if self.options.extra.get("perms") and e.mode:
+            flags, body = ATTR_PERMS, struct.pack(">I", st.S_IMODE(e.mode))
+        if e.mtime_ns is not None:
+            secs = min(max(e.mtime_ns // 1_000_000_000, 0), MAX_MTIME)
+            flags, body = flags | ATTR_TIMES, body + struct.pack(">II", secs, secs)
+        return struct.pack(">I", flags) + body
+
+    def _send_small(self, pipe: _Pipe, waiting: dict, conn: _Conn, f: _Small, handle: bytes) -> None:
+        h = _sftp_str(handle)
+        view, step = memoryview(f.data), conn.write_chunk
+        nums = []
+        for pos in range(0, f.size, step):
+            piece = view[pos:pos + step]
+            nums.append(pipe.request(CMD_WRITE, h, struct.pack(">QI", pos, len(piece)), piece))
+        nums.append(pipe.request(CMD_FSETSTAT, h, f.attrs))
+        nums.append(pipe.request(CMD_CLOSE, h))  # same handle: served after the writes
+        f.pending = len(nums)
+        for num in nums:
+            waiting[num] = (f, 1)
+
+    def _finish_slow(self, f: _Small, done, progress: Progress | None) -> None:
+        """a file the pipeline could not finish: rename what it sent, or send it again."""
+        item = f.item
+        try:
+            if f.sent:
+                with self._op(f"cannot finish {item.path}"):
+                    self._replace(self._sftp(), f.tmp, f.dst)
+                self._left_temps.discard(f.tmp_rel)
+            else:
+                self.upload(item.local_path, item.path, item.entry, progress)
+        except Transient:
+            raise
+        except ReconcileError as exc:
+            done(item, exc)
+            return
+        done(item, None)
 
     def symlink(self, target: str, path: str) -> None:
         tmp_rel = self._temp_for(path, Entry(path, LINK))
