@@ -15,7 +15,6 @@ import traceback
 from typing import Annotated, List, Optional
 
 import typer
-from rich.console import Console
 
 from reconcile.errors import EXIT_ERROR, EXIT_PARTIAL, ReconcileError
 from reconcile.remotes.base import RemoteOptions
@@ -139,6 +138,8 @@ def _run(command: str, source: str, dest: str, kw: dict) -> int:
             if json_out:
                 print(plan_json(result.source, result.dest, result.plan, controls=controls(opts)))
             elif not quiet:
+                from rich.console import Console
+
                 print_plan(result.plan, Console(), verbose, controls(opts))
             if result.pending_journal:
                 reporter.warn(f"an unfinished run has {result.pending_journal} operations left; "

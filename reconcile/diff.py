@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Iterator
 
-from reconcile.entry import DIR, FILE, LINK, Entry, entry_key, is_inside, parent_of
+from reconcile.entry import DIR, FILE, LINK, Entry, entry_key, entry_of, is_inside, parent_of, row_of
 from reconcile.excludes import Excludes
 
 
@@ -124,53 +124,143 @@ def merge(
     hasher: Callable[[Entry], bytes | None] | None = None,
     perms: bool = False,
 ) -> Changes:
-    """Walk the three streams in step. record() receives every source entry,
-    with the previous hash carried over when the file is unchanged locally,
-    in order: that is the next snapshot."""
+    """merge_rows() for streams of Entries; record() receives Entries."""
+    return merge_rows(map(row_of, current), map(row_of, previous), map(row_of, remote), excludes,
+                      precision_ns, checksum, (lambda row: record(entry_of(row))) if record else None,
+                      hasher, perms)
+
+
+def merge_rows(
+    current: Iterable[tuple],
+    previous: Iterable[tuple],
+    remote: Iterable[tuple],
+    excludes: Excludes,
+    precision_ns: int = 1,
+    checksum: bool = False,
+    record: Callable[[tuple], None] | None = None,
+    hasher: Callable[[Entry], bytes | None] | None = None,
+    perms: bool = False,
+    keep_remote: Callable[[Entry], bool] | None = None,
+    current_excluded: bool = False,
+) -> Changes:
+    """Walk the three sorted streams of rows (entry.row_of) in step. record()
+    receives every source row, with the previous hash carried over when the
+    file is unchanged locally, in order: that is the next snapshot.
+
+    Most keys are the same unchanged file or folder on both sides: that case
+    is settled on the rows alone; any other key goes through _merge_key with
+    Entries, where every rule lives. keep_remote(e) sees every remote entry
+    but those settled so (each the twin of a source entry, so neither
+    unsafe nor excluded) and may drop it. current_excluded: the current
+    stream went through these excludes already (walk_rows), so its twins on
+    the remote need no second look."""
     changes = Changes()
-    cur, prev, rem = SortedStream(current), SortedStream(previous), SortedStream(remote)
-    unreadable: str | None = None
-    while cur.key is not None or prev.key is not None or rem.key is not None:
-        key = min(k for k in (cur.key, prev.key, rem.key) if k is not None)
-        c, p, r = cur.take(key), prev.take(key), rem.take(key)
-        path = (c or p or r).path
-        if unreadable is not None and is_inside(path, unreadable) and path != unreadable:
+    cur, prev, rem = iter(current), iter(previous), iter(remote)
+    c, p, r = next(cur, None), next(prev, None), next(rem, None)
+    quick = not checksum and not perms and hasher is None
+    excluded = None if current_excluded else excludes.excluded_key
+    unreadable: list[str | None] = [None]  # a folder we could not read, while inside it
+    files = dirs = 0  # unchanged, settled on the rows
+    while True:
+        # the quick path: the same unchanged file or folder at the same key on both sides
+        while quick and c is not None and r is not None and unreadable[0] is None:
+            key, kind = c[0], c[1]
+            if key != r[0] or kind != r[1] or c[9] is not None or (p is not None and p[0] < key):
+                break
+            if kind == FILE:
+                cm, rm = c[3], r[3]
+                if c[2] != r[2] or cm is None or rm is None or (
+                        cm != rm if precision_ns == 1 else cm // precision_ns != rm // precision_ns):
+                    break
+                if excluded is not None and excluded(key, False):
+                    break
+                files += 1
+            elif kind == DIR:
+                if excluded is not None and excluded(key, True):
+                    break
+                dirs += 1
+            else:
+                break
+            if p is not None and p[0] == key:
+                if record is not None:
+                    record(_carry_hash(c, p))
+                p = next(prev, None)
+            elif record is not None:
+                record(c)
+            c, r = next(cur, None), next(rem, None)
+        if c is None and p is None and r is None:
+            break
+        key = min(x[0] for x in (c, p, r) if x is not None)
+        ce = pe = re = None
+        if c is not None and c[0] == key:
+            ce, c = entry_of(c), next(cur, None)
+        if p is not None and p[0] == key:
+            pe, p = entry_of(p), next(prev, None)
+        if r is not None and r[0] == key:
+            re, r = entry_of(r), next(rem, None)
+            if keep_remote is not None and not keep_remote(re):
+                re = None
+        if ce is None and pe is None and re is None:
+            continue
+        _merge_key(ce, pe, re, changes, unreadable, excludes, precision_ns, checksum, record, hasher, perms)
+    changes.local_files += files
+    changes.local_dirs += dirs
+    changes.remote_files += files
+    changes.unchanged += files + dirs
+    return changes
+
+
+def _carry_hash(c: tuple, p: tuple) -> tuple:
+    """the source row with the previous hash, when the file is the one we hashed."""
+    if c[1] == FILE and p[1] == FILE and c[2] == p[2] and c[3] == p[3] and c[4] == p[4]:
+        return c[:7] + (p[7],) + c[8:]
+    return c
+
+
+def _merge_key(c: Entry | None, p: Entry | None, r: Entry | None, changes: Changes,
+               unreadable: list[str | None], excludes: Excludes, precision_ns: int, checksum: bool,
+               record: Callable[[tuple], None] | None, hasher: Callable[[Entry], bytes | None] | None,
+               perms: bool) -> None:
+    """every rule for one key, on Entries."""
+    path = (c or p or r).path
+    if unreadable[0] is not None:
+        if is_inside(path, unreadable[0]) and path != unreadable[0]:
             # a directory we could not read: leave its remote copy alone and
             # keep what we knew of it.
             if p is not None and record:
-                record(p)
+                record(row_of(p))
             if r is not None:
                 changes.skipped_unreadable += 1
-            continue
-        if r is not None and excludes.excluded(r.path, r.kind == DIR):
-            r = None
-        if r is not None and r.kind == FILE:
-            changes.remote_files += 1
-        if c is not None and c.error is not None:
-            unreadable = c.path
-            if r is not None:
-                changes.skipped_unreadable += 1
-            if p is not None and record:
-                record(p)
-            continue
-        if c is not None:
-            if c.kind == FILE:
-                changes.local_files += 1
-            elif c.kind == DIR:
-                changes.local_dirs += 1
-            if p is not None and c.kind == FILE and same_stat(p, c):
-                c.hash = p.hash
-            if hasher is not None and c.kind == FILE and r is not None:
-                # --checksum: mtimes can't be trusted, so read every file
-                c.hash = hasher(c)
-            if record:
-                record(c)
-        if c is not None and r is not None and not file_changed(
-                _with_known_hash(r, p) if checksum else r, c, precision_ns, checksum, perms):
-            changes.unchanged += 1
-            continue
-        if c is not None:
-            changes.needed[c.path] = c
+            return
+        unreadable[0] = None  # the stream is sorted: nothing later lies inside it
+    if r is not None and excludes.excluded(r.path, r.kind == DIR):
+        r = None
+    if r is not None and r.kind == FILE:
+        changes.remote_files += 1
+    if c is not None and c.error is not None:
+        unreadable[0] = c.path
         if r is not None:
-            changes.stale[r.path] = Stale(r, p, displaced=c is not None)
-    return changes
+            changes.skipped_unreadable += 1
+        if p is not None and record:
+            record(row_of(p))
+        return
+    if c is not None:
+        if c.kind == FILE:
+            changes.local_files += 1
+        elif c.kind == DIR:
+            changes.local_dirs += 1
+        if p is not None and c.kind == FILE and same_stat(p, c):
+            c.hash = p.hash
+        if hasher is not None and c.kind == FILE and r is not None:
+            # --checksum: mtimes can't be trusted, so read every file
+            c.hash = hasher(c)
+        if record:
+            record(row_of(c))
+    if c is not None and r is not None and not file_changed(
+            _with_known_hash(r, p) if checksum else r, c, precision_ns, checksum, perms):
+        changes.unchanged += 1
+        return
+    if c is not None:
+        changes.needed[c.path] = c
+    if r is not None:
+        changes.stale[r.path] = Stale(r, p, displaced=c is not None)

@@ -13,8 +13,8 @@ from reconcile import journal as journal_mod
 from reconcile import snapshot
 from reconcile.apply import Executor, Outcome, Reporter
 from reconcile.bwlimit import Bandwidth, ThrottledReporter
-from reconcile.diff import Changes, merge, with_implied_dirs
-from reconcile.entry import DIR, Entry, is_inside, is_safe_path
+from reconcile.diff import Changes, merge_rows, with_implied_dirs
+from reconcile.entry import DIR, Entry, encode_path, entry_of, is_inside, is_safe_path, row_of, row_path
 from reconcile.errors import (ConfigError, NotFound, ReconcileError, SafetyRefusal, SourceChanged,
                               Transient)
 from reconcile.excludes import Excludes
@@ -26,7 +26,7 @@ from reconcile.remotes.base import RemoteOptions
 from reconcile.remotes.retry import RetryingRemote, RetryPolicy
 from reconcile.statedir import StateDir, display_url
 from reconcile.statefile import write_private
-from reconcile.walk import WalkReport, walk
+from reconcile.walk import WalkReport, walk_rows
 
 
 @dataclass
@@ -155,6 +155,7 @@ class Run:
         self.reporter.warn(f"{what}: {exc}; retrying in {wait:.1f}s")
 
     def previous(self):
+        """the last snapshot's rows (entry.row_of), or none."""
         path = self.state.snapshot
         if not os.path.exists(path):
             return []
@@ -165,7 +166,7 @@ class Run:
             self.warn(f"ignoring the previous snapshot ({exc}); renames are not detected this run, "
                       "nothing is deleted because of it")
             return []
-        return snapshot.read_entries(path)
+        return snapshot.read_rows(path)
 
     def pending_journal(self) -> journal_mod.Pending | None:
         try:
@@ -178,17 +179,24 @@ class Run:
 
     def changes(self, writer: snapshot.SnapshotWriter | None, report: WalkReport) -> Changes:
         caps = self.remote.capabilities
+        keep = None
         if self.opts.offline:
-            remote_entries = self.previous()
+            remote_rows = self.previous()
+            if not caps.empty_dirs:
+                remote_rows = map(row_of, with_implied_dirs(map(entry_of, remote_rows)))
+        elif hasattr(self.remote, "list_rows"):
+            remote_rows, keep = self._listing_rows(), self._keep_remote
         else:
-            remote_entries = self._listing()
-        if not caps.empty_dirs:
-            remote_entries = with_implied_dirs(remote_entries)
-        return merge(walk(self.source, self.excludes, report, self.opts.links), self.previous(),
-                     remote_entries, self.excludes, caps.mtime_precision_ns, self.opts.checksum,
-                     record=writer.add if writer else None,
-                     hasher=self._checksum_hasher if self.opts.checksum else None,
-                     perms=bool(self.opts.remote.extra.get("perms")))
+            entries = self._listing()
+            if not caps.empty_dirs:
+                entries = with_implied_dirs(entries)
+            remote_rows = map(row_of, entries)
+        return merge_rows(walk_rows(self.source, self.excludes, report, self.opts.links), self.previous(),
+                          remote_rows, self.excludes, caps.mtime_precision_ns, self.opts.checksum,
+                          record=writer.add_row if writer else None,
+                          hasher=self._checksum_hasher if self.opts.checksum else None,
+                          perms=bool(self.opts.remote.extra.get("perms")), keep_remote=keep,
+                          current_excluded=True)
 
     def _checksum_hasher(self, e: Entry) -> bytes | None:
         try:
@@ -200,14 +208,27 @@ class Run:
         self.trash_runs = {}
         try:
             for e in self.remote.list():
-                if not is_safe_path(e.path):
-                    self.warn(f"ignoring a remote entry with an unsafe name: {e.path!r}")
-                    continue
-                if self.trash and is_inside(e.path, self.trash):
-                    self._note_trash(e)
-                yield e
+                if self._keep_remote(e):
+                    yield e
         except NotFound:
             return  # the destination root does not exist yet: everything is new
+
+    def _listing_rows(self):
+        """a listing as rows: what _keep_remote checks is left to the merge,
+        which asks only about entries that are not plainly the source's own."""
+        self.trash_runs = {}
+        try:
+            yield from self.remote.list_rows()
+        except NotFound:
+            return
+
+    def _keep_remote(self, e: Entry) -> bool:
+        if not is_safe_path(e.path):
+            self.warn(f"ignoring a remote entry with an unsafe name: {e.path!r}")
+            return False
+        if self.trash and is_inside(e.path, self.trash):
+            self._note_trash(e)
+        return True
 
     def _note_trash(self, e: Entry) -> None:
         rest = e.path[len(self.trash) + 1:]
@@ -381,14 +402,16 @@ class Run:
         if not hashes:
             os.replace(walk_tmp, self.state.snapshot)
             return
+        by_key = {encode_path(p): h for p, h in hashes.items()}
         out = snapshot.SnapshotWriter(self.state.snapshot, {"source": self.source})
         try:
-            for e in snapshot.read_entries(walk_tmp):
-                if e.path in hashes:
-                    if hashes[e.path] is None:
+            for row in snapshot.read_rows(walk_tmp):
+                path = row_path(row)
+                if path in by_key:
+                    if by_key[path] is None:
                         continue  # unreadable or unstable: not recorded
-                    e.hash = hashes[e.path]
-                out.add(e)
+                    row = row[:7] + (by_key[path],) + row[8:]
+                out.add_row(row)
             out.finish()
             out.commit()
         finally:

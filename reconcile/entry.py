@@ -59,6 +59,27 @@ def entry_key(entry: Entry) -> bytes:
     return sort_key(entry.path, entry.kind)
 
 
+# A row is an Entry as a plain tuple, led by its sort key:
+#   (key, kind, size, mtime_ns, inode, dev, mode, hash, target, error)
+# the walk, the local listing, the snapshot and the merge pass rows, because
+# building an Entry costs ~8x a tuple; Entries are built only for what changed.
+ROW_KIND, ROW_SIZE, ROW_MTIME, ROW_INODE, ROW_DEV, ROW_MODE, ROW_HASH, ROW_TARGET, ROW_ERROR = range(1, 10)
+
+
+def row_of(e: Entry) -> tuple:
+    return (entry_key(e), e.kind, e.size, e.mtime_ns, e.inode, e.dev, e.mode, e.hash, e.target, e.error)
+
+
+def entry_of(row: tuple) -> Entry:
+    key = row[0]
+    return Entry(decode_path(key[:-1] if row[1] == DIR else key), *row[1:])
+
+
+def row_path(row: tuple) -> bytes:
+    """the encoded path of a row: its key without a directory's '/'."""
+    return row[0][:-1] if row[1] == DIR else row[0]
+
+
 def is_temp_name(name: str) -> bool:
     return TEMP_MARK in name
 

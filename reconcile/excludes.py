@@ -1,31 +1,43 @@
 """--exclude patterns, in gitignore syntax, matched on the relative path.
 
 pathspec does the gitignore matching: its rules (anchoring, '**', trailing
-'/', negation) are subtle enough that we would not write them by hand.
+'/', negation) are subtle enough that we would not write them by hand. It is
+imported only when there are patterns: most runs have none.
 """
 
 from __future__ import annotations
 
-import pathspec
-
-from reconcile.entry import TEMP_MARK
+from reconcile.entry import TEMP_MARK, decode_path, encode_path
 from reconcile.errors import ConfigError
+
+TEMP_MARK_B = TEMP_MARK.encode()
 
 
 class Excludes:
     def __init__(self, patterns: list[str] | tuple[str, ...] = (), protected: list[str] | tuple = ()) -> None:
-        """protected: folders at the root never mirrored nor deleted (the
-        trash), matched by prefix: cheaper than a pattern on every path."""
+        """protected: folders never mirrored nor deleted (the trash), matched
+        by prefix: cheaper than a pattern on every path."""
         self.patterns = list(patterns)
         self._protected = tuple(protected)
         self._protected_slash = tuple(p + "/" for p in protected)
-        try:
-            self._spec = pathspec.GitIgnoreSpec.from_lines(self.patterns) if self.patterns else None
-        except Exception as exc:  # pathspec raises several types for bad patterns
-            raise ConfigError(f"bad --exclude pattern: {exc}") from None
+        # the same, on encoded sort keys (a directory's key ends with '/')
+        self._protected_keys = frozenset(encode_path(p) for p in protected)
+        self._protected_key_dirs = tuple(k + b"/" for k in self._protected_keys)
+        self._spec = None
+        if self.patterns:
+            import pathspec
+
+            try:
+                self._spec = pathspec.GitIgnoreSpec.from_lines(self.patterns)
+            except Exception as exc:  # pathspec raises several types for bad patterns
+                raise ConfigError(f"bad --exclude pattern: {exc}") from None
 
     def __bool__(self) -> bool:
         return self._spec is not None or bool(self._protected)
+
+    @property
+    def has_patterns(self) -> bool:
+        return self._spec is not None
 
     def excluded(self, path: str, is_dir: bool) -> bool:
         if TEMP_MARK in path:
@@ -35,3 +47,18 @@ class Excludes:
         if self._spec is None:
             return False
         return self._spec.match_file(path + "/" if is_dir else path)
+
+    def excluded_key(self, key: bytes, is_dir: bool) -> bool:
+        """excluded(), given a row's sort key: no decoding unless patterns need it."""
+        if TEMP_MARK_B in key or key.startswith(self._protected_key_dirs) or key in self._protected_keys:
+            return True
+        if self._spec is None:
+            return False
+        path = decode_path(key[:-1] if is_dir else key)
+        return self._spec.match_file(path + "/" if is_dir else path)
+
+    def protected_names(self, prefix: bytes) -> frozenset[bytes]:
+        """names protected directly in the folder whose children's keys start
+        with prefix (b'' at the root, b'a/' in 'a'); usually none."""
+        return frozenset(k[len(prefix):] for k in self._protected_keys
+                         if k.startswith(prefix) and b"/" not in k[len(prefix):])

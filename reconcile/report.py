@@ -7,13 +7,15 @@ import sys
 import threading
 import time
 
-from rich.console import Console
-from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
-                           TimeRemainingColumn, TransferSpeedColumn)
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from reconcile.entry import DIR
 from reconcile.plan import Op, Plan
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+# rich is imported where a table or a bar is drawn: a quiet run never needs it
 
 TABLE_ROWS = 200
 
@@ -96,7 +98,9 @@ def controls_lines(c: dict) -> list[str]:
     return lines
 
 
-def print_plan(plan: Plan, console: Console, verbose: bool = False, controls: dict | None = None) -> None:
+def print_plan(plan: Plan, console: "Console", verbose: bool = False, controls: dict | None = None) -> None:
+    from rich.table import Table
+
     if plan.ops:
         shown = [o for o in plan.ops if o.reason != "temp"]
         kept = any(o.backup for o in shown)
@@ -146,25 +150,28 @@ class ApplyReporter:
 
     def __init__(self, verbose: bool = False, quiet: bool = False, stream=None) -> None:
         self.stream = stream or sys.stderr
-        self.console = Console(file=self.stream, stderr=True)
         self.verbose = verbose
         self.quiet = quiet
         self.tty = self.stream.isatty() and not quiet
         self._lock = threading.Lock()
-        self._progress: Progress | None = None
+        self._progress: "Progress | None" = None
         self.bytes_sent = 0
         self.started = time.monotonic()
 
     def start(self, total_ops: int, total_bytes: int) -> None:
         if not self.tty or total_ops == 0:
             return
+        from rich.console import Console
+        from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeRemainingColumn, TransferSpeedColumn)
+
         self._total_ops, self._ops_done, self._by_bytes = total_ops, 0, total_bytes > 0
         columns = [TextColumn("{task.description}"), BarColumn()]
         if self._by_bytes:
             columns += [DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn()]
         else:
             columns += [MofNCompleteColumn()]
-        self._progress = Progress(*columns, console=self.console, transient=True)
+        self._progress = Progress(*columns, console=Console(file=self.stream, stderr=True), transient=True)
         self._task = self._progress.add_task(self._describe(),
                                              total=total_bytes if self._by_bytes else total_ops)
         self._progress.start()

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 import struct
+from itertools import chain
 from typing import BinaryIO, Iterator
 
 import msgpack
 import xxhash
 
-from reconcile.entry import Entry, decode_path, encode_path
+from reconcile.entry import DIR, Entry, encode_path, entry_of, row_path
 from reconcile.statefile import atomic_replace, open_private
 
 MAGIC = b"RCNLSNAP"
@@ -33,9 +34,7 @@ def _pack_entry(e: Entry) -> tuple:
             e.target)
 
 
-def _unpack_entry(row: list) -> Entry:
-    path, kind, size, mtime_ns, inode, dev, mode, hsh, target = row
-    return Entry(decode_path(path), kind, size, mtime_ns, inode, dev, mode, hsh, target)
+FLUSH = 1 << 16
 
 
 class SnapshotWriter:
@@ -48,6 +47,7 @@ class SnapshotWriter:
         self._hash = xxhash.xxh3_128()
         self._length = 0
         self._packer = msgpack.Packer(use_bin_type=True, unicode_errors="surrogateescape")
+        self._buf = bytearray()  # entries are small: write and hash them in blocks
         self.count = 0
         self._write(MAGIC)
         self._write(self._packer.pack({"version": VERSION, **(header or {})}))
@@ -57,12 +57,27 @@ class SnapshotWriter:
         self._hash.update(data)
         self._length += len(data)
 
-    def add(self, entry: Entry) -> None:
-        self._write(self._packer.pack(_pack_entry(entry)))
+    def _add(self, packed: bytes) -> None:
+        self._buf += packed
         self.count += 1
+        if len(self._buf) >= FLUSH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buf:
+            self._write(bytes(self._buf))
+            self._buf.clear()
+
+    def add(self, entry: Entry) -> None:
+        self._add(self._packer.pack(_pack_entry(entry)))
+
+    def add_row(self, row: tuple) -> None:
+        """add() for a row (entry.row_of), without building an Entry."""
+        self._add(self._packer.pack((row_path(row), *row[1:9])))
 
     def finish(self) -> None:
         """Seal the temp file (footer, fsync) without putting it in place."""
+        self._flush()
         self._f.write(FOOTER.pack(self._hash.digest(), self._length))
         self._f.flush()
         os.fsync(self._f.fileno())
@@ -116,20 +131,32 @@ def read_header(path: str) -> dict:
 
 def read_entries(path: str) -> Iterator[Entry]:
     """Entries of a verified snapshot, streamed: memory does not grow with it."""
+    for row in read_rows(path):
+        yield entry_of(row)
+
+
+def read_rows(path: str) -> Iterator[tuple]:
+    """read_entries() as rows (entry.row_of), the form the merge reads."""
+    return chain.from_iterable(_row_blocks(path))
+
+
+def _row_blocks(path: str) -> Iterator[list[tuple]]:
     body = os.path.getsize(path) - FOOTER.size
     with open(path, "rb") as f:
         f.read(len(MAGIC))
-        unpacker = msgpack.Unpacker(raw=False, unicode_errors="surrogateescape", max_buffer_size=1 << 26)
+        unpacker = msgpack.Unpacker(use_list=False, raw=False, unicode_errors="surrogateescape",
+                                    max_buffer_size=1 << 26)
         remaining = body - len(MAGIC)
-        first = True
+        header = True
         while remaining > 0:
             chunk = f.read(min(remaining, 1 << 18))
             if not chunk:
                 break
             remaining -= len(chunk)
             unpacker.feed(chunk)
-            for row in unpacker:
-                if first:
-                    first = False
+            if header:
+                if next(unpacker, None) is None:
                     continue
-                yield _unpack_entry(row)
+                header = False
+            yield [(p + b"/" if kind == DIR else p, kind, size, mtime_ns, inode, dev, mode, hsh, target, None)
+                   for p, kind, size, mtime_ns, inode, dev, mode, hsh, target in unpacker]

@@ -2,6 +2,8 @@
 
 Children of each directory are ordered by entry.sort_key, and a directory's
 subtree follows it directly, so the whole stream is in sort_key order.
+walk_rows() gives rows (entry.row_of), the form the merge reads; walk()
+gives Entries.
 """
 
 from __future__ import annotations
@@ -9,10 +11,12 @@ from __future__ import annotations
 import os
 import stat as st
 from dataclasses import dataclass, field
+from bisect import bisect_left
+from itertools import chain
 from typing import Iterator
 
-from reconcile.entry import DIR, FILE, LINK, Entry, is_inside
-from reconcile.excludes import Excludes
+from reconcile.entry import DIR, FILE, LINK, Entry, decode_path, entry_of, is_inside
+from reconcile.excludes import TEMP_MARK_B, Excludes
 
 
 @dataclass
@@ -27,77 +31,161 @@ class WalkReport:
 
 
 def walk(root: str, excludes: Excludes, report: WalkReport, links: str = "skip") -> Iterator[Entry]:
-    walker = _Walker(root, excludes, report, links)
-    top = os.stat(root)
-    yield from walker.walk_dir(os.fsencode(root), "", ((top.st_dev, top.st_ino),))
+    for row in walk_rows(root, excludes, report, links):
+        yield entry_of(row)
+
+
+def walk_rows(root: str, excludes: Excludes, report: WalkReport, links: str = "skip") -> Iterator[tuple]:
+    # rows are handed over a run at a time: no Python frame resumes per row
+    return chain.from_iterable(_Walker(root, excludes, report, links).runs())
 
 
 S_ISREG = st.S_ISREG
 S_ISLNK = st.S_ISLNK
+S_IFMT, S_IFREG, S_IFDIR, S_IFLNK = 0o170000, st.S_IFREG, st.S_IFDIR, st.S_IFLNK  # the file type bits
+# stat relative to an open folder: the kernel resolves one name, not the whole path
+FD_STAT = os.stat in os.supports_dir_fd and hasattr(os, "O_DIRECTORY")
 
 
-def _first(item: tuple) -> bytes:
-    return item[0]
+class Listing:
+    """one folder's sorted rows, the positions of its subfolders, and how far
+    a depth-first walk has got in it."""
+
+    __slots__ = ("rows", "dirs", "start", "k")
+
+    def __init__(self, rows: list[tuple], dirs: list[int]) -> None:
+        self.rows, self.dirs, self.start, self.k = rows, dirs, 0, 0
+
+    @classmethod
+    def sorted(cls, rows: list[tuple], dir_keys: list[bytes]) -> "Listing":
+        rows.sort()  # keys are unique within a folder: only they are compared
+        return cls(rows, sorted(bisect_left(rows, (key,)) for key in dir_keys))
+
+    def next_dir(self) -> int | None:
+        if self.k == len(self.dirs):
+            return None
+        self.k += 1
+        return self.dirs[self.k - 1]
 
 
 class _Walker:
     def __init__(self, root: str, excludes: Excludes, report: WalkReport, links: str) -> None:
+        self.root = root
+        self.root_b = os.fsencode(root)
         self.root_real = os.path.realpath(root)
         self.excludes = excludes
         self.report = report
         self.links = links
 
-    def walk_dir(self, abs_dir: bytes, rel: str, ancestors: tuple) -> Iterator[Entry]:
+    def runs(self) -> Iterator[list[tuple]]:
+        """the rows in order, as runs of one folder's listing that end where
+        a subfolder's own runs come in: depth first, with a stack of open
+        listings instead of a generator per level."""
+        top = os.stat(self.root)
+        ancestors = [(top.st_dev, top.st_ino)]  # of the open folders, for --links follow loops
         try:
-            with os.scandir(abs_dir) as it:
-                children = self.read_children(it, rel, ancestors)
+            stack = [self.read_dir(self.root_b, b"", ancestors)]
         except OSError as exc:
-            self.report.unreadable.append(f"{rel or '.'}: {exc.strerror}")
-            if rel:
-                yield Entry(rel, DIR, error=exc.strerror or "unreadable")
+            self.report.unreadable.append(f".: {exc.strerror}")
             return
-        for entry, name in children:
-            yield entry
-            if entry.kind == DIR and entry.error is None:
-                yield from self.walk_dir(os.path.join(abs_dir, name), entry.path,
-                                         ancestors + ((entry.dev, entry.inode),))
-
-    def read_children(self, it, rel: str, ancestors: tuple) -> list[tuple[Entry, bytes]]:
-        # the hot loop of every run: kept flat on purpose
-        children = []
-        prefix = rel + "/" if rel else ""
-        excluded = self.excludes.excluded if self.excludes else None
-        report = self.report
-        for d in it:
-            path = prefix + os.fsdecode(d.name)
+        while stack:
+            listing = stack[-1]
+            j = listing.next_dir()
+            if j is None:
+                stack.pop()
+                ancestors.pop()
+                yield listing.rows[listing.start:]
+                continue
+            yield listing.rows[listing.start:j + 1]
+            listing.start = j + 1
+            key, dev, inode = listing.rows[j][0], listing.rows[j][5], listing.rows[j][4]
+            ancestors.append((dev, inode))
             try:
-                s = d.stat(follow_symlinks=False)
+                stack.append(self.read_dir(os.path.join(self.root_b, key[:-1]), key, ancestors))
+            except OSError as exc:
+                ancestors.pop()
+                self.report.unreadable.append(f"{decode_path(key[:-1])}: {exc.strerror}")
+                yield [(key, DIR, 0, None, 0, 0, 0, None, None, exc.strerror or "unreadable")]
+
+    def read_dir(self, abs_dir: bytes, prefix: bytes, ancestors: list) -> Listing:
+        """one folder, sorted; OSError when it cannot be read."""
+        if not FD_STAT:
+            rows, dirs = self.read_children(abs_dir, os.listdir(abs_dir), None, prefix, ancestors)
+        else:
+            fd = os.open(abs_dir, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                rows, dirs = self.read_children(abs_dir, os.listdir(abs_dir), fd, prefix, ancestors)
+            finally:
+                os.close(fd)
+        return Listing.sorted(rows, dirs)
+
+    def read_children(self, abs_dir: bytes, names: list[bytes], fd: int | None, prefix: bytes,
+                      ancestors: list) -> tuple[list, list]:
+        """the rows of one folder, unsorted, and the keys of its subfolders."""
+        # the hot loop of every run: kept flat on purpose
+        rows = []
+        dirs = []
+        append = rows.append
+        excludes = self.excludes
+        patterns = excludes.has_patterns
+        protected = excludes.protected_names(prefix)
+        lstat = os.lstat
+        base = b"" if fd is not None else os.path.join(abs_dir, b"")
+        nbytes = others = 0
+        for name in names:
+            if TEMP_MARK_B in name or (protected and name in protected):
+                continue
+            try:
+                s = lstat(base + name, dir_fd=fd)
             except FileNotFoundError:
                 continue  # vanished while we looked; the next run sees it settled
             mode = s.st_mode
-            if S_ISREG(mode):
-                if excluded is not None and excluded(path, False):
+            if mode & S_IFMT == S_IFREG:  # S_ISREG without a call
+                if patterns and excludes.excluded(decode_path(prefix + name), False):
                     continue
-                report.files += 1
-                report.bytes += s.st_size
-                children.append((d.name, Entry(path, FILE, s.st_size, s.st_mtime_ns, s.st_ino, s.st_dev, mode),
-                                 d.name))
+                size = s.st_size
+                nbytes += size
+                append((prefix + name, FILE, size, s.st_mtime_ns, s.st_ino, s.st_dev, mode, None, None, None))
                 continue
-            if S_ISLNK(mode):
-                s = self.link(d, path, s, ancestors)
-                if s is None:
-                    continue
-            entry = self.entry(path, s)
-            if entry is None:
-                continue
-            if entry.kind == LINK:
-                entry.target = os.fsdecode(os.readlink(d.path))
-            key = d.name + b"/" if entry.kind == DIR else d.name
-            children.append((key, entry, d.name))
-        children.sort(key=_first)
-        return [(e, n) for _, e, n in children]
+            row = self.other(prefix + name, s, ancestors)
+            if row is not None:
+                append(row)
+                others += 1
+                if row[1] == DIR:
+                    dirs.append(row[0])
+        self.report.files += len(rows) - others  # other() counts what it adds
+        self.report.bytes += nbytes
+        return rows, dirs
 
-    def link(self, d, path: str, lst: os.stat_result, ancestors: tuple) -> os.stat_result | None:
+    def other(self, key: bytes, s: os.stat_result, ancestors: list) -> tuple | None:
+        """the row of anything but a plain file: folders, symlinks, specials."""
+        path = decode_path(key)
+        full = os.path.join(self.root_b, key)
+        if S_ISLNK(s.st_mode):
+            s = self.link(full, path, s, ancestors)
+            if s is None:
+                return None
+        mode = s.st_mode
+        if S_ISLNK(mode):
+            if self.excludes.excluded(path, False):
+                return None
+            target = os.fsdecode(os.readlink(full))
+            return (key, LINK, 0, s.st_mtime_ns, s.st_ino, s.st_dev, mode, None, target, None)
+        if st.S_ISDIR(mode):
+            if self.excludes.excluded(path, True):
+                return None
+            self.report.dirs += 1
+            return (key + b"/", DIR, 0, s.st_mtime_ns, s.st_ino, s.st_dev, mode, None, None, None)
+        if S_ISREG(mode):  # a followed symlink to a file
+            if self.excludes.excluded(path, False):
+                return None
+            self.report.files += 1
+            self.report.bytes += s.st_size
+            return (key, FILE, s.st_size, s.st_mtime_ns, s.st_ino, s.st_dev, mode, None, None, None)
+        self.report.specials_skipped.append(path)
+        return None
+
+    def link(self, full: bytes, path: str, lst: os.stat_result, ancestors: list) -> os.stat_result | None:
         """what a symlink stands for under the --links policy, or None to skip it"""
         if self.links == "skip":
             self.report.symlinks_skipped += 1
@@ -105,34 +193,14 @@ class _Walker:
         if self.links == "store":
             return lst
         try:
-            target = os.stat(d.path)
+            target = os.stat(full)
         except OSError:
             self.report.links_not_followed.append(f"{path}: dangling")
             return None
-        if not is_inside(os.fsdecode(os.path.realpath(d.path)), self.root_real):
+        if not is_inside(os.fsdecode(os.path.realpath(full)), self.root_real):
             self.report.links_not_followed.append(f"{path}: points outside the source")
             return None
         if st.S_ISDIR(target.st_mode) and (target.st_dev, target.st_ino) in ancestors:
             self.report.links_not_followed.append(f"{path}: a loop")
             return None
         return target
-
-    def entry(self, path: str, s: os.stat_result) -> Entry | None:
-        mode = s.st_mode
-        if st.S_ISLNK(mode):
-            if self.excludes.excluded(path, False):
-                return None
-            return Entry(path, LINK, 0, s.st_mtime_ns, s.st_ino, s.st_dev, mode)
-        if st.S_ISDIR(mode):
-            if self.excludes.excluded(path, True):
-                return None
-            self.report.dirs += 1
-            return Entry(path, DIR, 0, s.st_mtime_ns, s.st_ino, s.st_dev, mode)
-        if st.S_ISREG(mode):
-            if self.excludes.excluded(path, False):
-                return None
-            self.report.files += 1
-            self.report.bytes += s.st_size
-            return Entry(path, FILE, s.st_size, s.st_mtime_ns, s.st_ino, s.st_dev, mode)
-        self.report.specials_skipped.append(path)
-        return None

@@ -7,12 +7,16 @@ import os
 import shutil
 import stat as st
 import uuid
+from itertools import chain
 from typing import Iterator
 from urllib.parse import unquote, urlsplit
 
-from reconcile.entry import DIR, FILE, LINK, TEMP_MARK, Entry, is_temp_name, sort_key
+from reconcile import forked
+from reconcile.entry import DIR, FILE, LINK, TEMP_MARK, Entry, entry_of, is_temp_name, row_of
 from reconcile.errors import ConfigError, NotFound, Permanent, SourceChanged, Transient
+from reconcile.excludes import TEMP_MARK_B
 from reconcile.remotes.base import Capabilities, Checkpoint, Progress, RemoteOptions
+from reconcile.walk import FD_STAT, S_IFDIR, S_IFLNK, S_IFMT, Listing
 
 CHUNK = 1 << 20
 
@@ -53,37 +57,41 @@ class LocalRemote:
         return os.path.join(self.root, *path.split("/")) if path else self.root
 
     def list(self) -> Iterator[Entry]:
+        self._check_root()
+        for run in self._runs():
+            for row in run:
+                yield entry_of(row)
+
+    def list_rows(self, fork: bool = True) -> Iterator[tuple]:
+        """the listing as rows (entry.row_of). With fork, a child process
+        lists while this one walks the source and merges: two cores, as
+        rsync's two ends."""
+        if type(self).list is not LocalRemote.list:
+            return map(row_of, self.list())  # a subclass that lists its own way
+        self._check_root()
+        if fork and forked.available():
+            return forked.rows(self._runs)
+        return chain.from_iterable(self._runs())
+
+    def _check_root(self) -> None:
         if not os.path.isdir(self.root):
             raise NotFound(f"destination folder {self.root} does not exist")
-        yield from self._list_dir(self.root, "")
 
-    def _list_dir(self, abspath: str, rel: str) -> Iterator[Entry]:
-        try:
-            with os.scandir(abspath) as it:
-                children = []
-                for d in it:
-                    if is_temp_name(d.name):
-                        continue
-                    path = f"{rel}/{d.name}" if rel else d.name
-                    try:
-                        s = d.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue
-                    kind = DIR if st.S_ISDIR(s.st_mode) else LINK if st.S_ISLNK(s.st_mode) else FILE
-                    children.append((sort_key(path, kind), Entry(path, kind, s.st_size if kind == FILE else 0,
-                                                                 s.st_mtime_ns, s.st_ino, s.st_dev, s.st_mode)))
-        except OSError as exc:
-            raise _map_oserror(exc, f"cannot list {abspath}") from None
-        children.sort(key=lambda c: c[0])
-        for _, e in children:
-            if e.kind == LINK:
-                try:
-                    e.target = os.readlink(self._abs(e.path))
-                except OSError:
-                    pass
-            yield e
-            if e.kind == DIR:
-                yield from self._list_dir(os.path.join(abspath, e.path.rsplit("/", 1)[-1]), e.path)
+    def _runs(self) -> Iterator[list[tuple]]:
+        """the rows in order, a run of one folder's listing at a time, as walk.py does."""
+        root = os.fsencode(self.root)
+        stack = [_list_dir(root, b"")]
+        while stack:
+            listing = stack[-1]
+            j = listing.next_dir()
+            if j is None:
+                stack.pop()
+                yield listing.rows[listing.start:]
+                continue
+            yield listing.rows[listing.start:j + 1]
+            listing.start = j + 1
+            key = listing.rows[j][0]
+            stack.append(_list_dir(os.path.join(root, key[:-1]), key))
 
     def stat(self, path: str) -> Entry | None:
         try:
@@ -223,6 +231,49 @@ class LocalRemote:
 
     def close(self) -> None:
         pass
+
+
+def _list_dir(abspath: bytes, prefix: bytes) -> Listing:
+    """the sorted rows of one folder, our temp names left out."""
+    rows = []
+    dirs = []
+    append = rows.append
+    lstat = os.lstat
+    try:
+        fd = os.open(abspath, os.O_RDONLY | os.O_DIRECTORY) if FD_STAT else None
+        base = b"" if fd is not None else os.path.join(abspath, b"")
+        try:
+            for name in os.listdir(abspath):
+                if TEMP_MARK_B in name:
+                    continue
+                try:
+                    s = lstat(base + name, dir_fd=fd)
+                except FileNotFoundError:
+                    continue
+                mode = s.st_mode
+                fmt = mode & S_IFMT
+                if fmt == S_IFDIR:
+                    dirs.append(prefix + name + b"/")
+                    append((dirs[-1], DIR, 0, s.st_mtime_ns, s.st_ino, s.st_dev, mode, None, None, None))
+                elif fmt == S_IFLNK:
+                    append((prefix + name, LINK, 0, s.st_mtime_ns, s.st_ino, s.st_dev, mode, None,
+                            _readlink(os.path.join(abspath, name)), None))
+                else:  # files, and specials listed as files as they always were
+                    append((prefix + name, FILE, s.st_size, s.st_mtime_ns, s.st_ino, s.st_dev, mode,
+                            None, None, None))
+        finally:
+            if fd is not None:
+                os.close(fd)
+    except OSError as exc:
+        raise _map_oserror(exc, f"cannot list {os.fsdecode(abspath)}") from None
+    return Listing.sorted(rows, dirs)
+
+
+def _readlink(path: bytes) -> str | None:
+    try:
+        return os.fsdecode(os.readlink(path))
+    except OSError:
+        return None
 
 
 def _copy_fd(src: int, dst: int, progress: Progress | None) -> None:

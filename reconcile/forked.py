@@ -1,0 +1,161 @@
+"""Run a stream of rows in a forked child process and read it back here.
+
+The local listing is system calls plus Python work per entry; run in a child
+it uses the second core while this process walks the source and merges, the
+way rsync's sender and receiver are two processes. Rows cross a pipe as
+msgpack batches; the pipe's capacity bounds how far the child runs ahead, so
+memory stays flat whatever the tree size.
+
+A ReconcileError raised in the child is raised here, same type and message,
+at the same point of the stream; a child that dies without finishing is a
+Transient error, never a short listing taken for the whole.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import sys
+from itertools import chain
+from typing import Callable, Iterator
+
+import msgpack
+
+from reconcile import errors
+
+BATCH = 2048  # rows per frame
+PIPE_SIZE = 1 << 20  # how far the child may run ahead (Linux default is 64 KiB)
+F_SETPIPE_SZ = 1031
+ROWS, END, ERROR = 0, 1, 2
+
+
+def available() -> bool:
+    # fork is Linux-only here: on macOS it is unsafe once system frameworks are loaded
+    return sys.platform.startswith("linux") and hasattr(os, "fork")
+
+
+def rows(produce: Callable[[], Iterator[list[tuple]]]) -> Iterator[tuple]:
+    """the rows of produce()'s runs (lists of rows), produced in a child
+    process; the child starts on the first next() and is always reaped,
+    however the iteration ends."""
+    return chain.from_iterable(_batches(produce))
+
+
+def _batches(produce: Callable[[], Iterator[list[tuple]]]) -> Iterator[tuple[tuple, ...]]:
+    r, w = os.pipe()
+    try:
+        import fcntl
+
+        fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        pass  # a smaller pipe only means less run-ahead
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child never returns)
+        os.close(r)
+        _child(produce, w)
+    os.close(w)
+    child = _Child(pid)
+    try:
+        yield from _read(r, child)
+    finally:
+        os.close(r)
+        child.stop()
+
+
+def _read(r: int, child: "_Child") -> Iterator[tuple[tuple, ...]]:
+    unpacker = msgpack.Unpacker(use_list=False, raw=False, unicode_errors="surrogateescape",
+                                max_buffer_size=1 << 26)
+    while data := os.read(r, 1 << 18):
+        unpacker.feed(data)
+        for frame in unpacker:
+            if frame[0] == ROWS:
+                yield frame[1]
+            elif frame[0] == END:
+                child.wait()
+                return
+            else:
+                raise _error(frame[1], frame[2])
+    raise errors.Transient(f"the listing stopped early: its process {child.wait()}")
+
+
+def _error(name: str, message: str) -> Exception:
+    cls = getattr(errors, name, None)
+    if isinstance(cls, type) and issubclass(cls, errors.ReconcileError):
+        return cls(message)
+    return RuntimeError(f"listing process: {message}")
+
+
+class _Child:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.reaped = False
+
+    def wait(self) -> str:
+        """reap it (it has ended or is ending); say how it ended."""
+        if self.reaped:
+            return "ended"
+        _, status = os.waitpid(self.pid, 0)
+        self.reaped = True
+        if os.WIFSIGNALED(status):
+            return f"was killed by signal {os.WTERMSIG(status)}"
+        return f"exited with code {os.waitstatus_to_exitcode(status)}"
+
+    def stop(self) -> None:
+        """end it if we stopped reading early; never signal a reaped pid (it may be reused)."""
+        if not self.reaped:
+            os.kill(self.pid, signal.SIGKILL)
+            self.wait()
+
+
+def _child(produce: Callable[[], Iterator[list[tuple]]], w: int) -> None:
+    """list, send, and leave by os._exit: never run the parent's cleanup."""
+    code = 0
+    try:
+        gc.disable()  # no finalizer of a parent object may run here
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # keep no descriptor of the parent's: its run lock must die with it
+        os.closerange(3, w)
+        os.closerange(w + 1, _max_fd())
+        _send(produce, w)
+    except BrokenPipeError:
+        code = 1  # the parent stopped reading
+    except BaseException as exc:  # noqa: BLE001 (everything must reach the parent)
+        code = 1
+        try:
+            name = type(exc).__name__ if isinstance(exc, errors.ReconcileError) else ""
+            text = str(exc) if name else f"{type(exc).__name__}: {exc}"
+            _write(w, msgpack.packb((ERROR, name, text), use_bin_type=True, unicode_errors="surrogateescape"))
+        except BaseException:  # noqa: BLE001
+            pass
+    finally:
+        os._exit(code)
+
+
+def _send(produce: Callable[[], Iterator[list[tuple]]], w: int) -> None:
+    packer = msgpack.Packer(use_bin_type=True, unicode_errors="surrogateescape")
+    batch: list[tuple] = []
+    try:
+        for run in produce():
+            batch += run
+            if len(batch) >= BATCH:
+                _write(w, packer.pack((ROWS, batch)))
+                batch = []
+    finally:
+        if batch:  # the rows before an error reach the parent before the error does
+            _write(w, packer.pack((ROWS, batch)))
+    _write(w, packer.pack((END,)))
+
+
+def _write(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _max_fd() -> int:
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (OSError, ValueError):
+        return 65536
