@@ -99,20 +99,36 @@ def inode_key(e: Entry) -> tuple:
     return (e.dev, e.inode, e.size, e.mtime_ns)
 
 
+def _basename(path: str) -> str:
+    return path.rpartition("/")[2]
+
+
+def _inode_vouches(prev: Entry, new: Entry) -> bool:
+    """a deleted file's inode can be reused by a new file of the same size and
+    mtime (tar, cp -p): the inode alone is trusted only when the name is kept,
+    as in a folder rename; a renamed file must also match by content."""
+    if _basename(prev.path).casefold() == _basename(new.path).casefold():
+        return True
+    return new.hash is not None and new.hash == prev.hash
+
+
 def needs_hash(changes: Changes, precision_ns: int) -> list[Entry]:
     """Local files the plan needs a content hash for: every file to send,
-    except those that a moved inode already vouches for."""
-    by_inode = {inode_key(s.prev) for s in changes.stale.values() if _source_trusted(s, precision_ns)}
+    except those that a moved inode (under the same name) already vouches for."""
+    by_inode = {inode_key(s.prev): s.prev for s in changes.stale.values() if _source_trusted(s, precision_ns)}
     return [c for c in changes.needed.values()
-            if c.kind == FILE and c.hash is None and inode_key(c) not in by_inode]
+            if c.kind == FILE and c.hash is None
+            and not (inode_key(c) in by_inode and _inode_vouches(by_inode[inode_key(c)], c))]
 
 
-def _pair_files(changes: Changes, precision_ns: int) -> list[tuple[Stale, Entry]]:
+def _pair_files(changes: Changes, precision_ns: int, delete: bool = True) -> list[tuple[Stale, Entry]]:
     by_inode: dict[tuple, Stale] = {}
     by_hash: dict[tuple, Stale] = {}
     for s in changes.stale.values():
         if s.remote.kind != FILE:
             continue
+        if not delete and s.prev is None:
+            continue  # kept on the remote without --delete: never moved away
         if _source_trusted(s, precision_ns):
             by_inode.setdefault(inode_key(s.prev), s)
             if s.prev.hash is not None:
@@ -125,6 +141,8 @@ def _pair_files(changes: Changes, precision_ns: int) -> list[tuple[Stale, Entry]
         if c.kind != FILE:
             continue
         s = by_inode.get(inode_key(c))
+        if s is not None and not _inode_vouches(s.prev, c):
+            s = None
         if s is None and c.hash is not None:
             s = by_hash.get((c.size, c.hash))
             # a rename keeps the remote mtime: only pair when it is already right.
@@ -139,8 +157,13 @@ def _pair_files(changes: Changes, precision_ns: int) -> list[tuple[Stale, Entry]
 
 # --- directory moves ---------------------------------------------------------
 
-def _dir_candidates(pairs: list[tuple[Stale, Entry]], changes: Changes) -> dict[tuple[str, str], int]:
+def _dir_candidates(pairs: list[tuple[Stale, Entry]], changes: Changes,
+                    delete: bool = True) -> dict[tuple[str, str], int]:
     votes: dict[tuple[str, str], int] = defaultdict(int)
+    # without --delete a folder holding files kept from earlier runs is not
+    # moved whole: the kept files stay where they are
+    kept = set() if delete else _ancestors(p for p, s in changes.stale.items()
+                                           if s.prev is None and s.remote.kind != DIR)
     for s, c in pairs:
         xs, ys = s.remote.path.split("/"), c.path.split("/")
         best = None
@@ -148,12 +171,23 @@ def _dir_candidates(pairs: list[tuple[Stale, Entry]], changes: Changes) -> dict[
         while j < len(xs) and j < len(ys) and xs[-j] == ys[-j]:
             a, b = "/".join(xs[:-j]), "/".join(ys[:-j])
             sa, nb = changes.stale.get(a), changes.needed.get(b)
-            if sa is not None and sa.remote.kind == DIR and not sa.displaced and nb is not None and nb.kind == DIR:
+            if (sa is not None and sa.remote.kind == DIR and not sa.displaced and nb is not None
+                    and nb.kind == DIR and a not in kept):
                 best = (a, b)
             j += 1
         if best:
             votes[best] += 1
     return votes
+
+
+def _ancestors(paths: Iterable[str]) -> set[str]:
+    out: set[str] = set()
+    for p in paths:
+        p = parent_of(p)
+        while p and p not in out:
+            out.add(p)
+            p = parent_of(p)
+    return out
 
 
 def _choose_dir_moves(votes: dict[tuple[str, str], int]) -> list[tuple[str, str]]:
@@ -298,11 +332,11 @@ def make_plan(changes: Changes, caps: Capabilities, delete: bool = False, tag: s
     precision = caps.mtime_precision_ns
     moves: list[_Move] = []
     if caps.server_move:
-        for a, b in _choose_dir_moves(_dir_candidates(_pair_files(changes, precision), changes)):
+        for a, b in _choose_dir_moves(_dir_candidates(_pair_files(changes, precision, delete), changes, delete)):
             size = sum(s.remote.size for p, s in changes.stale.items() if is_inside(p, a))
             files = _relocate(changes, a, b, precision)
             moves.append(_Move(a, b, DIR, files, size))
-        for s, c in _pair_files(changes, precision):
+        for s, c in _pair_files(changes, precision, delete):
             del changes.needed[c.path]
             changes.stale.pop(s.remote.path)
             moves.append(_Move(s.orig, c.path, FILE, [], c.size))

@@ -79,8 +79,8 @@ def test_directory_rename_with_edits_inside():
 
 
 def test_swap_goes_through_a_temp_name():
-    prev = [f("a", 1, 10, inode=1), f("b", 2, 20, inode=2)]
-    cur = [f("a", 2, 20, inode=2), f("b", 1, 10, inode=1)]
+    prev = [f("a", 1, 10, inode=1, h=b"A"), f("b", 2, 20, inode=2, h=b"B")]
+    cur = [f("a", 2, 20, inode=2, h=b"B"), f("b", 1, 10, inode=1, h=b"A")]
     plan = plan_for(cur, prev, remote_copy(prev))
     assert plan.count("upload") == 0
     moves = [(o.path, o.to) for o in plan.ops]
@@ -170,8 +170,8 @@ def test_sort_order_puts_dash_before_children():
 
 
 def test_move_onto_an_existing_file_replaces_it_and_deletes_nothing():
-    prev = [f("a", 1, 10, inode=1), f("b", 2, 20, inode=2)]
-    cur = [f("b", 1, 10, inode=1)]
+    prev = [f("a", 1, 10, inode=1, h=b"A"), f("b", 2, 20, inode=2, h=b"B")]
+    cur = [f("b", 1, 10, inode=1, h=b"A")]
     got = ops(plan_for(cur, prev, remote_copy(prev)))
     assert got == [{"op": "move", "kind": "file", "from": "a", "to": "b", "files": 1}]
 
@@ -179,8 +179,8 @@ def test_move_onto_an_existing_file_replaces_it_and_deletes_nothing():
 def test_backup_dir_marks_what_is_overwritten_or_deleted():
     from reconcile.plan import keep_copies
 
-    prev = [f("a", 1, 10, inode=1), f("b", 2, 20, inode=2), f("c", 3, 30, inode=3), f("d", 1, 1, inode=4)]
-    cur = [f("b", 1, 10, inode=1), f("c", 4, 40, inode=3), f("e", 1, 1, inode=5)]
+    prev = [f("a", 1, 10, inode=1, h=b"A"), f("b", 2, 20, inode=2), f("c", 3, 30, inode=3), f("d", 1, 1, inode=4)]
+    cur = [f("b", 1, 10, inode=1, h=b"A"), f("c", 4, 40, inode=3), f("e", 1, 1, inode=5)]
     plan = plan_for(cur, prev, remote_copy(prev))
     keep_copies(plan, ".trash/RUN")
     got = {(o["op"], o.get("path", o.get("to"))): o.get("backup") for o in ops(plan)}
