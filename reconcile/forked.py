@@ -24,6 +24,9 @@ import msgpack
 
 from reconcile import errors
 
+if sys.platform != "win32":
+    import fcntl
+
 BATCH = 2048  # rows per frame
 PIPE_SIZE = 1 << 20  # how far the child may run ahead (Linux default is 64 KiB)
 F_SETPIPE_SZ = 1031
@@ -45,8 +48,6 @@ def rows(produce: Callable[[], Iterator[list[tuple]]]) -> Iterator[tuple]:
 def _batches(produce: Callable[[], Iterator[list[tuple]]]) -> Iterator[tuple[tuple, ...]]:
     r, w = os.pipe()
     try:
-        import fcntl
-
         fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_SIZE)
     except OSError:
         pass  # a smaller pipe only means less run-ahead

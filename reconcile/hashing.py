@@ -4,18 +4,29 @@ changing while we read it."""
 from __future__ import annotations
 
 import os
+import threading
 
 import xxhash
 
 from reconcile.errors import SourceChanged
 
 BUFFER = 1 << 20
+_local = threading.local()
+
+
+def _buffer() -> bytearray:
+    """one read buffer per thread: a fresh 1 MiB bytearray is zero-filled,
+    which cost more than hashing a small file."""
+    buf = getattr(_local, "buf", None)
+    if buf is None:
+        buf = _local.buf = bytearray(BUFFER)
+    return buf
 
 
 def hash_file(path: str, expect_size: int | None = None, expect_mtime_ns: int | None = None) -> bytes:
     """xxh3_128 of the file; raises SourceChanged if it moved under us."""
     h = xxhash.xxh3_128()
-    buf = bytearray(BUFFER)
+    buf = _buffer()
     view = memoryview(buf)
     with open(path, "rb", buffering=0) as f:
         before = os.fstat(f.fileno())

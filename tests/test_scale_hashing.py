@@ -1,0 +1,30 @@
+"""hash_file reuses one read buffer per thread: hashes stay right when
+threads hash many files of every size at once, as hash_needed does."""
+
+from __future__ import annotations
+
+import os
+import random
+from concurrent.futures import ThreadPoolExecutor
+
+import xxhash
+
+from reconcile.hashing import BUFFER, hash_file
+
+
+def test_threads_hashing_many_files_get_each_file_right(tmp_path):
+    rnd = random.Random(7)
+    sizes = [0, 1, 4095, BUFFER - 1, BUFFER, BUFFER + 1, 3 * BUFFER + 17] + [rnd.randrange(70_000) for _ in range(200)]
+    want = {}
+    for i, size in enumerate(sizes):
+        data = rnd.randbytes(size)
+        path = tmp_path / f"f{i}"
+        path.write_bytes(data)
+        want[str(path)] = xxhash.xxh3_128(data).digest()
+    paths = list(want) * 3
+    rnd.shuffle(paths)
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(hash_file, paths))
+    assert got == [want[p] for p in paths]
+    st = os.stat(paths[0])
+    assert hash_file(paths[0], st.st_size, st.st_mtime_ns) == want[paths[0]]
