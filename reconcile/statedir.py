@@ -30,11 +30,34 @@ def display_url(url: str) -> str:
     if parts.password is None:
         return url
     host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"bad port in {_masked(url)}: use a number, like sftp://me@nas:2222/backup") from None
+    if port:
+        host = f"{host}:{port}"
     if parts.username:
         host = f"{parts.username}@{host}"
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def _masked(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    return f"{scheme}://***@{authority.rpartition('@')[2]}{slash}{path}" if "@" in authority else url
+
+
+def pair_id(source: str, dest: str) -> str:
+    """one id for every spelling of the same pair (relative, trailing slash,
+    file://, a symlinked path, the scheme's case), so they share one lock."""
+    from reconcile.remotes import dest_kind, local_path
+
+    if dest_kind(dest) == "local":
+        target = os.path.realpath(os.path.expanduser(local_path(dest)))
+    else:
+        parts = urlsplit(display_url(dest))
+        target = urlunsplit((parts.scheme.lower(), parts.netloc, parts.path.rstrip("/"), "", ""))
+    return f"{os.path.realpath(os.path.expanduser(source))}\0{target}"
 
 
 @dataclass
@@ -46,7 +69,7 @@ class StateDir:
         if override:
             path = os.path.abspath(os.path.expanduser(override))
         else:
-            ident = f"{os.path.abspath(source)}\0{display_url(dest)}"
+            ident = pair_id(source, dest)
             digest = hashlib.sha256(ident.encode("utf-8", "surrogateescape")).hexdigest()[:16]
             name = re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(os.path.abspath(source)))[:40]
             path = os.path.join(default_root(), f"{name}-{digest}")

@@ -3,16 +3,25 @@ imported only when their remote is used."""
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+import re
+import sys
+from urllib.parse import unquote, urlsplit
 
 from reconcile.errors import ConfigError
 from reconcile.remotes.base import Capabilities, Remote, RemoteOptions
 
-__all__ = ["Capabilities", "Remote", "RemoteOptions", "open_remote", "dest_kind"]
+__all__ = ["Capabilities", "Remote", "RemoteOptions", "open_remote", "dest_kind", "local_path"]
+
+_DRIVE = re.compile(r"[A-Za-z]:([\\/]|$)")  # C:\backup on Windows
 
 
 def dest_kind(url: str) -> str:
     scheme = urlsplit(url).scheme.lower() if "://" in url else ""
+    if not scheme and ":" in url.split("/", 1)[0] and not (sys.platform == "win32" and _DRIVE.match(url)):
+        # s3:/bucket, sftp:nas/x or rsync's host:path would silently become a local folder
+        raise ConfigError(
+            f"destination {url!r} is neither a folder nor a URL: write sftp://[user@]host[:port]/path "
+            f"or s3://bucket[/prefix]; a local folder whose name has a colon is written ./{url}")
     if scheme in ("", "file"):
         return "local"
     if scheme in ("sftp", "s3"):
@@ -21,6 +30,16 @@ def dest_kind(url: str) -> str:
         f"unknown destination scheme '{scheme}://' in {url!r}: use a folder path, "
         "file:///path, sftp://[user@]host[:port]/path or s3://bucket[/prefix]"
     )
+
+
+def local_path(url: str) -> str:
+    """the folder a local destination names: a path, or a file:// URL decoded."""
+    if not url.lower().startswith("file://"):
+        return url
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise ConfigError(f"file:// URL {url!r} names a host: use file:///absolute/path")
+    return unquote(parts.path, errors="surrogateescape")
 
 
 def open_remote(url: str, options: RemoteOptions) -> Remote:
