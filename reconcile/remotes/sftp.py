@@ -27,7 +27,7 @@ import struct
 import sys
 import threading
 from collections import deque
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Protocol
@@ -35,11 +35,11 @@ from urllib.parse import unquote, urlsplit
 
 import paramiko
 from paramiko.sftp import CMD_CLOSE, CMD_EXTENDED, CMD_EXTENDED_REPLY, CMD_HANDLE, CMD_NAME, CMD_OPENDIR, CMD_READDIR, CMD_STATUS
-from paramiko.sftp import CMD_DATA, CMD_FSETSTAT, CMD_MKDIR, CMD_OPEN, CMD_READ, CMD_WRITE, int64
+from paramiko.sftp import SFTP_EOF, CMD_READLINK, CMD_DATA, CMD_FSETSTAT, CMD_MKDIR, CMD_OPEN, CMD_READ, CMD_WRITE, int64
 from paramiko.sftp_attr import SFTPAttributes
 
 from reconcile.entry import DIR, FILE, LINK, TEMP_MARK, Entry, decode_path, encode_path, is_temp_name
-from reconcile.entry import parent_of, sort_key
+from reconcile.entry import entry_of, parent_of, sort_key
 from reconcile.errors import AuthError, ConfigError, NotFound, Permanent, ReconcileError, SourceChanged
 from reconcile.errors import Transient, Unreachable
 from reconcile.remotes.base import Capabilities, Checkpoint, Progress, RemoteOptions
@@ -56,13 +56,15 @@ MAX_CHUNK = 255 << 10  # larger requests where the server says it takes them (li
 MAX_INFLIGHT_BYTES = 4 << 20  # sent before waiting for the oldest ack
 CHECKPOINT_EVERY = 16 << 20
 RANGE_MIN = 64 << 20  # files this large are written as concurrent ranges
-LIST_PREFETCH = 256  # directory listings fetched ahead of the consumer
+LIST_PREFETCH = 256  # folders listed ahead of the consumer
 FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 MAX_MTIME = (1 << 32) - 1  # SFTP v3 carries mtime as uint32 seconds
 SMALL_FILE = 1 << 20  # whole files up to this size may go through upload_many
 BATCH_FILES = 64  # small files in flight per connection
 SEND_PIECE = 1 << 15  # bytes per channel send when flushing batched requests
-FX_OK, FX_NO_SUCH_FILE, FX_OP_UNSUPPORTED = 0, 2, 8
+FLUSH_AT = 1 << 16  # queued request bytes sent even while replies keep coming
+MAX_REPLY = 1 << 24  # a longer reply length is garbage
+FX_OK, FX_NO_SUCH_FILE, FX_PERMISSION_DENIED, FX_OP_UNSUPPORTED = 0, 2, 3, 8
 OPEN_WRITE = 0x02 | 0x08 | 0x10  # SSH_FXF_WRITE | CREAT | TRUNC
 ATTR_PERMS, ATTR_TIMES = 0x04, 0x08
 
@@ -153,52 +155,214 @@ _NO_ATTRS = struct.pack(">I", 0)
 
 class _Pipe:
     """raw SFTP requests queued and sent together (one channel write for many
-    small requests); replies are read through paramiko's own reader, so plain
-    paramiko calls on the same connection still work in between."""
+    small requests), and their replies parsed straight off the channel. While
+    a pipe has requests out, nothing else may use its connection."""
 
     def __init__(self, sftp: paramiko.SFTPClient) -> None:
         self.sftp = sftp
+        self.chan = sftp.sock
         self.out: list[bytes] = []
-        self.replies: deque[tuple[int, int, paramiko.Message]] = deque()
+        self.queued = 0  # bytes in out
+        self.buf = b""  # replies read, not yet parsed from pos on
+        self.pos = 0
 
     def request(self, t: int, *parts: bytes) -> int:
+        if self.queued >= FLUSH_AT:
+            self.flush()
         sftp = self.sftp
-        with sftp._lock:
+        with sftp._lock:  # numbers shared with paramiko's own requests
             num = sftp.request_number
-            sftp._expecting[num] = self
             sftp.request_number = num + 1
-        self.out.append(struct.pack(">IBI", 5 + sum(map(len, parts)), t, num))
+        size = sum(map(len, parts))
+        self.out.append(struct.pack(">IBI", 5 + size, t, num))
         self.out.extend(parts)
+        self.queued += 9 + size
         return num
+
+    def ready(self) -> bool:
+        """a reply can be read without waiting."""
+        return self._whole() > 0 or self.chan.recv_ready()
 
     def flush(self) -> None:
         if not self.out:
             return
         data = b"".join(self.out)
         self.out.clear()
-        chan, off = self.sftp.sock, 0
+        self.queued = 0
+        off = 0
         while off < len(data):
-            n = chan.send(data[off:off + SEND_PIECE])
+            n = self.chan.send(data[off:off + SEND_PIECE])
             if n <= 0:
                 raise EOFError("the channel closed")
             off += n
 
-    def _async_response(self, t: int, msg: paramiko.Message, num: int) -> None:
-        self.replies.append((num, t, msg))
+    def _whole(self) -> int:
+        """the length of the first reply when all of it is here, else 0."""
+        buf, pos = self.buf, self.pos
+        if len(buf) - pos < 4:
+            return 0
+        n = int.from_bytes(buf[pos:pos + 4], "big")
+        if n > MAX_REPLY or n < 5:
+            raise paramiko.sftp.SFTPError("garbage reply")
+        return n if len(buf) - pos - 4 >= n else 0
 
-    def next(self) -> tuple[int, int, paramiko.Message]:
-        while not self.replies:
-            self.sftp._read_response()
-        return self.replies.popleft()
+    def next(self) -> tuple[int, int, bytes]:
+        """(request number, type, body) of the next reply."""
+        while not (n := self._whole()):
+            data = self.chan.recv(1 << 16)
+            if not data:
+                raise EOFError("the channel closed")
+            self.buf, self.pos = self.buf[self.pos:] + data, 0
+        buf, pos = self.buf, self.pos
+        self.pos = pos + 4 + n
+        return int.from_bytes(buf[pos + 5:pos + 9], "big"), buf[pos + 4], buf[pos + 9:pos + 4 + n]
+
+    @property
+    def idle(self) -> bool:
+        """nothing left unread: the connection can serve plain calls again."""
+        return self.pos == len(self.buf) and not self.chan.recv_ready()
+
+
+_TEMP = TEMP_MARK.encode()
+
+
+class _Dir:
+    __slots__ = ("key", "raw", "links", "left", "error", "finished")
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key  # encoded path under the root, b"" for the root
+        self.raw: list[tuple[bytes, int, int, int | None]] = []
+        self.links: dict[bytes, str | None] = {}  # symlink name -> target, once read
+        self.left = 0  # READLINKs not yet answered
+        self.error: ReconcileError | None = None
+        self.finished = False
+
+
+class _Lister:
+    """many folders listed at once over one connection: OPENDIR, READDIR until
+    EOF, then CLOSE (not waited for) and READLINK for symlinks, all through
+    one _Pipe. take() drives the replies until the folder asked for is done."""
+
+    def __init__(self, remote: "SftpRemote", sftp: paramiko.SFTPClient, temps: list[str]) -> None:
+        self.remote = remote
+        self.pipe = _Pipe(sftp)
+        self.temps = temps
+        self.dirs: dict[bytes, _Dir] = {}
+        self.waiting: dict[int, tuple[_Dir | None, int, bytes]] = {}  # request -> (folder, stage, name)
+
+    @property
+    def pending(self) -> int:
+        return len(self.dirs)
+
+    def want(self, key: bytes) -> None:
+        d = self.dirs[key] = _Dir(key)
+        path = self.remote._abs(decode_path(key))
+        self.waiting[self.pipe.request(CMD_OPENDIR, _sftp_str(path))] = (d, 0, b"")
+
+    def take(self, key: bytes) -> list[tuple]:
+        """the folder's rows, sorted; NotFound when it is gone."""
+        if key not in self.dirs:
+            self.want(key)
+        d = self.dirs[key]
+        while not d.finished:
+            self._step()
+        del self.dirs[key]
+        if d.error is not None:
+            raise d.error
+        return self._rows(d)
+
+    def _step(self) -> None:
+        pipe = self.pipe
+        if not pipe.ready():
+            pipe.flush()
+        num, t, body = pipe.next()
+        d, stage, name = self.waiting.pop(num)
+        if d is None:
+            return  # a CLOSE
+        if stage == 0:  # opened
+            if t == CMD_HANDLE:
+                h = _sftp_str(_handle(body))
+                self.waiting[pipe.request(CMD_READDIR, h)] = (d, 1, h)
+            else:
+                self._failed(d, t, body)
+        elif stage == 1:  # names, or the end
+            if t == CMD_NAME:
+                _parse_names(body, d.raw)
+                self.waiting[pipe.request(CMD_READDIR, name)] = (d, 1, name)
+                return
+            self.waiting[pipe.request(CMD_CLOSE, name)] = (None, 0, b"")
+            if _status(t, body) != SFTP_EOF:
+                self._failed(d, t, body)
+                return
+            self._ask_links(d)
+        else:  # a symlink's target
+            d.links[name] = decode_path(_first_name(body)) if t == CMD_NAME else None
+            d.left -= 1
+            d.finished = d.left == 0
+
+    def _ask_links(self, d: _Dir) -> None:
+        head = d.key + b"/" if d.key else b""
+        for name, mode, _size, _mtime in d.raw:
+            if st.S_ISLNK(mode) and _TEMP not in name:
+                d.left += 1
+                path = self.remote._abs(decode_path(head + name))
+                self.waiting[self.pipe.request(CMD_READLINK, _sftp_str(path))] = (d, 2, name)
+        d.finished = d.left == 0
+
+    def _failed(self, d: _Dir, t: int, body: bytes) -> None:
+        code = _status(t, body)
+        what = f"cannot list {decode_path(d.key) or self.remote.url}"
+        if code == FX_NO_SUCH_FILE:
+            d.error = NotFound(f"{what}: no such file or folder")
+        elif code == FX_PERMISSION_DENIED:
+            d.error = Permanent(f"{what}: permission denied")
+        else:
+            d.error = Permanent(f"{what}: {_status_text(t, body)}")
+        d.finished = True
+
+    def _rows(self, d: _Dir) -> list[tuple]:
+        head = d.key + b"/" if d.key else b""
+        rows = []
+        for name, mode, size, mtime in d.raw:
+            if _TEMP in name:
+                self.temps.append(decode_path(head + name))
+                continue
+            kind = DIR if st.S_ISDIR(mode) else LINK if st.S_ISLNK(mode) else FILE
+            rows.append((head + name + b"/" if kind == DIR else head + name, kind, size if kind == FILE else 0,
+                         None if mtime is None else mtime * 1_000_000_000, 0, 0, mode, None,
+                         d.links.get(name), None))
+        rows.sort(key=_first)
+        return rows
+
+
+def _first(row: tuple) -> bytes:
+    return row[0]
+
+
+def _first_name(body: bytes) -> bytes:
+    """the name in a one-entry SSH_FXP_NAME body (a READLINK reply)."""
+    n = int.from_bytes(body[4:8], "big")
+    return body[8:8 + n]
+
+
+def _status_text(t: int, body: bytes) -> str:
+    if t != CMD_STATUS:
+        return "unexpected reply"
+    n = int.from_bytes(body[4:8], "big")
+    return body[8:8 + n].decode("utf-8", "replace") or "failure"
 
 
 def _sftp_str(b: bytes) -> bytes:
     return struct.pack(">I", len(b)) + b
 
 
-def _status(t: int, msg: paramiko.Message) -> int:
+def _status(t: int, body: bytes) -> int:
     """the status code of a reply; -1 for anything but a status."""
-    return msg.get_int() if t == CMD_STATUS else -1
+    return int.from_bytes(body[:4], "big") if t == CMD_STATUS else -1
+
+
+def _handle(body: bytes) -> bytes:
+    return body[4:4 + int.from_bytes(body[:4], "big")]
 
 
 def _fingerprint(key: paramiko.PKey) -> str:
@@ -577,53 +741,54 @@ class SftpRemote:
     # --- listing -----------------------------------------------------------
 
     def list(self) -> Iterator[Entry]:
-        with self._op(f"cannot list {self.url}"):
-            attr = self._sftp().stat(self._abs(""))
-        if not st.S_ISDIR(attr.st_mode or 0):
-            raise ConfigError(f"destination {self.url} is a file, not a folder")
-        temps: list[str] = []
-        self._pending = 0
-        yield from self._walk("", self._read_dir(""), temps)
-        self._seen_temps = temps
+        return map(entry_of, self.list_rows())
+
+    def list_rows(self) -> Iterator[tuple]:
+        """the listing as rows (entry.row_of), in sort_key order. Listings are
+        pipelined over a connection of their own: many folders' OPENDIR and
+        READDIR in flight at once, replies parsed with struct."""
+        conn = self._connect()
+        with self._lock:
+            self._conns.add(conn)
+        try:
+            with self._op(f"cannot list {self.url}"):
+                attr = conn.sftp.stat(self._abs(""))
+            if not st.S_ISDIR(attr.st_mode or 0):
+                raise ConfigError(f"destination {self.url} is a file, not a folder")
+            temps: list[str] = []
+            yield from self._walk_rows(_Lister(self, conn.sftp, temps), b"")
+            self._seen_temps = temps
+        finally:
+            with self._lock:
+                self._conns.discard(conn)
+            conn.close()
+
+    def _walk_rows(self, lister: "_Lister", key: bytes) -> Iterator[tuple]:
+        with self._op(f"cannot list {decode_path(key) or self.url}"):
+            rows = lister.take(key)
+        for r in rows:
+            if r[1] == DIR and lister.pending < LIST_PREFETCH:
+                lister.want(r[0][:-1])
+        for r in rows:
+            yield r
+            if r[1] == DIR:
+                try:
+                    yield from self._walk_rows(lister, r[0][:-1])
+                except NotFound:
+                    continue  # removed while we listed
 
     def _read_dir(self, rel: str) -> list[Entry]:
         """one directory's entries in sort_key order; temp names go to the caller."""
         with self._op(f"cannot list {rel or self.url}"):
             sftp = self._sftp()
-            raw = _readdir(sftp, self._abs(rel))
-            entries = []
-            for name, attr in raw:
-                path = f"{rel}/{decode_path(name)}" if rel else decode_path(name)
-                entries.append(_entry(path, attr))
+            head = f"{rel}/" if rel else ""
+            entries = [_raw_entry(head + decode_path(name), mode, size, mtime)
+                       for name, mode, size, mtime in _readdir(sftp, self._abs(rel))]
             for e in entries:
                 if e.kind == LINK and not is_temp_name(e.path.rsplit("/", 1)[-1]):
                     e.target = _readlink(sftp, self._abs(e.path))
         entries.sort(key=lambda e: sort_key(e.path, e.kind))
         return entries
-
-    def _walk(self, rel: str, children: list[Entry], temps: list[str]) -> Iterator[Entry]:
-        ahead: dict[str, Future] = {}
-        for e in children:
-            if e.kind == DIR and not is_temp_name(_name(e.path)) and self._pending < LIST_PREFETCH:
-                self._pending += 1
-                ahead[e.path] = self._executor().submit(self._read_dir, e.path)
-        for e in children:
-            if is_temp_name(_name(e.path)):
-                temps.append(e.path)
-                continue
-            yield e
-            if e.kind != DIR:
-                continue
-            fut = ahead.pop(e.path, None)
-            try:
-                if fut is not None:
-                    self._pending -= 1
-                    sub = fut.result()
-                else:
-                    sub = self._read_dir(e.path)
-            except NotFound:
-                continue  # removed while we listed
-            yield from self._walk(e.path, sub, temps)
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._lock:
@@ -916,23 +1081,26 @@ class SftpRemote:
                     files, held = files + 1, held + f.size
                     self._ask_parent(pipe, waiting, f)
                     waiting[pipe.request(CMD_OPEN, _sftp_str(f.tmp), _OPEN_ARGS)] = (f, 0)
-            pipe.flush()
+            if not pipe.ready():
+                pipe.flush()  # only before waiting: fewer, fuller packets both ways
             if not waiting:
+                if not pipe.idle:
+                    self._drop()  # stray bytes: paramiko must not read them
                 return
-            num, t, msg = pipe.next()
+            num, t, body = pipe.next()
             f, stage = waiting.pop(num)
             if f is None:  # a folder made ahead; a failure shows in its files' opens
                 continue
             if stage == 0:  # opened
                 if t == CMD_HANDLE:
-                    self._send_small(pipe, waiting, conn, f, msg.get_binary())
+                    self._send_small(pipe, waiting, conn, f, _handle(body))
                     continue
-                if _status(t, msg) == FX_NO_SUCH_FILE and not f.reopened and self._parent_made(conn, f, made):
+                if _status(t, body) == FX_NO_SUCH_FILE and not f.reopened and self._mkdir_chain(pipe, waiting, f, made):
                     f.reopened = True
                     waiting[pipe.request(CMD_OPEN, _sftp_str(f.tmp), _OPEN_ARGS)] = (f, 0)
                     continue
             elif stage == 1:  # a write, the fsetstat or the close
-                f.ok = f.ok and _status(t, msg) == FX_OK
+                f.ok = f.ok and _status(t, body) == FX_OK
                 f.pending -= 1
                 if f.pending:
                     continue
@@ -944,7 +1112,7 @@ class SftpRemote:
                         waiting[pipe.request(CMD_EXTENDED, _RENAME_EXT, _sftp_str(f.tmp), _sftp_str(f.dst))] = (f, 2)
                         continue
             else:  # renamed
-                code = _status(t, msg)
+                code = _status(t, body)
                 if code == FX_OK:
                     self._left_temps.discard(f.tmp_rel)
                     files, held = files - 1, held - f.size
@@ -963,19 +1131,17 @@ class SftpRemote:
             self._dirs_seen.add(parent)
             waiting[pipe.request(CMD_MKDIR, _sftp_str(self._abs(parent)), _NO_ATTRS)] = (None, 0)
 
-    def _parent_made(self, conn: _Conn, f: _Small, made: set[str]) -> bool:
-        """creates a missing parent folder between pipelined requests (paramiko's
-        reader hands their replies to the pipe meanwhile)."""
-        parent = parent_of(f.item.path)
-        if parent not in made:
-            try:
-                self._mkdirs(conn.sftp, parent)
-            except (socket.timeout, TimeoutError):
-                raise
-            except (OSError, Permanent):
-                return False  # upload() reports it for this file
-            made.add(parent)
-        return True
+    def _mkdir_chain(self, pipe: _Pipe, waiting: dict, f: _Small, made: set[str]) -> bool:
+        """after an open found no folder: each folder above the file, top down,
+        ahead of a second open (existing ones fail harmlessly). False when there
+        is nothing to make: upload() then deals with the file."""
+        parts = f.item.path.split("/")[:-1]
+        chain = ["/".join(parts[:k]) for k in range(1, len(parts) + 1)]
+        for d in chain:
+            if d not in made:
+                made.add(d)
+                waiting[pipe.request(CMD_MKDIR, _sftp_str(self._abs(d)), _NO_ATTRS)] = (None, 0)
+        return bool(chain)
 
     def _read_small(self, item: SmallUpload, done) -> _Small | None:
         """the whole local file, read once; None (after done) when it cannot be sent."""
@@ -1175,7 +1341,7 @@ class SftpRemote:
         if attr is None:
             return False
         if st.S_ISDIR(attr.st_mode or 0):
-            for name, sub in _readdir(sftp, self._abs(rel)):
+            for name, *_ in _readdir(sftp, self._abs(rel)):
                 self._remove_tree(sftp, f"{rel}/{decode_path(name)}")
             sftp.rmdir(self._abs(rel))
         else:
@@ -1195,14 +1361,15 @@ class SftpRemote:
 
 # --- helpers on one SFTPClient ----------------------------------------------
 
-def _readdir(sftp: paramiko.SFTPClient, path: bytes) -> list[tuple[bytes, SFTPAttributes]]:
-    """listdir_attr with names kept as bytes: paramiko's own decodes them as
-    utf-8 and fails on anything else."""
+def _readdir(sftp: paramiko.SFTPClient, path: bytes) -> list[tuple[bytes, int, int, int | None]]:
+    """(name, mode, size, mtime) of each entry, names kept as bytes (paramiko's
+    own listdir decodes them as utf-8 and fails on anything else); the
+    attributes are read with struct, not paramiko's per-field decoder."""
     t, msg = sftp._request(CMD_OPENDIR, path)
     if t != CMD_HANDLE:
         raise paramiko.sftp.SFTPError("expected a handle")
     handle = msg.get_binary()
-    out = []
+    out: list[tuple[bytes, int, int, int | None]] = []
     try:
         while True:
             try:
@@ -1211,15 +1378,58 @@ def _readdir(sftp: paramiko.SFTPClient, path: bytes) -> list[tuple[bytes, SFTPAt
                 break
             if t != CMD_NAME:
                 raise paramiko.sftp.SFTPError("expected names")
-            for _ in range(msg.get_int()):
-                name = msg.get_string()
-                msg.get_string()  # longname
-                attr = SFTPAttributes._from_msg(msg)
-                if name not in (b".", b".."):
-                    out.append((name, attr))
+            _parse_names(msg.get_remainder(), out)
     finally:
         sftp._request(CMD_CLOSE, handle)
     return out
+
+
+_ALL_ATTRS = 0x0F  # size, uid+gid, permissions, times: what OpenSSH sends
+_U32, _ATTRS = struct.Struct(">I"), struct.Struct(">QIIIII")
+
+
+def _parse_names(data: bytes, out: list) -> None:
+    """the entries of an SSH_FXP_NAME body (after the request id)."""
+    u32 = _U32.unpack_from
+    (count,), pos = u32(data, 0), 4
+    try:
+        for _ in range(count):
+            (n,) = u32(data, pos)
+            name = data[pos + 4:pos + 4 + n]
+            (n,) = u32(data, pos + 4 + n)  # longname, unused
+            pos += 8 + len(name) + n
+            (flags,) = u32(data, pos)
+            if flags == _ALL_ATTRS:
+                size, _uid, _gid, mode, _atime, mtime = _ATTRS.unpack_from(data, pos + 4)
+                pos += 32
+            else:
+                size, mode, mtime, pos = _odd_attrs(data, pos)
+            if name != b"." and name != b"..":
+                out.append((name, mode, size, mtime))
+    except struct.error:
+        raise paramiko.sftp.SFTPError("a listing reply was cut short") from None
+
+
+def _odd_attrs(data: bytes, pos: int) -> tuple[int, int, int | None, int]:
+    """(size, mode, mtime, next position) for attributes with any flag set."""
+    u32 = _U32.unpack_from
+    (flags,), pos = u32(data, pos), pos + 4
+    size = mode = 0
+    mtime = None
+    if flags & 0x01:
+        (size,), pos = struct.unpack_from(">Q", data, pos), pos + 8
+    if flags & 0x02:
+        pos += 8
+    if flags & 0x04:
+        (mode,), pos = u32(data, pos), pos + 4
+    if flags & 0x08:
+        (mtime,), pos = u32(data, pos + 4), pos + 8
+    if flags & 0x80000000:
+        (count,), pos = u32(data, pos), pos + 4
+        for _ in range(2 * count):  # name, value
+            (n,) = u32(data, pos)
+            pos += 4 + n
+    return size, mode, mtime, pos
 
 
 def _chunk_limits(sftp: paramiko.SFTPClient) -> tuple[int, int]:
@@ -1266,6 +1476,12 @@ def _entry(path: str, attr: SFTPAttributes) -> Entry:
     mtime = attr.st_mtime
     return Entry(path, kind, (attr.st_size or 0) if kind == FILE else 0,
                  None if mtime is None else int(mtime) * 1_000_000_000, 0, 0, mode)
+
+
+def _raw_entry(path: str, mode: int, size: int, mtime: int | None) -> Entry:
+    kind = DIR if st.S_ISDIR(mode) else LINK if st.S_ISLNK(mode) else FILE
+    return Entry(path, kind, size if kind == FILE else 0,
+                 None if mtime is None else mtime * 1_000_000_000, 0, 0, mode)
 
 
 def _name(path: str) -> str:

@@ -1,0 +1,116 @@
+"""The pipelined SFTP listing (SftpRemote.list_rows) against the real sshd:
+the same rows as the filesystem says, in order, with link targets, temps
+hidden, raw names kept; many folders per flush; a cut connection is Transient
+and leaves no connection behind."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from reconcile.entry import DIR, FILE, LINK, TEMP_MARK, entry_key, entry_of
+from reconcile.errors import ConfigError, NotFound, Transient
+from reconcile.remotes import sftp as sftp_mod
+from reconcile.remotes.sftp import SftpRemote
+from tests.test_sftp import no_agent_no_config, proxied, remote, root  # noqa: F401
+
+
+def fill(root: Path) -> None:
+    for i in range(30):
+        d = root / f"d{i:02d}" / ("sub" if i % 3 else "")
+        d.mkdir(parents=True, exist_ok=True)
+        for j in range(i % 7):
+            (d / f"f{j}").write_bytes(b"x" * (i + j))
+            os.utime(d / f"f{j}", (1_600_000_000 + j, 1_600_000_000 + j))
+    (root / "d00" / "empty").mkdir()
+    os.symlink("../d01", root / "d00" / "link")
+    os.symlink("nowhere", root / "dangling")
+    (root / f"{TEMP_MARK}abc-x").write_bytes(b"partial")
+    (root / "d02" / f"{TEMP_MARK}dir").mkdir()
+    (root / "d02" / f"{TEMP_MARK}dir" / "inner").write_bytes(b"hidden")
+    (root / os.fsdecode(b"caf\xe9")).write_bytes(b"latin-1 name")
+    (root / "a-b").write_bytes(b"sorts before a/")
+    (root / "a").mkdir()
+    (root / "a" / "x").write_bytes(b"1")
+
+
+def expected(root: Path) -> list[tuple]:
+    rows = []
+    base = os.fsencode(root)
+    for dirpath, dirnames, filenames in os.walk(base):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, base)
+            if TEMP_MARK.encode() in rel:
+                continue
+            s = os.lstat(full)
+            kind = DIR if stat.S_ISDIR(s.st_mode) else LINK if stat.S_ISLNK(s.st_mode) else FILE
+            target = os.fsdecode(os.readlink(full)) if kind == LINK else None
+            rows.append((rel + b"/" if kind == DIR else rel, kind, s.st_size if kind == FILE else 0,
+                         int(s.st_mtime) * 1_000_000_000, target))
+    return sorted(rows)
+
+
+def test_rows_match_the_filesystem_in_order(remote, root):
+    fill(root)
+    rows = list(remote.list_rows())
+    keys = [r[0] for r in rows]
+    assert keys == sorted(keys)  # one byte order, a folder as 'name/'
+    assert [(r[0], r[1], r[2], r[3], r[8]) for r in rows] == expected(root)
+    assert sorted(remote._seen_temps) == [f"{TEMP_MARK}abc-x", f"d02/{TEMP_MARK}dir"]
+    entries = list(remote.list())
+    assert [entry_key(e) for e in entries] == keys
+    assert entry_of(rows[0]) == entries[0]
+
+
+def test_many_folders_go_out_per_flush(remote, root, monkeypatch):
+    fill(root)
+    sends: list[int] = [0]  # requests per channel write
+    request, flush = sftp_mod._Pipe.request, sftp_mod._Pipe.flush
+
+    def counted_request(self, *a):
+        sends[-1] += 1
+        return request(self, *a)
+
+    def counted_flush(self):
+        sends.append(0)
+        flush(self)
+
+    monkeypatch.setattr(sftp_mod._Pipe, "request", counted_request)
+    monkeypatch.setattr(sftp_mod._Pipe, "flush", counted_flush)
+    list(remote.list_rows())
+    assert max(sends) >= 20  # the top folders' OPENDIRs go out together
+    assert remote._pool is None  # no thread per folder
+    assert len(remote._conns) == 0  # the listing's connection is closed
+
+
+def test_missing_root_and_file_root(sftp_dest, root, tmp_path):
+    missing = SftpRemote.from_url(sftp_dest.url + "/nope", sftp_dest.options)
+    try:
+        with pytest.raises(NotFound):
+            list(missing.list_rows())
+    finally:
+        missing.close()
+    (root / "afile").write_bytes(b"x")
+    afile = SftpRemote.from_url(sftp_dest.url + "/afile", sftp_dest.options)
+    try:
+        with pytest.raises(ConfigError):
+            list(afile.list_rows())
+    finally:
+        afile.close()
+
+
+def test_cut_mid_listing_is_transient(proxied, sftp_proxy, root, monkeypatch):
+    for i in range(400):
+        (root / f"d{i:03d}").mkdir()
+        (root / f"d{i:03d}" / "f").write_bytes(b"x")
+    rows = proxied.list_rows()
+    next(rows)
+    sftp_proxy.drop_all()
+    with pytest.raises(Transient):
+        list(rows)
+    assert len(proxied._conns) == 0
+    assert len(list(proxied.list_rows())) == 800  # a fresh listing works
