@@ -103,10 +103,16 @@ class _Child:
         return f"exited with code {os.waitstatus_to_exitcode(status)}"
 
     def stop(self) -> None:
-        """end it if we stopped reading early; never signal a reaped pid (it may be reused)."""
-        if not self.reaped:
+        """end it if we stopped reading early; never signal a reaped pid (it
+        may be reused), and never raise: this runs while another error may
+        be on its way out."""
+        if self.reaped:
+            return
+        try:
             os.kill(self.pid, signal.SIGKILL)
             self.wait()
+        except (ProcessLookupError, ChildProcessError):
+            self.reaped = True  # someone else reaped it
 
 
 def _child(produce: Callable[[], Iterator[list[tuple]]], w: int) -> None:
