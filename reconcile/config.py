@@ -44,6 +44,12 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "s3_storage_class": (str, 'e.g. s3_storage_class = "STANDARD_IA"'),
     "s3_sse": (str, 's3_sse = "AES256" or s3_sse = "aws:kms"'),
     "s3_sse_kms_key_id": (str, 'a KMS key id, e.g. s3_sse_kms_key_id = "alias/backup"'),
+    "backup_dir": (str, 'one folder name on the destination, e.g. backup_dir = ".reconcile-trash"'),
+    "backup_keep": ((int, float), "a number of days, e.g. backup_keep = 30"),
+    "bwlimit": (str, 'bytes per second, e.g. bwlimit = "4M"'),
+    "links": (str, 'links = "skip", "follow" or "store"'),
+    "checksum": (bool, "true or false, e.g. checksum = true"),
+    "perms": (bool, "true or false, e.g. perms = true"),
 }
 PATH_KEYS = ("ssh_key", "known_hosts", "state_dir")
 S3_KEYS = ("s3_endpoint", "profile", "s3_storage_class", "s3_sse", "s3_sse_kms_key_id")
@@ -234,7 +240,7 @@ def _key_ok(c: _Checker, where: str, key: str, value: Any) -> bool:
         return False
     want, example = KEYS[key]
     # bool is an int in python: keep true/false out of number keys
-    if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+    if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
         c.add(where, key, f"has the wrong type ({type(value).__name__})", f"write {example}")
         return False
     return _value_ok(c, where, key, value)
@@ -258,6 +264,20 @@ def _value_problem(key: str, value: Any) -> str | None:
         return f"{value!r} is not a duration"
     if key in ("source", "dest") and not value.strip():
         return "is empty"
+    return _control_problem(key, value)
+
+
+def _control_problem(key: str, value: Any) -> str | None:
+    if key == "links" and value not in ("skip", "follow", "store"):
+        return f"{value!r} is not skip, follow or store"
+    if key == "bwlimit" and not re.fullmatch(r"\d+(\.\d+)?[kmg]?b?(/s)?", value.strip().lower()):
+        return f"{value!r} is not a rate"
+    if key == "backup_keep" and value <= 0:
+        return "must be more than 0"
+    if key == "backup_dir" and (not value.strip("/") or "/" in value.strip("/") or value.strip("/") in (".", "..")):
+        return "must be one folder name at the top of the destination"
+    if key == "s3_sse" and value not in ("AES256", "aws:kms"):
+        return f"{value!r} is not AES256 or aws:kms"
     return None
 
 

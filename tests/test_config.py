@@ -206,3 +206,42 @@ def test_apply_mapping_only_fills_defaults():
 def test_unreadable_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="no config file at"):
         config.load(str(tmp_path / "none.toml"))
+
+
+def test_controls_can_live_in_a_mapping(trees, tmp_path):
+    src, dst = trees
+    cfg = write_config(tmp_path / "c.toml", f"""
+[mapping.photos]
+source = "{src}"
+dest = "{dst}"
+backup_dir = ".trash"
+backup_keep = 30
+bwlimit = "4M"
+links = "follow"
+checksum = true
+perms = true
+""")
+    doc = json.loads(reconcile("plan", "photos", "--config", cfg, "--json", check=0).stdout)
+    assert doc["controls"] == {"bwlimit": 4 * 1024**2, "backup_dir": ".trash", "backup_keep_days": 30,
+                               "links": "follow", "checksum": True, "perms": True}
+    # a flag given on the command line still wins
+    doc = json.loads(reconcile("plan", "photos", "--config", cfg, "--json", "--links", "store", check=0).stdout)
+    assert doc["controls"]["links"] == "store"
+
+
+def test_bad_control_values_are_config_errors(tmp_path):
+    cfg = write_config(tmp_path / "c.toml", f"""
+[mapping.m]
+source = "{tmp_path}"
+dest = "s3://bucket/x"
+links = "sometimes"
+bwlimit = "fast"
+backup_dir = "a/b"
+backup_keep = 0
+s3_sse = "AES-256"
+checksum = 1
+""")
+    out = reconcile("config", "check", "--config", cfg, check=2).stdout
+    for line, key in ((5, "links"), (6, "bwlimit"), (7, "backup_dir"), (8, "backup_keep"), (9, "s3_sse"),
+                      (10, "checksum")):
+        assert f"{cfg}:{line}: mapping.m.{key}:" in out, key

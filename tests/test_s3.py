@@ -512,3 +512,40 @@ def test_sse_kms_requests_carry_the_key_id(s3_dest, tmp_path):
     headers = {k.lower(): v.decode() if isinstance(v, bytes) else v for k, v in sent[0].items()}
     assert headers["x-amz-server-side-encryption"] == "aws:kms"
     assert headers["x-amz-server-side-encryption-aws-kms-key-id"] == "alias/backups"
+
+
+def test_file_rewritten_during_a_streamed_put_never_replaces_the_object(s3_dest, seaweed, tmp_path):
+    """8-64 MiB files are one streamed PUT: a save while it is on the wire must
+    leave the old object whole, not the new bytes under the old hash."""
+    from reconcile.remotes.s3 import IN_MEMORY_MAX
+
+    old, new = b"A" * (IN_MEMORY_MAX + MiB), b"B" * (IN_MEMORY_MAX + MiB)
+    path = tmp_path / "t.bin"
+    entry = write(path, old)
+    remote = open_remote(s3_dest)
+    remote.upload(str(path), "t.bin", entry)
+
+    def save_new_version(**_) -> None:
+        with open(path, "r+b") as fh:
+            fh.write(new)
+
+    remote.client.meta.events.register("before-send.s3.PutObject", save_new_version)
+    with pytest.raises(SourceChanged):
+        remote.upload(str(path), "t.bin", entry)
+    remote.close()
+    bucket, key = raw_key(s3_dest, "t.bin")
+    obj = seaweed.client().get_object(Bucket=bucket, Key=key)
+    assert obj["Body"].read() == old
+    assert obj["Metadata"]["xxh3"] == xxhash.xxh3_128_hexdigest(old)
+
+
+def test_bad_sse_is_a_config_error_before_any_request(s3_dest, tmp_path):
+    from tests.cli import reconcile
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a").write_bytes(b"a")
+    for flags, said in ((["--s3-sse", "AES-256"], "--s3-sse 'AES-256'"),
+                        (["--s3-sse-kms-key-id", "k"], "--s3-sse-kms-key-id needs --s3-sse aws:kms")):
+        p = reconcile("plan", tmp_path / "src", s3_dest.url, "--state-dir", tmp_path / "st", *flags,
+                      *s3_dest.cli_args, env=s3_dest.env, check=2)
+        assert said in p.stderr

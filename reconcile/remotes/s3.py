@@ -179,6 +179,42 @@ def pread_exact(fd: int, length: int, offset: int) -> bytes:
     return data
 
 
+class VerifiedBody:
+    """A file body for one PUT that hashes what it hands out. A request body
+    that ends early never becomes an object, so raising before the last byte
+    keeps the old version in place when the file changed under us."""
+
+    def __init__(self, fd: int, size: int, digest: bytes, path: str) -> None:
+        self.fd, self.size, self.digest, self.path = fd, size, digest, path
+        self.pos = 0
+        self._hash: "xxhash.xxh3_128 | None" = xxhash.xxh3_128()
+
+    def __len__(self) -> int:
+        return self.size
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.pos = offset if whence == 0 else self.pos + offset if whence == 1 else self.size + offset
+        # botocore rewinds to 0 to sign, then to send or retry; a read from
+        # elsewhere cannot be checked here, only by the fstat after the PUT
+        self._hash = xxhash.xxh3_128() if self.pos == 0 else None
+        return self.pos
+
+    def read(self, n: int = -1) -> bytes:
+        want = self.size - self.pos if n is None or n < 0 else min(n, self.size - self.pos)
+        if want <= 0:
+            return b""
+        data = pread_exact(self.fd, want, self.pos)
+        if self._hash is not None:
+            self._hash.update(data)
+        self.pos += len(data)
+        if self.pos == self.size and self._hash is not None and self._hash.digest() != self.digest:
+            raise SourceChanged(f"{self.path} changed while being uploaded; left for the next run")
+        return data
+
+
 def chunks(items: list, n: int) -> Iterator[list]:
     for i in range(0, len(items), n):
         yield items[i:i + n]
@@ -293,6 +329,7 @@ class S3Remote:
         self.prefix = prefix
         self.url = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
         self.options = options
+        self._extra_args()  # a bad --s3-sse is exit 2 before any request, not a failed upload
         self.transfers = options.transfers or DEFAULT_TRANSFERS
         self.part_workers = int(options.extra.get("part_concurrency", min(self.transfers, 8)))
         # engine threads + our copy/head pool + our part pool, each on its own connection.
@@ -667,14 +704,15 @@ class S3Remote:
             if entry.hash is not None and digest != entry.hash:
                 raise SourceChanged(f"{path} changed since it was scanned; left for the next run")
         else:
-            # a file body: botocore streams it and seeks back to retry.
+            # streamed: the body checks itself and fails the request before its
+            # last byte if the file no longer hashes to what the metadata says
             digest = entry.hash or hash_file(fd)
-            body = f
+            body = VerifiedBody(fd, entry.size, digest, path)
         before = os.fstat(fd)
         with self._errors(f"upload {path}"):
             resp = self.client.put_object(Bucket=self.bucket, Key=key, Body=body,
                                           Metadata=self._metadata(entry.mtime_ns, digest, self._mode_of(entry)), **self._extra_args())
-        if body is f and _changed(before, os.fstat(fd)):
+        if isinstance(body, VerifiedBody) and _changed(before, os.fstat(fd)):
             # the object holds a mix; its mtime is the scanned one, so the next run sends it again.
             raise SourceChanged(f"{path} changed while being uploaded; left for the next run")
         if progress:
