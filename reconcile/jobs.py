@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from reconcile.config import Mapping, apply_mapping, load_checked
-from reconcile.errors import ConfigError
+from reconcile.errors import ConfigError, ReconcileError
 from reconcile.logs import LogSettings, RunLog
 
 
@@ -87,12 +87,27 @@ def run_jobs(command: str, source: str | None, dest: str | None, all_: bool, con
 
 def _logged(log: LogSettings, command: str, name: str | None, source: str | None, dest: str | None,
             state_dir: str | None, fn: Callable[[], int], verbose: bool, preamble: str = "") -> int:
+    import typer
+
     from reconcile import cli
 
-    with RunLog(log, command, name, source, dest, state_dir) as run_log:
+    run_log = RunLog(log, command, name, source, dest, state_dir)
+    try:
+        run_log.__enter__()
+    except ReconcileError as exc:  # the log file itself cannot be written
+        return cli._guarded(_raiser(exc), verbose)
+    try:
         sys.stderr.write(preamble)
-        rc = cli._guarded(run_log.guard(fn), verbose)
+        try:
+            rc = cli._guarded(run_log.guard(fn), verbose)
+        except typer.BadParameter as exc:
+            # typer prints it with the usage; the log still gets its summary line
+            run_log.error = ConfigError(exc.format_message())
+            run_log.finish(2)
+            raise
         run_log.finish(rc)
+    finally:
+        run_log.__exit__(None, None, None)
     return rc
 
 

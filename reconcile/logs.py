@@ -27,7 +27,7 @@ MAX_BYTES = 10 * 1000 * 1000
 BACKUPS = 5
 SECRET_ENV = ("RECONCILE_SFTP_PASSWORD", "RECONCILE_SSH_KEY_PASSPHRASE", "AWS_SECRET_ACCESS_KEY",
               "AWS_SESSION_TOKEN")
-URL_PASSWORD = re.compile(r"(\w+://[^/:@\s]*:)[^/@\s]+@")
+URL_PASSWORD = re.compile(r"(\w+://[^/:@\s]*:)[^/\s]*@")  # up to the last @: a password may hold one
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 # the summary line cli prints itself: it becomes the summary record's message
 SUMMARY_PREFIXES = ("plan: ", "ok: ", "partial: ")
@@ -97,14 +97,21 @@ def _with_prefix(line: str, prefix: str) -> str:
     return f"{parts[0]} {parts[1]} {parts[2]} {prefix}: {parts[3]}"
 
 
+class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """the new file after a rotation is 0600 too, whatever the umask."""
+
+    def _open(self):
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        return open(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
 def open_file_handler(path: str, fmt: str) -> logging.Handler:
     path = os.path.abspath(os.path.expanduser(path))
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         # paths in the log are private: create it 0600 before the handler opens it
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
-        handler = logging.handlers.RotatingFileHandler(path, maxBytes=MAX_BYTES, backupCount=BACKUPS,
-                                                       encoding="utf-8")
+        handler = _PrivateRotatingFileHandler(path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot write the log file {path}: {exc.strerror}; "
                           "pass --log-file with a writable path") from None

@@ -104,3 +104,43 @@ def test_rotation(tmp_path, monkeypatch):
     assert (tmp_path / "r.log.1").exists() and path.stat().st_size <= 800
     for p in tmp_path.glob("r.log*"):
         assert all(json.loads(line) for line in p.read_text().splitlines())
+
+
+def test_rotated_log_stays_private(tmp_path, monkeypatch):
+    monkeypatch.setattr(logs, "MAX_BYTES", 400)
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "r.log"
+        for i in range(6):
+            with logs.RunLog(logs.LogSettings(str(path), "text"), "apply", f"m{i}", "/s", "/d") as run:
+                run.finish(0)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "r.log.1").exists()
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.glob("r.log*")} == \
+        {p.name: 0o600 for p in tmp_path.glob("r.log*")}
+
+
+def test_password_with_an_at_sign_is_masked_whole(monkeypatch):
+    assert logs.mask("sftp://me:s3cr@tpass@host/x") == "sftp://me:***@host/x"
+
+
+def test_s3_url_with_credentials_never_echoes_them(src, tmp_path):
+    log = tmp_path / "r.log"
+    p = reconcile("plan", src, "s3://AKIAXXX:topsecretkey@bkt/x", "--log-file", log, "--state-dir",
+                  tmp_path / "st", check=2)
+    assert "topsecretkey" not in p.stderr + log.read_text()
+    assert "carries no credentials" in p.stderr
+
+
+def test_unwritable_log_file_is_one_line_exit_2(src, tmp_path):
+    p = reconcile("apply", src, tmp_path / "dst", "--log-file", src / "f0.txt" / "log", check=2)
+    assert p.stderr.startswith("reconcile: cannot write the log file") and len(p.stderr.splitlines()) == 1
+
+
+def test_bad_flag_still_ends_the_log_with_a_summary(src, tmp_path):
+    log = tmp_path / "r.log"
+    reconcile("apply", src, tmp_path / "dst", "--bwlimit", "0", "--log-file", log, "--log-format", "json", check=2)
+    records = json_lines(log)
+    assert records[-1]["event"] == "summary" and records[-1]["result"] == "config-error"
+    assert "--bwlimit" in records[-1]["message"]

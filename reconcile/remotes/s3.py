@@ -140,6 +140,9 @@ def parse_url(url: str) -> tuple[str, str]:
     if not url.lower().startswith("s3://"):
         raise ConfigError(f"{url!r} is not an S3 URL: use s3://bucket[/prefix]")
     bucket, _, prefix = url[5:].partition("/")
+    if "@" in bucket:  # never echoed: it may hold a key
+        raise ConfigError("an S3 URL carries no credentials: remove the 'KEY:SECRET@' part and use "
+                          "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws/credentials or --profile")
     if not bucket:
         raise ConfigError(f"{url!r} names no bucket: use s3://bucket[/prefix]")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{2,62}", bucket):
