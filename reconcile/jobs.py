@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from reconcile.config import Mapping, apply_mapping, load_checked
+from reconcile.config import Mapping, apply_mapping, default_path, load_checked
 from reconcile.errors import ConfigError, ReconcileError
 from reconcile.logs import LogSettings, RunLog
 
@@ -47,12 +47,21 @@ def resolve(command: str, source: str | None, dest: str | None, all_: bool, conf
 
 def _named(command: str, name: str, config: str | None) -> Mapping:
     # one word: a mapping, even when a folder of that name happens to exist here
+    folder = os.path.isdir(os.path.expanduser(name))
+    no_mapping = ConfigError(f"{name} is a folder and no mapping of that name is configured: "
+                             f"give the destination too (reconcile {command} SOURCE DEST)")
     try:
-        return load_checked(config, name).mapping(name)
+        cfg = load_checked(config, name)
     except ConfigError:
-        if os.path.isdir(os.path.expanduser(name)):
-            raise ConfigError(f"{name} is a folder and no mapping of that name is configured: "
-                              f"give the destination too (reconcile {command} SOURCE DEST)") from None
+        # a broken mapping is reported as it is; only a missing file means "no mapping"
+        if folder and not os.path.exists(os.path.expanduser(config or default_path())):
+            raise no_mapping from None
+        raise
+    try:
+        return cfg.mapping(name)
+    except ConfigError:
+        if folder:
+            raise no_mapping from None
         raise
 
 

@@ -65,7 +65,8 @@ class StateDir:
     path: str
 
     @classmethod
-    def for_pair(cls, source: str, dest: str, override: str | None = None) -> "StateDir":
+    def for_pair(cls, source: str, dest: str, override: str | None = None, create: bool = True) -> "StateDir":
+        """create=False: only name it (read-only commands write no state)."""
         if override:
             path = os.path.abspath(os.path.expanduser(override))
         else:
@@ -73,6 +74,8 @@ class StateDir:
             digest = hashlib.sha256(ident.encode("utf-8", "surrogateescape")).hexdigest()[:16]
             name = re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(os.path.abspath(source)))[:40]
             path = os.path.join(default_root(), f"{name}-{digest}")
+        if not create:
+            return cls(path)
         try:
             os.makedirs(path, mode=0o700, exist_ok=True)
             os.makedirs(os.path.join(path, "remote"), mode=0o700, exist_ok=True)

@@ -80,7 +80,7 @@ def verify(source: str, dest: str, options: RemoteOptions, exclude: list[str], b
         remote = RetryingRemote(open_remote(dest, options), policy)
         try:
             # the remote trash is not part of the mirror
-            trash = [DEFAULT_TRASH, *known_trash(StateDir.for_pair(src, dest, state_dir))]
+            trash = [DEFAULT_TRASH, *known_trash(StateDir.for_pair(src, dest, state_dir, create=False))]
             excludes = Excludes(exclude, protected=trash)
             pairs = policy.run(lambda: _compare(src, remote, excludes, delete, result), "list")
             if by_hash:
@@ -94,7 +94,7 @@ def verify(source: str, dest: str, options: RemoteOptions, exclude: list[str], b
 def _private_copy(src: str, dest: str, state_dir: str | None, tmp: str) -> str:
     """a copy of the pair's remote records, so the audit never writes state."""
     copy = os.path.join(tmp, "remote-state")
-    real = StateDir.for_pair(src, dest, state_dir).remote_state
+    real = StateDir.for_pair(src, dest, state_dir, create=False).remote_state
     if os.path.isdir(real):
         shutil.copytree(real, copy)
     else:

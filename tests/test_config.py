@@ -245,3 +245,13 @@ checksum = 1
     for line, key in ((5, "links"), (6, "bwlimit"), (7, "backup_dir"), (8, "backup_keep"), (9, "s3_sse"),
                       (10, "checksum")):
         assert f"{cfg}:{line}: mapping.m.{key}:" in out, key
+
+
+def test_a_broken_mapping_is_reported_even_when_a_folder_has_its_name(tmp_path, monkeypatch):
+    (tmp_path / "photos").mkdir()
+    monkeypatch.chdir(tmp_path)
+    cfg = write_config(tmp_path / "c.toml", f'[mapping.photos]\nsource = "{tmp_path}"\ndest = "/x"\ndelet = true\n')
+    p = reconcile("apply", "photos", "--config", cfg, check=2)
+    assert "delet: unknown key" in p.stderr and "is a folder" not in p.stderr
+    p = reconcile("apply", "photos", "--config", tmp_path / "none.toml", check=2)
+    assert "give the destination too" in p.stderr

@@ -151,3 +151,16 @@ def test_missing_root_lists_everything(dest, tmp_path):
     url = dest.url + "/never-made" if dest.kind != "local" else str(tmp_path / "nothing-here")
     p = cli(dest, "verify", tmp_path / "src", url, "--state-dir", tmp_path / "st", check=1)
     assert "missing  x.txt" in p.stdout
+
+
+def test_verify_writes_no_state_at_all(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    write(src / "a.txt", b"a", T0)
+    write(dst / "a.txt", b"a", T0)
+    not_a_folder = tmp_path / "xdg-is-a-file"
+    not_a_folder.write_text("")
+    p = reconcile("verify", src, dst, env={"XDG_STATE_HOME": str(not_a_folder)}, check=0)
+    assert p.stderr.startswith("verify: equal")
+    xdg = tmp_path / "xdg"
+    reconcile("verify", src, dst, env={"XDG_STATE_HOME": str(xdg)}, check=0)
+    assert not xdg.exists()
