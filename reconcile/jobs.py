@@ -152,7 +152,10 @@ def verify_jobs(source: str | None, dest: str | None, all_: bool, config: str | 
     jobs = resolve("verify", source, dest, all_, config, kw, flag_defaults(cli.verify))
     code = 0
     for job in jobs:
-        rc = cli._guarded(lambda j=job: run(j.source, j.dest, _verify_options(j.kw), j.kw), False)
+        if job.name and not kw.get("json_out"):
+            print(f"[{job.name}]", flush=True)
+        rc = cli._guarded(lambda j=job: run(j.source, j.dest, _verify_options(j.kw), {**j.kw, "mapping": j.name}),
+                          False)
         code = code or rc
     return code
 

@@ -230,8 +230,9 @@ def _record_hash(pair: _Pair, outcome: bool | str, result: VerifyResult) -> None
 # --- output ----------------------------------------------------------------------------
 
 
-def to_json(result: VerifyResult) -> str:
+def to_json(result: VerifyResult, mapping: str | None = None) -> str:
     return json.dumps({
+        **({"mapping": mapping} if mapping else {}),
         "source": result.source, "dest": result.dest, "equal": result.equal,
         "checked": {"files": result.files, "hashed": result.hashed, "hashed_bytes": result.hashed_bytes},
         "differences": [d.to_json() for d in result.differences],
@@ -257,7 +258,7 @@ def run(source: str, dest: str, options: RemoteOptions, kw: dict) -> int:
     result = verify(source, dest, options, list(kw.get("exclude") or []), kw["by_hash"], kw["delete"],
                     kw.get("state_dir"))
     if kw["json_out"]:
-        print(to_json(result))
+        print(to_json(result, kw.get("mapping")))
     else:
         for line in text_lines(result):
             print(line)

@@ -164,3 +164,18 @@ def test_verify_writes_no_state_at_all(tmp_path):
     xdg = tmp_path / "xdg"
     reconcile("verify", src, dst, env={"XDG_STATE_HOME": str(xdg)}, check=0)
     assert not xdg.exists()
+
+
+def test_verify_all_names_each_mapping(tmp_path):
+    cfg = tmp_path / "c.toml"
+    text = ""
+    for name in ("photos", "docs"):
+        write(tmp_path / name / "src" / "a.txt", b"a", T0)
+        write(tmp_path / name / "dst" / "a.txt", b"a" if name == "photos" else b"changed", T0)
+        text += f'[mapping.{name}]\nsource = "{tmp_path / name / "src"}"\ndest = "{tmp_path / name / "dst"}"\n'
+    cfg.write_text(text)
+    p = reconcile("verify", "--all", "--config", cfg, check=1)
+    assert p.stdout.index("[photos]") < p.stdout.index("[docs]") < p.stdout.index("size     a.txt")
+    docs = [json.loads(line) for line in reconcile("verify", "--all", "--config", cfg, "--json",
+                                                   check=1).stdout.splitlines()]
+    assert [(d["mapping"], d["equal"]) for d in docs] == [("photos", True), ("docs", False)]
