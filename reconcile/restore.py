@@ -223,8 +223,9 @@ def snapshot_hashes(state_dir: str, wanted: set[str], warn: Callable[[str], None
 def expected_hash(e: Entry, snap: Entry | None, precision: int) -> bytes | None:
     if e.hash is not None:
         return e.hash
-    # the snapshot vouches only for the very version the remote lists
-    if snap is not None and not file_changed(snap, e, precision):
+    # the snapshot vouches only for the very version the remote lists; with no
+    # remote mtime (another tool wrote it) the size alone cannot tell
+    if snap is not None and e.mtime_ns is not None and not file_changed(snap, e, precision):
         return snap.hash
     return None
 
@@ -267,10 +268,13 @@ def _survey_file(s: Survey, rel: str, e: Entry, root: str, expect: bytes | None,
 
 
 def _same(e: Entry, st: os.stat_result, target: str, expect: bytes | None, precision: int) -> bool:
+    if st.st_size != e.size:
+        return False
+    # size alone proves nothing: an unknown remote mtime needs the hash
     local = Entry(e.path, FILE, st.st_size, st.st_mtime_ns)
-    if not file_changed(e, local, precision):
+    if e.mtime_ns is not None and not file_changed(e, local, precision):
         return True
-    if expect is None or st.st_size != e.size:
+    if expect is None:
         return False
     try:
         return hash_file(target) == expect  # same bytes, another mtime

@@ -239,3 +239,32 @@ def test_unknown_host_key_is_a_config_error(sftp_dest, tmp_path):
                   "--known-hosts", empty, check=2)
     assert "unknown host" in p.stderr and "--accept-new-host-key" in p.stderr
     assert not (tmp_path / "out").exists()
+
+
+def s3_put_plain(dest, rel: str, data: bytes) -> None:
+    """an object as another tool writes it: no mtime, no xxh3 metadata"""
+    r = open_remote(dest.url, dest.options)
+    try:
+        r.client.put_object(Bucket=r.bucket, Key=r._key(rel), Body=data)
+    finally:
+        r.close()
+
+
+@pytest.mark.parametrize("with_state", [False, True])
+def test_s3_object_without_mtime_is_never_identical_by_size(s3_dest, tmp_path, with_state):
+    src, state, out = tmp_path / "src", tmp_path / "state", tmp_path / "out"
+    write(src / "report.txt", b"old report v1", T0)
+    cli(s3_dest, "apply", src, s3_dest.url, "--state-dir", state)
+    s3_put_plain(s3_dest, "report.txt", b"NEW REPORT v2")  # same size, no metadata
+    write(out / "report.txt", b"old report v1", T0)
+    extra = ["--state-dir", str(state)] if with_state else []
+
+    doc, err = restore(s3_dest, out, *extra)
+    assert doc["local_differs"] == ["report.txt"] and doc["summary"]["identical"] == 0
+    assert (out / "report.txt").read_bytes() == b"old report v1"
+
+    doc, err = restore(s3_dest, out, *extra, "--overwrite")
+    assert (out / "report.txt").read_bytes() == b"NEW REPORT v2"
+    s = doc["summary"]
+    # the snapshot's hash is of the old version: it must not vouch for this one
+    assert (s["fetched"], s["identical"], s["kept_aside"], s["unverified"]) == (1, 0, 0, 1)
