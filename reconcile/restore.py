@@ -676,7 +676,8 @@ class Restore:
         if self.paths and not pairs:
             raise ConfigError(f"nothing on the remote under --path {', '.join(self.paths)}")
         snaps: dict[str, Entry] = {}
-        if self.opts.state_dir:
+        # the snapshot knows the live versions, never what the trash kept
+        if self.opts.state_dir and strip is None:
             wanted = {rel for rel, e in pairs if e.kind == FILE and e.hash is None}
             if wanted:
                 snaps = snapshot_hashes(self.opts.state_dir, wanted, self.reporter.warn)

@@ -268,3 +268,16 @@ def test_s3_object_without_mtime_is_never_identical_by_size(s3_dest, tmp_path, w
     s = doc["summary"]
     # the snapshot's hash is of the old version: it must not vouch for this one
     assert (s["fetched"], s["identical"], s["kept_aside"], s["unverified"]) == (1, 0, 0, 1)
+
+
+def test_from_trash_with_state_dir_ignores_the_live_snapshot(dest, tmp_path):
+    src, state, out = tmp_path / "src", tmp_path / "state", tmp_path / "out"
+    make_source(src)
+    cli(dest, "apply", src, dest.url, "--state-dir", state)
+    # the trashed version has the live one's size and mtime, other bytes
+    put_remote(dest, tmp_path, {f".reconcile-trash/{RUN}/docs/a b.txt": (b"before", T0)})
+
+    doc, err = restore(dest, out, "--from-trash", RUN, "--state-dir", state)
+    assert (out / "docs" / "a b.txt").read_bytes() == b"before"
+    assert doc["summary"]["kept_aside"] == 0 and doc["summary"]["fetched"] == 1
+    assert not (out / "docs" / "a b.txt.reconcile-corrupt").exists()
