@@ -645,6 +645,10 @@ class Restore:
         remote = self._open(url, with_state)
         try:
             entries = self._entries(remote, display_url(url))
+            if not entries and self.opts.from_trash is None:
+                # on S3 a mistyped prefix lists nothing, as a missing folder would
+                raise ConfigError(f"nothing to restore: {display_url(url)} is empty or does not exist; "
+                                  "check the URL (on S3 the bucket and the prefix)")
             strip = pick_run(trash_runs(entries), self.opts.from_trash) if self.opts.from_trash else None
             self.run_name = strip
             out = Outcome(self._survey(entries, skip, strip, remote.capabilities.mtime_precision_ns))

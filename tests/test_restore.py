@@ -18,6 +18,7 @@ import xxhash
 
 from reconcile.entry import FILE, Entry
 from reconcile.remotes import open_remote
+from reconcile.restore import child_url
 from tests.cli import reconcile
 from tests.mirror import tree, write
 
@@ -281,3 +282,13 @@ def test_from_trash_with_state_dir_ignores_the_live_snapshot(dest, tmp_path):
     assert (out / "docs" / "a b.txt").read_bytes() == b"before"
     assert doc["summary"]["kept_aside"] == 0 and doc["summary"]["fetched"] == 1
     assert not (out / "docs" / "a b.txt.reconcile-corrupt").exists()
+
+
+def test_empty_or_mistyped_remote_is_a_config_error(dest, tmp_path):
+    out = tmp_path / "out"
+    for url in (dest.url, child_url(dest.url, "typo")):
+        p = reconcile("restore", url, out, *dest.cli_args, env=dest.env, check=2)
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and "check the URL" in lines[0], p.stderr
+        assert "typo" in lines[0] or url == dest.url
+    assert not out.exists()
