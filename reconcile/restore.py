@@ -25,7 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Annotated, Callable, Iterable, Iterator, List, Optional
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import typer
 
@@ -111,6 +111,16 @@ def child_url(url: str, sub: str) -> str:
     if kind == "s3":  # keys are taken as written, never percent-decoded
         return url.rstrip("/") + "/" + sub
     return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/" + quote(sub)))
+
+
+def local_root(url: str) -> str:
+    """the folder a local remote URL names, decoded as the local remote does"""
+    if url.lower().startswith("file://"):
+        parts = urlsplit(url)
+        if parts.netloc not in ("", "localhost"):
+            raise ConfigError(f"file:// URL {url!r} names a host: use file:///absolute/path")
+        url = unquote(parts.path, errors="surrogateescape")
+    return os.path.expanduser(url)
 
 
 def clean_rel(text: str, what: str) -> str:
@@ -664,8 +674,7 @@ class Restore:
         if os.path.exists(self.root) and not os.path.isdir(self.root):
             raise ConfigError(f"{self.root} is a file; give the folder to restore into")
         if dest_kind(self.url) == "local":
-            src = self.url[len("file://"):] if self.url.startswith("file://") else self.url
-            src = os.path.realpath(os.path.expanduser(src))
+            src = os.path.realpath(local_root(self.url))
             dst = os.path.realpath(self.root)
             if is_inside(src, dst) or is_inside(dst, src):
                 raise ConfigError(f"{src} and {dst} overlap; restore into a folder outside the backup")

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import pytest
 import xxhash
@@ -292,3 +292,16 @@ def test_empty_or_mistyped_remote_is_a_config_error(dest, tmp_path):
         assert len(lines) == 1 and "check the URL" in lines[0], p.stderr
         assert "typo" in lines[0] or url == dest.url
     assert not out.exists()
+
+
+@pytest.mark.parametrize("spell", ["uri", "localhost"])
+def test_file_url_overlap_is_decoded(tmp_path, spell):
+    backup = tmp_path / "sp ace"
+    write(backup / "f.txt", b"data", T0)
+    url = backup.as_uri() if spell == "uri" else "file://localhost" + quote(str(backup))
+    assert "%20" in url
+    p = reconcile("restore", url, backup / "restored", check=2)
+    assert "overlap" in p.stderr
+    assert sorted(os.listdir(backup)) == ["f.txt"]
+    reconcile("restore", url, tmp_path / "elsewhere", check=0)
+    assert (tmp_path / "elsewhere" / "f.txt").read_bytes() == b"data"
