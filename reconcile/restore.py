@@ -18,8 +18,10 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import stat
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -616,6 +618,7 @@ class Restore:
         self.policy = RetryPolicy(opts.remote.retry_for, on_retry=self._on_retry)
         self.transfers = opts.remote.transfers or DEFAULT_TRANSFERS[dest_kind(url)]
         self.run_name: str | None = None  # the trash run restored, if any
+        self._scratch: str | None = None  # temp folder holding the private record copy
 
     def _on_retry(self, what: str, exc: Exception, wait: float) -> None:
         self.reporter.warn(f"{what}: {exc}; retrying in {wait:.1f}s")
@@ -624,9 +627,25 @@ class Restore:
         options = RemoteOptions(**vars(self.opts.remote))
         options.state_dir = None
         if with_state and self.opts.state_dir:
-            # the pair's S3 record saves a HEAD per object
-            options.state_dir = os.path.join(os.path.abspath(os.path.expanduser(self.opts.state_dir)), "remote")
+            # the pair's S3 record saves a HEAD per object; a private copy,
+            # since the remote rewrites its record and restore holds no lock
+            options.state_dir = self._private_record()
         return open_remote(url, options)
+
+    def _private_record(self) -> str:
+        real = os.path.join(os.path.abspath(os.path.expanduser(self.opts.state_dir or "")), "remote")
+        self._scratch = tempfile.mkdtemp(prefix="reconcile-restore-")
+        copy = os.path.join(self._scratch, "remote")
+        try:
+            shutil.copytree(real, copy, ignore=shutil.ignore_patterns("*.tmp-*"))
+        except OSError:
+            os.makedirs(copy, exist_ok=True)  # no record (or unreadable): restore HEADs instead
+        return copy
+
+    def _drop_scratch(self) -> None:
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
     def list_trash(self) -> dict[str, list[int]]:
         trash = child_url(self.url, self.backup_dir)
@@ -652,7 +671,11 @@ class Restore:
         else:
             skip = [self.backup_dir, TRASH_DIR, *known_trash(self.opts.state_dir)]
             url, with_state = self.url, True
-        remote = self._open(url, with_state)
+        try:
+            remote = self._open(url, with_state)
+        except BaseException:
+            self._drop_scratch()
+            raise
         try:
             entries = self._entries(remote, display_url(url))
             if not entries and self.opts.from_trash is None:
@@ -666,7 +689,10 @@ class Restore:
                 self._fetch(remote, out)
         finally:
             self.reporter.stop()
-            remote.close()
+            try:
+                remote.close()
+            finally:
+                self._drop_scratch()
         out.seconds = time.monotonic() - started
         return out
 

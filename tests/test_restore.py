@@ -305,3 +305,17 @@ def test_file_url_overlap_is_decoded(tmp_path, spell):
     assert sorted(os.listdir(backup)) == ["f.txt"]
     reconcile("restore", url, tmp_path / "elsewhere", check=0)
     assert (tmp_path / "elsewhere" / "f.txt").read_bytes() == b"data"
+
+
+def test_restore_of_a_subprefix_leaves_the_pairs_s3_record_alone(s3_dest, tmp_path):
+    src, state, out = tmp_path / "src", tmp_path / "state", tmp_path / "out"
+    make_source(src)
+    cli(s3_dest, "apply", src, s3_dest.url, "--state-dir", state)
+    record = state / "remote" / "s3-record.msgpack"
+    before = record.read_bytes()
+
+    p = reconcile("restore", f"{s3_dest.url}/album", out, "--state-dir", state, *s3_dest.cli_args,
+                  env=s3_dest.env, check=0)
+    assert "12 fetched" in p.stderr
+    assert record.read_bytes() == before
+    assert sorted(os.listdir(state / "remote")) == ["s3-record.msgpack"]
