@@ -85,6 +85,7 @@ class Survey:
     differs: list[str] = field(default_factory=list)  # left alone: no --overwrite
     blocked: list[Item] = field(default_factory=list)  # a folder in the way
     dirs: list[str] = field(default_factory=list)  # remote folders missing locally
+    temps: set[str] = field(default_factory=set)  # temp names of the versions listed now
     links: int = 0
 
 
@@ -252,6 +253,7 @@ def survey(pairs: list[tuple[str, Entry]], root: str, snaps: dict[str, Entry], p
             if not os.path.isdir(local_path(root, rel)):
                 s.dirs.append(rel)
         elif e.kind == FILE:
+            s.temps.add(_temp_rel(rel, e))
             _survey_file(s, rel, e, root, expected_hash(e, snaps.get(rel), precision), precision, overwrite)
         else:
             s.links += 1
@@ -449,15 +451,21 @@ def make_dirs(root: str, dirs: list[str]) -> None:
         os.makedirs(local_path(root, rel), exist_ok=True)
 
 
-def remove_stale_temps(root: str, items: list[Item]) -> int:
-    """after a complete run: partial files of versions the remote no longer has"""
+def remove_stale_temps(root: str, items: list[Item], current: set[str], paths: list[str]) -> int:
+    """after a complete run: partial files of versions the remote no longer has.
+    only for paths this restore covers: another file's partial stays resumable"""
     count = 0
-    for d in {os.path.dirname(local_path(root, i.rel)) for i in items}:
+    for head in {i.rel.rpartition("/")[0] for i in items}:
+        d = local_path(root, head) if head else root
         try:
             names = [x.name for x in os.scandir(d) if RESTORE_TEMP.match(x.name)]
         except OSError:
             continue
         for name in names:
+            rel = f"{head}/{name}" if head else name
+            owner = f"{head}/{RESTORE_TEMP.sub('', name, 1)}" if head else RESTORE_TEMP.sub("", name, 1)
+            if rel in current or (paths and not any(is_inside(owner, p) for p in paths)):
+                continue
             _remove(os.path.join(d, name))
             count += 1
     return count
@@ -732,7 +740,7 @@ class Restore:
         self.reporter.stop()
         out.remote_gone = fetcher.remote_gone
         if fetcher.remote_gone is None:
-            remove_stale_temps(self.root, s.todo)
+            remove_stale_temps(self.root, s.todo, s.temps, self.paths)
 
 
 def exit_code(out: Outcome) -> int:

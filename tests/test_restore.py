@@ -18,7 +18,7 @@ import xxhash
 
 from reconcile.entry import FILE, Entry
 from reconcile.remotes import open_remote
-from reconcile.restore import child_url
+from reconcile.restore import child_url, temp_name
 from tests.cli import reconcile
 from tests.mirror import tree, write
 
@@ -319,3 +319,34 @@ def test_restore_of_a_subprefix_leaves_the_pairs_s3_record_alone(s3_dest, tmp_pa
     assert "12 fetched" in p.stderr
     assert record.read_bytes() == before
     assert sorted(os.listdir(state / "remote")) == ["s3-record.msgpack"]
+
+
+def test_path_restore_keeps_other_files_partials(dest, tmp_path):
+    src, state, out = tmp_path / "src", tmp_path / "state", tmp_path / "out"
+    make_source(src)
+    cli(dest, "apply", src, dest.url, "--state-dir", state)
+    listed = {e.path: e for e in listing(dest)}
+    (out / "docs").mkdir(parents=True)
+    # a killed restore left half of "a b.txt"; one of café.txt is of an older version
+    mine = out / "docs" / temp_name("docs/a b.txt", listed["docs/a b.txt"])
+    mine.write_bytes(b"spa")
+    old = listed["docs/café.txt"]
+    stale = out / "docs" / temp_name("docs/café.txt", Entry(old.path, FILE, old.size + 1, old.mtime_ns))
+    stale.write_bytes(b"x")
+
+    restore(dest, out, "--state-dir", state, "--path", "docs/café.txt")
+    assert (out / "docs" / "café.txt").read_bytes() == b"accent"
+    assert mine.read_bytes() == b"spa" and not stale.exists()
+
+    doc, _ = restore(dest, out, "--state-dir", state, "--path", "docs/a b.txt")
+    op = doc["operations"][0]
+    assert (op["resume_from"], op["fetched"], op["result"]) == (3, 3, "done")
+    assert (out / "docs" / "a b.txt").read_bytes() == b"spaces" and temps(out) == []
+
+
+def listing(dest) -> list[Entry]:
+    r = open_remote(dest.url, dest.options)
+    try:
+        return list(r.list())
+    finally:
+        r.close()
