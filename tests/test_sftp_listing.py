@@ -114,3 +114,21 @@ def test_cut_mid_listing_is_transient(proxied, sftp_proxy, root, monkeypatch):
         list(rows)
     assert len(proxied._conns) == 0
     assert len(list(proxied.list_rows())) == 800  # a fresh listing works
+
+
+def test_big_folder_and_abandoned_listing(remote, root):
+    import threading
+
+    (root / "big").mkdir()
+    for i in range(450):  # several rounds of read-ahead (OpenSSH sends 100 names a reply)
+        (root / "big" / f"f{i:03d}").write_bytes(b"x")
+    for i in range(300):
+        (root / f"z{i:03d}").mkdir()
+    rows = list(remote.list_rows())
+    assert [r[0] for r in rows[:451]] == [b"big/"] + [f"big/f{i:03d}".encode() for i in range(450)]
+    assert len(rows) == 751
+    listing = remote.list_rows()
+    next(listing)
+    listing.close()  # the consumer gives up: the lister thread and its connection go
+    assert not any(t.name == "sftp-list" for t in threading.enumerate())
+    assert len(remote._conns) == 0

@@ -21,6 +21,7 @@ import getpass
 import hashlib
 import logging
 import os
+import queue
 import socket
 import stat as st
 import struct
@@ -56,7 +57,9 @@ MAX_CHUNK = 255 << 10  # larger requests where the server says it takes them (li
 MAX_INFLIGHT_BYTES = 4 << 20  # sent before waiting for the oldest ack
 CHECKPOINT_EVERY = 16 << 20
 RANGE_MIN = 64 << 20  # files this large are written as concurrent ranges
-LIST_PREFETCH = 256  # folders listed ahead of the consumer
+LIST_PREFETCH = 128  # folders listed ahead of the consumer
+READ_AHEAD = 3  # READDIRs sent together per folder (OpenSSH answers 100 names each)
+ROW_BATCH, ROW_BATCHES = 256, 8  # rows handed from the listing thread at a time; batches queued
 FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 MAX_MTIME = (1 << 32) - 1  # SFTP v3 carries mtime as uint32 seconds
 SMALL_FILE = 1 << 20  # whole files up to this size may go through upload_many
@@ -227,13 +230,15 @@ _TEMP = TEMP_MARK.encode()
 
 
 class _Dir:
-    __slots__ = ("key", "raw", "links", "left", "error", "finished")
+    __slots__ = ("key", "raw", "links", "left", "reads", "ended", "error", "finished")
 
     def __init__(self, key: bytes) -> None:
         self.key = key  # encoded path under the root, b"" for the root
         self.raw: list[tuple[bytes, int, int, int | None]] = []
         self.links: dict[bytes, str | None] = {}  # symlink name -> target, once read
         self.left = 0  # READLINKs not yet answered
+        self.reads = 0  # READDIRs not yet answered
+        self.ended = False  # EOF or an error came back
         self.error: ReconcileError | None = None
         self.finished = False
 
@@ -281,24 +286,38 @@ class _Lister:
             return  # a CLOSE
         if stage == 0:  # opened
             if t == CMD_HANDLE:
-                h = _sftp_str(_handle(body))
-                self.waiting[pipe.request(CMD_READDIR, h)] = (d, 1, h)
+                self._read_ahead(d, _sftp_str(_handle(body)))
             else:
                 self._failed(d, t, body)
         elif stage == 1:  # names, or the end
-            if t == CMD_NAME:
+            d.reads -= 1
+            if d.ended:
+                pass  # more EOFs after the first
+            elif t == CMD_NAME:
                 _parse_names(body, d.raw)
-                self.waiting[pipe.request(CMD_READDIR, name)] = (d, 1, name)
+                if not d.reads:
+                    self._read_ahead(d, name)
                 return
-            self.waiting[pipe.request(CMD_CLOSE, name)] = (None, 0, b"")
-            if _status(t, body) != SFTP_EOF:
-                self._failed(d, t, body)
-                return
-            self._ask_links(d)
+            else:
+                d.ended = True
+                self.waiting[pipe.request(CMD_CLOSE, name)] = (None, 0, b"")  # after the reads still out
+                if _status(t, body) != SFTP_EOF:
+                    d.error = self._error(d, t, body)
+            if not d.reads:
+                if d.error is not None:
+                    d.finished = True
+                else:
+                    self._ask_links(d)
         else:  # a symlink's target
             d.links[name] = decode_path(_first_name(body)) if t == CMD_NAME else None
             d.left -= 1
             d.finished = d.left == 0
+
+    def _read_ahead(self, d: _Dir, handle: bytes) -> None:
+        """several READDIRs at once: a folder of up to ~200 names takes one round trip."""
+        for _ in range(READ_AHEAD):
+            self.waiting[self.pipe.request(CMD_READDIR, handle)] = (d, 1, handle)
+        d.reads += READ_AHEAD
 
     def _ask_links(self, d: _Dir) -> None:
         head = d.key + b"/" if d.key else b""
@@ -310,15 +329,17 @@ class _Lister:
         d.finished = d.left == 0
 
     def _failed(self, d: _Dir, t: int, body: bytes) -> None:
+        d.error = self._error(d, t, body)
+        d.finished = True
+
+    def _error(self, d: _Dir, t: int, body: bytes) -> ReconcileError:
         code = _status(t, body)
         what = f"cannot list {decode_path(d.key) or self.remote.url}"
         if code == FX_NO_SUCH_FILE:
-            d.error = NotFound(f"{what}: no such file or folder")
-        elif code == FX_PERMISSION_DENIED:
-            d.error = Permanent(f"{what}: permission denied")
-        else:
-            d.error = Permanent(f"{what}: {_status_text(t, body)}")
-        d.finished = True
+            return NotFound(f"{what}: no such file or folder")
+        if code == FX_PERMISSION_DENIED:
+            return Permanent(f"{what}: permission denied")
+        return Permanent(f"{what}: {_status_text(t, body)}")
 
     def _rows(self, d: _Dir) -> list[tuple]:
         head = d.key + b"/" if d.key else b""
@@ -750,18 +771,56 @@ class SftpRemote:
         conn = self._connect()
         with self._lock:
             self._conns.add(conn)
+        stop = threading.Event()
+        lister: threading.Thread | None = None
         try:
             with self._op(f"cannot list {self.url}"):
                 attr = conn.sftp.stat(self._abs(""))
             if not st.S_ISDIR(attr.st_mode or 0):
                 raise ConfigError(f"destination {self.url} is a file, not a folder")
             temps: list[str] = []
-            yield from self._walk_rows(_Lister(self, conn.sftp, temps), b"")
+            out: queue.Queue = queue.Queue(ROW_BATCHES)
+            # a thread of its own, so the replies are read while the caller
+            # waits on its own disk (the source walk's lstat)
+            lister = threading.Thread(target=self._list_into, args=(conn, temps, out, stop),
+                                      name="sftp-list", daemon=True)
+            lister.start()
+            while (batch := out.get()) is not None:
+                if isinstance(batch, BaseException):
+                    raise batch
+                yield from batch
             self._seen_temps = temps
         finally:
+            stop.set()
             with self._lock:
                 self._conns.discard(conn)
-            conn.close()
+            conn.close()  # wakes a lister waiting on the server
+            if lister is not None:
+                lister.join()
+
+    def _list_into(self, conn: _Conn, temps: list[str], out: queue.Queue, stop: threading.Event) -> None:
+        """rows in batches onto out, then None; an error instead, where one happens."""
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    out.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        try:
+            batch: list[tuple] = []
+            for row in self._walk_rows(_Lister(self, conn.sftp, temps), b""):
+                batch.append(row)
+                if len(batch) >= ROW_BATCH:
+                    if not put(batch):
+                        return
+                    batch = []
+            put(batch)
+            put(None)
+        except BaseException as exc:
+            put(exc)
 
     def _walk_rows(self, lister: "_Lister", key: bytes) -> Iterator[tuple]:
         with self._op(f"cannot list {decode_path(key) or self.url}"):
