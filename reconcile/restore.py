@@ -74,6 +74,7 @@ class Item:
     fetched: int = 0
     verified: bool = False
     error: str | None = None
+    blocked_by: str = ""  # file | folder: what local thing stops it
 
 
 @dataclass
@@ -83,7 +84,7 @@ class Survey:
     todo: list[Item] = field(default_factory=list)
     identical: int = 0
     differs: list[str] = field(default_factory=list)  # left alone: no --overwrite
-    blocked: list[Item] = field(default_factory=list)  # a folder in the way
+    blocked: list[Item] = field(default_factory=list)  # a local folder or file in the way
     dirs: list[str] = field(default_factory=list)  # remote folders missing locally
     temps: set[str] = field(default_factory=set)  # temp names of the versions listed now
     links: int = 0
@@ -250,8 +251,7 @@ def survey(pairs: list[tuple[str, Entry]], root: str, snaps: dict[str, Entry], p
     s = Survey()
     for rel, e in pairs:
         if e.kind == DIR:
-            if not os.path.isdir(local_path(root, rel)):
-                s.dirs.append(rel)
+            _survey_dir(s, rel, e, root)
         elif e.kind == FILE:
             s.temps.add(_temp_rel(rel, e))
             _survey_file(s, rel, e, root, expected_hash(e, snaps.get(rel), precision), precision, overwrite)
@@ -260,18 +260,31 @@ def survey(pairs: list[tuple[str, Entry]], root: str, snaps: dict[str, Entry], p
     return s
 
 
+def _survey_dir(s: Survey, rel: str, e: Entry, root: str) -> None:
+    if os.path.isdir(local_path(root, rel)):
+        return
+    way = file_in_way(root, rel)
+    if way is None:
+        s.dirs.append(rel)
+    else:
+        s.blocked.append(blocked(rel, e, "file", way_message(rel, way)))
+
+
 def _survey_file(s: Survey, rel: str, e: Entry, root: str, expect: bytes | None, precision: int,
                  overwrite: bool) -> None:
     target = local_path(root, rel)
     try:
         st = os.lstat(target)
-    except (FileNotFoundError, NotADirectoryError):
+    except FileNotFoundError:
         s.todo.append(_item(rel, e, "missing", expect, root))
         return
+    except NotADirectoryError:  # a local file where the remote has one of its folders
+        head = rel.rpartition("/")[0]
+        way = file_in_way(root, head) or head
+        s.blocked.append(blocked(rel, e, "file", way_message(rel, way)))
+        return
     if stat.S_ISDIR(st.st_mode):
-        item = _item(rel, e, "differs", expect, root)
-        item.result, item.error = "failed", "a local folder is in the way; move it, then run again"
-        s.blocked.append(item)
+        s.blocked.append(blocked(rel, e, "folder", "a local folder is in the way; move it, then run again"))
         return
     if stat.S_ISREG(st.st_mode) and _same(e, st, target, expect, precision):
         s.identical += 1
@@ -279,6 +292,30 @@ def _survey_file(s: Survey, rel: str, e: Entry, root: str, expect: bytes | None,
         s.todo.append(_item(rel, e, "differs", expect, root))
     else:
         s.differs.append(rel)
+
+
+def blocked(rel: str, e: Entry, by: str, error: str) -> Item:
+    """a path the restore cannot write: reported, counted as failed, the rest goes on"""
+    item = Item(rel, e.path, e, "blocked", None, result="failed", error=error)
+    item.blocked_by = by
+    return item
+
+
+def file_in_way(root: str, rel: str) -> str | None:
+    """the first part of rel that exists locally but is not a folder"""
+    parts = rel.split("/") if rel else []
+    for i in range(1, len(parts) + 1):
+        sub = "/".join(parts[:i])
+        path = local_path(root, sub)
+        if not os.path.isdir(path):
+            return sub if os.path.lexists(path) else None
+    return None
+
+
+def way_message(rel: str, way: str) -> str:
+    if way == rel:
+        return "a local file stands where the remote has this folder; move it, then run again"
+    return f"the local file {shown(way)} stands where the remote has a folder; move it, then run again"
 
 
 def _same(e: Entry, st: os.stat_result, target: str, expect: bytes | None, precision: int) -> bool:
@@ -419,9 +456,17 @@ class Fetcher:
         item.result = "done"
 
     def _ensure_dir(self, path: str) -> None:
-        if path not in self._made:
+        if path in self._made:
+            return
+        try:
             os.makedirs(path, exist_ok=True)
-            self._made.add(path)
+        except (FileExistsError, NotADirectoryError):
+            # a local file (or dangling link) appeared where a folder must go
+            way = file_in_way(self.root, os.path.relpath(path, self.root).replace(os.sep, "/"))
+            if way is None:
+                raise
+            raise ReconcileError(way_message("", way)) from None
+        self._made.add(path)
 
 
 def _size(path: str) -> int:
@@ -446,9 +491,17 @@ def _fsync(path: str) -> None:
         os.close(fd)
 
 
-def make_dirs(root: str, dirs: list[str]) -> None:
+def make_dirs(root: str, dirs: list[str]) -> list[Item]:
+    """the remote's folders; one that cannot be made is a failed item, not the end"""
+    failed = []
     for rel in dirs:
-        os.makedirs(local_path(root, rel), exist_ok=True)
+        try:
+            os.makedirs(local_path(root, rel), exist_ok=True)
+        except OSError as exc:
+            way = file_in_way(root, rel)
+            error = way_message(rel, way) if way else (exc.strerror or str(exc))
+            failed.append(blocked(rel, Entry(rel, DIR), "file" if way else "", error))
+    return failed
 
 
 def remove_stale_temps(root: str, items: list[Item], current: set[str], paths: list[str]) -> int:
@@ -574,7 +627,8 @@ def print_table(s: Survey, verbose: bool) -> None:
     rows = [(f"{'resume' if i.partial else 'download'} ({i.reason})", shown(i.rel), human_bytes(i.entry.size))
             for i in s.todo]
     rows += [("keep (differs locally)", shown(p), "") for p in s.differs]
-    rows += [("blocked (folder in the way)", shown(i.rel), "") for i in s.blocked]
+    rows += [(f"blocked ({i.blocked_by} in the way)" if i.blocked_by else "blocked", shown(i.rel), "")
+             for i in s.blocked]
     console = Console()
     if not rows:
         return
@@ -733,7 +787,7 @@ class Restore:
     def _fetch(self, remote, out: Outcome) -> None:
         s = out.survey
         os.makedirs(self.root, exist_ok=True)
-        make_dirs(self.root, s.dirs)
+        s.blocked += make_dirs(self.root, s.dirs)
         self.reporter.start(len(s.todo), sum(i.entry.size - i.partial for i in s.todo))
         fetcher = Fetcher(remote, self.policy, self.root, self.reporter, self.transfers)
         fetcher.run(s.todo)
@@ -767,7 +821,9 @@ def run_restore(url: str, local_dir: str | None, opts: RestoreOptions, json_out:
     if json_out:
         print_json({"remote": display_url(url), "local": r.root, "run": r.run_name,
                     "operations": [op_json(i, done is not None) for i in s.todo],
-                    "local_differs": s.differs, "summary": summary_json(s, done)})
+                    "local_differs": s.differs,
+                    "blocked": [{"path": i.rel, "error": i.error} for i in s.blocked],
+                    "summary": summary_json(s, done)})
     elif opts.dry_run and not quiet:
         print_table(s, verbose)
     print(f"{summary_line(s, done)} ({out.seconds:.1f}s)", file=sys.stderr, flush=True)

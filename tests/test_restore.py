@@ -350,3 +350,25 @@ def listing(dest) -> list[Entry]:
         return list(r.list())
     finally:
         r.close()
+
+
+def test_local_file_where_the_remote_has_a_folder(dest, tmp_path):
+    src, state, out = tmp_path / "src", tmp_path / "state", tmp_path / "out"
+    make_source(src)
+    cli(dest, "apply", src, dest.url, "--state-dir", state)
+    write(out / "album" / "sub1", b"a file, not a folder", T0)
+
+    doc, err = restore(dest, out, "--state-dir", state, check=1)
+    under = sorted(k for k in tree(src) if k.startswith("album/sub1/"))
+    blocked = {b["path"]: b["error"] for b in doc["blocked"]}
+    assert set(under) <= set(blocked) <= {"album/sub1", *under}
+    assert all("stands where the remote has" in e for e in blocked.values())
+    assert all("album/sub1 stands" in e for k, e in blocked.items() if k != "album/sub1")
+    # everything else arrived
+    want = {k: v for k, v in view(src, dest).items() if not k.startswith("album/sub1")}
+    assert {k: v for k, v in view(out, dest).items() if k != "album/sub1"} == want
+    assert (out / "album" / "sub1").read_bytes() == b"a file, not a folder"
+    s = doc["summary"]
+    assert (s["fetched"], s["failed"]) == (15 - len(under), len(blocked))
+    assert f"failed: {under[0]}: " in err and f"{len(blocked)} failed" in err
+    assert "restore: " in err and "File exists" not in err
