@@ -34,8 +34,10 @@ ROWS, END, ERROR = 0, 1, 2
 
 
 def available() -> bool:
-    # fork is Linux-only here: on macOS it is unsafe once system frameworks are loaded
-    return sys.platform.startswith("linux") and hasattr(os, "fork")
+    """Linux only (on macOS fork is unsafe once system frameworks are
+    loaded), and only with a second core to run on: on one core the child
+    is pure overhead (packing, unpacking, the pipe)."""
+    return sys.platform.startswith("linux") and hasattr(os, "fork") and len(os.sched_getaffinity(0)) >= 2
 
 
 def rows(produce: Callable[[], Iterator[list[tuple]]]) -> Iterator[tuple]:
