@@ -623,11 +623,13 @@ def print_json(doc: dict) -> None:
 def print_table(s: Survey, verbose: bool) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    rows = [(f"{'resume' if i.partial else 'download'} ({i.reason})", shown(i.rel), human_bytes(i.entry.size))
-            for i in s.todo]
-    rows += [("keep (differs locally)", shown(p), "") for p in s.differs]
-    rows += [(f"blocked ({i.blocked_by} in the way)" if i.blocked_by else "blocked", shown(i.rel), "")
+    # names are Text, never markup: a file may be called "[bold]z"
+    rows = [(f"{'resume' if i.partial else 'download'} ({i.reason})", Text(shown(i.rel)),
+             human_bytes(i.entry.size)) for i in s.todo]
+    rows += [("keep (differs locally)", Text(shown(p)), "") for p in s.differs]
+    rows += [(f"blocked ({i.blocked_by} in the way)" if i.blocked_by else "blocked", Text(shown(i.rel)), "")
              for i in s.blocked]
     console = Console()
     if not rows:
@@ -837,16 +839,17 @@ def _print_trash(r: Restore, json_out: bool) -> int:
                     "runs": [{"run": k, "files": v[0], "bytes": v[1]} for k, v in runs.items()]})
         return 0
     if not runs:
-        print(f"no trash runs under {display_url(child_url(r.url, r.backup_dir))}", file=sys.stderr)
+        print(f"no trash runs under {shown(display_url(child_url(r.url, r.backup_dir)))}", file=sys.stderr)
         return 0
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     for col, just in (("run", "left"), ("files", "right"), ("size", "right")):
         table.add_column(col, justify=just, no_wrap=True)
     for run, (files, size) in runs.items():
-        table.add_row(run, str(files), human_bytes(size))
+        table.add_row(Text(shown(run)), str(files), human_bytes(size))
     Console().print(table)
     return 0
 

@@ -372,3 +372,13 @@ def test_local_file_where_the_remote_has_a_folder(dest, tmp_path):
     assert (s["fetched"], s["failed"]) == (15 - len(under), len(blocked))
     assert f"failed: {under[0]}: " in err and f"{len(blocked)} failed" in err
     assert "restore: " in err and "File exists" not in err
+
+
+def test_names_are_never_rich_markup(local_dest, tmp_path):
+    root = Path(local_dest.url)
+    write(root / "[bold]z", b"z", T0)
+    write(root / ".reconcile-trash" / "[red]run" / "x", b"x", T0)
+    p = cli(local_dest, "restore", local_dest.url, tmp_path / "out", "--dry-run")
+    assert "[bold]z" in p.stdout
+    p = cli(local_dest, "restore", local_dest.url, "--list-trash")
+    assert "[red]run" in p.stdout
