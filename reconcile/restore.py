@@ -27,7 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Annotated, Callable, Iterable, Iterator, List, Optional
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import typer
 
@@ -36,6 +36,7 @@ from reconcile.entry import DIR, FILE, TEMP_MARK, Entry, encode_path, is_inside
 from reconcile.errors import EXIT_ERROR, EXIT_PARTIAL, ConfigError, NotFound, ReconcileError, Transient
 from reconcile.hashing import hash_file
 from reconcile.remotes import dest_kind, open_remote
+from reconcile.remotes import local_path as local_folder_of
 from reconcile.remotes.base import RemoteOptions
 from reconcile.remotes.retry import RetryPolicy
 from reconcile.statedir import display_url
@@ -115,16 +116,6 @@ def child_url(url: str, sub: str) -> str:
     if kind == "s3":  # keys are taken as written, never percent-decoded
         return url.rstrip("/") + "/" + sub
     return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/" + quote(sub)))
-
-
-def local_root(url: str) -> str:
-    """the folder a local remote URL names, decoded as the local remote does"""
-    if url.lower().startswith("file://"):
-        parts = urlsplit(url)
-        if parts.netloc not in ("", "localhost"):
-            raise ConfigError(f"file:// URL {url!r} names a host: use file:///absolute/path")
-        url = unquote(parts.path, errors="surrogateescape")
-    return os.path.expanduser(url)
 
 
 def clean_rel(text: str, what: str) -> str:
@@ -764,7 +755,7 @@ class Restore:
         if os.path.exists(self.root) and not os.path.isdir(self.root):
             raise ConfigError(f"{self.root} is a file; give the folder to restore into")
         if dest_kind(self.url) == "local":
-            src = os.path.realpath(local_root(self.url))
+            src = os.path.realpath(os.path.expanduser(local_folder_of(self.url)))
             dst = os.path.realpath(self.root)
             if is_inside(src, dst) or is_inside(dst, src):
                 raise ConfigError(f"{src} and {dst} overlap; restore into a folder outside the backup")
