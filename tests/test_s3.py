@@ -300,17 +300,18 @@ def stored_parts(client, dest, upload_id: str) -> int:
     return len(client.list_parts(Bucket=bucket, Key=key, UploadId=upload_id).get("Parts", []))
 
 
-class Stop(Exception):
-    pass
+class Stop(BaseException):
+    """a kill, as far as the upload can tell: nothing botocore would retry."""
 
 
-def stop_after(calls: int, action=None):
+def stop_after(parts: int, action=None):
+    """progress that stops the run once `parts` parts' worth of bytes went out."""
     seen = []
 
     def progress(n: int) -> None:
         seen.append(n)
-        if len(seen) == calls:
-            if action:
+        if sum(seen) >= parts * 5 * MiB:
+            if action and sum(seen) - n < parts * 5 * MiB:
                 action()
             raise Stop
 
@@ -549,3 +550,38 @@ def test_bad_sse_is_a_config_error_before_any_request(s3_dest, tmp_path):
         p = reconcile("plan", tmp_path / "src", s3_dest.url, "--state-dir", tmp_path / "st", *flags,
                       *s3_dest.cli_args, env=s3_dest.env, check=2)
         assert said in p.stderr
+
+
+@pytest.mark.parametrize("size, opts", [(2 * MiB, {}), (10 * MiB, {}), (12 * MiB, MULTIPART)],
+                         ids=["in-memory", "streamed", "multipart"])
+def test_progress_and_bwlimit_pace_the_wire_not_whole_requests(s3_dest, tmp_path, size, opts):
+    """bytes are reported (and --bwlimit sleeps) while a body is being sent,
+    in steps, not once the request is over; the signing read is not counted."""
+    path = tmp_path / "f"
+    entry = write(path, os.urandom(size))
+    remote = open_remote(s3_dest, **opts)
+    events: list[tuple[str, int]] = []
+    lock = threading.Lock()
+
+    def mark(what: str):
+        def hook(**_) -> None:
+            with lock:
+                events.append((what, 0))
+        return hook
+
+    for op in ("PutObject", "UploadPart"):
+        remote.client.meta.events.register(f"before-send.s3.{op}", mark("send"))
+        remote.client.meta.events.register(f"after-call.s3.{op}", mark("done"))
+
+    def progress(n: int) -> None:
+        with lock:
+            events.append(("bytes", n))
+
+    remote.upload(str(path), "f", entry, progress=progress)
+    remote.close()
+    assert sum(n for what, n in events if what == "bytes") == size  # counted once
+    steps = [i for i, (what, _) in enumerate(events) if what == "bytes"]
+    assert len(steps) >= size // (256 << 10)  # steps of at most one socket write
+    first_send = next(i for i, (what, _) in enumerate(events) if what == "send")
+    last_done = max(i for i, (what, _) in enumerate(events) if what == "done")
+    assert first_send < steps[0] and steps[-1] < last_done

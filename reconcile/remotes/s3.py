@@ -46,6 +46,7 @@ from reconcile.errors import (
     NotFound,
     NotSupported,
     Permanent,
+    ReconcileError,
     RemoteError,
     SourceChanged,
     Transient,
@@ -66,6 +67,7 @@ COPY_PART = 512 * MiB
 DELETE_BATCH = 1000  # DeleteObjects' limit
 MAX_KEY_BYTES = 1024
 CHUNK = 1 << 20
+METER_EVERY = 64 << 10  # progress (and --bwlimit) steps while a body is sent
 RECORD_NAME = "s3-record.msgpack"
 RECORD_VERSION = 1
 SAVE_EVERY = 5000  # record changes between saves, so a killed run loses little
@@ -182,15 +184,18 @@ def pread_exact(fd: int, length: int, offset: int) -> bytes:
     return data
 
 
-class VerifiedBody:
-    """A file body for one PUT that hashes what it hands out. A request body
-    that ends early never becomes an object, so raising before the last byte
-    keeps the old version in place when the file changed under us."""
+class MeteredBody:
+    """A request body that reports its bytes as they go out, so --bwlimit
+    paces the wire, not whole requests. botocore reads a body twice: once to
+    sign it (payload signing is forced on in make_client), then to send it.
+    The first full pass is no traffic; every later one (the send, a retry) is."""
 
-    def __init__(self, fd: int, size: int, digest: bytes, path: str) -> None:
-        self.fd, self.size, self.digest, self.path = fd, size, digest, path
+    def __init__(self, size: int, progress: Progress | None) -> None:
+        self.size, self.progress = size, progress
         self.pos = 0
-        self._hash: "xxhash.xxh3_128 | None" = xxhash.xxh3_128()
+        self._passes = 0  # passes read and rewound so far
+        self._read = 0  # bytes read in this pass
+        self._unreported = 0
 
     def __len__(self) -> int:
         return self.size
@@ -200,21 +205,68 @@ class VerifiedBody:
 
     def seek(self, offset: int, whence: int = 0) -> int:
         self.pos = offset if whence == 0 else self.pos + offset if whence == 1 else self.size + offset
-        # botocore rewinds to 0 to sign, then to send or retry; a read from
-        # elsewhere cannot be checked here, only by the fstat after the PUT
-        self._hash = xxhash.xxh3_128() if self.pos == 0 else None
+        if self.pos == 0 and self._read:
+            self._report()
+            self._passes += 1
+            self._read = 0
         return self.pos
 
     def read(self, n: int = -1) -> bytes:
         want = self.size - self.pos if n is None or n < 0 else min(n, self.size - self.pos)
         if want <= 0:
             return b""
-        data = pread_exact(self.fd, want, self.pos)
+        data = self._chunk(self.pos, want)
+        self.pos += len(data)
+        self._read += len(data)
+        if self._passes and self.progress:
+            self._unreported += len(data)
+            if self._unreported >= METER_EVERY or self.pos == self.size:
+                self._report()  # may sleep for --bwlimit before these bytes are sent
+        return data
+
+    def _report(self) -> None:
+        if self._unreported and self.progress:
+            self.progress(self._unreported)
+        self._unreported = 0
+
+    def _chunk(self, pos: int, n: int) -> bytes:
+        raise NotImplementedError
+
+
+class BytesBody(MeteredBody):
+    """an in-memory body (a small file, one multipart part)."""
+
+    def __init__(self, data: bytes, progress: Progress | None) -> None:
+        super().__init__(len(data), progress)
+        self.data = memoryview(data)
+
+    def _chunk(self, pos: int, n: int) -> bytes:
+        return bytes(self.data[pos:pos + n])
+
+
+class VerifiedBody(MeteredBody):
+    """A file body for one PUT that hashes what it hands out. A request body
+    that ends early never becomes an object, so raising before the last byte
+    keeps the old version in place when the file changed under us."""
+
+    def __init__(self, fd: int, size: int, digest: bytes, path: str, progress: Progress | None = None) -> None:
+        super().__init__(size, progress)
+        self.fd, self.digest, self.path = fd, digest, path
+        self._hash: "xxhash.xxh3_128 | None" = xxhash.xxh3_128()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        pos = super().seek(offset, whence)
+        # botocore rewinds to 0 to sign, then to send or retry; a read from
+        # elsewhere cannot be checked here, only by the fstat after the PUT
+        self._hash = xxhash.xxh3_128() if pos == 0 else None
+        return pos
+
+    def _chunk(self, pos: int, n: int) -> bytes:
+        data = pread_exact(self.fd, n, pos)
         if self._hash is not None:
             self._hash.update(data)
-        self.pos += len(data)
-        if self.pos == self.size and self._hash is not None and self._hash.digest() != self.digest:
-            raise SourceChanged(f"{self.path} changed while being uploaded; left for the next run")
+            if pos + len(data) == self.size and self._hash.digest() != self.digest:
+                raise SourceChanged(f"{self.path} changed while being uploaded; left for the next run")
         return data
 
 
@@ -278,7 +330,9 @@ def make_client(options: RemoteOptions, pool: int):
 
     def build(path_style: bool):
         cfg = Config(
-            s3={"addressing_style": "path"} if path_style else {},
+            # always signed: bodies are read once to sign, then to send (MeteredBody counts on that)
+            s3={"addressing_style": "path", "payload_signing_enabled": True} if path_style
+            else {"payload_signing_enabled": True},
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
             max_pool_connections=pool,
@@ -398,6 +452,9 @@ class S3Remote:
             raise Unreachable(f"{what}: cannot reach the S3 endpoint {self.endpoint}: {_reason(exc)}") from None
         except (bex.ConnectionError, bex.HTTPClientError, bex.ResponseStreamingError,
                 bex.IncompleteReadError) as exc:
+            inner = getattr(exc, "kwargs", {}).get("error")
+            if isinstance(inner, ReconcileError):
+                raise inner from None  # our own body refused to go on (the file changed)
             raise Transient(f"{what}: connection to {self.endpoint} failed: {_reason(exc)}") from None
         except (bex.NoCredentialsError, bex.PartialCredentialsError, bex.CredentialRetrievalError,
                 bex.UnknownCredentialError):
@@ -710,16 +767,15 @@ class S3Remote:
             # streamed: the body checks itself and fails the request before its
             # last byte if the file no longer hashes to what the metadata says
             digest = entry.hash or hash_file(fd)
-            body = VerifiedBody(fd, entry.size, digest, path)
+            body = VerifiedBody(fd, entry.size, digest, path, progress)
         before = os.fstat(fd)
         with self._errors(f"upload {path}"):
-            resp = self.client.put_object(Bucket=self.bucket, Key=key, Body=body,
+            resp = self.client.put_object(Bucket=self.bucket, Key=key,
+                                          Body=BytesBody(body, progress) if isinstance(body, bytes) else body,
                                           Metadata=self._metadata(entry.mtime_ns, digest, self._mode_of(entry)), **self._extra_args())
         if isinstance(body, VerifiedBody) and _changed(before, os.fstat(fd)):
             # the object holds a mix; its mtime is the scanned one, so the next run sends it again.
             raise SourceChanged(f"{path} changed while being uploaded; left for the next run")
-        if progress:
-            progress(entry.size)
         return _etag(resp.get("ETag")), digest
 
     def _part_size_for(self, size: int) -> int:
@@ -793,14 +849,13 @@ class S3Remote:
         for n in range(1, count + 1):
             offset = (n - 1) * part_size
             length = min(part_size, size - offset)
-            futures[pool.submit(self._ensure_part, fd, key, upload_id, n, offset, length, stored.get(n))] = n
+            futures[pool.submit(self._ensure_part, fd, key, upload_id, n, offset, length, stored.get(n),
+                                progress)] = n
         etags: dict[int, str] = {}
         try:
             for fut in cf.as_completed(futures):
-                n, etag, sent = fut.result()
+                n, etag, _ = fut.result()
                 etags[n] = etag
-                if sent and progress:
-                    progress(sent)  # called on the caller's thread only
         except BaseException:
             for fut in futures:
                 fut.cancel()
@@ -809,7 +864,7 @@ class S3Remote:
         return sorted(etags.items())
 
     def _ensure_part(self, fd: int, key: str, upload_id: str, n: int, offset: int, length: int,
-                     stored: tuple[str, int] | None) -> tuple[int, str, int]:
+                     stored: tuple[str, int] | None, progress: Progress | None = None) -> tuple[int, str, int]:
         """(part number, etag, bytes sent): a stored part of the right size and
         content is kept, where its ETag is the MD5 we can check."""
         data = pread_exact(fd, length, offset)
@@ -821,7 +876,7 @@ class S3Remote:
                 return n, stored[0], 0
         with self._errors(f"upload part {n} of {key}"):
             resp = self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id,
-                                           PartNumber=n, Body=data)
+                                           PartNumber=n, Body=BytesBody(data, progress))
         return n, resp["ETag"], length
 
     def _abort_quietly(self, key: str, upload_id: str) -> bool:
