@@ -63,7 +63,7 @@ def main(argv: list[str]) -> int:
         if wanted(only, "s3"):
             _guard(failures, "s3", lambda: cases.extend(_s3(size, only, tools)))
         if wanted(only, "bwlimit"):
-            _guard(failures, "bwlimit", lambda: cases.append(_bwlimit(size)))
+            _guard(failures, "bwlimit", lambda: cases.extend(_bwlimit(size, tools)))
     finally:
         out = args.output or os.path.join(REPO, "docs", "benchmarks.md")
         analysis = open(args.analysis).read() if args.analysis else ""
@@ -168,15 +168,21 @@ def _profiles(srv, size, scale):
     return profs
 
 
-def _bwlimit(size):
+def _bwlimit(size, tools):
     from bench import case_bwlimit
-    from bench.servers import start_sshd
+    from bench.servers import start_seaweed, start_sshd
 
     srv = start_sshd()
     try:
-        return case_bwlimit.run(srv, size.bw_rate, size.bw_seconds, size.runs)
+        cases = [case_bwlimit.sftp(srv, size.bw_rate, size.bw_seconds, size.runs)]
     finally:
         srv.stop()
+    server = start_seaweed()
+    try:
+        cases.append(case_bwlimit.s3(server, tools.get("rclone"), size.bw_rate, size.bw_seconds, size.runs))
+    finally:
+        server.stop()
+    return cases
 
 
 def _s3(size, only, tools):
