@@ -35,8 +35,9 @@ from typing import Callable, Iterable, Iterator, Protocol
 from urllib.parse import unquote, urlsplit
 
 import paramiko
-from paramiko.sftp import CMD_CLOSE, CMD_EXTENDED, CMD_EXTENDED_REPLY, CMD_HANDLE, CMD_NAME, CMD_OPENDIR, CMD_READDIR, CMD_STATUS
-from paramiko.sftp import SFTP_EOF, CMD_READLINK, CMD_DATA, CMD_FSETSTAT, CMD_MKDIR, CMD_OPEN, CMD_READ, CMD_WRITE, int64
+from paramiko.sftp import (CMD_CLOSE, CMD_DATA, CMD_EXTENDED, CMD_EXTENDED_REPLY, CMD_FSETSTAT, CMD_HANDLE,
+                           CMD_MKDIR, CMD_NAME, CMD_OPEN, CMD_OPENDIR, CMD_READ, CMD_READDIR, CMD_READLINK,
+                           CMD_STATUS, CMD_WRITE, SFTP_EOF, int64)
 from paramiko.sftp_attr import SFTPAttributes
 
 from reconcile.entry import DIR, FILE, LINK, TEMP_MARK, Entry, decode_path, encode_path, is_temp_name
@@ -281,7 +282,7 @@ class _Lister:
         if not pipe.ready():
             pipe.flush()
         num, t, body = pipe.next()
-        d, stage, name = self.waiting.pop(num)
+        d, stage, name = _expected(self.waiting, num)
         if d is None:
             return  # a CLOSE
         if stage == 0:  # opened
@@ -371,6 +372,14 @@ def _status_text(t: int, body: bytes) -> str:
         return "unexpected reply"
     n = int.from_bytes(body[4:8], "big")
     return body[8:8 + n].decode("utf-8", "replace") or "failure"
+
+
+def _expected(waiting: dict, num: int):
+    """what a reply answers; a number never asked is a broken connection."""
+    try:
+        return waiting.pop(num)
+    except KeyError:
+        raise paramiko.sftp.SFTPError(f"a reply to request {num}, which was never sent") from None
 
 
 def _sftp_str(b: bytes) -> bytes:
@@ -1147,7 +1156,7 @@ class SftpRemote:
                     self._drop()  # stray bytes: paramiko must not read them
                 return
             num, t, body = pipe.next()
-            f, stage = waiting.pop(num)
+            f, stage = _expected(waiting, num)
             if f is None:  # a folder made ahead; a failure shows in its files' opens
                 continue
             if stage == 0:  # opened
