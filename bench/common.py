@@ -143,7 +143,8 @@ def pin_code(rev: str) -> str:
 def reconcile_cmd() -> list[str]:
     """the installed console script, not a pyenv shim (which adds a bash hop)."""
     if PINNED:
-        return [sys.executable, "-m", "reconcile"]
+        # -P: the current folder (the repo) must not shadow the exported copy on PYTHONPATH
+        return [sys.executable, "-P", "-m", "reconcile"]
     here = os.path.join(os.path.dirname(sys.executable), "reconcile")
     return [here] if os.path.exists(here) else [sys.executable, "-m", "reconcile"]
 
