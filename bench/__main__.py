@@ -146,7 +146,7 @@ def _profiles(srv, size, scale):
     n = scale[0]
     src, dst = trees(n)
     state = f"{ROOT}/state/local-{n}"
-    plan = [sys.executable, "-m", "reconcile", "plan", src, dst, "--delete", "--state-dir", state, "-q"]
+    plan = [sys.executable, "-P", "-m", "reconcile", "plan", src, dst, "--delete", "--state-dir", state, "-q"]
     first_src = make_tree(f"{ROOT}/sftp/first-src", size.sftp_first, 1024, 32 * 1024, 31)
     out, st = f"{ROOT}/sftp/prof-dst", f"{ROOT}/state/sftp-prof"
 
@@ -156,13 +156,13 @@ def _profiles(srv, size, scale):
         os.makedirs(out)
         drop_dirty()
 
-    apply = [sys.executable, "-m", "reconcile", "apply", first_src, srv.url(out), *srv.reconcile_args(),
+    apply = [sys.executable, "-P", "-m", "reconcile", "apply", first_src, srv.url(out), *srv.reconcile_args(),
              "--state-dir", st, "-q"]
     nc = f"{ROOT}/sftp/nc-src-{size.sftp_nochange}", f"{ROOT}/sftp/nc-dst-{size.sftp_nochange}"
     profs = [record(f"no-change plan, local, {n:,} files", plan)]
     if os.path.isdir(nc[0]):
         profs.append(record(f"no-change plan, sftp, {size.sftp_nochange:,} files",
-                            [sys.executable, "-m", "reconcile", "plan", nc[0], srv.url(nc[1]),
+                            [sys.executable, "-P", "-m", "reconcile", "plan", nc[0], srv.url(nc[1]),
                              *srv.reconcile_args(), "--state-dir", f"{ROOT}/state/sftp-nc", "--delete", "-q"]))
     profs.append(record(f"first sync of {size.sftp_first:,} files to sftp", apply, before=fresh))
     return profs
