@@ -100,6 +100,7 @@ def controls_lines(c: dict) -> list[str]:
 
 def print_plan(plan: Plan, console: "Console", verbose: bool = False, controls: dict | None = None) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     if plan.ops:
         shown = [o for o in plan.ops if o.reason != "temp"]
@@ -116,7 +117,7 @@ def print_plan(plan: Plan, console: "Console", verbose: bool = False, controls: 
             row = _row(op)
             if kept:
                 row += (printable(op.backup or ""),)
-            table.add_row(*row)
+            table.add_row(*(Text(cell) for cell in row))  # a name like [bold] is text, not markup
         console.print(table)
         if len(shown) > limit:
             console.print(f"... and {len(shown) - limit} more operations (-v or --json lists them all)")

@@ -238,3 +238,11 @@ def test_plan_shows_the_controls_in_force(tmp_path):
     assert doc["operations"][0]["backup"].startswith(".trash/")
     plain = reconcile("plan", src, dst, "--state-dir", state, check=0, env={"COLUMNS": "200"})
     assert "kept in" not in plain.stdout and "bandwidth" not in plain.stdout
+
+
+def test_plan_table_shows_names_as_text_never_markup(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    write(src / "[bold]z", b"new", T0)
+    write(src / "[red]x[/red]", b"new", T0)
+    p = reconcile("plan", src, dst, "--state-dir", tmp_path / "st", check=0, env={"COLUMNS": "200"})
+    assert "[bold]z" in p.stdout and "[red]x[/red]" in p.stdout
