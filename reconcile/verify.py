@@ -22,7 +22,7 @@ from typing import Iterable, Iterator
 
 from reconcile.diff import SortedStream, file_changed, with_implied_dirs
 from reconcile.engine import DEFAULT_TRASH, check_paths, known_trash
-from reconcile.entry import DIR, FILE, Entry, is_inside
+from reconcile.entry import DIR, FILE, LINK, Entry, is_inside
 from reconcile.errors import NotFound, SourceChanged
 from reconcile.excludes import Excludes
 from reconcile.hashing import hash_file
@@ -39,7 +39,7 @@ HASH_BATCH = 64
 @dataclass
 class Difference:
     path: str
-    what: str  # missing | extra | size | mtime | content | type
+    what: str  # missing | extra | size | mtime | content | type | target
     detail: str = ""
 
     def to_json(self) -> dict:
@@ -70,7 +70,7 @@ class _Pair:
 
 
 def verify(source: str, dest: str, options: RemoteOptions, exclude: list[str], by_hash: bool,
-           delete: bool, state_dir: str | None = None) -> VerifyResult:
+           delete: bool, state_dir: str | None = None, links: str = "skip") -> VerifyResult:
     started = time.monotonic()
     src = check_paths(source, dest)
     result = VerifyResult(src, display_url(dest))
@@ -82,7 +82,7 @@ def verify(source: str, dest: str, options: RemoteOptions, exclude: list[str], b
             # the remote trash is not part of the mirror
             trash = [DEFAULT_TRASH, *known_trash(StateDir.for_pair(src, dest, state_dir, create=False))]
             excludes = Excludes(exclude, protected=trash)
-            pairs = policy.run(lambda: _compare(src, remote, excludes, delete, result), "list")
+            pairs = policy.run(lambda: _compare(src, remote, excludes, delete, result, links), "list")
             if by_hash:
                 _hash_all(src, remote, pairs, tmp, options.transfers or 4, result)
         finally:
@@ -102,7 +102,8 @@ def _private_copy(src: str, dest: str, state_dir: str | None, tmp: str) -> str:
     return copy
 
 
-def _compare(src: str, remote, excludes: Excludes, delete: bool, result: VerifyResult) -> list[_Pair]:
+def _compare(src: str, remote, excludes: Excludes, delete: bool, result: VerifyResult,
+             links: str = "skip") -> list[_Pair]:
     """the merge join; returns the same-size file pairs --hash reads back."""
     result.differences.clear()
     result.extra_kept.clear()
@@ -110,7 +111,7 @@ def _compare(src: str, remote, excludes: Excludes, delete: bool, result: VerifyR
     result.files = 0
     caps = remote.capabilities
     report = WalkReport()
-    local: Iterable[Entry] = walk(src, excludes, report)
+    local: Iterable[Entry] = walk(src, excludes, report, links)
     remote_entries: Iterable[Entry] = _listing(remote)
     if not caps.empty_dirs:
         # folders exist on S3 only through their files: compare files alone
@@ -165,6 +166,10 @@ def _differs(c: Entry | None, r: Entry | None, precision_ns: int) -> Difference 
         return Difference(_shown(r), "extra", "on the remote, not on the source")
     if c.kind != r.kind:
         return Difference(_shown(c), "type", f"source has a {_kind(c)}, the remote a {_kind(r)}")
+    if c.kind == LINK:
+        if c.target == r.target:
+            return None
+        return Difference(_shown(c), "target", f"source points to {c.target!r}, the remote to {r.target!r}")
     if not file_changed(r, c, precision_ns):
         return None
     if c.size != r.size:
@@ -256,7 +261,7 @@ def summary_line(result: VerifyResult) -> str:
 def run(source: str, dest: str, options: RemoteOptions, kw: dict) -> int:
     """the command: print the differences (or JSON) and the summary; 0 or 1."""
     result = verify(source, dest, options, list(kw.get("exclude") or []), kw["by_hash"], kw["delete"],
-                    kw.get("state_dir"))
+                    kw.get("state_dir"), kw.get("links") or "skip")
     if kw["json_out"]:
         print(to_json(result, kw.get("mapping")))
     else:

@@ -179,3 +179,24 @@ def test_verify_all_names_each_mapping(tmp_path):
     docs = [json.loads(line) for line in reconcile("verify", "--all", "--config", cfg, "--json",
                                                    check=1).stdout.splitlines()]
     assert [(d["mapping"], d["equal"]) for d in docs] == [("photos", True), ("docs", False)]
+
+
+@pytest.mark.parametrize("kind", ["local", "sftp"])
+def test_verify_audits_a_mirror_made_with_links(kind, request, tmp_path):
+    dest = request.getfixturevalue(f"{kind}_dest")
+    src, state = tmp_path / "src", tmp_path / "state"
+    write(src / "real" / "f.txt", b"payload", T0)
+    os.symlink("real/f.txt", src / "link")
+    cli(dest, "apply", src, dest.url, "--state-dir", state, "--links", "store", check=0)
+    p = cli(dest, "verify", src, dest.url, "--state-dir", state, "--links", "store", "--delete", check=0)
+    assert p.stderr.startswith("verify: equal")
+    os.unlink(src / "link")
+    os.symlink("real", src / "link")
+    p = cli(dest, "verify", src, dest.url, "--state-dir", state, "--links", "store", check=1)
+    assert "target   link  (source points to 'real', the remote to 'real/f.txt')" in p.stdout
+    # follow: the file behind the link is compared like any other
+    state2 = tmp_path / "state2"
+    other = f"{dest.url}-follow" if kind == "local" else dest.url.rstrip("/") + "-follow"
+    cli(dest, "apply", src, other, "--state-dir", state2, "--links", "follow", check=0)
+    p = cli(dest, "verify", src, other, "--state-dir", state2, "--links", "follow", check=0)
+    assert "2 files compared" in p.stderr
