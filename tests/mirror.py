@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
+import time
 from pathlib import Path
 
 from reconcile.engine import Run, RunOptions
@@ -64,3 +66,19 @@ def write(path: Path, data: bytes, mtime_ns: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+def wait_until_locked(state_dir, timeout: float = 30) -> None:
+    """until another process holds the run lock in state_dir."""
+    lock = Path(state_dir) / "lock"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if lock.exists():
+            with open(lock, "a") as f:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(f, fcntl.LOCK_UN)
+                except OSError:
+                    return
+        time.sleep(0.02)
+    raise AssertionError(f"no run took the lock in {state_dir}")

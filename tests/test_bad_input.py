@@ -9,7 +9,6 @@ nobody (see run_as_nobody) or they would prove nothing.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -19,7 +18,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 import unicodedata
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -34,7 +32,7 @@ from reconcile.excludes import Excludes
 from reconcile.plan import make_plan
 from reconcile.remotes.base import Capabilities
 from tests.cli import reconcile
-from tests.mirror import SilentReporter, tree, write
+from tests.mirror import SilentReporter, tree, wait_until_locked, write
 
 T0 = 1_600_000_000_000_000_000
 REPO = str(Path(__file__).resolve().parent.parent)
@@ -587,17 +585,7 @@ def test_two_runs_at_once_exit_5(pair):
     slow = subprocess.Popen([sys.executable, "-m", "reconcile", "apply", str(src), str(dst), "--state-dir",
                              str(state), "--bwlimit", "200K", "-q"], stderr=subprocess.PIPE)
     try:
-        lock = state / "lock"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # wait until it holds the lock
-            if lock.exists():
-                with open(lock, "a") as f:
-                    try:
-                        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        fcntl.flock(f, fcntl.LOCK_UN)
-                    except OSError:
-                        break
-            time.sleep(0.02)
+        wait_until_locked(state)
         p = apply(src, dst, state, check=5)
         assert f"another reconcile run (pid {slow.pid})" in p.stderr
     finally:

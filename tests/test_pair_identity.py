@@ -3,19 +3,16 @@ spelled; a mistyped URL is refused instead of becoming a local folder."""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
 from reconcile.statedir import StateDir, pair_id
 from tests.cli import reconcile
-from tests.mirror import write
+from tests.mirror import wait_until_locked, write
 
 T0 = 1_600_000_000_000_000_000
 
@@ -34,20 +31,6 @@ def test_every_spelling_of_a_pair_has_one_id(tmp_path, monkeypatch):
     assert "pw" not in pair_id("src", "sftp://me:pw@host/x")
 
 
-def _hold_lock(state) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if (state / "lock").exists():
-            with open(state / "lock", "a") as f:
-                try:
-                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    fcntl.flock(f, fcntl.LOCK_UN)
-                except OSError:
-                    return
-        time.sleep(0.02)
-    raise AssertionError("the first run never took the lock")
-
-
 def test_another_spelling_cannot_run_beside_a_running_apply(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
@@ -55,7 +38,7 @@ def test_another_spelling_cannot_run_beside_a_running_apply(tmp_path, monkeypatc
     slow = subprocess.Popen([sys.executable, "-m", "reconcile", "apply", "src", str(tmp_path / "dst"),
                              "--bwlimit", "200K", "-q"], stderr=subprocess.PIPE)
     try:
-        _hold_lock(Path(StateDir.for_pair("src", str(tmp_path / "dst")).path))
+        wait_until_locked(StateDir.for_pair("src", str(tmp_path / "dst")).path)
         p = reconcile("apply", "src/", "dst/", check=5)
         assert f"another reconcile run (pid {slow.pid})" in p.stderr
     finally:
