@@ -24,6 +24,10 @@ class Excludes:
         self._protected_keys = frozenset(encode_path(p) for p in protected)
         self._protected_key_dirs = tuple(k + b"/" for k in self._protected_keys)
         self._spec = None
+        # gitignore: nothing under an excluded folder comes back through a "!"
+        # pattern; pathspec matches each path alone, so parents are asked too
+        self._negates = any(p.lstrip().startswith("!") for p in self.patterns)
+        self._dirs: dict[str, bool] = {}
         if self.patterns:
             import pathspec
 
@@ -46,7 +50,26 @@ class Excludes:
             return True
         if self._spec is None:
             return False
-        return self._spec.match_file(path + "/" if is_dir else path)
+        return self._match(path, is_dir)
+
+    def _match(self, path: str, is_dir: bool) -> bool:
+        assert self._spec is not None
+        if self._spec.match_file(path + "/" if is_dir else path):
+            return True
+        return self._negates and self._parent_excluded(path)
+
+    def _parent_excluded(self, path: str) -> bool:
+        if len(self._dirs) > 4096:
+            self._dirs.clear()  # sorted input: recent folders are the ones asked again
+        parent = path.rpartition("/")[0]
+        while parent:
+            hit = self._dirs.get(parent)
+            if hit is None:
+                hit = self._dirs[parent] = self._spec.match_file(parent + "/")
+            if hit:
+                return True
+            parent = parent.rpartition("/")[0]
+        return False
 
     def excluded_key(self, key: bytes, is_dir: bool) -> bool:
         """excluded(), given a row's sort key: no decoding unless patterns need it."""
@@ -55,7 +78,7 @@ class Excludes:
         if self._spec is None:
             return False
         path = decode_path(key[:-1] if is_dir else key)
-        return self._spec.match_file(path + "/" if is_dir else path)
+        return self._match(path, is_dir)
 
     def protected_names(self, prefix: bytes) -> frozenset[bytes]:
         """names protected directly in the folder whose children's keys start

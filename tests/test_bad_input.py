@@ -760,3 +760,20 @@ def test_backup_dir_must_be_one_top_level_name(pair, bad):
     assert "must be one folder name at the top of the destination" in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
     assert tree(dst, with_mtime=False) == {"keep": ("d",), "keep/old.txt": ("f", b"old")}
+
+
+def test_a_negation_under_an_excluded_folder_never_deletes_the_remote_copy(pair):
+    """gitignore: 'logs/' then '!logs/keep.txt' keeps the whole folder out; the
+    remote's logs/keep.txt is excluded too, so --delete leaves it alone."""
+    src, dst, state = pair
+    for root in (src, dst):
+        write(root / "logs" / "keep.txt", b"keep", T0)
+        write(root / "logs" / "x.log", b"x", T0)
+    write(src / "a.log", b"a", T0)
+    write(src / "b.keep.log", b"b", T0)
+    flags = ("--delete", "--exclude", "logs/", "--exclude", "!logs/keep.txt", "--exclude", "*.log",
+             "--exclude", "!b.keep.log")
+    ops = plan_ops(src, dst, state, *flags)
+    assert ops == [{"op": "upload", "path": "b.keep.log", "size": 1, "reason": "new"}]
+    apply(src, dst, state, *flags)
+    assert (dst / "logs" / "keep.txt").read_bytes() == b"keep"
