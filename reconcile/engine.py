@@ -218,9 +218,18 @@ class Run:
         which asks only about entries that are not plainly the source's own."""
         self.trash_runs = {}
         try:
-            yield from self.remote.list_rows()
+            rows = iter(self.remote.list_rows())
+            first = next(rows, None)
         except NotFound:
+            return  # no destination folder yet: everything is to send
+        if first is None:
             return
+        yield first
+        try:
+            yield from rows
+        except NotFound as exc:
+            # a short listing taken for the whole would resend or, with --delete, miss things
+            raise Transient(f"the destination changed while it was listed ({exc}); run again") from None
 
     def _keep_remote(self, e: Entry) -> bool:
         if not is_safe_path(e.path):

@@ -91,7 +91,10 @@ class LocalRemote:
             yield listing.rows[listing.start:j + 1]
             listing.start = j + 1
             key = listing.rows[j][0]
-            stack.append(_list_dir(os.path.join(root, key[:-1]), key))
+            try:
+                stack.append(_list_dir(os.path.join(root, key[:-1]), key))
+            except NotFound:
+                continue  # removed since its parent was read: nothing below it to compare
 
     def stat(self, path: str) -> Entry | None:
         try:
