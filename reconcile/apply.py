@@ -29,13 +29,15 @@ class Reporter(Protocol):
 class Outcome:
     results: dict[int, tuple[str, str | None]] = field(default_factory=dict)
     remote_gone: str | None = None  # set when the remote stayed away
+    expected: frozenset[int] = frozenset()  # every op this run was to carry out
 
     def count(self, result: str) -> int:
         return sum(1 for r, _ in self.results.values() if r == result)
 
     @property
     def complete(self) -> bool:
-        return self.remote_gone is None and self.count("failed") == 0
+        # an op with no result was never carried out, whatever else went right
+        return self.remote_gone is None and self.count("failed") == 0 and self.expected <= self.results.keys()
 
 
 @dataclass
@@ -62,9 +64,11 @@ class Executor:
         self.transfers = max(1, transfers)
         self.outcome = Outcome()
         self._lock = threading.Lock()
+        self._crash: BaseException | None = None  # a bug in a worker thread, raised on the caller's
 
     def run(self, ops: list[Op], todo: list[int], resume: dict[int, dict] | None = None) -> Outcome:
         resume = resume or {}
+        self.outcome.expected |= frozenset(todo)
         i = 0
         try:
             while i < len(todo):
@@ -129,7 +133,7 @@ class Executor:
         small_work = iter(small)
         take = threading.Lock()
 
-        def worker() -> None:
+        def work_all() -> None:
             if small:
                 self._small_uploads(many, ops, small_work, take)
             while not self.outcome.remote_gone:
@@ -142,11 +146,21 @@ class Executor:
                 except _RemoteGone:
                     return
 
+        def worker() -> None:
+            try:
+                work_all()
+            except BaseException as exc:  # a bug: stop the others, re-raise it on the caller's thread
+                with self._lock:
+                    self._crash = self._crash or exc
+                    self.outcome.remote_gone = self.outcome.remote_gone or f"{type(exc).__name__}: {exc}"
+
         threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(self.transfers, len(batch)))]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
+        if self._crash is not None:
+            raise self._crash
         if self.outcome.remote_gone:
             raise _RemoteGone
 
