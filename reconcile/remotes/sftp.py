@@ -1221,7 +1221,8 @@ class SftpRemote:
             return None
         try:
             before = os.fstat(fd)
-            data = os.pread(fd, before.st_size, 0) if before.st_size else b""
+            # the plan's size first: a file that grew since is never read whole into memory
+            data = os.pread(fd, before.st_size, 0) if before.st_size and before.st_size == e.size else b""
             after = os.fstat(fd)
         except OSError as exc:
             done(item, Permanent(f"cannot read the local file {item.local_path}: {exc.strerror}"))
