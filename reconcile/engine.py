@@ -352,7 +352,7 @@ class Run:
                 self.guard(changes, plan)
                 outcome = self._execute(plan, tag)
                 if outcome.complete:
-                    self._commit_snapshot(walk_tmp, hashes)
+                    self._commit_snapshot(walk_tmp, {**plan.hashes, **hashes})
                 if outcome.remote_gone is None and self.tidy_remote:
                     self._remove_temp_files()
             finally:

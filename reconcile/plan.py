@@ -55,6 +55,8 @@ class Op:
 @dataclass
 class Plan:
     ops: list[Op] = field(default_factory=list)
+    # content hashes known for moved files at their new paths, for the next snapshot
+    hashes: dict[str, bytes] = field(default_factory=dict)
 
     def count(self, op: str) -> int:
         return sum(1 for o in self.ops if o.op == op)
@@ -103,22 +105,31 @@ def _basename(path: str) -> str:
     return path.rpartition("/")[2]
 
 
-def _inode_vouches(prev: Entry, new: Entry) -> bool:
+def _known_hash(s: Stale) -> bytes | None:
+    return (s.prev.hash if s.prev is not None else None) or s.remote.hash
+
+
+def _needs_content_check(s: Stale, new: Entry) -> bool:
     """a deleted file's inode can be reused by a new file of the same size and
     mtime (tar, cp -p): the inode alone is trusted only when the name is kept,
-    as in a folder rename; a renamed file must also match by content."""
-    if _basename(prev.path).casefold() == _basename(new.path).casefold():
-        return True
-    return new.hash is not None and new.hash == prev.hash
+    as in a folder rename. A renamed file must match by content too, when we
+    know the old content's hash (we do for all we sent)."""
+    assert s.prev is not None
+    same_name = _basename(s.prev.path).casefold() == _basename(new.path).casefold()
+    return not same_name and _known_hash(s) is not None
+
+
+def _inode_vouches(s: Stale, new: Entry) -> bool:
+    return not _needs_content_check(s, new) or (new.hash is not None and new.hash == _known_hash(s))
 
 
 def needs_hash(changes: Changes, precision_ns: int) -> list[Entry]:
     """Local files the plan needs a content hash for: every file to send,
-    except those that a moved inode (under the same name) already vouches for."""
-    by_inode = {inode_key(s.prev): s.prev for s in changes.stale.values() if _source_trusted(s, precision_ns)}
+    except those that a moved inode already vouches for."""
+    by_inode = {inode_key(s.prev): s for s in changes.stale.values() if _source_trusted(s, precision_ns)}
     return [c for c in changes.needed.values()
             if c.kind == FILE and c.hash is None
-            and not (inode_key(c) in by_inode and _inode_vouches(by_inode[inode_key(c)], c))]
+            and not (inode_key(c) in by_inode and not _needs_content_check(by_inode[inode_key(c)], c))]
 
 
 def _pair_files(changes: Changes, precision_ns: int, delete: bool = True) -> list[tuple[Stale, Entry]]:
@@ -141,7 +152,7 @@ def _pair_files(changes: Changes, precision_ns: int, delete: bool = True) -> lis
         if c.kind != FILE:
             continue
         s = by_inode.get(inode_key(c))
-        if s is not None and not _inode_vouches(s.prev, c):
+        if s is not None and not _inode_vouches(s, c):
             s = None
         if s is None and c.hash is not None:
             s = by_hash.get((c.size, c.hash))
@@ -206,9 +217,10 @@ def _choose_dir_moves(votes: dict[tuple[str, str], int]) -> list[tuple[str, str]
     return chosen
 
 
-def _relocate(changes: Changes, a: str, b: str, precision_ns: int) -> list[str]:
+def _relocate(changes: Changes, a: str, b: str, precision_ns: int, hashes: dict[str, bytes]) -> list[str]:
     """Move the stale entries under a to b in our picture of the remote; what
-    now matches the source drops out of both sides. Returns the files moved."""
+    now matches the source drops out of both sides. Returns the files moved;
+    hashes gets the known content hashes of the files at their new paths."""
     moved_files = []
     inside = [p for p in changes.stale if is_inside(p, a)]
     for p in inside:
@@ -221,10 +233,18 @@ def _relocate(changes: Changes, a: str, b: str, precision_ns: int) -> list[str]:
         c = changes.needed.get(new)
         if c is not None and not file_changed(s.remote, c, precision_ns):
             del changes.needed[new]
+            _carry_hash(s, c, hashes)
             continue
         s.displaced = c is not None
         changes.stale[new] = s
     return moved_files
+
+
+def _carry_hash(s: Stale, c: Entry, hashes: dict[str, bytes]) -> None:
+    """the moved file is the one we hashed before: its hash goes with it, so a
+    later rename of it can still be checked by content."""
+    if c.hash is None and s.prev is not None and s.prev.hash is not None and inode_key(s.prev) == inode_key(c):
+        hashes[c.path] = s.prev.hash
 
 
 # --- ordering ----------------------------------------------------------------
@@ -331,22 +351,24 @@ def make_plan(changes: Changes, caps: Capabilities, delete: bool = False, tag: s
     """tag makes this plan's temp names unique on the remote."""
     precision = caps.mtime_precision_ns
     moves: list[_Move] = []
+    hashes: dict[str, bytes] = {}
     if caps.server_move:
         for a, b in _choose_dir_moves(_dir_candidates(_pair_files(changes, precision, delete), changes, delete)):
             size = sum(s.remote.size for p, s in changes.stale.items() if is_inside(p, a))
-            files = _relocate(changes, a, b, precision)
+            files = _relocate(changes, a, b, precision, hashes)
             moves.append(_Move(a, b, DIR, files, size))
         for s, c in _pair_files(changes, precision, delete):
             del changes.needed[c.path]
             changes.stale.pop(s.remote.path)
             moves.append(_Move(s.orig, c.path, FILE, [], c.size))
+            _carry_hash(s, c, hashes)
     ops: list[Op] = []
     ns = _Namespace()
     _order_moves(moves, ns, changes.stale, ops, tag)
     _add_transfers(changes, caps, ops)
     if delete:
         _add_deletes(changes, ops, caps)
-    return Plan(ops)
+    return Plan(ops, hashes)
 
 
 def _add_transfers(changes: Changes, caps: Capabilities, ops: list[Op]) -> None:

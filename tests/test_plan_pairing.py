@@ -82,3 +82,21 @@ def test_reused_inode_end_to_end_sends_the_new_content(tmp_path):
     reconcile("apply", src, dst, "--state-dir", state, "--delete", "--max-delete", "1", check=0)
     assert tree(dst, with_mtime=False) == {"settings.json": ("f", b'{"user": "bob"}')}
     reconcile("verify", src, dst, "--state-dir", state, "--hash", check=0)
+
+
+def test_a_moved_folder_keeps_its_files_hashes_in_the_snapshot(tmp_path):
+    """so a later rename of one of its files can still be checked by content."""
+    from reconcile import snapshot
+
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    for i in range(3):
+        write(src / "album" / f"p{i}.jpg", bytes([i]) * 100, T0)
+    reconcile("apply", src, dst, "--state-dir", state, "--delete", check=0)
+    os.rename(src / "album", src / "trip")
+    doc = reconcile("apply", src, dst, "--state-dir", state, "--delete", "--json", check=0).stdout
+    assert '"op": "move", "kind": "dir"' in doc
+    hashes = {e.path: e.hash for e in snapshot.read_entries(str(state / "snapshot.msgpack"))}
+    assert all(hashes[f"trip/p{i}.jpg"] is not None for i in range(3))
+    os.rename(src / "trip" / "p1.jpg", src / "trip" / "renamed.jpg")
+    doc = reconcile("plan", src, dst, "--state-dir", state, "--delete", "--json", check=0).stdout
+    assert '"from": "trip/p1.jpg", "to": "trip/renamed.jpg"' in doc
