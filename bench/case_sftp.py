@@ -30,7 +30,7 @@ def first_sync(srv: Sshd, files: int, runs: int) -> Case:
     def fresh(_: int) -> None:
         rmtree(out)
         rmtree(state)
-        os.makedirs(f"{out}/r")  # reconcile does not create a missing sftp root (see docs)
+        os.makedirs(f"{out}/r")
         os.makedirs(f"{out}/rs")
         drop_dirty()
 
