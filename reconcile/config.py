@@ -270,15 +270,37 @@ def _value_problem(key: str, value: Any) -> str | None:
 def _control_problem(key: str, value: Any) -> str | None:
     if key == "links" and value not in ("skip", "follow", "store"):
         return f"{value!r} is not skip, follow or store"
-    if key == "bwlimit" and not re.fullmatch(r"\d+(\.\d+)?[kmg]?b?(/s)?", value.strip().lower()):
+    if key == "bwlimit" and not _flag_accepts(_parse_rate, value):
         return f"{value!r} is not a rate"
     if key == "backup_keep" and value <= 0:
         return "must be more than 0"
-    if key == "backup_dir" and (not value.strip("/") or "/" in value.strip("/") or value.strip("/") in (".", "..")):
+    if key == "backup_dir" and not _flag_accepts(_trash_root, value):
         return "must be one folder name at the top of the destination"
     if key == "s3_sse" and value not in ("AES256", "aws:kms"):
         return f"{value!r} is not AES256 or aws:kms"
     return None
+
+
+def _parse_rate(value: str) -> object:
+    from reconcile.cli import parse_rate  # the flag's own rule
+
+    return parse_rate(value)
+
+
+def _trash_root(value: str) -> object:
+    from reconcile.engine import trash_root  # the flag's own rule
+
+    return trash_root(value)
+
+
+def _flag_accepts(parse, value: str) -> bool:
+    import typer
+
+    try:
+        parse(value)
+    except (ConfigError, typer.BadParameter):
+        return False
+    return True
 
 
 def _normalise(c: _Checker, where: str, values: dict[str, Any]) -> dict[str, Any]:

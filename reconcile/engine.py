@@ -64,7 +64,7 @@ RUN_NAME = "%Y-%m-%dT%H%M%SZ"  # trash run folders: UTC, sortable, no colons
 DEFAULT_TRASH = ".reconcile-trash"  # protected even on runs that forget --backup-dir
 
 
-def _trash_root(backup_dir: str | None) -> str | None:
+def trash_root(backup_dir: str | None) -> str | None:
     if not backup_dir:
         return None
     path = backup_dir.replace("\\", "/").strip("/")
@@ -120,7 +120,7 @@ class Run:
         self.state = StateDir.for_pair(self.source, dest, opts.state_dir)
         if opts.remote.state_dir is None:
             opts.remote.state_dir = self.state.remote_state
-        self.trash = _trash_root(opts.backup_dir)
+        self.trash = trash_root(opts.backup_dir)
         # the trash is never mirrored, listed as drift, or deleted by a plan
         protected = {DEFAULT_TRASH} | set(self._known_trash()) | ({self.trash} if self.trash else set())
         self.excludes = Excludes(opts.exclude, protected=sorted(protected))

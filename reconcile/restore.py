@@ -39,7 +39,7 @@ from reconcile.remotes import dest_kind, open_remote
 from reconcile.remotes import local_path as local_folder_of
 from reconcile.remotes.base import RemoteOptions
 from reconcile.remotes.retry import RetryPolicy
-from reconcile.statedir import display_url
+from reconcile.statedir import display_url, private_copy
 
 TRASH_DIR = ".reconcile-trash"
 CORRUPT_SUFFIX = ".reconcile-corrupt"
@@ -690,12 +690,7 @@ class Restore:
     def _private_record(self) -> str:
         real = os.path.join(os.path.abspath(os.path.expanduser(self.opts.state_dir or "")), "remote")
         self._scratch = tempfile.mkdtemp(prefix="reconcile-restore-")
-        copy = os.path.join(self._scratch, "remote")
-        try:
-            shutil.copytree(real, copy, ignore=shutil.ignore_patterns("*.tmp-*"))
-        except OSError:
-            os.makedirs(copy, exist_ok=True)  # no record (or unreadable): restore HEADs instead
-        return copy
+        return private_copy(real, self._scratch)  # no record: restore HEADs instead
 
     def _drop_scratch(self) -> None:
         if self._scratch is not None:

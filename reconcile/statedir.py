@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import sys
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
@@ -58,6 +59,18 @@ def pair_id(source: str, dest: str) -> str:
         parts = urlsplit(display_url(dest))
         target = urlunsplit((parts.scheme.lower(), parts.netloc, parts.path.rstrip("/"), "", ""))
     return f"{os.path.realpath(os.path.expanduser(source))}\0{target}"
+
+
+def private_copy(remote_state: str, scratch: str) -> str:
+    """a throw-away copy of a pair's remote records (the S3 record) in scratch,
+    for commands that hold no lock and write no state: the remote rewrites its
+    records as it goes. No records (or unreadable ones): an empty folder."""
+    copy = os.path.join(scratch, "remote")
+    try:
+        shutil.copytree(remote_state, copy, ignore=shutil.ignore_patterns("*.tmp-*"))
+    except OSError:
+        os.makedirs(copy, exist_ok=True)
+    return copy
 
 
 @dataclass

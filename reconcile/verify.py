@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ from reconcile.remotes import open_remote
 from reconcile.remotes.base import RemoteOptions
 from reconcile.remotes.retry import RetryingRemote, RetryPolicy
 from reconcile.report import human_bytes, printable
-from reconcile.statedir import StateDir, display_url
+from reconcile.statedir import StateDir, display_url, private_copy
 from reconcile.walk import WalkReport, walk
 
 HASH_BATCH = 64
@@ -74,13 +73,14 @@ def verify(source: str, dest: str, options: RemoteOptions, exclude: list[str], b
     started = time.monotonic()
     src = check_paths(source, dest)
     result = VerifyResult(src, display_url(dest))
+    state = StateDir.for_pair(src, dest, state_dir, create=False)
     with tempfile.TemporaryDirectory(prefix="reconcile-verify-") as tmp:
-        options.state_dir = _private_copy(src, dest, state_dir, tmp)
+        options.state_dir = private_copy(state.remote_state, tmp)
         policy = RetryPolicy(options.retry_for)
         remote = RetryingRemote(open_remote(dest, options), policy)
         try:
             # the remote trash is not part of the mirror
-            trash = [DEFAULT_TRASH, *known_trash(StateDir.for_pair(src, dest, state_dir, create=False))]
+            trash = [DEFAULT_TRASH, *known_trash(state)]
             excludes = Excludes(exclude, protected=trash)
             pairs = policy.run(lambda: _compare(src, remote, excludes, delete, result, links), "list")
             if by_hash:
@@ -89,17 +89,6 @@ def verify(source: str, dest: str, options: RemoteOptions, exclude: list[str], b
             remote.close()
     result.seconds = time.monotonic() - started
     return result
-
-
-def _private_copy(src: str, dest: str, state_dir: str | None, tmp: str) -> str:
-    """a copy of the pair's remote records, so the audit never writes state."""
-    copy = os.path.join(tmp, "remote-state")
-    real = StateDir.for_pair(src, dest, state_dir, create=False).remote_state
-    if os.path.isdir(real):
-        shutil.copytree(real, copy)
-    else:
-        os.makedirs(copy)
-    return copy
 
 
 def _compare(src: str, remote, excludes: Excludes, delete: bool, result: VerifyResult,
