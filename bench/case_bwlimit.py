@@ -3,9 +3,7 @@ Over SFTP against rsync --bwlimit, and over S3 against rclone --bwlimit."""
 
 from __future__ import annotations
 
-import os
-
-from bench.common import ROOT, Case, Check, Series, drop_dirty, log, repeat, reconcile_cmd, rmtree
+from bench.common import ROOT, Case, Check, Series, drop_dirty, fresh_dirs, log, repeat, reconcile_cmd, rmtree
 from bench.data import make_big_file
 
 FILES = 8  # more files than --transfers, so the limit is shared by parallel uploads
@@ -24,12 +22,7 @@ def sftp(srv, rate: int, seconds: int, runs: int) -> Case:
     src, total = _data(rate, seconds)
     out, state = f"{ROOT}/bwlimit/dst", f"{ROOT}/state/bwlimit"
 
-    def fresh(_: int) -> None:
-        rmtree(out)
-        rmtree(state)
-        os.makedirs(f"{out}/r")
-        os.makedirs(f"{out}/rs")
-        drop_dirty()
+    fresh = fresh_dirs([out, state], [f"{out}/r", f"{out}/rs"])
 
     kib = rate // 1024
     case = Case("controls", f"--bwlimit {kib // 1024}M over {seconds} s to SFTP: {FILES} files, {total >> 20} MiB")

@@ -6,7 +6,7 @@ import json
 import os
 import re
 
-from bench.common import (ROOT, Case, Check, Series, drop_dirty, log, mb, repeat, reconcile_cmd,
+from bench.common import (ROOT, Case, Check, Series, drop_dirty, fresh_dirs, log, mb, repeat, reconcile_cmd,
                           rmtree, run_timed)
 from bench.data import make_big_file, make_tree
 RETRY = "20s"  # a dead server fails the case fast instead of after 5 min
@@ -27,12 +27,7 @@ def first_sync(srv: Sshd, files: int, runs: int) -> Case:
     src = make_tree(f"{ROOT}/sftp/first-src", files, 1024, 32 * 1024, 31)
     out, state = f"{ROOT}/sftp/first-dst", f"{ROOT}/state/sftp-first"
 
-    def fresh(_: int) -> None:
-        rmtree(out)
-        rmtree(state)
-        os.makedirs(f"{out}/r")
-        os.makedirs(f"{out}/rs")
-        drop_dirty()
+    fresh = fresh_dirs([out, state], [f"{out}/r", f"{out}/rs"])
 
     case = Case("sftp", f"(a) first sync, {files:,} files of 1–32 KB")
     log(f"sftp first sync of {files:,} files")
@@ -72,11 +67,7 @@ def big_file(srv: Sshd, size: int, runs: int) -> Case:
     out, state = f"{ROOT}/sftp/big-dst", f"{ROOT}/state/sftp-big"
     os.system(f"cat {src} > /dev/null")  # from the page cache, for every tool
 
-    def fresh(_: int) -> None:
-        rmtree(out)
-        rmtree(state)
-        os.makedirs(f"{out}/r")
-        drop_dirty()
+    fresh = fresh_dirs([out, state], [f"{out}/r"])
 
     case = Case("sftp", f"(c) one {size >> 20} MiB file")
     log(f"sftp one {size >> 20} MiB file")

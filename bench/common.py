@@ -154,6 +154,18 @@ def drop_dirty() -> None:
     os.sync()
 
 
+def fresh_dirs(remove: list[str], make: list[str]) -> Callable[[int], None]:
+    """a repeat() before-callback: empty folders and state for each timed run."""
+    def fresh(_: int) -> None:
+        for path in remove:
+            rmtree(path)
+        for path in make:
+            os.makedirs(path)
+        drop_dirty()
+
+    return fresh
+
+
 def rmtree(path: str) -> None:
     subprocess.run(["rm", "-rf", path], check=True)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import time
 
 from bench.common import Case, Series
@@ -33,6 +34,11 @@ def summary_table(cases: list[Case]) -> list[str]:
     return rows
 
 
+def _portable(command: str) -> str:
+    """command lines without this machine's interpreter folder: `reconcile`, `python`, `aws`."""
+    return command.replace(os.path.dirname(sys.executable) + "/", "")
+
+
 def case_section(c: Case) -> list[str]:
     out = [f"### {c.group}: {c.name}", "",
            "| Tool | Median | Min–max (s) | Runs | Peak RSS | Note |", "|---|---|---|---|---|---|"]
@@ -41,13 +47,13 @@ def case_section(c: Case) -> list[str]:
     out += ["", "| Check | Measured | Target | Result |", "|---|---|---|---|"]
     out += [f"| {k.what} | {k.measured} | {k.target} | {k.verdict} |" for k in c.checks]
     out += ["", "Command lines:", ""]
-    out += [f"- {s.tool}: `{s.command}`" for s in c.series]
+    out += [f"- {s.tool}: `{_portable(s.command)}`" for s in c.series]
     out += [f"- note: {n}" for n in c.notes]
     return out + [""]
 
 
 def profile_section(p: Profile) -> list[str]:
-    out = [f"### Profile: {p.title}", "", f"`{p.command}`", ""]
+    out = [f"### Profile: {p.title}", "", f"`{_portable(p.command)}`", ""]
     if p.error:
         return out + [f"Not recorded: {p.error}", ""]
     out += [f"{p.samples} samples at 250 Hz over all threads (idle threads not sampled); "
