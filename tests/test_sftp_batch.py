@@ -206,3 +206,20 @@ def test_a_refused_login_fails_each_small_upload_once(sftp_dest, tmp_path):
         j.close()
     assert outcome.count("failed") == len(ops)
     assert all("authentication failed" in line for line in reporter.failed)
+
+
+def test_first_sync_into_a_missing_root_stays_pipelined(sftp_dest, root, tmp_path, monkeypatch):
+    # the root and its parent do not exist yet: a first sync must not fall back to one file at a time
+    src = tmp_path / "src-tree"
+    files = make_src(src, 60)
+    url = sftp_dest.url.rstrip("/") + "/new/deeper"
+    r = SftpRemote.from_url(url, sftp_dest.options)
+    singles = count_calls(monkeypatch, r, "upload")
+    results: list = []
+    try:
+        r.upload_many(items_for(src, files), lambda item, err: results.append((item.path, err)))
+    finally:
+        r.close()
+    assert sorted(results) == [(p, None) for p in sorted(files)]
+    assert singles == []
+    assert tree(root / "new" / "deeper") == tree(src)

@@ -475,6 +475,7 @@ class SftpRemote:
         self._seen_temps: list[str] | None = None  # temp names met by the last full list()
         self._left_temps: set[str] = set()  # temp files our failed uploads left
         self._dirs_seen: set[str] = set()  # folders upload_many made or found
+        self._root_ready = False  # the destination root is known to exist
 
     @classmethod
     def from_url(cls, url: str, options: RemoteOptions) -> "SftpRemote":
@@ -1124,7 +1125,12 @@ class SftpRemote:
         slow: list[_Small] = []
         try:
             with self._op(f"cannot write to {self.url}", failure=Transient):
-                self._pipeline(self._conn(), iter(items), done, progress, slow)
+                conn = self._conn()
+                if not self._root_ready:
+                    # a missing root would send every file of a first sync down the slow path
+                    self._make_root(conn.sftp)
+                    self._root_ready = True
+                self._pipeline(conn, iter(items), done, progress, slow)
         except BaseException:
             self._drop()  # requests may still be in flight on it
             raise
