@@ -14,6 +14,7 @@ Transient error, never a short listing taken for the whole.
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import signal
 import sys
@@ -30,7 +31,7 @@ if sys.platform != "win32":
 BATCH = 2048  # rows per frame
 PIPE_SIZE = 1 << 20  # how far the child may run ahead (Linux default is 64 KiB)
 F_SETPIPE_SZ = 1031
-ROWS, END, ERROR = 0, 1, 2
+ROWS, END, ERROR, TAIL = 0, 1, 2, 3
 
 
 def available() -> bool:
@@ -40,14 +41,18 @@ def available() -> bool:
     return sys.platform.startswith("linux") and hasattr(os, "fork") and len(os.sched_getaffinity(0)) >= 2
 
 
-def rows(produce: Callable[[], Iterator[list[tuple]]]) -> Iterator[tuple]:
+Tail = tuple[Callable[[], object], Callable[[object], None]]
+
+
+def rows(produce: Callable[[], Iterator[list[tuple]]], tail: Tail | None = None) -> Iterator[tuple]:
     """the rows of produce()'s runs (lists of rows), produced in a child
     process; the child starts on the first next() and is always reaped,
-    however the iteration ends."""
-    return chain.from_iterable(_batches(produce))
+    however the iteration ends. With tail=(make, take), make()'s value in the
+    child, taken once the runs are done, reaches take() here before the end."""
+    return chain.from_iterable(_batches(produce, tail))
 
 
-def _batches(produce: Callable[[], Iterator[list[tuple]]]) -> Iterator[tuple[tuple, ...]]:
+def _batches(produce: Callable[[], Iterator[list[tuple]]], tail: Tail | None) -> Iterator[tuple[tuple, ...]]:
     r, w = os.pipe()
     try:
         fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_SIZE)
@@ -56,17 +61,17 @@ def _batches(produce: Callable[[], Iterator[list[tuple]]]) -> Iterator[tuple[tup
     pid = os.fork()
     if pid == 0:  # pragma: no cover (the child never returns)
         os.close(r)
-        _child(produce, w)
+        _child(produce, w, tail[0] if tail else None)
     os.close(w)
     child = _Child(pid)
     try:
-        yield from _read(r, child)
+        yield from _read(r, child, tail[1] if tail else None)
     finally:
         os.close(r)
         child.stop()
 
 
-def _read(r: int, child: "_Child") -> Iterator[tuple[tuple, ...]]:
+def _read(r: int, child: "_Child", take: Callable[[object], None] | None) -> Iterator[tuple[tuple, ...]]:
     unpacker = msgpack.Unpacker(use_list=False, raw=False, unicode_errors="surrogateescape",
                                 max_buffer_size=1 << 26)
     while data := os.read(r, 1 << 18):
@@ -74,6 +79,9 @@ def _read(r: int, child: "_Child") -> Iterator[tuple[tuple, ...]]:
         for frame in unpacker:
             if frame[0] == ROWS:
                 yield frame[1]
+            elif frame[0] == TAIL:
+                if take is not None:
+                    take(frame[1])
             elif frame[0] == END:
                 child.wait()
                 return
@@ -117,17 +125,18 @@ class _Child:
             self.reaped = True  # someone else reaped it
 
 
-def _child(produce: Callable[[], Iterator[list[tuple]]], w: int) -> None:
+def _child(produce: Callable[[], Iterator[list[tuple]]], w: int, make: Callable[[], object] | None) -> None:
     """list, send, and leave by os._exit: never run the parent's cleanup."""
     code = 0
     try:
         gc.disable()  # no finalizer of a parent object may run here
+        logging.disable(logging.CRITICAL)  # the parent's log files are not ours to write
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         # keep no descriptor of the parent's: its run lock must die with it
         os.closerange(3, w)
         os.closerange(w + 1, _max_fd())
-        _send(produce, w)
+        _send(produce, w, make)
     except BrokenPipeError:
         code = 1  # the parent stopped reading
     except BaseException as exc:  # noqa: BLE001 (everything must reach the parent)
@@ -142,7 +151,7 @@ def _child(produce: Callable[[], Iterator[list[tuple]]], w: int) -> None:
         os._exit(code)
 
 
-def _send(produce: Callable[[], Iterator[list[tuple]]], w: int) -> None:
+def _send(produce: Callable[[], Iterator[list[tuple]]], w: int, make: Callable[[], object] | None) -> None:
     packer = msgpack.Packer(use_bin_type=True, unicode_errors="surrogateescape")
     batch: list[tuple] = []
     try:
@@ -154,6 +163,8 @@ def _send(produce: Callable[[], Iterator[list[tuple]]], w: int) -> None:
     finally:
         if batch:  # the rows before an error reach the parent before the error does
             _write(w, packer.pack((ROWS, batch)))
+    if make is not None:
+        _write(w, packer.pack((TAIL, make())))
     _write(w, packer.pack((END,)))
 
 

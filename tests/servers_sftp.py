@@ -223,6 +223,8 @@ class TcpProxy:
             except OSError:
                 _shut(client)
                 continue
+            for s in (client, server):  # no Nagle stalls on many small requests
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self._socks += [client, server]
                 self.connections += 1

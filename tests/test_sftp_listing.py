@@ -1,7 +1,8 @@
 """The pipelined SFTP listing (SftpRemote.list_rows) against the real sshd:
 the same rows as the filesystem says, in order, with link targets, temps
 hidden, raw names kept; many folders per flush; a cut connection is Transient
-and leaves no connection behind."""
+and leaves no connection behind. Each case runs both ways the listing runs:
+in a forked child (Linux with two cores) and in a thread of this process."""
 
 from __future__ import annotations
 
@@ -11,11 +12,21 @@ from pathlib import Path
 
 import pytest
 
+from reconcile import forked
 from reconcile.entry import DIR, FILE, LINK, TEMP_MARK, entry_key, entry_of
 from reconcile.errors import ConfigError, NotFound, Transient
 from reconcile.remotes import sftp as sftp_mod
 from reconcile.remotes.sftp import SftpRemote
 from tests.test_sftp import no_agent_no_config, proxied, remote, root  # noqa: F401
+
+
+@pytest.fixture(params=["forked", "thread"])
+def listing_way(request, monkeypatch) -> str:
+    if request.param == "forked" and not forked.available():
+        pytest.skip("no fork here (not Linux, or one core)")
+    if request.param == "thread":
+        monkeypatch.setattr(forked, "available", lambda: False)
+    return request.param
 
 
 def fill(root: Path) -> None:
@@ -54,6 +65,7 @@ def expected(root: Path) -> list[tuple]:
     return sorted(rows)
 
 
+@pytest.mark.usefixtures("listing_way")
 def test_rows_match_the_filesystem_in_order(remote, root):
     fill(root)
     rows = list(remote.list_rows())
@@ -67,6 +79,8 @@ def test_rows_match_the_filesystem_in_order(remote, root):
 
 
 def test_many_folders_go_out_per_flush(remote, root, monkeypatch):
+    # counted in this process: the child's requests are out of sight
+    monkeypatch.setattr(forked, "available", lambda: False)
     fill(root)
     sends: list[int] = [0]  # requests per channel write
     request, flush = sftp_mod._Pipe.request, sftp_mod._Pipe.flush
@@ -87,6 +101,7 @@ def test_many_folders_go_out_per_flush(remote, root, monkeypatch):
     assert len(remote._conns) == 0  # the listing's connection is closed
 
 
+@pytest.mark.usefixtures("listing_way")
 def test_missing_root_and_file_root(sftp_dest, root, tmp_path):
     missing = SftpRemote.from_url(sftp_dest.url + "/nope", sftp_dest.options)
     try:
@@ -103,19 +118,24 @@ def test_missing_root_and_file_root(sftp_dest, root, tmp_path):
         afile.close()
 
 
+@pytest.mark.usefixtures("listing_way")
 def test_cut_mid_listing_is_transient(proxied, sftp_proxy, root, monkeypatch):
     for i in range(400):
         (root / f"d{i:03d}").mkdir()
         (root / f"d{i:03d}" / "f").write_bytes(b"x")
-    rows = proxied.list_rows()
-    next(rows)
-    sftp_proxy.drop_all()
+    before = sftp_proxy.bytes_up
+    assert len(list(proxied.list_rows())) == 800
+    whole = sftp_proxy.bytes_up - before  # handshake (a few KB) and some 1,200 requests
+    # cut halfway through the requests: a forked lister may run far ahead of
+    # its reader, so the cut is placed by bytes sent, not by rows read
+    sftp_proxy.drop_after(whole // 2)
     with pytest.raises(Transient):
-        list(rows)
+        list(proxied.list_rows())
     assert len(proxied._conns) == 0
     assert len(list(proxied.list_rows())) == 800  # a fresh listing works
 
 
+@pytest.mark.usefixtures("listing_way")
 def test_big_folder_and_abandoned_listing(remote, root):
     import threading
 
@@ -129,6 +149,7 @@ def test_big_folder_and_abandoned_listing(remote, root):
     assert len(rows) == 751
     listing = remote.list_rows()
     next(listing)
-    listing.close()  # the consumer gives up: the lister thread and its connection go
+    listing.close()  # the consumer gives up: the lister thread (or child) and its connection go
     assert not any(t.name == "sftp-list" for t in threading.enumerate())
     assert len(remote._conns) == 0
+

@@ -34,12 +34,23 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Protocol
 from urllib.parse import unquote, urlsplit
 
-import paramiko
+# paramiko imports invoke (about 40 ms at every start) only to run `Match exec`
+# lines of an ssh config; it is loaded when a config has one (_config_lookup)
+_HIDE_INVOKE = "invoke" not in sys.modules
+if _HIDE_INVOKE:
+    sys.modules["invoke"] = None  # type: ignore[assignment]
+try:
+    import paramiko
+    import paramiko.config
+finally:
+    if _HIDE_INVOKE:
+        del sys.modules["invoke"]
 from paramiko.sftp import (CMD_CLOSE, CMD_DATA, CMD_EXTENDED, CMD_EXTENDED_REPLY, CMD_FSETSTAT, CMD_HANDLE,
                            CMD_MKDIR, CMD_NAME, CMD_OPEN, CMD_OPENDIR, CMD_READ, CMD_READDIR, CMD_READLINK,
                            CMD_STATUS, CMD_WRITE, SFTP_EOF, int64)
 from paramiko.sftp_attr import SFTPAttributes
 
+from reconcile import forked
 from reconcile.entry import DIR, FILE, LINK, TEMP_MARK, Entry, decode_path, encode_path, is_temp_name
 from reconcile.entry import entry_of, parent_of, sort_key
 from reconcile.errors import AuthError, ConfigError, NotFound, Permanent, ReconcileError, SourceChanged
@@ -412,9 +423,18 @@ def _lookup_ssh_config(alias: str, options: RemoteOptions) -> dict:
     if not os.path.exists(path):
         return {}
     try:
-        return dict(paramiko.SSHConfig.from_path(path).lookup(alias))
+        return dict(_config_lookup(paramiko.SSHConfig.from_path(path), alias))
     except Exception as exc:
-        raise ConfigError(f"cannot read ssh config {path}: {exc}") from None
+        raise ConfigError(f"cannot read ssh config {path}: {exc or exc.__class__.__name__}") from None
+
+
+def _config_lookup(config: paramiko.SSHConfig, alias: str) -> paramiko.SSHConfigDict:
+    try:
+        return config.lookup(alias)
+    except ImportError:  # a `Match exec` line: now paramiko gets invoke
+        import invoke
+        paramiko.config.invoke = invoke
+        return config.lookup(alias)
 
 
 def _parse_url(url: str, options: RemoteOptions) -> tuple[_Target, str, str]:
@@ -777,17 +797,23 @@ class SftpRemote:
     def list_rows(self) -> Iterator[tuple]:
         """the listing as rows (entry.row_of), in sort_key order. Listings are
         pipelined over a connection of their own: many folders' OPENDIR and
-        READDIR in flight at once, replies parsed with struct."""
+        READDIR in flight at once, replies parsed with struct. Where it can,
+        a child process lists (its own connection, paramiko's packet work on
+        the second core) while this one walks the source and merges."""
+        if forked.available():
+            if self._may_prompt() and not self._connected():
+                with self._op(f"cannot list {self.url}"):
+                    self._sftp()  # a prompted secret is asked here once, and kept for later connections
+            temps = []
+            yield from forked.rows(lambda: self._child_runs(temps), tail=(lambda: temps, temps.extend))
+            self._seen_temps = temps
+            return
         conn = self._connect()
         with self._lock:
             self._conns.add(conn)
         stop = threading.Event()
         lister: threading.Thread | None = None
         try:
-            with self._op(f"cannot list {self.url}"):
-                attr = conn.sftp.stat(self._abs(""))
-            if not st.S_ISDIR(attr.st_mode or 0):
-                raise ConfigError(f"destination {self.url} is a file, not a folder")
             temps: list[str] = []
             out: queue.Queue = queue.Queue(ROW_BATCHES)
             # a thread of its own, so the replies are read while the caller
@@ -808,6 +834,34 @@ class SftpRemote:
             if lister is not None:
                 lister.join()
 
+    def _may_prompt(self) -> bool:
+        return sys.stdin is not None and sys.stdin.isatty() and not (
+            os.environ.get("RECONCILE_SFTP_PASSWORD") and os.environ.get("RECONCILE_SSH_KEY_PASSPHRASE"))
+
+    def _child_runs(self, temps: list[str]) -> Iterator[list[tuple]]:
+        """in the forked child: the parent's connections and locks are not ours."""
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._conns = set()
+        self._hostkey_lock = threading.Lock()
+        self._secret_lock = threading.Lock()
+        self._pool = None
+        return self._row_runs(self._connect(), temps)
+
+    def _row_runs(self, conn: _Conn, temps: list[str]) -> Iterator[list[tuple]]:
+        """the listing over conn, in runs of ROW_BATCH rows; temp names go to temps."""
+        with self._op(f"cannot list {self.url}"):
+            attr = conn.sftp.stat(self._abs(""))
+        if not st.S_ISDIR(attr.st_mode or 0):
+            raise ConfigError(f"destination {self.url} is a file, not a folder")
+        batch: list[tuple] = []
+        for row in self._walk_rows(_Lister(self, conn.sftp, temps), b""):
+            batch.append(row)
+            if len(batch) >= ROW_BATCH:
+                yield batch
+                batch = []
+        yield batch
+
     def _list_into(self, conn: _Conn, temps: list[str], out: queue.Queue, stop: threading.Event) -> None:
         """rows in batches onto out, then None; an error instead, where one happens."""
         def put(item) -> bool:
@@ -820,14 +874,9 @@ class SftpRemote:
             return False
 
         try:
-            batch: list[tuple] = []
-            for row in self._walk_rows(_Lister(self, conn.sftp, temps), b""):
-                batch.append(row)
-                if len(batch) >= ROW_BATCH:
-                    if not put(batch):
-                        return
-                    batch = []
-            put(batch)
+            for batch in self._row_runs(conn, temps):
+                if not put(batch):
+                    return
             put(None)
         except BaseException as exc:
             put(exc)
