@@ -9,6 +9,7 @@ import pwd
 import shutil
 import stat
 import subprocess
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -208,6 +209,28 @@ def test_ssh_config_alias(sshd_server, sftp_dest, root, tmp_path, monkeypatch):
         assert "backupbox" in r.url
     finally:
         r.close()
+
+
+def test_ssh_config_match_exec(sshd_server, sftp_dest, root, tmp_path, monkeypatch):
+    # paramiko needs invoke for `Match exec`, which is not imported at start-up
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(f'Match host backupbox exec "test -d {root}"\n  HostName 127.0.0.1\n  Port {sshd_server.port}\n'
+                   f"  User root\n  IdentityFile {sshd_server.user_key}\n")
+    monkeypatch.setenv("RECONCILE_SSH_CONFIG", str(cfg))
+    monkeypatch.setattr(sys, "stdin", open(os.devnull))  # invoke reads stdin; pytest's refuses
+    (root / "seen").write_bytes(b"x")
+    opts = options(tmp_path, known_hosts=sftp_dest.options.known_hosts)
+    r = SftpRemote.from_url(f"sftp://backupbox{root}", opts)
+    try:
+        assert [e.path for e in r.list()] == ["seen"]
+    finally:
+        r.close()
+
+
+def test_importing_the_sftp_remote_leaves_invoke_out():
+    code = "import sys, reconcile.remotes.sftp; print('invoke' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
 
 
 def test_connection_refused_is_unreachable(sftp_dest, tmp_path):
