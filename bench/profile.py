@@ -34,7 +34,8 @@ def py_spy() -> str | None:
 
 
 def record(title: str, argv: list[str], env: dict | None = None, before=None) -> Profile:
-    """run argv under py-spy (all threads, native off, 250 Hz) and fold it."""
+    """run argv under py-spy (all threads and child processes, such as the
+    forked listing; native off, 250 Hz) and fold it."""
     spy = py_spy()
     prof = Profile(title, " ".join(argv), 0.0)
     if spy is None:
@@ -45,7 +46,7 @@ def record(title: str, argv: list[str], env: dict | None = None, before=None) ->
     out = f"{ROOT}/profile-{len(title)}.txt"
     log(f"profiling: {title}")
     try:
-        r = run_timed([spy, "record", "-r", "250", "-f", "raw", "-o", out, "--", *argv], env)
+        r = run_timed([spy, "record", "--subprocesses", "-r", "250", "-f", "raw", "-o", out, "--", *argv], env)
     except Exception as exc:  # py-spy may lack ptrace rights
         prof.error = str(exc).splitlines()[0][:200]
         return prof
@@ -78,7 +79,7 @@ def _fold(prof: Profile, path: str) -> None:
             continue
         n = int(count)
         total += n
-        frames = [_short(f) for f in stack.split(";") if f.strip()]
+        frames = [_short(f) for f in stack.split(";") if f.strip() and not f.startswith("process ")]
         if frames:
             self_c[frames[-1]] += n
         for f in set(frames):

@@ -56,7 +56,7 @@ def profile_section(p: Profile) -> list[str]:
     out = [f"### Profile: {p.title}", "", f"`{_portable(p.command)}`", ""]
     if p.error:
         return out + [f"Not recorded: {p.error}", ""]
-    out += [f"{p.samples} samples at 250 Hz over all threads (idle threads not sampled); "
+    out += [f"{p.samples} samples at 250 Hz over all threads and child processes (idle threads not sampled); "
             f"the run took {p.seconds:.2f} s under py-spy.", "",
             "| Own time (leaf frame) | % of samples |", "|---|---|"]
     out += [f"| `{f}` | {pct:.1f} |" for f, pct in p.self_top]
