@@ -3,6 +3,7 @@ changing while we read it."""
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 
@@ -14,12 +15,14 @@ BUFFER = 1 << 20
 _local = threading.local()
 
 
-def _buffer() -> bytearray:
-    """one read buffer per thread: a fresh 1 MiB bytearray is zero-filled,
-    which cost more than hashing a small file."""
+def _buffer() -> mmap.mmap:
+    """one read buffer per thread: a fresh 1 MiB buffer is zero-filled, which
+    cost more than hashing a small file. Anonymous mmap, so it starts on a page:
+    the kernel copies into a bytearray's (16 bytes past a page) at half speed,
+    1 GiB in 0.15 s against 0.08 s."""
     buf = getattr(_local, "buf", None)
     if buf is None:
-        buf = _local.buf = bytearray(BUFFER)
+        buf = _local.buf = mmap.mmap(-1, BUFFER)
     return buf
 
 

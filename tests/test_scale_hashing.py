@@ -28,3 +28,15 @@ def test_threads_hashing_many_files_get_each_file_right(tmp_path):
     assert got == [want[p] for p in paths]
     st = os.stat(paths[0])
     assert hash_file(paths[0], st.st_size, st.st_mtime_ns) == want[paths[0]]
+
+
+def test_read_buffer_starts_on_a_page():
+    # the kernel copies into a buffer 16 bytes past a page (a bytearray's) at half speed
+    import ctypes
+    import mmap
+
+    from reconcile.hashing import _buffer
+
+    buf = _buffer()
+    assert len(buf) == BUFFER
+    assert ctypes.addressof(ctypes.c_char.from_buffer(buf)) % mmap.PAGESIZE == 0
