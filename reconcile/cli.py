@@ -8,6 +8,7 @@ error; 3 partial (the journal keeps the rest); 4 refused by a safety guard;
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -370,4 +371,24 @@ app.command("restore")(restore_command)
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+        code = 0
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    _leave(code)
+
+
+def _leave(code: int) -> None:
+    """exit without tearing the interpreter down: by now every state file is
+    synced and closed, and freeing a big run's objects one by one took about
+    0.1 s of a 1.8 s no-change run. Output and logs are flushed first."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # a reader that went away, as `reconcile plan | head`
+    os._exit(code)

@@ -144,3 +144,23 @@ def test_bad_flag_still_ends_the_log_with_a_summary(src, tmp_path):
     records = json_lines(log)
     assert records[-1]["event"] == "summary" and records[-1]["result"] == "config-error"
     assert "--bwlimit" in records[-1]["message"]
+
+
+def test_output_and_log_complete_at_exit(tmp_path):
+    # the command leaves by os._exit: everything written must be flushed first.
+    # the commands flush their own output today; this guards the exit path.
+    # block-buffered output, as under cron (this shell may set PYTHONUNBUFFERED)
+    buffered = {"PYTHONUNBUFFERED": ""}
+    for i in range(3000):
+        write(tmp_path / "many" / f"d{i % 30}" / f"file-with-a-long-name-{i:05d}.txt", b"x", T0)
+    log = tmp_path / "r.log"
+    p = reconcile("plan", tmp_path / "many", tmp_path / "dst", "--json", "--log-file", log,
+                  "--log-format", "json", "--state-dir", tmp_path / "st", env=buffered, check=0)
+    assert len(p.stdout) > 1 << 17  # more than a pipe holds at once
+    assert len([op for op in json.loads(p.stdout)["operations"] if op["op"] == "upload"]) == 3000
+    assert json_lines(log)[-1]["event"] == "summary"
+    status = reconcile("status", tmp_path / "many", tmp_path / "dst", "--json", "--state-dir", tmp_path / "st",
+                       env=buffered, check=0)
+    assert json.loads(status.stdout)["snapshot"] is None  # printed without a flush of its own
+    bad = reconcile("plan", tmp_path / "nowhere", tmp_path / "dst", "--state-dir", tmp_path / "st2", env=buffered)
+    assert bad.returncode == 4 and "does not exist" in bad.stderr  # the exit code survives too
