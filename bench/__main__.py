@@ -151,9 +151,8 @@ def _profiles(srv, size, scale):
     out, st = f"{ROOT}/sftp/prof-dst", f"{ROOT}/state/sftp-prof"
 
     def fresh() -> None:
-        rmtree(out)
+        rmtree(out)  # not made again: a first sync makes its own destination folder
         rmtree(st)
-        os.makedirs(out)
         drop_dirty()
 
     apply = [sys.executable, "-P", "-m", "reconcile", "apply", first_src, srv.url(out), *srv.reconcile_args(),
