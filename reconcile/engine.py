@@ -324,6 +324,7 @@ class Run:
 
     def _apply(self) -> RunResult:
         with RunLock(self.state.lock):
+            self.state.remove_stale_temps()
             resumed = self._resume()
             if resumed is not None and resumed.remote_gone:
                 report = WalkReport()

@@ -120,3 +120,16 @@ class StateDir:
     @property
     def remote_state(self) -> str:
         return self.file("remote")
+
+    def remove_stale_temps(self) -> None:
+        """temp files a killed run left behind (a snapshot half rewritten,
+        say). Only under the run lock: then nothing is writing them."""
+        for name in TEMP_NAMES:
+            try:
+                os.unlink(self.file(name))
+            except FileNotFoundError:
+                pass
+
+
+# every temp name the state folder may hold: each is written under the run lock
+TEMP_NAMES = ("snapshot.msgpack.tmp", "snapshot.walk.tmp", "journal.msgpack.tmp", "last-run.json.tmp")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from reconcile.statedir import TEMP_NAMES
 from tests.cli import reconcile
 from tests.mirror import tree, write
 
@@ -67,3 +68,16 @@ def test_sigkill_then_resume_converges(tmp_path, seed):
     assert not any(".reconcile-tmp-" in p for p in os.listdir(dst))
     assert not any(".reconcile-tmp-" in str(p) for p in dst.rglob("*"))
     assert reconcile("plan", src, dst, "--state-dir", state, "--delete", "--json", check=0).stdout.count('"op"') == 0
+
+
+def test_temp_files_of_a_killed_run_are_cleared(tmp_path):
+    # a kill while the snapshot was being rewritten leaves its temp file; the
+    # next apply must clear it even when it has no snapshot of its own to rewrite
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    write(src / "a.txt", b"a", 1_600_000_000_000_000_000)
+    reconcile("apply", src, dst, "--state-dir", state, check=0)
+    for name in TEMP_NAMES:
+        (state / name).write_bytes(b"half written")
+    reconcile("apply", src, dst, "--state-dir", state, check=0)
+    assert not [n for n in os.listdir(state) if n.endswith(".tmp")]
+    assert tree(dst) == tree(src)
