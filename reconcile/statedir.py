@@ -124,12 +124,35 @@ class StateDir:
     def remove_stale_temps(self) -> None:
         """temp files a killed run left behind (a snapshot half rewritten,
         say). Only under the run lock: then nothing is writing them."""
-        for name in TEMP_NAMES:
+        stale = [self.file(name) for name in TEMP_NAMES]
+        try:
+            # the S3 record's temp names carry the writer's pid: `plan` writes it without the lock
+            names = os.listdir(self.remote_state)
+        except OSError:
+            names = []
+        for name in names:
+            m = _RECORD_TEMP.search(name)
+            if m and not _alive(int(m.group(1))):
+                stale.append(os.path.join(self.remote_state, name))
+        for path in stale:
             try:
-                os.unlink(self.file(name))
+                os.unlink(path)
             except FileNotFoundError:
                 pass
 
 
 # every temp name the state folder may hold: each is written under the run lock
 TEMP_NAMES = ("snapshot.msgpack.tmp", "snapshot.walk.tmp", "journal.msgpack.tmp", "last-run.json.tmp")
+_RECORD_TEMP = re.compile(r"\.tmp-(\d+)$")
+
+
+def _alive(pid: int) -> bool:
+    if sys.platform == "win32":
+        return True  # os.kill there terminates the process: never ask
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's process, or no way to tell: leave its file
+    return True

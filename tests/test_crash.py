@@ -78,6 +78,11 @@ def test_temp_files_of_a_killed_run_are_cleared(tmp_path):
     reconcile("apply", src, dst, "--state-dir", state, check=0)
     for name in TEMP_NAMES:
         (state / name).write_bytes(b"half written")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (state / "remote" / f"s3-record.msgpack.tmp-{gone.pid}").write_bytes(b"killed writer")
+    (state / "remote" / f"s3-record.msgpack.tmp-{os.getpid()}").write_bytes(b"a live plan's")
     reconcile("apply", src, dst, "--state-dir", state, check=0)
     assert not [n for n in os.listdir(state) if n.endswith(".tmp")]
+    assert os.listdir(state / "remote") == [f"s3-record.msgpack.tmp-{os.getpid()}"]
     assert tree(dst) == tree(src)
