@@ -153,3 +153,15 @@ def test_big_folder_and_abandoned_listing(remote, root):
     assert not any(t.name == "sftp-list" for t in threading.enumerate())
     assert len(remote._conns) == 0
 
+
+
+def test_on_a_terminal_the_parent_signs_in_before_the_child_lists(remote, root, monkeypatch):
+    # a secret asked on a terminal is asked once, here, and kept for the later connections
+    if not forked.available():
+        pytest.skip("no fork here (not Linux, or one core)")
+    fill(root)
+    monkeypatch.setattr(SftpRemote, "_may_prompt", lambda self: True)
+    assert not remote._connected()
+    rows = list(remote.list_rows())
+    assert remote._connected()  # this process's own connection, made before the fork
+    assert [(r[0], r[1], r[2], r[3], r[8]) for r in rows] == expected(root)
