@@ -71,7 +71,7 @@ def main(argv: list[str]) -> int:
             analysis += "\n\nCases that failed to run:\n\n" + "\n".join(f"- {f}" for f in failures)
         from bench.report import write
         facts = (args.size, cases, profiles, versions(tools), analysis, time.perf_counter() - started)
-        _save(facts)
+        _save(facts, partial=bool(args.only))
         write(out, *facts)
         log(f"wrote {out} in {time.perf_counter() - started:.0f} s")
         if not args.keep_data:
@@ -82,10 +82,12 @@ def main(argv: list[str]) -> int:
 SAVED = os.path.join(REPO, "bench", "out")
 
 
-def _save(facts: tuple) -> None:
-    """keep the raw figures (bench/out is git-ignored) so the report can be re-rendered."""
+def _save(facts: tuple, partial: bool) -> None:
+    """keep the raw figures (bench/out is git-ignored) so the report can be re-rendered.
+    A run of some cases (--only) is kept apart: it must not replace a whole run's figures."""
     os.makedirs(SAVED, exist_ok=True)
-    with open(os.path.join(SAVED, f"results-{facts[0]}.pickle"), "wb") as f:
+    name = f"results-{facts[0]}{'-only' if partial else ''}.pickle"
+    with open(os.path.join(SAVED, name), "wb") as f:
         pickle.dump(facts, f)
 
 
