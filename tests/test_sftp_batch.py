@@ -9,6 +9,7 @@ import os
 import random
 from pathlib import Path
 
+import paramiko
 import pytest
 
 from reconcile import journal as journal_mod
@@ -222,4 +223,44 @@ def test_first_sync_into_a_missing_root_stays_pipelined(sftp_dest, root, tmp_pat
         r.close()
     assert sorted(results) == [(p, None) for p in sorted(files)]
     assert singles == []
+    assert tree(root / "new" / "deeper") == tree(src)
+
+
+def test_workers_starting_together_make_a_missing_root_once(sftp_dest, root, tmp_path, monkeypatch):
+    # every upload worker starts with upload_many at once; their mkdirs of one root must not race
+    import threading
+    import time
+
+    src = tmp_path / "src-tree"
+    files = make_src(src, 40)
+    r = SftpRemote.from_url(sftp_dest.url.rstrip("/") + "/new/deeper", sftp_dest.options)
+    real = paramiko.SFTPClient.mkdir
+
+    def slow_mkdir(self, *a, **kw):
+        time.sleep(0.2)  # widen the window between looking (lstat) and making
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(paramiko.SFTPClient, "mkdir", slow_mkdir)
+    items = items_for(src, files)
+    results: list = []
+    errors: list = []
+    start = threading.Barrier(4)
+
+    def worker(share):
+        start.wait()
+        try:
+            r.upload_many(share, lambda item, err: results.append((item.path, err)))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(items[k::4],)) for k in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        r.close()
+    assert errors == []
+    assert sorted(results) == [(p, None) for p in sorted(files)]
     assert tree(root / "new" / "deeper") == tree(src)

@@ -496,6 +496,7 @@ class SftpRemote:
         self._left_temps: set[str] = set()  # temp files our failed uploads left
         self._dirs_seen: set[str] = set()  # folders upload_many made or found
         self._root_ready = False  # the destination root is known to exist
+        self._root_lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str, options: RemoteOptions) -> "SftpRemote":
@@ -1175,10 +1176,7 @@ class SftpRemote:
         try:
             with self._op(f"cannot write to {self.url}", failure=Transient):
                 conn = self._conn()
-                if not self._root_ready:
-                    # a missing root would send every file of a first sync down the slow path
-                    self._make_root(conn.sftp)
-                    self._root_ready = True
+                self._root_once(conn.sftp)
                 self._pipeline(conn, iter(items), done, progress, slow)
         except BaseException:
             self._drop()  # requests may still be in flight on it
@@ -1245,6 +1243,15 @@ class SftpRemote:
             files, held = files - 1, held - f.size
             f.data = b""
             slow.append(f)
+
+    def _root_once(self, sftp: paramiko.SFTPClient) -> None:
+        """a missing root would send every file of a first sync down the slow
+        path; one thread makes it while the others wait (their mkdirs of the
+        same folder would fail and be retried)."""
+        with self._root_lock:
+            if not self._root_ready:
+                self._make_root(sftp)
+                self._root_ready = True
 
     def _ask_parent(self, pipe: _Pipe, waiting: dict, f: _Small) -> None:
         """a folder not yet seen this run is made ahead of the first open in it
