@@ -332,7 +332,7 @@ class Run:
                 result.resumed = resumed
                 return result
             report = WalkReport()
-            walk_tmp = self.state.file("snapshot.walk.tmp")
+            walk_tmp = self.state.walk_snapshot
             writers: list[snapshot.SnapshotWriter] = []
 
             def attempt() -> Changes:

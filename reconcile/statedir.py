@@ -121,19 +121,27 @@ class StateDir:
     def remote_state(self) -> str:
         return self.file("remote")
 
+    @property
+    def walk_snapshot(self) -> str:
+        """the next snapshot, written during the walk; it replaces snapshot once a run completes."""
+        return self.file("snapshot.walk.tmp")
+
+    def temp_files(self) -> list[str]:
+        """every temp file the state folder may hold: each is written under
+        the run lock (snapshot, journal and last-run write path + '.tmp')."""
+        return [self.walk_snapshot] + [p + ".tmp" for p in (self.snapshot, self.journal, self.last_run)]
+
     def remove_stale_temps(self) -> None:
         """temp files a killed run left behind (a snapshot half rewritten,
         say). Only under the run lock: then nothing is writing them."""
-        stale = [self.file(name) for name in TEMP_NAMES]
+        stale = self.temp_files()
         try:
             # the S3 record's temp names carry the writer's pid: `plan` writes it without the lock
             names = os.listdir(self.remote_state)
         except OSError:
             names = []
-        for name in names:
-            m = _RECORD_TEMP.search(name)
-            if m and not _alive(int(m.group(1))):
-                stale.append(os.path.join(self.remote_state, name))
+        stale += [os.path.join(self.remote_state, n) for n in names
+                  if (m := _RECORD_TEMP.search(n)) and not _alive(int(m.group(1)))]
         for path in stale:
             try:
                 os.unlink(path)
@@ -141,8 +149,6 @@ class StateDir:
                 pass
 
 
-# every temp name the state folder may hold: each is written under the run lock
-TEMP_NAMES = ("snapshot.msgpack.tmp", "snapshot.walk.tmp", "journal.msgpack.tmp", "last-run.json.tmp")
 _RECORD_TEMP = re.compile(r"\.tmp-(\d+)$")
 
 
@@ -153,6 +159,6 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OSError):
-        return True  # someone else's process, or no way to tell: leave its file
+    except OSError:
+        pass  # someone else's process, or no way to tell: leave its file
     return True

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from reconcile.statedir import TEMP_NAMES
+from reconcile.statedir import StateDir
 from tests.cli import reconcile
 from tests.mirror import tree, write
 
@@ -76,8 +76,8 @@ def test_temp_files_of_a_killed_run_are_cleared(tmp_path):
     src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
     write(src / "a.txt", b"a", 1_600_000_000_000_000_000)
     reconcile("apply", src, dst, "--state-dir", state, check=0)
-    for name in TEMP_NAMES:
-        (state / name).write_bytes(b"half written")
+    for path in StateDir(str(state)).temp_files():
+        Path(path).write_bytes(b"half written")
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     (state / "remote" / f"s3-record.msgpack.tmp-{gone.pid}").write_bytes(b"killed writer")

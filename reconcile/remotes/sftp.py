@@ -484,19 +484,24 @@ class SftpRemote:
         self.options = options
         self.url = url
         self.transfers = options.transfers or 4
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._conns: set[_Conn] = set()
+        self._fresh_connection_state()
         self._trusted_key: bytes | None = None
-        self._hostkey_lock = threading.Lock()
-        self._secret_lock = threading.Lock()
         self._secrets: dict[str, str | None] = {}
-        self._pool: ThreadPoolExecutor | None = None
         self._seen_temps: list[str] | None = None  # temp names met by the last full list()
         self._left_temps: set[str] = set()  # temp files our failed uploads left
         self._dirs_seen: set[str] = set()  # folders upload_many made or found
         self._root_ready = False  # the destination root is known to exist
+
+    def _fresh_connection_state(self) -> None:
+        """no connection, pool or lock held: at start, and in a forked child,
+        where the parent's are not ours."""
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._conns: set[_Conn] = set()
+        self._hostkey_lock = threading.Lock()
+        self._secret_lock = threading.Lock()
         self._root_lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
 
     @classmethod
     def from_url(cls, url: str, options: RemoteOptions) -> "SftpRemote":
@@ -801,11 +806,11 @@ class SftpRemote:
         READDIR in flight at once, replies parsed with struct. Where it can,
         a child process lists (its own connection, paramiko's packet work on
         the second core) while this one walks the source and merges."""
+        temps: list[str] = []
         if forked.available():
             if self._may_prompt() and not self._connected():
                 with self._op(f"cannot list {self.url}"):
                     self._sftp()  # a prompted secret is asked here once, and kept for later connections
-            temps = []
             yield from forked.rows(lambda: self._child_runs(temps), tail=(lambda: temps, temps.extend))
             self._seen_temps = temps
             return
@@ -815,7 +820,6 @@ class SftpRemote:
         stop = threading.Event()
         lister: threading.Thread | None = None
         try:
-            temps: list[str] = []
             out: queue.Queue = queue.Queue(ROW_BATCHES)
             # a thread of its own, so the replies are read while the caller
             # waits on its own disk (the source walk's lstat)
@@ -841,12 +845,7 @@ class SftpRemote:
 
     def _child_runs(self, temps: list[str]) -> Iterator[list[tuple]]:
         """in the forked child: the parent's connections and locks are not ours."""
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._conns = set()
-        self._hostkey_lock = threading.Lock()
-        self._secret_lock = threading.Lock()
-        self._pool = None
+        self._fresh_connection_state()
         return self._row_runs(self._connect(), temps)
 
     def _row_runs(self, conn: _Conn, temps: list[str]) -> Iterator[list[tuple]]:
