@@ -24,6 +24,7 @@ from reconcile.plan import Plan, keep_copies, make_plan, needs_hash, prune_trash
 from reconcile.remotes import dest_kind, open_remote
 from reconcile.remotes.base import RemoteOptions
 from reconcile.remotes.retry import RetryingRemote, RetryPolicy
+from reconcile.spool import walk_while_waiting
 from reconcile.statedir import StateDir, display_url
 from reconcile.statefile import write_private
 from reconcile.walk import WalkReport, walk_rows
@@ -191,12 +192,18 @@ class Run:
             if not caps.empty_dirs:
                 entries = with_implied_dirs(entries)
             remote_rows = map(row_of, entries)
-        return merge_rows(walk_rows(self.source, self.excludes, report, self.opts.links), self.previous(),
-                          remote_rows, self.excludes, caps.mtime_precision_ns, self.opts.checksum,
+        walked = walk_rows(self.source, self.excludes, report, self.opts.links)
+        if not self.opts.offline:
+            walked, remote_rows = walk_while_waiting(walked, remote_rows, self._spill_dir())
+        return merge_rows(walked, self.previous(), remote_rows, self.excludes, caps.mtime_precision_ns, self.opts.checksum,
                           record=writer.add_row if writer else None,
                           hasher=self._checksum_hasher if self.opts.checksum else None,
                           perms=bool(self.opts.remote.extra.get("perms")), keep_remote=keep,
                           current_excluded=True)
+
+    def _spill_dir(self) -> str | None:
+        """the private state folder, where it exists (a first plan has none yet)"""
+        return self.state.path if os.path.isdir(self.state.path) else None
 
     def _checksum_hasher(self, e: Entry) -> bytes | None:
         try:
