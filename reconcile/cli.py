@@ -71,7 +71,7 @@ def _links(value: str) -> str:
 def _options(delete, exclude, max_delete, allow_empty_source, state_dir, transfers, ssh_key,
              known_hosts, accept_new_host_key, retry_for, s3_endpoint, profile, s3_storage_class,
              s3_sse, s3_sse_kms_key_id, offline=False, backup_dir=None, backup_keep=None, bwlimit=None,
-             links="skip", checksum=False, perms=False):
+             links="skip", checksum=False, perms=False, ssh_find="auto"):
     from reconcile.engine import RunOptions
 
     if transfers is not None and transfers < 1:
@@ -88,6 +88,7 @@ def _options(delete, exclude, max_delete, allow_empty_source, state_dir, transfe
                       bwlimit=parse_rate(bwlimit) if bwlimit else None, links=_links(links),
                       checksum=checksum)
     remote.extra["perms"] = perms
+    remote.extra["ssh_find"] = _choice(ssh_find, SSH_FIND_WAYS)
     return opts
 
 
@@ -116,6 +117,8 @@ BwLimit = Annotated[Optional[str], typer.Option("--bwlimit", help="bytes per sec
 Links = Annotated[str, typer.Option("--links", help="symlinks: skip, follow or store")]
 Checksum = Annotated[bool, typer.Option("--checksum", help="compare content by xxh3, not size and mtime")]
 Perms = Annotated[bool, typer.Option("--perms", help="keep file permissions on the destination")]
+SSH_FIND_WAYS = ("auto", "always", "never")
+SshFind = Annotated[str, typer.Option("--ssh-find", help="sftp: list a large tree by running find on the server (auto, always, never)")]
 AllOpt = Annotated[bool, typer.Option("--all", help="every mapping of the config file")]
 ConfigOpt = Annotated[Optional[str], typer.Option("--config", envvar="RECONCILE_CONFIG", help="config file (default: the platform's config folder)")]
 LogFile = Annotated[Optional[str], typer.Option("--log-file", help="append log lines here (rotated at 10 MB, 5 kept)")]
@@ -226,7 +229,7 @@ def plan(source: Optional[str] = NameArg, dest: Optional[str] = OptDestArg,
          retry_for: RetryFor = "5m", s3_endpoint: S3Endpoint = None, profile: Profile = None,
          s3_storage_class: StorageClass = None, s3_sse: Sse = None, s3_sse_kms_key_id: SseKey = None,
          backup_dir: BackupDir = None, backup_keep: BackupKeep = None, bwlimit: BwLimit = None,
-         links: Links = "skip", checksum: Checksum = False, perms: Perms = False,
+         links: Links = "skip", checksum: Checksum = False, perms: Perms = False, ssh_find: SshFind = "auto",
          all_: AllOpt = False, config: ConfigOpt = None, log_file: LogFile = None, log_format: LogFormat = "text"):
     """Show what apply would do. Changes nothing."""
     kw = {k: v for k, v in locals().items() if k not in JOB_FLAGS}
@@ -242,7 +245,7 @@ def apply(source: Optional[str] = NameArg, dest: Optional[str] = OptDestArg,
           retry_for: RetryFor = "5m", s3_endpoint: S3Endpoint = None, profile: Profile = None,
           s3_storage_class: StorageClass = None, s3_sse: Sse = None, s3_sse_kms_key_id: SseKey = None,
          backup_dir: BackupDir = None, backup_keep: BackupKeep = None, bwlimit: BwLimit = None,
-         links: Links = "skip", checksum: Checksum = False, perms: Perms = False,
+         links: Links = "skip", checksum: Checksum = False, perms: Perms = False, ssh_find: SshFind = "auto",
          all_: AllOpt = False, config: ConfigOpt = None, log_file: LogFile = None, log_format: LogFormat = "text"):
     """Make the remote an exact copy of SOURCE. A killed run resumes next time."""
     kw = {k: v for k, v in locals().items() if k not in JOB_FLAGS}

@@ -50,10 +50,11 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "links": (str, 'links = "skip", "follow" or "store"'),
     "checksum": (bool, "true or false, e.g. checksum = true"),
     "perms": (bool, "true or false, e.g. perms = true"),
+    "ssh_find": (str, 'ssh_find = "auto", "always" or "never"'),
 }
 PATH_KEYS = ("ssh_key", "known_hosts", "state_dir")
 S3_KEYS = ("s3_endpoint", "profile", "s3_storage_class", "s3_sse", "s3_sse_kms_key_id")
-SFTP_KEYS = ("ssh_key", "known_hosts")
+SFTP_KEYS = ("ssh_key", "known_hosts", "ssh_find")
 SECRET_NAME = re.compile(r"pass(word|phrase|wd)?$|secret|token|credential|api_?key|access_?key", re.I)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 SECRET_FIX = ("reconcile never reads secrets from this file: delete the key and use ssh-agent, --ssh-key, "

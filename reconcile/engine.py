@@ -29,6 +29,8 @@ from reconcile.statedir import StateDir, display_url
 from reconcile.statefile import write_private
 from reconcile.walk import WalkReport, walk_rows
 
+SNAPSHOT_BYTES_PER_ENTRY = 50  # measured: 49 on the benchmark trees
+
 
 @dataclass
 class RunOptions:
@@ -149,11 +151,19 @@ class Run:
     def remote(self):
         if self._remote is None:
             policy = RetryPolicy(self.opts.remote.retry_for, on_retry=self._on_retry)
+            self.opts.remote.expected_entries = self._snapshot_entries()
             self._remote = RetryingRemote(open_remote(self.dest, self.opts.remote), policy)
         return self._remote
 
     def _on_retry(self, what: str, exc: Exception, wait: float) -> None:
         self.reporter.warn(f"{what}: {exc}; retrying in {wait:.1f}s")
+
+    def _snapshot_entries(self) -> int:
+        """about how many entries the last snapshot holds, from its size."""
+        try:
+            return os.path.getsize(self.state.snapshot) // SNAPSHOT_BYTES_PER_ENTRY
+        except OSError:
+            return 0
 
     def previous(self):
         """the last snapshot's rows (entry.row_of), or none."""

@@ -22,7 +22,7 @@ import msgpack
 
 from reconcile.errors import ReconcileError
 
-MEMORY_ROWS = 16384  # rows kept in memory; more go to the temp file
+MEMORY_ROWS = 4096  # rows kept in memory; more go to the temp file
 CHUNK = 512  # rows taken from the walk between looks at the stop flag
 
 _END = object()

@@ -19,6 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import quote
 
 import pytest
@@ -131,14 +132,19 @@ def _wait_banner(port: int, proc: subprocess.Popen, log: Path) -> None:
 
 @pytest.fixture(scope="session")
 def sshd_server(tmp_path_factory) -> SshServer:
+    yield from run_sshd(tmp_path_factory.mktemp("sshd"))
+
+
+def run_sshd(d: Path, extra_config: str = "") -> Iterator[SshServer]:
+    """a fresh sshd in d for as long as the generator runs; extra_config is
+    appended to its sshd_config (a ForceCommand, say)."""
     if not os.path.exists(SSHD):
         pytest.skip("openssh-server is not installed (/usr/sbin/sshd missing)")
-    d = tmp_path_factory.mktemp("sshd")
     _keygen(d / "hostkey")
     _keygen(d / "userkey")
     os.makedirs("/run/sshd", exist_ok=True)
     port = free_port()
-    (d / "sshd_config").write_text(_sshd_config(d, port))
+    (d / "sshd_config").write_text(_sshd_config(d, port) + extra_config)
     log = d / "sshd.log"
     proc = subprocess.Popen([SSHD, "-D", "-f", str(d / "sshd_config"), "-E", str(log)])
     try:
@@ -181,6 +187,8 @@ class TcpProxy:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.bytes_up = 0  # client -> server, all connections
+        self.bytes_down = 0  # server -> client
+        self._cut_down_at: int | None = None
         self.connections = 0
         self._cut_at: int | None = None
         self._refuse = False
@@ -195,10 +203,14 @@ class TcpProxy:
         for s in socks:
             _shut(s)
 
-    def drop_after(self, n: int) -> None:
-        """cut every connection once n more bytes went from client to server."""
+    def drop_after(self, n: int, down: bool = False) -> None:
+        """cut every connection once n more bytes went from client to server
+        (with down: from server to client)."""
         with self._lock:
-            self._cut_at = self.bytes_up + n
+            if down:
+                self._cut_down_at = self.bytes_down + n
+            else:
+                self._cut_at = self.bytes_up + n
 
     def refuse(self, on: bool = True) -> None:
         """close new connections at once, as a server that is down would."""
@@ -234,7 +246,7 @@ class TcpProxy:
     def _pump(self, src: socket.socket, dst: socket.socket, upstream: bool) -> None:
         try:
             while data := src.recv(65536):
-                if upstream and not self._count(len(data)):
+                if not self._count(len(data), upstream):
                     break
                 dst.sendall(data)
         except OSError:
@@ -242,13 +254,19 @@ class TcpProxy:
         _shut(src)
         _shut(dst)
 
-    def _count(self, n: int) -> bool:
+    def _count(self, n: int, upstream: bool) -> bool:
         """false once the cut point is reached: the caller then drops everything."""
         with self._lock:
-            self.bytes_up += n
-            cut = self._cut_at is not None and self.bytes_up >= self._cut_at
-            if cut:
-                self._cut_at = None
+            if upstream:
+                self.bytes_up += n
+                cut = self._cut_at is not None and self.bytes_up >= self._cut_at
+                if cut:
+                    self._cut_at = None
+            else:
+                self.bytes_down += n
+                cut = self._cut_down_at is not None and self.bytes_down >= self._cut_down_at
+                if cut:
+                    self._cut_down_at = None
         if cut:
             self.drop_all()
         return not cut

@@ -1,8 +1,9 @@
 """The pipelined SFTP listing (SftpRemote.list_rows) against the real sshd:
 the same rows as the filesystem says, in order, with link targets, temps
 hidden, raw names kept; many folders per flush; a cut connection is Transient
-and leaves no connection behind. Each case runs both ways the listing runs:
-in a forked child (Linux with two cores) and in a thread of this process."""
+and leaves no connection behind. Each case runs in a forked child (Linux
+with two cores) and in a thread of this process, listing by SFTP requests
+and by find over ssh (findlist.py)."""
 
 from __future__ import annotations
 
@@ -20,12 +21,16 @@ from reconcile.remotes.sftp import SftpRemote
 from tests.test_sftp import no_agent_no_config, proxied, remote, root  # noqa: F401
 
 
-@pytest.fixture(params=["forked", "thread"])
+@pytest.fixture(params=["forked-sftp", "thread-sftp", "forked-find", "thread-find"])
 def listing_way(request, monkeypatch) -> str:
-    if request.param == "forked" and not forked.available():
+    """where the listing runs (a forked child, a thread) and how it lists
+    (SFTP requests, or find over ssh: findlist.py)."""
+    where, how = request.param.split("-")
+    if where == "forked" and not forked.available():
         pytest.skip("no fork here (not Linux, or one core)")
-    if request.param == "thread":
+    if where == "thread":
         monkeypatch.setattr(forked, "available", lambda: False)
+    monkeypatch.setattr(SftpRemote, "_lists_by_find", lambda self: how == "find")
     return request.param
 
 
@@ -118,17 +123,19 @@ def test_missing_root_and_file_root(sftp_dest, root, tmp_path):
         afile.close()
 
 
-@pytest.mark.usefixtures("listing_way")
-def test_cut_mid_listing_is_transient(proxied, sftp_proxy, root, monkeypatch):
+def test_cut_mid_listing_is_transient(proxied, sftp_proxy, root, listing_way):
     for i in range(400):
         (root / f"d{i:03d}").mkdir()
         (root / f"d{i:03d}" / "f").write_bytes(b"x")
-    before = sftp_proxy.bytes_up
+    # over SFTP the requests are most of what goes up; by find, the listing
+    # is most of what comes down
+    down = listing_way.endswith("find")
+    before = sftp_proxy.bytes_down if down else sftp_proxy.bytes_up
     assert len(list(proxied.list_rows())) == 800
-    whole = sftp_proxy.bytes_up - before  # handshake (a few KB) and some 1,200 requests
-    # cut halfway through the requests: a forked lister may run far ahead of
-    # its reader, so the cut is placed by bytes sent, not by rows read
-    sftp_proxy.drop_after(whole // 2)
+    whole = (sftp_proxy.bytes_down if down else sftp_proxy.bytes_up) - before
+    # cut halfway: a forked lister may run far ahead of its reader, so the
+    # cut is placed by bytes, not by rows read
+    sftp_proxy.drop_after(whole // 2, down=down)
     with pytest.raises(Transient):
         list(proxied.list_rows())
     assert len(proxied._conns) == 0

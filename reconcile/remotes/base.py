@@ -41,6 +41,7 @@ class RemoteOptions:
     transfers: int | None = None  # parallel transfers; None: the remote's default
     state_dir: str | None = None  # private folder a remote may keep records in
     retry_for: float = 300.0
+    expected_entries: int = 0  # about how many entries the last run saw: a listing may pick its way by it
     # sftp
     ssh_key: str | None = None
     known_hosts: str | None = None

@@ -55,6 +55,7 @@ from reconcile.entry import DIR, FILE, LINK, TEMP_MARK, Entry, decode_path, enco
 from reconcile.entry import entry_of, parent_of, sort_key
 from reconcile.errors import AuthError, ConfigError, NotFound, Permanent, ReconcileError, SourceChanged
 from reconcile.errors import Transient, Unreachable
+from reconcile.remotes import findlist
 from reconcile.remotes.base import Capabilities, Checkpoint, Progress, RemoteOptions
 
 # paramiko logs a lost handshake with a traceback (Python's last-resort handler
@@ -71,6 +72,8 @@ CHECKPOINT_EVERY = 16 << 20
 RANGE_MIN = 64 << 20  # files this large are written as concurrent ranges
 LIST_PREFETCH = 128  # folders listed ahead of the consumer
 READ_AHEAD = 3  # READDIRs sent together per folder (OpenSSH answers 100 names each)
+FIND_FROM = 10_000  # entries from which a tree is listed by find over ssh (ssh_find = "auto")
+FIND_WINDOW = 4 << 20  # the listing unread in this process stays below this
 ROW_BATCH, ROW_BATCHES = 256, 8  # rows handed from the listing thread at a time; batches queued
 FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 MAX_MTIME = (1 << 32) - 1  # SFTP v3 carries mtime as uint32 seconds
@@ -366,6 +369,11 @@ class _Lister:
                          d.links.get(name), None))
         rows.sort(key=_first)
         return rows
+
+
+def _keep_head(errors: bytearray, more: bytes) -> None:
+    """the first 64 KiB of what the server said: its first lines tell why."""
+    errors += more[:max(0, (1 << 16) - len(errors))]
 
 
 def _first(row: tuple) -> bytes:
@@ -854,6 +862,12 @@ class SftpRemote:
             attr = conn.sftp.stat(self._abs(""))
         if not st.S_ISDIR(attr.st_mode or 0):
             raise ConfigError(f"destination {self.url} is a file, not a folder")
+        if self._lists_by_find():
+            try:
+                yield from self._find_runs(conn, temps)
+                return
+            except findlist.Unusable:
+                temps.clear()  # nothing was handed out: list over SFTP instead
         batch: list[tuple] = []
         for row in self._walk_rows(_Lister(self, conn.sftp, temps), b""):
             batch.append(row)
@@ -861,6 +875,99 @@ class SftpRemote:
                 yield batch
                 batch = []
         yield batch
+
+    def _lists_by_find(self) -> bool:
+        """find over ssh where the tree is large: starting a shell on the
+        server costs more than a small tree's SFTP listing (~0.1 s here)."""
+        way = self.options.extra.get("ssh_find", "auto")
+        return way == "always" or (way == "auto" and self.options.expected_entries >= FIND_FROM)
+
+    def _find_runs(self, conn: _Conn, temps: list[str]) -> Iterator[list[tuple]]:
+        """the listing by one `find | sort` on the server (findlist.py), in
+        runs of rows. findlist.Unusable, raised only before the first row,
+        means the server will not run it: no shell (ForceCommand
+        internal-sftp), no GNU find, a shell that prints its own lines."""
+        what = f"cannot list {self.url}"
+        with self._op(what):
+            try:
+                chan = conn.transport.open_session(window_size=FIND_WINDOW)
+            except paramiko.ChannelException as exc:
+                raise findlist.Unusable(f"the server opens no session ({exc})") from None
+        try:
+            with self._op(what):
+                try:
+                    chan.exec_command(findlist.command(self._abs("")))
+                except paramiko.SSHException as exc:
+                    raise findlist.Unusable(f"the server runs no commands ({exc})") from None
+                chan.shutdown_write()
+                chan.settimeout(IO_TIMEOUT)
+            parser = findlist.Parser(temps)
+            pipe = _Pipe(conn.sftp)
+            errors = bytearray()
+            try:
+                while data := self._find_output(chan, parser, errors, what):
+                    rows = parser.feed(data)
+                    if rows:
+                        self._read_targets(pipe, rows, what)
+                        yield rows
+                if not conn.transport.is_active():
+                    self._drop()
+                    raise Transient(f"{what}: connection lost")
+                self._find_status(chan, errors, what)
+                parser.finish()
+            except findlist.BadListing as exc:
+                if not parser.rows:
+                    raise findlist.Unusable(str(exc)) from None
+                raise Permanent(f"{what}: {exc}; pass --ssh-find never to list over SFTP instead") from None
+        finally:
+            chan.close()
+
+    def _find_output(self, chan: paramiko.Channel, parser: findlist.Parser, errors: bytearray,
+                     what: str) -> bytes:
+        """the next piece of the listing, b"" at its end; stderr goes to errors."""
+        try:
+            with self._op(what):
+                data = chan.recv(1 << 18)
+        except Transient:
+            if not parser.rows and not parser.started:
+                raise findlist.Unusable("no answer") from None
+            raise
+        while chan.recv_stderr_ready():
+            _keep_head(errors, chan.recv_stderr(1 << 16))
+        return data
+
+    def _find_status(self, chan: paramiko.Channel, errors: bytearray, what: str) -> None:
+        """the listing is whole only if nothing came on stderr after our head
+        line, and the command did not fail."""
+        with self._op(what):
+            while more := chan.recv_stderr(1 << 16):
+                _keep_head(errors, more)
+            chan.status_event.wait(IO_TIMEOUT)
+        head = findlist.HEAD + b"\n"
+        if head not in errors:
+            raise findlist.BadListing("the server's shell did not run the listing as asked")
+        said = bytes(errors[errors.index(head) + len(head):]).strip()
+        if said:
+            line = decode_path(said.splitlines()[0])[:200]
+            raise findlist.BadListing(f"the server said: {line}")
+        if chan.exit_status not in (0, -1):  # -1: the server sends no exit status
+            raise findlist.BadListing(f"the listing command failed (exit status {chan.exit_status})")
+
+    def _read_targets(self, pipe: _Pipe, rows: list[tuple], what: str) -> None:
+        """symlink targets, asked for together (READLINK), into their rows."""
+        asked: dict[int, int] = {}
+        for i, row in enumerate(rows):
+            if row[1] == LINK:
+                asked[pipe.request(CMD_READLINK, _sftp_str(self._abs(decode_path(row[0]))))] = i
+        if not asked:
+            return
+        with self._op(what):
+            pipe.flush()
+            while asked:
+                num, t, body = pipe.next()
+                i = _expected(asked, num)
+                if t == CMD_NAME:
+                    rows[i] = (*rows[i][:8], decode_path(_first_name(body)), None)
 
     def _list_into(self, conn: _Conn, temps: list[str], out: queue.Queue, stop: threading.Event) -> None:
         """rows in batches onto out, then None; an error instead, where one happens."""

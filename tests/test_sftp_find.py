@@ -1,0 +1,285 @@
+"""Listing a tree by find over ssh (findlist.py): the parser with no server,
+then against real sshds: the same rows as the SFTP listing, odd names and
+all; SFTP-only servers and login shells that print their own lines; an error
+on the server before and after rows."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from reconcile.entry import DIR, FILE, LINK, TEMP_MARK
+from reconcile.errors import Permanent
+from reconcile.remotes import findlist
+from reconcile.remotes.base import RemoteOptions
+from reconcile.remotes.findlist import END, HEAD, BadListing, Parser, Unusable
+from reconcile.remotes.sftp import FIND_FROM, SftpRemote
+from tests.cli import reconcile
+from tests.mirror import tree
+from tests.servers_sftp import run_sshd, sftp_url
+from tests.test_sftp import no_agent_no_config, remote, root  # noqa: F401
+
+
+def out(*records: bytes) -> bytes:
+    return b"".join(r + b"\0" for r in records)
+
+
+# --- the parser, no server ---------------------------------------------------
+
+def test_records_become_the_rows_the_sftp_listing_gives():
+    data = out(HEAD, b"d 4096 1700000000.0000000000 755 /a/", b"f 12 1700000001.5000000000 644 /a/x",
+               b"l 3 1700000002.0000000000 777 /a/y", b"p 0 1700000003.0000000000 600 /fifo",
+               b"f 5 5000000000.0000000000 4755 /setuid", END)
+    p = Parser([])
+    rows = p.feed(data)
+    p.finish()
+    assert rows == [
+        (b"a/", DIR, 0, 1_700_000_000 * 10**9, 0, 0, stat.S_IFDIR | 0o755, None, None, None),
+        (b"a/x", FILE, 12, 1_700_000_001 * 10**9, 0, 0, stat.S_IFREG | 0o644, None, None, None),
+        (b"a/y", LINK, 0, 1_700_000_002 * 10**9, 0, 0, stat.S_IFLNK | 0o777, None, None, None),
+        (b"fifo", FILE, 0, 1_700_000_003 * 10**9, 0, 0, stat.S_IFIFO | 0o600, None, None, None),
+        # SFTP v3 sends uint32 seconds: a time past 2106 wraps the same way
+        (b"setuid", FILE, 5, (5_000_000_000 & 0xFFFFFFFF) * 10**9, 0, 0, stat.S_IFREG | 0o4755, None, None, None),
+    ]
+
+
+def test_records_split_anywhere_across_reads_parse_the_same():
+    data = out(b"motd line\n" + HEAD, b"d 1 1.0 755 /a b/", b"f 2 2.0 644 /a b/n\nl\xff", END)
+    whole = Parser([]).feed(data)
+    p = Parser([])
+    rows = [r for i in range(len(data)) for r in p.feed(data[i:i + 1])]
+    p.finish()
+    assert rows == whole and [r[0] for r in rows] == [b"a b/", b"a b/n\nl\xff"]
+
+
+def test_temp_names_are_reported_and_what_is_inside_a_temp_folder_is_not():
+    temps: list[str] = []
+    p = Parser(temps)
+    rows = p.feed(out(HEAD, f"d 1 1.0 755 /{TEMP_MARK}d/".encode(), f"f 1 1.0 644 /{TEMP_MARK}d/in".encode(),
+                      b"d 1 1.0 755 /k/", f"f 1 1.0 644 /k/{TEMP_MARK}f".encode(), END))
+    assert [r[0] for r in rows] == [b"k/"]
+    assert temps == [f"{TEMP_MARK}d", f"k/{TEMP_MARK}f"]
+
+
+@pytest.mark.parametrize("data, error", [
+    (out(b"Welcome!"), Unusable),  # a shell that did not run our command
+    (out(HEAD, b"f 1 1.0 644 /b", b"f 1 1.0 644 /a", END), BadListing),  # out of order
+    (out(HEAD, b"%y %s %T@ %m /a", END), BadListing),  # a find without -printf
+    (out(HEAD, b"f 1 1.0 644 /a", END, b"f 1 1.0 644 /b"), BadListing),  # after the end
+])
+def test_what_find_does_not_print_is_refused(data, error):
+    with pytest.raises(error):
+        Parser([]).feed(data)
+
+
+def test_a_listing_without_its_end_line_is_refused():
+    p = Parser([])
+    assert len(p.feed(out(HEAD, b"f 1 1.0 644 /a"))) == 1
+    with pytest.raises(BadListing, match="broke off"):
+        p.finish()
+
+
+def test_the_command_quotes_any_root(tmp_path):
+    # run here by sh, as sshd would run it: a quote and a leading dash in the root
+    base = tmp_path / "it's"
+    (base / "-root" / "sub").mkdir(parents=True)
+    (base / "-root" / "sub" / "f").write_bytes(b"x")
+    os.chdir(base)
+    data = subprocess.run(["sh", "-c", findlist.command(b"-root")], capture_output=True, check=True).stdout
+    p = Parser([])
+    rows = p.feed(data)
+    p.finish()
+    assert [r[0] for r in rows] == [b"sub/", b"sub/f"]
+
+
+# --- against sshd ------------------------------------------------------------
+
+def odd_tree(root: Path) -> None:
+    for d in ("a b", "a-b", "a/x", "-dash", "q'uote", "empty"):
+        (root / d).mkdir(parents=True)
+    for f in ("a b/f", "a-b/g", "a/x/h", "a0", "nl\nname", "-dash/x", "q'uote/$x", ".hidden"):
+        (root / f).write_bytes(f.encode())
+    (root / os.fsdecode(b"bad\xff")).write_bytes(b"latin-1")
+    os.symlink("a/x", root / "link")
+    os.symlink("/nowhere", root / "dangling")
+    os.mkfifo(root / "fifo")
+    os.chmod(root / "a0", 0o4755)
+    os.utime(root / "a0", (5_000_000_000, 5_000_000_000))
+    (root / f"{TEMP_MARK}abc-d").mkdir()
+    (root / f"{TEMP_MARK}abc-d" / "in").write_bytes(b"partial")
+    (root / "a" / f"{TEMP_MARK}zz-f").write_bytes(b"partial")
+
+
+def listing(r: SftpRemote, how: str) -> tuple[list[tuple], list[str]]:
+    r.options.extra["ssh_find"] = how
+    conn = r._connect()
+    try:
+        temps: list[str] = []
+        rows = [row for run in r._row_runs(conn, temps) for row in run]
+        return rows, sorted(temps)
+    finally:
+        conn.close()
+
+
+def test_find_gives_the_sftp_listing_row_for_row(remote, root):
+    odd_tree(root)
+    by_find, by_sftp = listing(remote, "always"), listing(remote, "never")
+    assert by_find == by_sftp
+    assert len(by_find[0]) == 19 and by_find[1] == [f"{TEMP_MARK}abc-d", f"a/{TEMP_MARK}zz-f"]
+    links = {r[0]: r[8] for r in by_find[0] if r[1] == LINK}
+    assert links == {b"link": "a/x", b"dangling": "/nowhere"}
+
+
+def test_the_root_is_quoted_for_the_server_shell(sshd_server, tmp_path):
+    top = tmp_path / "it's -root"
+    odd_tree(top)
+    kh = sshd_server.write_known_hosts(tmp_path / "kh")
+    r = SftpRemote.from_url(sftp_url(sshd_server, top), RemoteOptions(ssh_key=sshd_server.user_key, known_hosts=kh))
+    try:
+        conn = r._connect()
+        rows = [row for run in r._find_runs(conn, []) for row in run]  # no fallback here
+        conn.close()
+        assert rows == listing(r, "never")[0]
+    finally:
+        r.close()
+
+
+def test_auto_lists_by_find_from_a_large_last_snapshot(remote):
+    remote.options.extra["ssh_find"] = "auto"
+    remote.options.expected_entries = FIND_FROM - 1
+    assert not remote._lists_by_find()
+    remote.options.expected_entries = FIND_FROM
+    assert remote._lists_by_find()
+    remote.options.extra["ssh_find"] = "never"
+    assert not remote._lists_by_find()
+    remote.options.extra["ssh_find"] = "always"
+    remote.options.expected_entries = 0
+    assert remote._lists_by_find()
+
+
+def test_a_run_tells_the_remote_how_large_its_last_snapshot_was(tmp_path):
+    from reconcile.engine import SNAPSHOT_BYTES_PER_ENTRY, Run, RunOptions
+    from tests.mirror import SilentReporter, run
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(300):
+        (src / f"f{i:03d}").write_bytes(b"x")
+    run(src, str(tmp_path / "dst"), tmp_path / "state")
+    r = Run(str(src), str(tmp_path / "dst"), RunOptions(state_dir=str(tmp_path / "state")), SilentReporter())
+    try:
+        r.remote  # opened with the hint
+        size = os.path.getsize(r.state.snapshot)
+        assert r.opts.remote.expected_entries == size // SNAPSHOT_BYTES_PER_ENTRY > 0
+    finally:
+        r.close()
+
+
+WRAPPER = """#!/bin/sh
+# a login that says hello on both streams before it runs the command
+case "$SSH_ORIGINAL_COMMAND" in
+  internal-sftp|*sftp-server*) exec /usr/lib/openssh/sftp-server ;;
+esac
+echo "Welcome to the NAS"
+echo "motd on stderr" >&2
+sh -c "$SSH_ORIGINAL_COMMAND"
+status=$?
+if [ -e {mode} ]; then echo "find: simulated error" >&2; fi
+exit $status
+"""
+
+
+@pytest.fixture(scope="module")
+def chatty_sshd(tmp_path_factory):
+    d = tmp_path_factory.mktemp("chatty-sshd")
+    wrapper = d / "login.sh"
+    wrapper.write_text(WRAPPER.replace("{mode}", str(d / "fail")))
+    wrapper.chmod(0o755)
+    yield from run_sshd(d, f"ForceCommand {wrapper}\n")
+
+
+@pytest.fixture(scope="module")
+def sftp_only_sshd(tmp_path_factory):
+    yield from run_sshd(tmp_path_factory.mktemp("sftp-only-sshd"), "ForceCommand internal-sftp\n")
+
+
+def remote_on(server, root: Path, tmp_path: Path) -> SftpRemote:
+    kh = server.write_known_hosts(tmp_path / f"kh-{server.port}")
+    options = RemoteOptions(ssh_key=server.user_key, known_hosts=kh)
+    options.extra["ssh_find"] = "always"
+    return SftpRemote.from_url(sftp_url(server, root), options)
+
+
+def test_an_sftp_only_server_is_listed_over_sftp(sftp_only_sshd, tmp_path):
+    root = tmp_path / "r"
+    odd_tree(root)
+    r = remote_on(sftp_only_sshd, root, tmp_path)
+    try:
+        conn = r._connect()
+        with pytest.raises(Unusable):
+            list(r._find_runs(conn, []))
+        conn.close()
+        rows = list(r.list_rows())
+        assert [row[0] for row in rows] == sorted(row[0] for row in rows) and len(rows) == 19
+    finally:
+        r.close()
+
+
+def test_apply_to_an_sftp_only_server_with_ssh_find_always(sftp_only_sshd, tmp_path, run_env):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    for i in range(20):
+        (src / f"d{i}").mkdir(parents=True)
+        (src / f"d{i}" / "f").write_bytes(b"%d" % i)
+    kh = sftp_only_sshd.write_known_hosts(tmp_path / "kh")
+    args = ["--ssh-key", sftp_only_sshd.user_key, "--known-hosts", kh, "--ssh-find", "always",
+            "--state-dir", str(tmp_path / "state"), "--delete"]
+    url = sftp_url(sftp_only_sshd, dst)
+    for _ in range(2):
+        p = reconcile("apply", str(src), url, *args, env=run_env)
+        assert p.returncode == 0, p.stderr
+    assert tree(dst, with_mtime=False) == tree(src, with_mtime=False)
+
+
+def test_a_chatty_login_shell_is_read_past(chatty_sshd, tmp_path):
+    root = tmp_path / "r"
+    odd_tree(root)
+    r = remote_on(chatty_sshd, root, tmp_path)
+    try:
+        conn = r._connect()
+        temps: list[str] = []
+        rows = [row for run in r._find_runs(conn, temps) for row in run]  # by find, not the fallback
+        conn.close()
+        assert (rows, sorted(temps)) == listing(r, "never")
+    finally:
+        r.close()
+
+
+def test_an_error_on_the_server_fails_the_listing_or_falls_back(chatty_sshd, tmp_path):
+    fail = chatty_sshd.dir / "fail"
+    fail.write_text("")
+    try:
+        root = tmp_path / "r"
+        (root / "d").mkdir(parents=True)
+        r = remote_on(chatty_sshd, root, tmp_path)
+        try:
+            # rows already handed on cannot be taken back: the listing fails, saying why
+            with pytest.raises(Permanent, match="find: simulated error.*--ssh-find never"):
+                list(r.list_rows())
+            # nothing handed on yet: SFTP lists instead
+            (root / "d").rmdir()
+            assert list(r.list_rows()) == []
+        finally:
+            r.close()
+    finally:
+        fail.unlink()
+
+
+def test_a_wrong_ssh_find_value_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "src").mkdir()
+    p = reconcile("plan", tmp_path / "src", tmp_path / "dst", "--ssh-find", "sometimes", check=2)
+    assert "'sometimes' is not one of auto, always, never" in p.stderr
+    assert "Traceback" not in p.stderr
