@@ -51,12 +51,16 @@ def nochange(srv: Sshd, files: int, runs: int) -> Case:
                       f"`{first.stderr.strip()[-100:]}`")
     plan = [*reconcile_cmd(), "plan", src, srv.url(dst), *srv.reconcile_args(), "--state-dir", state,
             "-q", "--delete"]
+    # a tree this large is listed by find over ssh (--ssh-find auto); an
+    # SFTP-only server (a phone, ForceCommand internal-sftp) is listed over SFTP
     ours_plan = case.add(repeat("reconcile plan", plan, runs))
+    sftp_plan = case.add(repeat("reconcile plan --ssh-find never", [*plan, "--ssh-find", "never"], runs))
     rs_n = case.add(repeat("rsync -n over ssh", _rsync(srv, src + "/", dst + "/", "--delete", "-n"), runs))
     ours = case.add(repeat("reconcile apply", _apply(srv, src, dst, state, "--delete"), runs))
     rs = case.add(repeat("rsync over ssh", _rsync(srv, src + "/", dst + "/", "--delete"), runs))
     case.ratio(ours_plan, rs_n, 1.0, "`plan` vs `rsync -a --delete -n`")
     case.ratio(ours, rs, 1.0, "`apply` vs `rsync -a --delete`")
+    case.ratio(sftp_plan, rs_n, None, "`plan --ssh-find never` (listed over SFTP) vs `rsync -n`")
     case.checks.append(Check("peak RSS (reconcile apply)", f"{ours.peak_rss_mb:.0f} MB", "≤ 64 MB",
                              ours.peak_rss_mb <= 64))
     return case
