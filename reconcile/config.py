@@ -271,6 +271,8 @@ def _value_problem(key: str, value: Any) -> str | None:
 def _control_problem(key: str, value: Any) -> str | None:
     if key == "links" and value not in ("skip", "follow", "store"):
         return f"{value!r} is not skip, follow or store"
+    if key == "ssh_find" and value not in ("auto", "always", "never"):
+        return f"{value!r} is not auto, always or never"
     if key == "bwlimit" and not _flag_accepts(_parse_rate, value):
         return f"{value!r} is not a rate"
     if key == "backup_keep" and value <= 0:

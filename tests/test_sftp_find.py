@@ -83,13 +83,14 @@ def test_a_listing_without_its_end_line_is_refused():
         p.finish()
 
 
-def test_the_command_quotes_any_root(tmp_path):
-    # run here by sh, as sshd would run it: a quote and a leading dash in the root
+def test_the_script_quotes_any_root(tmp_path, monkeypatch):
+    # run here by sh -s, as sshd would run it: a quote and a leading dash in the root
     base = tmp_path / "it's"
     (base / "-root" / "sub").mkdir(parents=True)
     (base / "-root" / "sub" / "f").write_bytes(b"x")
-    os.chdir(base)
-    data = subprocess.run(["sh", "-c", findlist.command(b"-root")], capture_output=True, check=True).stdout
+    monkeypatch.chdir(base)
+    data = subprocess.run(findlist.COMMAND.split(), input=findlist.script(b"-root"), capture_output=True,
+                          check=True).stdout
     p = Parser([])
     rows = p.feed(data)
     p.finish()
@@ -179,26 +180,38 @@ def test_a_run_tells_the_remote_how_large_its_last_snapshot_was(tmp_path):
         r.close()
 
 
+SFTP_SERVER = "/usr/lib/openssh/sftp-server"  # Debian's path
 WRAPPER = """#!/bin/sh
 # a login that says hello on both streams before it runs the command
 case "$SSH_ORIGINAL_COMMAND" in
-  internal-sftp|*sftp-server*) exec /usr/lib/openssh/sftp-server ;;
+  internal-sftp|*sftp-server*) exec {sftp_server} ;;
 esac
 echo "Welcome to the NAS"
 echo "motd on stderr" >&2
+if [ -e {dir}/killfind ]; then PATH={dir}/bin:$PATH; export PATH; fi
 sh -c "$SSH_ORIGINAL_COMMAND"
 status=$?
-if [ -e {mode} ]; then echo "find: simulated error" >&2; fi
+if [ -e {dir}/fail ]; then echo "find: simulated error" >&2; fi
 exit $status
+"""
+# a find that prints two good lines, then fails without a word
+DYING_FIND = """#!/bin/sh
+printf 'f 1 1.0 644 /a\\0f 1 1.0 644 /b\\0'
+exit 3
 """
 
 
 @pytest.fixture(scope="module")
 def chatty_sshd(tmp_path_factory):
+    if not os.path.exists(SFTP_SERVER):
+        pytest.skip(f"no {SFTP_SERVER} here for the wrapper's SFTP sessions")
     d = tmp_path_factory.mktemp("chatty-sshd")
     wrapper = d / "login.sh"
-    wrapper.write_text(WRAPPER.replace("{mode}", str(d / "fail")))
+    wrapper.write_text(WRAPPER.replace("{sftp_server}", SFTP_SERVER).replace("{dir}", str(d)))
     wrapper.chmod(0o755)
+    (d / "bin").mkdir()
+    (d / "bin" / "find").write_text(DYING_FIND)
+    (d / "bin" / "find").chmod(0o755)
     yield from run_sshd(d, f"ForceCommand {wrapper}\n")
 
 
@@ -283,3 +296,47 @@ def test_a_wrong_ssh_find_value_is_one_line_and_exit_2(tmp_path):
     p = reconcile("plan", tmp_path / "src", tmp_path / "dst", "--ssh-find", "sometimes", check=2)
     assert "'sometimes' is not one of auto, always, never" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_a_find_killed_without_a_word_fails_the_listing(chatty_sshd, tmp_path):
+    # sort still sorts what it got and ends well: only find's own status tells
+    kill = chatty_sshd.dir / "killfind"
+    kill.write_text("")
+    try:
+        root = tmp_path / "r"
+        root.mkdir()
+        r = remote_on(chatty_sshd, root, tmp_path)
+        try:
+            with pytest.raises(Permanent, match="the server said: find: exited with status 3"):
+                list(r.list_rows())
+        finally:
+            r.close()
+    finally:
+        kill.unlink()
+
+
+def test_a_root_relative_to_the_login_folder_is_the_one_sftp_lists(sshd_server, tmp_path):
+    # sftp://host/~/x is x under the login folder; find is given the path SFTP resolves
+    top = tmp_path / "rel"
+    odd_tree(top)
+    kh = sshd_server.write_known_hosts(tmp_path / "kh")
+    relative = os.path.relpath(top, os.path.expanduser("~root"))
+    url = sftp_url(sshd_server, Path("/~") / relative)
+    r = SftpRemote.from_url(url, RemoteOptions(ssh_key=sshd_server.user_key, known_hosts=kh))
+    try:
+        assert not r._abs("").startswith(b"/")
+        conn = r._connect()
+        rows = [row for run in r._find_runs(conn, []) for row in run]
+        conn.close()
+        assert rows == listing(r, "never")[0] and len(rows) == 19
+    finally:
+        r.close()
+
+
+def test_config_check_names_a_wrong_ssh_find(tmp_path):
+    cfg = tmp_path / "c.toml"
+    (tmp_path / "src").mkdir()
+    cfg.write_text(f'[mapping.nas]\nsource = "{tmp_path / "src"}"\ndest = "sftp://nas/backup"\n'
+                   'ssh_find = "sometimes"\n')
+    p = reconcile("config", "check", "--config", cfg, check=2)
+    assert f"{cfg}:4: mapping.nas.ssh_find: 'sometimes' is not auto, always or never" in p.stdout

@@ -69,8 +69,17 @@ def test_rows_past_the_memory_bound_go_to_a_private_file_and_come_back_in_order(
 def test_a_walk_error_is_raised_after_the_rows_before_it(monkeypatch):
     monkeypatch.setattr(spool, "MEMORY_ROWS", 50)
     local = rows(700)
-    walk = Counting(local, signal_at=1, fail_at=650)
-    walked, listed = walk_while_waiting(iter(walk), late_remote(walk, rows(1)), None)
+    walk = Counting(local, signal_at=10**9, fail_at=650)
+    failed = threading.Event()
+
+    def remote():  # comes only once the walk has failed in the thread
+        assert failed.wait(10)
+        yield from rows(1)
+
+    fail = spool.Spool.fail
+    monkeypatch.setattr(spool.Spool, "fail", lambda self, exc: (fail(self, exc), failed.set()))
+    walked, listed = walk_while_waiting(iter(walk), remote(), None)
+    assert walk.taken == 650  # all of it in the thread, then the error
     got = []
     with pytest.raises(OSError, match="Input/output error"):
         for row in walked:
@@ -80,19 +89,24 @@ def test_a_walk_error_is_raised_after_the_rows_before_it(monkeypatch):
 
 
 def test_a_remote_that_fails_before_its_first_row_stops_the_walk():
-    local = rows(100_000)
-    walk = Counting(local, signal_at=1)
+    def endless():
+        i = 0
+        while True:
+            yield (b"f%09d" % i, "f", 0, 0, 0, 0, 0, None, None, None)
+            i += 1
+            if i == 1000:
+                started.set()
+
+    started = threading.Event()
 
     def failing():
-        walk.reached.wait(10)
+        started.wait(10)
         raise ConnectionError("gone")
         yield
 
     with pytest.raises(ConnectionError):
-        walk_while_waiting(iter(walk), failing(), None)
-    taken = walk.taken
+        walk_while_waiting(endless(), failing(), None)  # returns: the endless walk was stopped
     assert not any(t.name == "walk-ahead" for t in threading.enumerate())
-    assert walk.taken == taken < len(local)
 
 
 def test_an_empty_remote_and_an_empty_walk():

@@ -43,15 +43,51 @@ def shell_quote(raw: bytes) -> bytes:
     return b"'" + raw.replace(b"'", b"'\\''") + b"'"
 
 
-def command(root: bytes) -> bytes:
-    """the shell command that lists root: a head line on stdout and stderr
-    (what comes before it is the login shell's, not ours), the sorted rows,
-    and an end line only when find and sort both got through."""
+COMMAND = b"sh -s"  # the script comes on stdin: a login shell of any kind (csh, fish) parses only this
+
+
+def script(root: bytes) -> bytes:
+    """the POSIX sh script that lists root (absolute): a head line on stdout
+    and stderr (what comes before it is the login's, not ours), the sorted
+    rows, and an end line only when sort got through; a find that fails
+    says so on stderr, even when killed without a word."""
     start = root if root.startswith(b"/") else b"./" + root  # a name starting with '-' is not an option
     fmt = FORMAT
-    return (b"LC_ALL=C; export LC_ALL; printf '%s\\0' " + HEAD + b"; printf '%s\\n' " + HEAD + b" >&2; "
-            b"find -H " + shell_quote(start) + b" -mindepth 1 \\( -type d -printf '" + fmt + b"%P/\\0' \\)"
-            b" -o -printf '" + fmt + b"%P\\0' | sort -z -t / -k2 && printf '%s\\0' " + END)
+    return (b"LC_ALL=C; export LC_ALL\n"
+            b"printf '%s\\0' " + HEAD + b"; printf '%s\\n' " + HEAD + b" >&2\n"
+            b"{ find -H " + shell_quote(start) + b" -mindepth 1 -ignore_readdir_race"
+            b" \\( -type d -printf '" + fmt + b"%P/\\0' \\) -o -printf '" + fmt + b"%P\\0' </dev/null; s=$?;"
+            b" [ $s = 0 ] || echo \"find: exited with status $s\" >&2; }"
+            b" | sort -z -t / -k2 && printf '%s\\0' " + END + b"\n")
+
+
+class Stderr:
+    """what the server said on stderr after our head line: the login's own
+    lines before it are not ours to judge."""
+
+    LIMIT = 1 << 16  # the first lines say why; the rest need not be kept
+
+    def __init__(self) -> None:
+        self.before = bytearray()
+        self.seen = False  # the head line came
+        self.after = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        if not self.seen:
+            self.before += data
+            i = self.before.find(HEAD + b"\n")
+            if i < 0:
+                del self.before[:-len(HEAD)]  # a head split across reads is still found
+                return
+            data, self.seen = bytes(self.before[i + len(HEAD) + 1:]), True
+            self.before.clear()
+        self.after += data[:max(0, self.LIMIT - len(self.after))]
+
+    @property
+    def said(self) -> str:
+        """the first line said after the head, or ''."""
+        text = bytes(self.after).strip()
+        return decode_path(text.splitlines()[0])[:200] if text else ""
 
 
 class Parser:

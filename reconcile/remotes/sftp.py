@@ -46,7 +46,7 @@ finally:
     if _HIDE_INVOKE:
         del sys.modules["invoke"]
 from paramiko.sftp import (CMD_CLOSE, CMD_DATA, CMD_EXTENDED, CMD_EXTENDED_REPLY, CMD_FSETSTAT, CMD_HANDLE,
-                           CMD_MKDIR, CMD_NAME, CMD_OPEN, CMD_OPENDIR, CMD_READ, CMD_READDIR, CMD_READLINK,
+                           CMD_MKDIR, CMD_NAME, CMD_OPEN, CMD_OPENDIR, CMD_READ, CMD_READDIR, CMD_READLINK, CMD_REALPATH,
                            CMD_STATUS, CMD_WRITE, SFTP_EOF, int64)
 from paramiko.sftp_attr import SFTPAttributes
 
@@ -74,6 +74,8 @@ LIST_PREFETCH = 128  # folders listed ahead of the consumer
 READ_AHEAD = 3  # READDIRs sent together per folder (OpenSSH answers 100 names each)
 FIND_FROM = 10_000  # entries from which a tree is listed by find over ssh (ssh_find = "auto")
 FIND_WINDOW = 4 << 20  # the listing unread in this process stays below this
+FIND_POLL = 1.0  # seconds between looks at stderr while find runs
+FIND_PATIENCE = 3600.0  # a find | sort silent this long (connection alive) is given up
 ROW_BATCH, ROW_BATCHES = 256, 8  # rows handed from the listing thread at a time; batches queued
 FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 MAX_MTIME = (1 << 32) - 1  # SFTP v3 carries mtime as uint32 seconds
@@ -369,11 +371,6 @@ class _Lister:
                          d.links.get(name), None))
         rows.sort(key=_first)
         return rows
-
-
-def _keep_head(errors: bytearray, more: bytes) -> None:
-    """the first 64 KiB of what the server said: its first lines tell why."""
-    errors += more[:max(0, (1 << 16) - len(errors))]
 
 
 def _first(row: tuple) -> bytes:
@@ -888,6 +885,7 @@ class SftpRemote:
         means the server will not run it: no shell (ForceCommand
         internal-sftp), no GNU find, a shell that prints its own lines."""
         what = f"cannot list {self.url}"
+        root = self._find_root(conn, what)
         with self._op(what):
             try:
                 chan = conn.transport.open_session(window_size=FIND_WINDOW)
@@ -896,25 +894,22 @@ class SftpRemote:
         try:
             with self._op(what):
                 try:
-                    chan.exec_command(findlist.command(self._abs("")))
+                    chan.exec_command(findlist.COMMAND)
                 except paramiko.SSHException as exc:
                     raise findlist.Unusable(f"the server runs no commands ({exc})") from None
+                chan.sendall(findlist.script(root))
                 chan.shutdown_write()
-                chan.settimeout(IO_TIMEOUT)
+                chan.settimeout(FIND_POLL)
             parser = findlist.Parser(temps)
+            said = findlist.Stderr()
             pipe = _Pipe(conn.sftp)
-            errors = bytearray()
             try:
-                while data := self._find_output(chan, parser, errors, what):
+                while data := self._find_output(conn, chan, parser, said, root, what):
                     rows = parser.feed(data)
                     if rows:
                         self._read_targets(pipe, rows, what)
                         yield rows
-                if not conn.transport.is_active():
-                    self._drop()
-                    raise Transient(f"{what}: connection lost")
-                self._find_status(chan, errors, what)
-                parser.finish()
+                self._find_end(conn, chan, parser, said, what)
             except findlist.BadListing as exc:
                 if not parser.rows:
                     raise findlist.Unusable(str(exc)) from None
@@ -922,36 +917,69 @@ class SftpRemote:
         finally:
             chan.close()
 
-    def _find_output(self, chan: paramiko.Channel, parser: findlist.Parser, errors: bytearray,
-                     what: str) -> bytes:
-        """the next piece of the listing, b"" at its end; stderr goes to errors."""
-        try:
-            with self._op(what):
-                data = chan.recv(1 << 18)
-        except Transient:
-            if not parser.rows and not parser.started:
-                raise findlist.Unusable("no answer") from None
-            raise
-        while chan.recv_stderr_ready():
-            _keep_head(errors, chan.recv_stderr(1 << 16))
-        return data
-
-    def _find_status(self, chan: paramiko.Channel, errors: bytearray, what: str) -> None:
-        """the listing is whole only if nothing came on stderr after our head
-        line, and the command did not fail."""
+    def _find_root(self, conn: _Conn, what: str) -> bytes:
+        """the root as an absolute path, as SFTP resolves it: find's shell may
+        start elsewhere than sftp-server (internal-sftp -d)."""
+        root = self._abs("")
+        if root.startswith(b"/"):
+            return root
         with self._op(what):
+            t, msg = conn.sftp._request(CMD_REALPATH, root)
+        if t != CMD_NAME or msg.get_int() != 1:
+            raise findlist.Unusable("the server does not resolve the root")
+        path = msg.get_binary()
+        if not path.startswith(b"/"):
+            raise findlist.Unusable("the server resolves the root to a relative path")
+        return path
+
+    def _find_output(self, conn: _Conn, chan: paramiko.Channel, parser: findlist.Parser,
+                     said: findlist.Stderr, root: bytes, what: str) -> bytes:
+        """the next piece of the listing, b"" at its end; stderr goes to said.
+        Nothing comes while the server sorts (a large tree on a slow disk may
+        take minutes): the connection is checked every IO_TIMEOUT instead.
+        Once names flow, IO_TIMEOUT of silence is a lost connection."""
+        quiet = since_check = 0.0
+        while True:
+            while chan.recv_stderr_ready():
+                said.feed(chan.recv_stderr(1 << 16))
+            with self._op(what):
+                try:
+                    return chan.recv(1 << 18)
+                except socket.timeout:
+                    pass
+            quiet, since_check = quiet + FIND_POLL, since_check + FIND_POLL
+            if not parser.started and quiet >= IO_TIMEOUT:
+                raise findlist.Unusable("no answer")  # our script prints its head line at once
+            if parser.last and quiet >= IO_TIMEOUT:
+                self._drop()
+                raise Transient(f"{what}: the server stopped answering")
+            if quiet >= FIND_PATIENCE:
+                raise Transient(f"{what}: find on the server gave no answer in {FIND_PATIENCE / 60:.0f} min")
+            if since_check >= IO_TIMEOUT:
+                since_check = 0.0
+                with self._op(what):
+                    conn.sftp.stat(root)  # the server is there, only busy
+
+    def _find_end(self, conn: _Conn, chan: paramiko.Channel, parser: findlist.Parser,
+                  said: findlist.Stderr, what: str) -> None:
+        """the listing is whole only with its end line, nothing on stderr
+        after our head line, and a command that did not fail."""
+        with self._op(what):
+            chan.settimeout(IO_TIMEOUT)
             while more := chan.recv_stderr(1 << 16):
-                _keep_head(errors, more)
+                said.feed(more)
             chan.status_event.wait(IO_TIMEOUT)
-        head = findlist.HEAD + b"\n"
-        if head not in errors:
+        if (parser.started and not parser.ended
+                and (chan.exit_status == -1 or not conn.transport.is_active())):
+            self._drop()
+            raise Transient(f"{what}: connection lost")  # cut before the server finished
+        if not said.seen:
             raise findlist.BadListing("the server's shell did not run the listing as asked")
-        said = bytes(errors[errors.index(head) + len(head):]).strip()
-        if said:
-            line = decode_path(said.splitlines()[0])[:200]
-            raise findlist.BadListing(f"the server said: {line}")
+        if said.said:
+            raise findlist.BadListing(f"the server said: {said.said}")
         if chan.exit_status not in (0, -1):  # -1: the server sends no exit status
             raise findlist.BadListing(f"the listing command failed (exit status {chan.exit_status})")
+        parser.finish()
 
     def _read_targets(self, pipe: _Pipe, rows: list[tuple], what: str) -> None:
         """symlink targets, asked for together (READLINK), into their rows."""
