@@ -126,6 +126,15 @@ def listing(r: SftpRemote, how: str) -> tuple[list[tuple], list[str]]:
         conn.close()
 
 
+def by_find(r: SftpRemote, temps: list[str] | None = None) -> list[tuple]:
+    """the rows of _find_runs itself: Unusable is raised, never hidden by the fallback."""
+    conn = r._connect()
+    try:
+        return [row for run in r._find_runs(conn, [] if temps is None else temps) for row in run]
+    finally:
+        conn.close()
+
+
 def test_find_gives_the_sftp_listing_row_for_row(remote, root):
     odd_tree(root)
     by_find, by_sftp = listing(remote, "always"), listing(remote, "never")
@@ -141,10 +150,7 @@ def test_the_root_is_quoted_for_the_server_shell(sshd_server, tmp_path):
     kh = sshd_server.write_known_hosts(tmp_path / "kh")
     r = SftpRemote.from_url(sftp_url(sshd_server, top), RemoteOptions(ssh_key=sshd_server.user_key, known_hosts=kh))
     try:
-        conn = r._connect()
-        rows = [row for run in r._find_runs(conn, []) for row in run]  # no fallback here
-        conn.close()
-        assert rows == listing(r, "never")[0]
+        assert by_find(r) == listing(r, "never")[0]
     finally:
         r.close()
 
@@ -232,10 +238,8 @@ def test_an_sftp_only_server_is_listed_over_sftp(sftp_only_sshd, tmp_path):
     odd_tree(root)
     r = remote_on(sftp_only_sshd, root, tmp_path)
     try:
-        conn = r._connect()
         with pytest.raises(Unusable):
-            list(r._find_runs(conn, []))
-        conn.close()
+            by_find(r)
         rows = list(r.list_rows())
         assert [row[0] for row in rows] == sorted(row[0] for row in rows) and len(rows) == 19
     finally:
@@ -262,10 +266,8 @@ def test_a_chatty_login_shell_is_read_past(chatty_sshd, tmp_path):
     odd_tree(root)
     r = remote_on(chatty_sshd, root, tmp_path)
     try:
-        conn = r._connect()
         temps: list[str] = []
-        rows = [row for run in r._find_runs(conn, temps) for row in run]  # by find, not the fallback
-        conn.close()
+        rows = by_find(r, temps)
         assert (rows, sorted(temps)) == listing(r, "never")
     finally:
         r.close()
@@ -325,9 +327,7 @@ def test_a_root_relative_to_the_login_folder_is_the_one_sftp_lists(sshd_server, 
     r = SftpRemote.from_url(url, RemoteOptions(ssh_key=sshd_server.user_key, known_hosts=kh))
     try:
         assert not r._abs("").startswith(b"/")
-        conn = r._connect()
-        rows = [row for run in r._find_runs(conn, []) for row in run]
-        conn.close()
+        rows = by_find(r)
         assert rows == listing(r, "never")[0] and len(rows) == 19
     finally:
         r.close()
