@@ -895,10 +895,13 @@ class SftpRemote:
             with self._op(what):
                 try:
                     chan.exec_command(findlist.COMMAND)
-                except paramiko.SSHException as exc:
+                    chan.sendall(findlist.script(root))
+                    chan.shutdown_write()
+                except (paramiko.SSHException, EOFError, OSError) as exc:
+                    if not conn.transport.is_active():
+                        raise  # the connection, not the command: Transient
+                    # refused, or closed before it read the script (an SFTP-only server)
                     raise findlist.Unusable(f"the server runs no commands ({exc})") from None
-                chan.sendall(findlist.script(root))
-                chan.shutdown_write()
                 chan.settimeout(FIND_POLL)
             parser = findlist.Parser(temps)
             said = findlist.Stderr()
