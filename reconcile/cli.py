@@ -18,6 +18,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from reconcile.errors import EXIT_ERROR, EXIT_PARTIAL, ReconcileError
+from reconcile.remotes import findlist
 from reconcile.remotes.base import RemoteOptions
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -88,7 +89,7 @@ def _options(delete, exclude, max_delete, allow_empty_source, state_dir, transfe
                       bwlimit=parse_rate(bwlimit) if bwlimit else None, links=_links(links),
                       checksum=checksum)
     remote.extra["perms"] = perms
-    remote.extra["ssh_find"] = _choice(ssh_find, SSH_FIND_WAYS)
+    remote.extra["ssh_find"] = _choice(ssh_find, findlist.WAYS)
     return opts
 
 
@@ -117,7 +118,6 @@ BwLimit = Annotated[Optional[str], typer.Option("--bwlimit", help="bytes per sec
 Links = Annotated[str, typer.Option("--links", help="symlinks: skip, follow or store")]
 Checksum = Annotated[bool, typer.Option("--checksum", help="compare content by xxh3, not size and mtime")]
 Perms = Annotated[bool, typer.Option("--perms", help="keep file permissions on the destination")]
-SSH_FIND_WAYS = ("auto", "always", "never")
 SshFind = Annotated[str, typer.Option("--ssh-find", help="sftp: list a large tree by running find on the server (auto, always, never)")]
 AllOpt = Annotated[bool, typer.Option("--all", help="every mapping of the config file")]
 ConfigOpt = Annotated[Optional[str], typer.Option("--config", envvar="RECONCILE_CONFIG", help="config file (default: the platform's config folder)")]

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconcile.errors import ConfigError
+from reconcile.remotes import findlist
 
 # key -> (expected python type, what to tell the user); the names are the
 # command-line flags' names, so a mapping maps one to one onto the flags.
@@ -271,8 +272,8 @@ def _value_problem(key: str, value: Any) -> str | None:
 def _control_problem(key: str, value: Any) -> str | None:
     if key == "links" and value not in ("skip", "follow", "store"):
         return f"{value!r} is not skip, follow or store"
-    if key == "ssh_find" and value not in ("auto", "always", "never"):
-        return f"{value!r} is not auto, always or never"
+    if key == "ssh_find" and value not in findlist.WAYS:
+        return f"{value!r} is not {', '.join(findlist.WAYS[:-1])} or {findlist.WAYS[-1]}"
     if key == "bwlimit" and not _flag_accepts(_parse_rate, value):
         return f"{value!r} is not a rate"
     if key == "backup_keep" and value <= 0:

@@ -205,8 +205,8 @@ class Run:
         walked = walk_rows(self.source, self.excludes, report, self.opts.links)
         if not self.opts.offline:
             walked, remote_rows = walk_while_waiting(walked, remote_rows, self._spill_dir())
-        return merge_rows(walked, self.previous(), remote_rows, self.excludes, caps.mtime_precision_ns, self.opts.checksum,
-                          record=writer.add_row if writer else None,
+        return merge_rows(walked, self.previous(), remote_rows, self.excludes, caps.mtime_precision_ns,
+                          self.opts.checksum, record=writer.add_row if writer else None,
                           hasher=self._checksum_hasher if self.opts.checksum else None,
                           perms=bool(self.opts.remote.extra.get("perms")), keep_remote=keep,
                           current_excluded=True)

@@ -22,6 +22,7 @@ import stat as st
 
 from reconcile.entry import DIR, FILE, LINK, TEMP_MARK, decode_path
 
+WAYS = ("auto", "always", "never")  # --ssh-find: by the tree's size, always, or never
 HEAD = b"reconcile-list-1"
 END = b"reconcile-list-end"
 FORMAT = b"%y %s %T@ %m /"
@@ -84,14 +85,14 @@ class Stderr:
         self.after += data[:max(0, self.LIMIT - len(self.after))]
 
     @property
-    def said(self) -> str:
+    def first_line(self) -> str:
         """the first line said after the head, or ''."""
         text = bytes(self.after).strip()
         return decode_path(text.splitlines()[0])[:200] if text else ""
 
 
 class Parser:
-    """stdout of command() into rows (entry.row_of); temp names go to temps."""
+    """stdout of script() into rows (entry.row_of); temp names go to temps."""
 
     def __init__(self, temps: list[str]) -> None:
         self.temps = temps

@@ -46,8 +46,8 @@ finally:
     if _HIDE_INVOKE:
         del sys.modules["invoke"]
 from paramiko.sftp import (CMD_CLOSE, CMD_DATA, CMD_EXTENDED, CMD_EXTENDED_REPLY, CMD_FSETSTAT, CMD_HANDLE,
-                           CMD_MKDIR, CMD_NAME, CMD_OPEN, CMD_OPENDIR, CMD_READ, CMD_READDIR, CMD_READLINK, CMD_REALPATH,
-                           CMD_STATUS, CMD_WRITE, SFTP_EOF, int64)
+                           CMD_MKDIR, CMD_NAME, CMD_OPEN, CMD_OPENDIR, CMD_READ, CMD_READDIR, CMD_READLINK,
+                           CMD_REALPATH, CMD_STATUS, CMD_WRITE, SFTP_EOF, int64)
 from paramiko.sftp_attr import SFTPAttributes
 
 from reconcile import forked
@@ -954,7 +954,6 @@ class SftpRemote:
             if not parser.started and quiet >= IO_TIMEOUT:
                 raise findlist.Unusable("no answer")  # our script prints its head line at once
             if parser.last and quiet >= IO_TIMEOUT:
-                self._drop()
                 raise Transient(f"{what}: the server stopped answering")
             if quiet >= FIND_PATIENCE:
                 raise Transient(f"{what}: find on the server gave no answer in {FIND_PATIENCE / 60:.0f} min")
@@ -974,12 +973,11 @@ class SftpRemote:
             chan.status_event.wait(IO_TIMEOUT)
         if (parser.started and not parser.ended
                 and (chan.exit_status == -1 or not conn.transport.is_active())):
-            self._drop()
             raise Transient(f"{what}: connection lost")  # cut before the server finished
         if not said.seen:
             raise findlist.BadListing("the server's shell did not run the listing as asked")
-        if said.said:
-            raise findlist.BadListing(f"the server said: {said.said}")
+        if said.first_line:
+            raise findlist.BadListing(f"the server said: {said.first_line}")
         if chan.exit_status not in (0, -1):  # -1: the server sends no exit status
             raise findlist.BadListing(f"the listing command failed (exit status {chan.exit_status})")
         parser.finish()
