@@ -30,6 +30,10 @@ from reconcile.statefile import write_private
 from reconcile.walk import WalkReport, walk_rows
 
 SNAPSHOT_BYTES_PER_ENTRY = 50  # measured: 49 on the benchmark trees
+# files from this size are hashed on two threads (xxh3 and read() free the GIL
+# for long enough); smaller ones in one thread, where two took 3.7x longer
+# (0.47 s against 0.13 s on 10,000 files of 1-32 KB)
+HASH_THREADED_FROM = 1 << 20
 
 
 @dataclass
@@ -289,8 +293,13 @@ class Run:
                 msg = exc.strerror if isinstance(exc, OSError) else "it changed while it was read"
                 self.warn(f"skipped {e.path}: {msg}; its remote copy is left as it is")
 
-        with ThreadPoolExecutor(2) as pool:
-            list(pool.map(one, todo))
+        big = [e for e in todo if e.size >= HASH_THREADED_FROM]
+        if big:
+            with ThreadPoolExecutor(2) as pool:
+                list(pool.map(one, big))
+        for e in todo:
+            if e.size < HASH_THREADED_FROM:
+                one(e)
         for path, h in results.items():
             if h is None:
                 changes.needed.pop(path, None)
