@@ -14,7 +14,7 @@ import pytest
 
 from reconcile import journal as journal_mod
 from reconcile.apply import Executor, SmallUpload
-from reconcile.entry import FILE, Entry, is_temp_name
+from reconcile.entry import FILE, TEMP_MARK, Entry, is_temp_name
 from reconcile.errors import NotFound, Permanent, SourceChanged, Transient
 from reconcile.plan import Op
 from reconcile.remotes import sftp as sftp_mod
@@ -264,3 +264,26 @@ def test_workers_starting_together_make_a_missing_root_once(sftp_dest, root, tmp
     assert errors == []
     assert sorted(results) == [(p, None) for p in sorted(files)]
     assert tree(root / "new" / "deeper") == tree(src)
+
+
+def test_a_root_missing_when_listed_is_not_walked_for_temp_files_after(sftp_dest, root, tmp_path, monkeypatch):
+    # a first sync made the whole tree itself: walking it for temps cost ~0.2 s on 10,000 files
+    src = tmp_path / "src-tree"
+    files = make_src(src, 30)
+    r = SftpRemote.from_url(sftp_dest.url.rstrip("/") + "/new", sftp_dest.options)
+    try:
+        with pytest.raises(NotFound):
+            list(r.list_rows())
+        results: list = []
+        r.upload_many(items_for(src, files), lambda item, err: results.append(err))
+        assert results == [None] * len(files)
+        reads = count_calls(monkeypatch, r, "_read_dir")
+        assert r.remove_temp_files() == 0
+        assert reads == []
+        # a later listing of the tree, now there, is what the next cleanup goes by
+        (root / "new" / f"{TEMP_MARK}left").write_bytes(b"x")
+        list(r.list_rows())
+        assert r.remove_temp_files() == 1
+    finally:
+        r.close()
+    assert tree(root / "new") == tree(src)

@@ -811,6 +811,18 @@ class SftpRemote:
         READDIR in flight at once, replies parsed with struct. Where it can,
         a child process lists (its own connection, paramiko's packet work on
         the second core) while this one walks the source and merges."""
+        rows = self._listed_rows()
+        try:
+            first = next(rows, None)
+        except NotFound:
+            # no root yet, so no temp files in it: none to look for after the run
+            self._seen_temps = []
+            raise
+        if first is not None:
+            yield first
+            yield from rows
+
+    def _listed_rows(self) -> Iterator[tuple]:
         temps: list[str] = []
         if forked.available():
             if self._may_prompt() and not self._connected():
