@@ -6,7 +6,7 @@ import json
 import os
 import re
 
-from bench.common import (ROOT, Case, Check, Series, drop_dirty, fresh_dirs, log, mb, repeat, reconcile_cmd,
+from bench.common import (ROOT, Case, Check, Series, alternate, drop_dirty, fresh_dirs, log, mb, reconcile_cmd,
                           rmtree, run_timed)
 from bench.data import make_big_file, make_tree
 RETRY = "20s"  # a dead server fails the case fast instead of after 5 min
@@ -32,8 +32,8 @@ def first_sync(srv: Sshd, files: int, runs: int) -> Case:
 
     case = Case("sftp", f"(a) first sync, {files:,} files of 1–32 KB")
     log(f"sftp first sync of {files:,} files")
-    ours = case.add(repeat("reconcile apply", _apply(srv, src, f"{out}/r", state), runs, fresh))
-    rs = case.add(repeat("rsync over ssh", _rsync(srv, src + "/", f"{out}/rs/"), runs, fresh))
+    ours, rs = map(case.add, alternate([("reconcile apply", _apply(srv, src, f"{out}/r", state)),
+                                        ("rsync over ssh", _rsync(srv, src + "/", f"{out}/rs/"))], runs, fresh))
     case.ratio(ours, rs, 1.5)
     return case
 
@@ -53,11 +53,12 @@ def nochange(srv: Sshd, files: int, runs: int) -> Case:
             "-q", "--delete"]
     # a tree this large is listed by find over ssh (--ssh-find auto); an
     # SFTP-only server (a phone, ForceCommand internal-sftp) is listed over SFTP
-    ours_plan = case.add(repeat("reconcile plan", plan, runs))
-    sftp_plan = case.add(repeat("reconcile plan --ssh-find never", [*plan, "--ssh-find", "never"], runs))
-    rs_n = case.add(repeat("rsync -n over ssh", _rsync(srv, src + "/", dst + "/", "--delete", "-n"), runs))
-    ours = case.add(repeat("reconcile apply", _apply(srv, src, dst, state, "--delete"), runs))
-    rs = case.add(repeat("rsync over ssh", _rsync(srv, src + "/", dst + "/", "--delete"), runs))
+    ours_plan, sftp_plan, rs_n = map(case.add, alternate([
+        ("reconcile plan", plan),
+        ("reconcile plan --ssh-find never", [*plan, "--ssh-find", "never"]),
+        ("rsync -n over ssh", _rsync(srv, src + "/", dst + "/", "--delete", "-n"))], runs))
+    ours, rs = map(case.add, alternate([("reconcile apply", _apply(srv, src, dst, state, "--delete")),
+                                        ("rsync over ssh", _rsync(srv, src + "/", dst + "/", "--delete"))], runs))
     case.ratio(ours_plan, rs_n, 1.0, "`plan` vs `rsync -a --delete -n`")
     case.ratio(ours, rs, 1.0, "`apply` vs `rsync -a --delete`")
     case.ratio(sftp_plan, rs_n, None, "`plan --ssh-find never` (listed over SFTP) vs `rsync -n`")
@@ -76,11 +77,11 @@ def big_file(srv: Sshd, size: int, runs: int) -> Case:
 
     case = Case("sftp", f"(c) one {size >> 20} MiB file")
     log(f"sftp one {size >> 20} MiB file")
-    ours = case.add(repeat("reconcile apply", _apply(srv, src_dir, f"{out}/r", state), runs, fresh))
     scp = ["scp", "-q", "-P", str(srv.port), "-i", srv.key, "-o", f"UserKnownHostsFile={srv.known_hosts}",
            "-o", "StrictHostKeyChecking=yes", src, f"root@127.0.0.1:{out}/scp.bin"]
-    sc = case.add(repeat("scp", scp, runs, fresh))
-    rs = case.add(repeat("rsync over ssh", _rsync(srv, src, f"{out}/rs.bin"), runs, fresh))
+    ours, sc, rs = map(case.add, alternate([("reconcile apply", _apply(srv, src_dir, f"{out}/r", state)),
+                                            ("scp", scp),
+                                            ("rsync over ssh", _rsync(srv, src, f"{out}/rs.bin"))], runs, fresh))
     for s in (ours, sc, rs):
         s.note = mb(size / s.median)
     case.ratio(ours, sc, 1.0, "time vs scp (≥ 1.0× scp's throughput)")

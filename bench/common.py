@@ -124,6 +124,20 @@ def repeat(tool: str, argv: list[str], times: int, before: Callable[[int], None]
     return series
 
 
+def alternate(tools: list[tuple[str, list[str]]], times: int,
+              before: Callable[[int], None] | None = None) -> list[Series]:
+    """time each tool's argv `times` times, taking turns (A B A B ...), so a
+    slow spell of the host (this VM's disk stalls now and then) falls on
+    every tool alike instead of on whichever ran during it."""
+    series = [Series(tool, shlex.join(argv)) for tool, argv in tools]
+    for i in range(times):
+        for s, (_, argv) in zip(series, tools):
+            if before:
+                before(i)
+            s.runs.append(run_timed(argv))
+    return series
+
+
 PINNED: list[str] = []  # set by pin_code(): run reconcile from an exported revision
 
 

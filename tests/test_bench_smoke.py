@@ -26,3 +26,16 @@ def test_bench_suite_runs_at_small_size(tmp_path):
     for title in CASE_TITLES:
         assert f"### {title}" in report, title
     assert report.count("| reconcile") >= len(CASE_TITLES)
+
+
+def test_alternate_takes_turns_and_runs_before_each(monkeypatch):
+    # a slow spell of the host must fall on every tool alike, not on one tool's block of runs
+    from bench import common
+
+    order: list[str] = []
+    monkeypatch.setattr(common, "run_timed", lambda argv: order.append(argv[0]) or common.Run(1.0, 0, "", ""))
+    befores: list[int] = []
+    a, b = common.alternate([("A", ["a"]), ("B", ["b"])], 3, befores.append)
+    assert order == ["a", "b"] * 3
+    assert befores == [0, 0, 1, 1, 2, 2]
+    assert (a.tool, b.tool, len(a.runs), len(b.runs)) == ("A", "B", 3, 3)
