@@ -17,7 +17,7 @@ from typing import BinaryIO, Iterator
 import msgpack
 import xxhash
 
-from reconcile.entry import DIR, Entry, encode_path, entry_of, row_path
+from reconcile.entry import DIR, Entry, encode_path, entry_of
 from reconcile.statefile import atomic_replace, open_private
 
 MAGIC = b"RCNLSNAP"
@@ -35,6 +35,7 @@ def _pack_entry(e: Entry) -> tuple:
 
 
 FLUSH = 1 << 16
+ROWS_AT_ONCE = 1024
 
 
 class SnapshotWriter:
@@ -48,6 +49,7 @@ class SnapshotWriter:
         self._length = 0
         self._packer = msgpack.Packer(use_bin_type=True, unicode_errors="surrogateescape")
         self._buf = bytearray()  # entries are small: write and hash them in blocks
+        self._rows: list[tuple] = []  # add_row's rows, packed ROWS_AT_ONCE at a time
         self.count = 0
         self._write(MAGIC)
         self._write(self._packer.pack({"version": VERSION, **(header or {})}))
@@ -58,12 +60,28 @@ class SnapshotWriter:
         self._length += len(data)
 
     def _add(self, packed: bytes) -> None:
+        self._pack_rows()
         self._buf += packed
         self.count += 1
         if len(self._buf) >= FLUSH:
             self._flush()
 
+    def _pack_rows(self) -> None:
+        """the rows as one msgpack array, less its header: the same bytes as
+        packing each row alone, for one call instead of one per row."""
+        rows = self._rows
+        if not rows:
+            return
+        n = len(rows)
+        packed = self._packer.pack([(r[0][:-1] if r[1] == DIR else r[0], *r[1:9]) for r in rows])
+        self._buf += memoryview(packed)[1 if n < 16 else 3 if n < 1 << 16 else 5:]
+        self.count += n
+        rows.clear()
+        if len(self._buf) >= FLUSH:
+            self._flush()
+
     def _flush(self) -> None:
+        self._pack_rows()
         if self._buf:
             self._write(bytes(self._buf))
             self._buf.clear()
@@ -73,7 +91,9 @@ class SnapshotWriter:
 
     def add_row(self, row: tuple) -> None:
         """add() for a row (entry.row_of), without building an Entry."""
-        self._add(self._packer.pack((row_path(row), *row[1:9])))
+        self._rows.append(row)
+        if len(self._rows) >= ROWS_AT_ONCE:
+            self._pack_rows()
 
     def finish(self) -> None:
         """Seal the temp file (footer, fsync) without putting it in place."""
