@@ -17,7 +17,7 @@ from typing import BinaryIO, Iterator
 import msgpack
 import xxhash
 
-from reconcile.entry import DIR, Entry, encode_path, entry_of
+from reconcile.entry import DIR, Entry, encode_path, entry_of, row_path
 from reconcile.statefile import atomic_replace, open_private
 
 MAGIC = b"RCNLSNAP"
@@ -73,12 +73,10 @@ class SnapshotWriter:
         if not rows:
             return
         n = len(rows)
-        packed = self._packer.pack([(r[0][:-1] if r[1] == DIR else r[0], *r[1:9]) for r in rows])
+        packed = self._packer.pack([(row_path(r), *r[1:9]) for r in rows])
         self._buf += memoryview(packed)[1 if n < 16 else 3 if n < 1 << 16 else 5:]
         self.count += n
         rows.clear()
-        if len(self._buf) >= FLUSH:
-            self._flush()
 
     def _flush(self) -> None:
         self._pack_rows()
@@ -94,6 +92,8 @@ class SnapshotWriter:
         self._rows.append(row)
         if len(self._rows) >= ROWS_AT_ONCE:
             self._pack_rows()
+            if len(self._buf) >= FLUSH:
+                self._flush()
 
     def finish(self) -> None:
         """Seal the temp file (footer, fsync) without putting it in place."""
