@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from reconcile.entry import FILE, LINK, TEMP_MARK, Entry, entry_key, is_temp_name
-from reconcile.errors import AuthError, ConfigError, NotFound, Permanent, Transient, Unreachable
+from reconcile.errors import AuthError, ConfigError, NotFound, Permanent, SourceChanged, Transient, Unreachable
 from reconcile.remotes import sftp as sftp_mod
 from reconcile.remotes.base import RemoteOptions
 from reconcile.remotes.retry import RetryingRemote, RetryPolicy
@@ -352,6 +352,40 @@ def test_concurrent_uploads_from_threads(remote, tmp_path, root):
     assert errors == []
     assert len([e for e in remote.list() if e.kind == FILE]) == 40
     assert len(remote._conns) >= 4
+
+
+def test_a_refused_write_is_raised_and_its_connection_dropped(remote, root, tmp_path):
+    # 12 writes go out before the first reply is read; the refusal of the first
+    # leaves 11 replies due on that connection, which nothing else may read
+    data = os.urandom(3 << 20)
+    local, _ = local_file(tmp_path, "big", data)
+    (root / "ro").write_bytes(b"")
+    conn = remote._conn()
+    f = conn.sftp.open(remote._abs("ro"), "r")
+    fd = os.open(local, os.O_RDONLY)
+    try:
+        with pytest.raises(OSError):
+            remote._send_range(conn, f.handle, fd, 0, len(data), None, lambda n: None)
+    finally:
+        os.close(fd)
+    assert remote._conn() is not conn
+    assert remote.stat("ro").size == 0
+
+
+def test_a_file_that_shrinks_while_sent_is_never_put_in_place(remote, root, tmp_path, monkeypatch):
+    data = os.urandom(2 << 20)
+    local, e = local_file(tmp_path, "big", data)
+    real = sftp_mod._preadv
+
+    def shrink_then_read(fd, into, pos):
+        if pos:
+            os.truncate(local, pos)
+        return real(fd, into, pos)
+
+    monkeypatch.setattr(sftp_mod, "_preadv", shrink_then_read)
+    with pytest.raises(SourceChanged):
+        remote.upload(local, "big", e)
+    assert not (root / "big").exists()
 
 
 # --- connection loss and resume -------------------------------------------------

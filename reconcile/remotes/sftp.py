@@ -171,6 +171,7 @@ class _Small:
 _RENAME_EXT = struct.pack(">I", 24) + b"posix-rename@openssh.com"
 _OPEN_ARGS = struct.pack(">II", OPEN_WRITE, 0)  # pflags, no attributes
 _NO_ATTRS = struct.pack(">I", 0)
+_FSYNC_EXT = struct.pack(">I", 17) + b"fsync@openssh.com"
 
 
 class _Pipe:
@@ -185,23 +186,53 @@ class _Pipe:
         self.queued = 0  # bytes in out
         self.buf = b""  # replies read, not yet parsed from pos on
         self.pos = 0
+        self.wbuf = bytearray()  # write_from's request, reused (chan.send copies it)
 
     def request(self, t: int, *parts: bytes) -> int:
         if self.queued >= FLUSH_AT:
             self.flush()
-        sftp = self.sftp
-        with sftp._lock:  # numbers shared with paramiko's own requests
-            num = sftp.request_number
-            sftp.request_number = num + 1
+        num = self._number()
         size = sum(map(len, parts))
         self.out.append(struct.pack(">IBI", 5 + size, t, num))
         self.out.extend(parts)
         self.queued += 9 + size
         return num
 
+    def write_from(self, handle: bytes, fd: int, pos: int, n: int) -> tuple[int, int]:
+        """one WRITE of fd[pos:pos + n], read straight into the request and sent
+        from there: paramiko copies each byte often enough. (number, bytes read)"""
+        self.flush()
+        h = _sftp_str(handle)
+        head = 9 + len(h) + 12
+        if len(self.wbuf) < head + n:
+            self.wbuf = bytearray(head + n)
+        view = memoryview(self.wbuf)
+        got = _preadv(fd, view[head:head + n], pos)
+        num = self._number()
+        struct.pack_into(f">IBI{len(h)}sQI", self.wbuf, 0, head - 4 + got, CMD_WRITE, num, h, pos, got)
+        self._send(view[:head + got])
+        return num, got
+
+    def reply(self, num: int, replies: dict[int, tuple[int, bytes]], asked) -> tuple[int, bytes]:
+        """(type, body) of the reply to request num; others read on the way are
+        kept in replies. A number not among asked ((num, ...) tuples) is garbage."""
+        while num not in replies:
+            got, t, body = self.next()
+            if got != num and not any(a[0] == got for a in asked):
+                raise paramiko.sftp.SFTPError(f"a reply to request {got}, which was never sent")
+            replies[got] = (t, body)
+        return replies.pop(num)
+
     def ready(self) -> bool:
         """a reply can be read without waiting."""
         return self._whole() > 0 or self.chan.recv_ready()
+
+    def _number(self) -> int:
+        sftp = self.sftp
+        with sftp._lock:  # numbers shared with paramiko's own requests
+            num = sftp.request_number
+            sftp.request_number = num + 1
+        return num
 
     def flush(self) -> None:
         if not self.out:
@@ -209,6 +240,9 @@ class _Pipe:
         data = b"".join(self.out)
         self.out.clear()
         self.queued = 0
+        self._send(memoryview(data))
+
+    def _send(self, data: memoryview) -> None:
         off = 0
         while off < len(data):
             n = self.chan.send(data[off:off + SEND_PIECE])
@@ -1216,34 +1250,41 @@ class SftpRemote:
         """pipelined writes of fd[pos:end]; confirmed(n) after each ~16 MiB is
         acknowledged (and fsynced where the server can). Without marks (a file
         below the checkpoint size, sent again whole if cut) neither happens."""
-        sftp = conn.sftp
-        acks = _Acks(sftp)
+        pipe = _Pipe(conn.sftp)
         pending: deque[tuple[int, int, bool]] = deque()  # (request, end offset, is fsync)
+        try:
+            self._write_range(pipe, conn, handle, fd, pos, end, pending, progress, confirmed, marks)
+        except BaseException:
+            if pending or not pipe.idle:
+                self._drop()  # replies still due: paramiko must not read them
+            raise
+
+    def _write_range(self, pipe: _Pipe, conn: _Conn, handle: bytes, fd: int, pos: int, end: int,
+                     pending: deque, progress: Progress | None, confirmed, marks: bool) -> None:
+        replies: dict[int, tuple[int, bytes]] = {}
         last_mark = pos
         while pos < end or pending:
             while pos < end and len(pending) * conn.write_chunk < MAX_INFLIGHT_BYTES:
-                data = _pread(fd, min(conn.write_chunk, end - pos), pos)
-                num = sftp._async_request(acks, CMD_WRITE, handle, int64(pos), data)
-                pos += len(data)
+                num, n = pipe.write_from(handle, fd, pos, min(conn.write_chunk, end - pos))
+                pos += n
                 pending.append((num, pos, False))
                 if progress:
-                    progress(len(data))
+                    progress(n)
                 if marks and (pos - last_mark >= CHECKPOINT_EVERY or pos == end):
                     last_mark = pos
-                    pending.append((self._fsync_request(conn, acks, handle), pos, True))
-            num, upto, is_fsync = pending.popleft()
-            err = acks.wait(num) if num >= 0 else None
+                    # without fsync the write acks before the mark still confirm the data
+                    num = -1 if conn.no_fsync else pipe.request(CMD_EXTENDED, _FSYNC_EXT, _sftp_str(handle))
+                    pending.append((num, pos, True))
+            pipe.flush()
+            num, upto, is_fsync = pending[0]
+            err = _status_error(conn.sftp, *pipe.reply(num, replies, pending)) if num >= 0 else None
+            pending.popleft()
             if err is not None and not is_fsync:
                 raise err
             if is_fsync:
                 if isinstance(err, OSError) and err.errno is None:
                     conn.no_fsync = True
                 confirmed(upto)
-
-    def _fsync_request(self, conn: _Conn, acks: _Acks, handle: bytes) -> int:
-        if conn.no_fsync:
-            return -1  # the write acks before it still confirm the data
-        return conn.sftp._async_request(acks, CMD_EXTENDED, "fsync@openssh.com", handle)
 
     def _send_ranges(self, fd: int, tmp: bytes, state: dict, progress: Progress | None,
                      checkpoint: Checkpoint | None) -> None:
@@ -1773,14 +1814,27 @@ def _split(size: int, n: int) -> list[list[int]]:
     return [[s, min(s + step, size), s] for s in starts]
 
 
-def _pread(fd: int, n: int, pos: int) -> bytes:
+def _preadv(fd: int, into: memoryview, pos: int) -> int:
     try:
-        data = os.pread(fd, n, pos)
+        n = os.preadv(fd, [into], pos)
     except OSError as exc:
         raise Permanent(f"cannot read the local file: {exc.strerror}") from None
-    if not data:
+    if not n:
         raise SourceChanged("the local file shrank while it was sent")
-    return data
+    return n
+
+
+def _status_error(sftp: paramiko.SFTPClient, t: int, body: bytes) -> BaseException | None:
+    """None for an OK status; else the error paramiko would raise for it."""
+    if t != CMD_STATUS:
+        return paramiko.sftp.SFTPError("unexpected reply")
+    if body[:4] == b"\0\0\0\0":
+        return None
+    try:
+        sftp._convert_status(paramiko.Message(body))
+    except BaseException as exc:
+        return exc
+    return None
 
 
 def _local_write(out, chunk: bytes, local_path: str) -> None:
