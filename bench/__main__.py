@@ -47,6 +47,11 @@ def main(argv: list[str]) -> int:
         from bench.common import pin_code
 
         log(f"reconcile from {pin_code(args.rev)}")
+    else:
+        import reconcile
+        from bench.common import byte_compile
+
+        byte_compile(os.path.dirname(reconcile.__file__))
     started = time.perf_counter()
     tools = ensure_tools(["rsync", "rclone", "aws", "xxh128sum", "scp", "ssh"])
     cases: list[Case] = []

@@ -39,3 +39,17 @@ def test_alternate_takes_turns_and_runs_before_each(monkeypatch):
     assert order == ["a", "b"] * 3
     assert befores == [0, 0, 1, 1, 2, 2]
     assert (a.tool, b.tool, len(a.runs), len(b.runs)) == ("A", "B", 3, 3)
+
+
+def test_pinned_code_is_byte_compiled_like_an_installed_package(tmp_path, monkeypatch):
+    # the timed runs must not compile every module afresh (PYTHONDONTWRITEBYTECODE)
+    from bench import common
+
+    monkeypatch.setattr(common, "ROOT", str(tmp_path))
+    monkeypatch.setattr(common, "PINNED", [])
+    monkeypatch.setenv("PYTHONPATH", "")
+    common.pin_code("HEAD")
+    code = tmp_path / "code" / "reconcile"
+    sources = {p.relative_to(code).with_suffix("") for p in code.rglob("*.py")}
+    compiled = {(p.parent.parent / p.name.split(".")[0]).relative_to(code) for p in code.rglob("__pycache__/*.pyc")}
+    assert sources and sources <= compiled
