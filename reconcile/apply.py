@@ -48,6 +48,7 @@ class SmallUpload:
     local_path: str
     path: str
     entry: Entry
+    hash: bytes | None = None  # set by the remote: the xxh3 of what it sent
 
 
 class _RemoteGone(Exception):
@@ -194,7 +195,7 @@ class Executor:
             if error is not None:
                 self._record(item.key, op, "failed", str(error))
                 return
-            self._warn_if_changed(op, item.local_path)
+            self._sent(op, item.local_path, item.hash)
             self._record(item.key, op, "done")
 
         try:
@@ -239,7 +240,9 @@ class Executor:
             return "the source file changed since the plan; the next run sends it"
         return None
 
-    def _warn_if_changed(self, op: Op, local: str) -> None:
+    def _sent(self, op: Op, local: str, digest: bytes | None) -> None:
+        """after an upload: warn if the source changed meanwhile; else keep
+        the hash the remote took of what it sent, for the next snapshot."""
         e = op.entry
         try:
             after = os.stat(local)
@@ -247,6 +250,8 @@ class Executor:
             return
         if (after.st_size, after.st_mtime_ns) != (e.size, e.mtime_ns):
             self.reporter.warn(f"{op.path} changed while it was sent; the next run sends it again")
+        elif e.hash is None:
+            e.hash = digest
 
     def _local(self, path: str) -> str:
         return os.path.join(self.source_root, *path.split("/"))
@@ -262,9 +267,9 @@ class Executor:
         if op.backup:
             self._to_trash(op.path, op.backup)
         local = self._local(op.path)
-        self.remote.upload(local, op.path, e, progress=self.reporter.sent, resume=state,
-                           checkpoint=lambda st: self.journal.checkpoint(i, st))
-        self._warn_if_changed(op, local)
+        got = self.remote.upload(local, op.path, e, progress=self.reporter.sent, resume=state,
+                                 checkpoint=lambda st: self.journal.checkpoint(i, st))
+        self._sent(op, local, getattr(got, "hash", None))
         return "done"
 
     def _do_mkdir(self, i: int, op: Op, state: dict | None):

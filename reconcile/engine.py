@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -14,7 +15,7 @@ from reconcile import snapshot
 from reconcile.apply import Executor, Outcome, Reporter
 from reconcile.bwlimit import Bandwidth, ThrottledReporter
 from reconcile.diff import Changes, merge_rows, with_implied_dirs
-from reconcile.entry import DIR, Entry, encode_path, entry_of, is_inside, is_safe_path, row_of, row_path
+from reconcile.entry import DIR, FILE, Entry, encode_path, entry_of, is_inside, is_safe_path, row_of, row_path
 from reconcile.errors import (ConfigError, NotFound, ReconcileError, SafetyRefusal, SourceChanged,
                               Transient)
 from reconcile.excludes import Excludes
@@ -279,33 +280,57 @@ class Run:
         return plan
 
     def hash_needed(self, changes: Changes) -> dict[str, bytes | None]:
-        """Hash what the plan needs; a file that cannot be read or keeps
-        changing is left out of this run and its remote copy left alone."""
+        """Hash what the plan needs to find moves (plan.needs_hash); the other
+        files to send are hashed as they are sent. A file that cannot be read
+        or keeps changing is left out of this run and its remote copy left alone."""
         todo = needs_hash(changes, self.remote.capabilities.mtime_precision_ns)
-        results: dict[str, bytes | None] = {}
-
-        def one(e: Entry) -> None:
-            try:
-                e.hash = hash_file(os.path.join(self.source, *e.path.split("/")), e.size, e.mtime_ns)
-                results[e.path] = e.hash
-            except (SourceChanged, OSError) as exc:
+        results = self._hash_files(todo, warn=True)
+        hashing = {id(e) for e in todo}
+        for e in changes.needed.values():
+            if e.kind == FILE and e.hash is None and id(e) not in hashing and not os.access(self._local(e), os.R_OK):
                 results[e.path] = None
-                msg = exc.strerror if isinstance(exc, OSError) else "it changed while it was read"
-                self.warn(f"skipped {e.path}: {msg}; its remote copy is left as it is")
-
-        big = [e for e in todo if e.size >= HASH_THREADED_FROM]
-        if big:
-            with ThreadPoolExecutor(2) as pool:
-                list(pool.map(one, big))
-        for e in todo:
-            if e.size < HASH_THREADED_FROM:
-                one(e)
+                self.warn(f"skipped {e.path}: {os.strerror(errno.EACCES)}; its remote copy is left as it is")
         for path, h in results.items():
             if h is None:
                 changes.needed.pop(path, None)
                 s = changes.stale.get(path)
                 if s is not None and s.displaced:
                     del changes.stale[path]
+        return results
+
+    def hashes_of_sent(self, plan: Plan, outcome: Outcome) -> dict[str, bytes | None]:
+        """for the next snapshot: the hash of each file this run sent, taken
+        while it was sent where the remote could, else read now. None (not
+        recorded) for a file that changed since."""
+        sent = [op.entry for i, op in enumerate(plan.ops) if op.op == "upload" and op.entry is not None
+                and outcome.results.get(i, ("",))[0] == "done"]
+        hashes: dict[str, bytes | None] = {e.path: e.hash for e in sent if e.hash is not None}
+        hashes.update(self._hash_files([e for e in sent if e.hash is None], warn=False))
+        return hashes
+
+    def _local(self, e: Entry) -> str:
+        return os.path.join(self.source, *e.path.split("/"))
+
+    def _hash_files(self, entries: list[Entry], warn: bool) -> dict[str, bytes | None]:
+        results: dict[str, bytes | None] = {}
+
+        def one(e: Entry) -> None:
+            try:
+                e.hash = hash_file(self._local(e), e.size, e.mtime_ns)
+                results[e.path] = e.hash
+            except (SourceChanged, OSError) as exc:
+                results[e.path] = None
+                if warn:
+                    msg = exc.strerror if isinstance(exc, OSError) else "it changed while it was read"
+                    self.warn(f"skipped {e.path}: {msg}; its remote copy is left as it is")
+
+        big = [e for e in entries if e.size >= HASH_THREADED_FROM]
+        if big:
+            with ThreadPoolExecutor(2) as pool:
+                list(pool.map(one, big))
+        for e in entries:
+            if e.size < HASH_THREADED_FROM:
+                one(e)
         return results
 
     def guard(self, changes: Changes, plan: Plan) -> None:
@@ -379,7 +404,7 @@ class Run:
                 self.guard(changes, plan)
                 outcome = self._execute(plan, tag)
                 if outcome.complete:
-                    self._commit_snapshot(walk_tmp, {**plan.hashes, **hashes})
+                    self._commit_snapshot(walk_tmp, {**plan.hashes, **hashes, **self.hashes_of_sent(plan, outcome)})
                 if outcome.remote_gone is None and self.tidy_remote:
                     self._remove_temp_files()
             finally:

@@ -41,3 +41,32 @@ def hash_file(path: str, expect_size: int | None = None, expect_mtime_ns: int | 
     if expect_size is not None and (after.st_size, after.st_mtime_ns) != (expect_size, expect_mtime_ns):
         raise SourceChanged(f"{path} changed since it was listed")
     return h.digest()
+
+
+class FileHasher:
+    """xxh3_128 of an open file, a piece at a time, for a thread with other
+    work between pieces (sftp range uploads hash while the ranges are sent)."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd, self.size, self.pos = fd, size, 0
+        self.hash = xxhash.xxh3_128()
+        self.short = False  # the file ended early: no digest
+
+    @property
+    def finished(self) -> bool:
+        return self.pos >= self.size or self.short
+
+    def step(self) -> None:
+        buf = _buffer()
+        n = os.preadv(self.fd, [buf], self.pos)
+        if not n:
+            self.short = True
+            return
+        n = min(n, self.size - self.pos)
+        self.hash.update(memoryview(buf)[:n])
+        self.pos += n
+
+    def digest(self) -> bytes | None:
+        while not self.finished:
+            self.step()
+        return None if self.short else self.hash.digest()

@@ -124,12 +124,28 @@ def _inode_vouches(s: Stale, new: Entry) -> bool:
 
 
 def needs_hash(changes: Changes, precision_ns: int) -> list[Entry]:
-    """Local files the plan needs a content hash for: every file to send,
-    except those that a moved inode already vouches for."""
-    by_inode = {inode_key(s.prev): s for s in changes.stale.values() if _source_trusted(s, precision_ns)}
-    return [c for c in changes.needed.values()
-            if c.kind == FILE and c.hash is None
-            and not (inode_key(c) in by_inode and not _needs_content_check(by_inode[inode_key(c)], c))]
+    """Local files the plan needs a content hash for, to pair them with a
+    remote file as a move: those whose inode a renamed file left, unless the
+    inode alone vouches, and those the size of a stale remote file whose
+    content hash is known. The other files to send are hashed as they are
+    sent, for the next snapshot (engine.Run.hashes_of_sent)."""
+    by_inode: dict[tuple, Stale] = {}
+    sizes: set[int] = set()
+    for s in changes.stale.values():
+        if s.remote.kind != FILE:
+            continue
+        if _source_trusted(s, precision_ns):
+            by_inode[inode_key(s.prev)] = s
+            if s.prev.hash is not None:
+                sizes.add(s.prev.size)
+        elif s.remote.hash is not None:
+            sizes.add(s.remote.size)
+
+    def wanted(c: Entry) -> bool:
+        s = by_inode.get(inode_key(c))
+        return _needs_content_check(s, c) if s is not None else c.size in sizes
+
+    return [c for c in changes.needed.values() if c.kind == FILE and c.hash is None and wanted(c)]
 
 
 def _pair_files(changes: Changes, precision_ns: int, delete: bool = True) -> list[tuple[Stale, Entry]]:

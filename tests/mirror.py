@@ -82,3 +82,15 @@ def wait_until_locked(state_dir, timeout: float = 30) -> None:
                     return
         time.sleep(0.02)
     raise AssertionError(f"no run took the lock in {state_dir}")
+
+
+def count_calls(monkeypatch, obj, name: str) -> list:
+    calls: list = []
+    real = getattr(obj, name)
+
+    def counted(*a, **kw):
+        calls.append(a)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(obj, name, counted)
+    return calls

@@ -100,3 +100,18 @@ def test_a_moved_folder_keeps_its_files_hashes_in_the_snapshot(tmp_path):
     os.rename(src / "trip" / "p1.jpg", src / "trip" / "renamed.jpg")
     doc = reconcile("plan", src, dst, "--state-dir", state, "--delete", "--json", check=0).stdout
     assert '"from": "trip/p1.jpg", "to": "trip/renamed.jpg"' in doc
+
+
+def test_only_files_that_could_pair_are_hashed_before_the_plan():
+    # a first sync has nothing to pair with: its files are hashed as they are sent
+    cur = [f("a.jpg", 10, 10), f("b.jpg", 20, 10), f("c.jpg", 30, 10)]
+    changes = merge(ordered(cur), [], [], Excludes(), 1)
+    assert needs_hash(changes, 1) == []
+    # a deleted file of 20 bytes with a known hash: only a new file of that size may be its rename
+    prev = [f("old.jpg", 20, 10, inode=99, h=b"h20")]
+    changes = merge(ordered(cur), ordered(prev), ordered(remote_copy(prev)), Excludes(), 1)
+    assert [e.path for e in needs_hash(changes, 1)] == ["b.jpg"]
+    # a remote file the last snapshot does not vouch for pairs by the hash it carries
+    stray = [Entry("stray.jpg", FILE, 30, 10, hash=b"h30")]
+    changes = merge(ordered(cur), [], ordered(stray), Excludes(), 1)
+    assert [e.path for e in needs_hash(changes, 1)] == ["c.jpg"]

@@ -71,3 +71,21 @@ def test_small_files_are_hashed_on_one_thread_large_ones_on_two(tmp_path, monkey
     assert main not in {threads[n] for n in sizes if n.startswith("big")}
     for name in sizes:
         assert (tmp_path / "dst" / name).read_bytes() == (src / name).read_bytes()
+
+
+def test_file_hasher_in_pieces_matches_and_a_short_file_has_no_digest(tmp_path):
+    from reconcile.hashing import FileHasher
+
+    for size in (0, 1, BUFFER, 3 * BUFFER + 17):
+        data = os.urandom(size)
+        path = tmp_path / f"f{size}"
+        path.write_bytes(data)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            h = FileHasher(fd, size)
+            if size:
+                h.step()  # a piece now, the rest in digest()
+            assert h.digest() == xxhash.xxh3_128_digest(data)
+            assert FileHasher(fd, size + 1).digest() is None  # shrank since it was listed
+        finally:
+            os.close(fd)

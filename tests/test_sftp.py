@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import xxhash
 
 from reconcile.entry import FILE, LINK, TEMP_MARK, Entry, entry_key, is_temp_name
 from reconcile.errors import AuthError, ConfigError, NotFound, Permanent, SourceChanged, Transient, Unreachable
@@ -22,6 +23,7 @@ from reconcile.remotes import sftp as sftp_mod
 from reconcile.remotes.base import RemoteOptions
 from reconcile.remotes.retry import RetryingRemote, RetryPolicy
 from reconcile.remotes.sftp import SftpRemote
+from tests.mirror import count_calls
 from tests.servers_sftp import free_port, sftp_url
 
 
@@ -387,6 +389,17 @@ def test_a_file_that_shrinks_while_sent_is_never_put_in_place(remote, root, tmp_
         remote.upload(local, "big", e)
     assert not (root / "big").exists()
 
+
+def test_uploads_return_the_hash_of_what_they_sent(remote, root, tmp_path, monkeypatch):
+    # taken on the way (one stream) or by the waiting thread (ranges): never a second pass
+    monkeypatch.setattr(sftp_mod, "RANGE_MIN", 4 << 20)
+    ranged = count_calls(monkeypatch, remote, "_send_ranges")
+    for name, size in (("one-stream", 3 << 20), ("ranges", 9 << 20)):
+        data = os.urandom(size)
+        local, e = local_file(tmp_path, name, data)
+        assert remote.upload(local, name, e).hash == xxhash.xxh3_128_digest(data)
+        assert (root / name).read_bytes() == data
+    assert len(ranged) == 1
 
 # --- connection loss and resume -------------------------------------------------
 

@@ -10,6 +10,7 @@ import random
 from pathlib import Path
 
 import paramiko
+import xxhash
 import pytest
 
 from reconcile import journal as journal_mod
@@ -20,7 +21,7 @@ from reconcile.plan import Op
 from reconcile.remotes import sftp as sftp_mod
 from reconcile.remotes.retry import RetryingRemote, RetryPolicy
 from reconcile.remotes.sftp import SftpRemote
-from tests.mirror import SilentReporter, tree, write
+from tests.mirror import SilentReporter, count_calls, tree, write
 from tests.test_sftp import local_file, no_agent_no_config, proxied, remote, root  # noqa: F401
 
 MTIME = 1_650_000_000_000_000_000
@@ -51,18 +52,6 @@ def upload_ops(src: Path, files: dict[str, bytes]) -> list[Op]:
 
 def items_for(src: Path, files: dict[str, bytes]) -> list[SmallUpload]:
     return [SmallUpload(i, str(src / op.path), op.path, op.entry) for i, op in enumerate(upload_ops(src, files))]
-
-
-def count_calls(monkeypatch, obj, name: str) -> list:
-    calls: list = []
-    real = getattr(obj, name)
-
-    def counted(*a, **kw):
-        calls.append(a)
-        return real(*a, **kw)
-
-    monkeypatch.setattr(obj, name, counted)
-    return calls
 
 
 def test_executor_sends_small_files_pipelined_without_checkpoints(remote, root, tmp_path, monkeypatch):
@@ -287,3 +276,37 @@ def test_a_root_missing_when_listed_is_not_walked_for_temp_files_after(sftp_dest
     finally:
         r.close()
     assert tree(root / "new") == tree(src)
+
+
+def snapshot_hashes(src: Path, url: str, state: Path) -> dict[str, bytes | None]:
+    from reconcile import snapshot
+    from reconcile.engine import Run, RunOptions
+    from reconcile.entry import entry_of
+
+    path = Run(str(src), url, RunOptions(state_dir=str(state)), SilentReporter()).state.snapshot
+    return {e.path: e.hash for e in map(entry_of, snapshot.read_rows(path)) if e.kind == FILE}
+
+
+def test_a_first_sync_hashes_files_as_it_sends_them_and_finds_a_rename_after(sftp_dest, root, tmp_path,
+                                                                              monkeypatch):
+    # nothing on the remote to pair a new file with: no file is read before it is sent,
+    # yet the snapshot gets every hash, and the next run finds a copied-and-deleted file by it
+    from reconcile import engine
+    from tests.mirror import run
+
+    src, state = tmp_path / "src-tree", tmp_path / "state"
+    files = make_src(src, 60, seed=5, big=1)  # small ones pipelined, one sent as a single stream
+    read = count_calls(monkeypatch, engine, "hash_file")
+    result = run(src, sftp_dest.url, state, options=sftp_dest.options)
+    assert result.outcome.complete and read == []
+    want = {p: xxhash.xxh3_128_digest(d) for p, d in files.items()}
+    assert snapshot_hashes(src, sftp_dest.url, state) == want
+
+    old = src / "big" / "g0.bin"
+    st = old.stat()
+    write(src / "moved" / "copy.bin", old.read_bytes(), st.st_mtime_ns)  # a new inode
+    old.unlink()
+    again = run(src, sftp_dest.url, state, options=sftp_dest.options, delete=True)
+    assert [(o.op, o.path, o.to) for o in again.plan.ops if o.op in ("move", "upload")] == \
+        [("move", "big/g0.bin", "moved/copy.bin")]
+    assert tree(root) == tree(src)

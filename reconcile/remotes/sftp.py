@@ -27,6 +27,7 @@ import stat as st
 import struct
 import sys
 import threading
+import time
 from collections import deque
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -49,12 +50,14 @@ from paramiko.sftp import (CMD_CLOSE, CMD_DATA, CMD_EXTENDED, CMD_EXTENDED_REPLY
                            CMD_MKDIR, CMD_NAME, CMD_OPEN, CMD_OPENDIR, CMD_READ, CMD_READDIR, CMD_READLINK,
                            CMD_REALPATH, CMD_STATUS, CMD_WRITE, SFTP_EOF, int64)
 from paramiko.sftp_attr import SFTPAttributes
+import xxhash
 
 from reconcile import forked
 from reconcile.entry import DIR, FILE, LINK, TEMP_MARK, Entry, decode_path, encode_path, is_temp_name
 from reconcile.entry import entry_of, parent_of, sort_key
 from reconcile.errors import AuthError, ConfigError, NotFound, Permanent, ReconcileError, SourceChanged
 from reconcile.errors import Transient, Unreachable
+from reconcile.hashing import FileHasher
 from reconcile.remotes import findlist
 from reconcile.remotes.base import Capabilities, Checkpoint, Progress, RemoteOptions
 
@@ -151,6 +154,7 @@ class SmallUpload(Protocol):
     local_path: str
     path: str
     entry: Entry
+    hash: bytes | None  # set here: the xxh3 of what was sent
 
 
 @dataclass(slots=True, eq=False)
@@ -198,7 +202,7 @@ class _Pipe:
         self.queued += 9 + size
         return num
 
-    def write_from(self, handle: bytes, fd: int, pos: int, n: int) -> tuple[int, int]:
+    def write_from(self, handle: bytes, fd: int, pos: int, n: int, hasher=None) -> tuple[int, int]:
         """one WRITE of fd[pos:pos + n], read straight into the request and sent
         from there: paramiko copies each byte often enough. (number, bytes read)"""
         self.flush()
@@ -208,6 +212,8 @@ class _Pipe:
             self.wbuf = bytearray(head + n)
         view = memoryview(self.wbuf)
         got = _preadv(fd, view[head:head + n], pos)
+        if hasher is not None:
+            hasher.update(view[head:head + got])
         num = self._number()
         struct.pack_into(f">IBI{len(h)}sQI", self.wbuf, 0, head - 4 + got, CMD_WRITE, num, h, pos, got)
         self._send(view[:head + got])
@@ -1164,7 +1170,7 @@ class SftpRemote:
             size = before.st_size
             self._left_temps.add(tmp_rel)
             with self._op(f"cannot write {path}", failure=Transient):
-                self._send_file(src.fileno(), size, tmp_rel, progress, resume, checkpoint)
+                digest = self._send_file(src.fileno(), size, tmp_rel, progress, resume, checkpoint)
             after = os.fstat(src.fileno())
         if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
             # never put a mix of two versions under the real name; the temp goes with the tidy-up
@@ -1183,11 +1189,12 @@ class SftpRemote:
             self._replace(sftp, tmp, self._abs(path))
             self._left_temps.discard(tmp_rel)
             result = _entry(path, sftp.lstat(self._abs(path)))
-        result.hash = entry.hash
+        result.hash = entry.hash or digest
         return result
 
     def _send_file(self, fd: int, size: int, tmp_rel: str, progress: Progress | None,
-                   resume: dict | None, checkpoint: Checkpoint | None) -> None:
+                   resume: dict | None, checkpoint: Checkpoint | None) -> bytes | None:
+        """the xxh3 of what was sent, where it went in one stream from the start."""
         sftp = self._sftp()
         state = self._resume_state(sftp, tmp_rel, resume, size)
         if state is None and size >= RANGE_MIN and self.transfers > 1:
@@ -1207,10 +1214,12 @@ class SftpRemote:
                 if checkpoint:
                     checkpoint({"tmp": tmp_rel, "confirmed": n})
 
+            hasher = None if start else xxhash.xxh3_128()
             self._send_range(self._conn(), f.handle, fd, start, size, progress, confirmed,
-                             marks=size >= CHECKPOINT_EVERY)
+                             marks=size >= CHECKPOINT_EVERY, hasher=hasher)
         finally:
             f.close()
+        return hasher.digest() if hasher else None
 
     def _resume_state(self, sftp: paramiko.SFTPClient, tmp_rel: str, resume: dict | None,
                       size: int) -> dict | None:
@@ -1246,26 +1255,26 @@ class SftpRemote:
         return sftp.open(tmp, mode)
 
     def _send_range(self, conn: _Conn, handle: bytes, fd: int, pos: int, end: int,
-                    progress: Progress | None, confirmed, marks: bool = True) -> None:
+                    progress: Progress | None, confirmed, marks: bool = True, hasher=None) -> None:
         """pipelined writes of fd[pos:end]; confirmed(n) after each ~16 MiB is
         acknowledged (and fsynced where the server can). Without marks (a file
         below the checkpoint size, sent again whole if cut) neither happens."""
         pipe = _Pipe(conn.sftp)
         pending: deque[tuple[int, int, bool]] = deque()  # (request, end offset, is fsync)
         try:
-            self._write_range(pipe, conn, handle, fd, pos, end, pending, progress, confirmed, marks)
+            self._write_range(pipe, conn, handle, fd, pos, end, pending, progress, confirmed, marks, hasher)
         except BaseException:
             if pending or not pipe.idle:
                 self._drop()  # replies still due: paramiko must not read them
             raise
 
     def _write_range(self, pipe: _Pipe, conn: _Conn, handle: bytes, fd: int, pos: int, end: int,
-                     pending: deque, progress: Progress | None, confirmed, marks: bool) -> None:
+                     pending: deque, progress: Progress | None, confirmed, marks: bool, hasher) -> None:
         replies: dict[int, tuple[int, bytes]] = {}
         last_mark = pos
         while pos < end or pending:
             while pos < end and len(pending) * conn.write_chunk < MAX_INFLIGHT_BYTES:
-                num, n = pipe.write_from(handle, fd, pos, min(conn.write_chunk, end - pos))
+                num, n = pipe.write_from(handle, fd, pos, min(conn.write_chunk, end - pos), hasher)
                 pos += n
                 pending.append((num, pos, False))
                 if progress:
@@ -1287,9 +1296,10 @@ class SftpRemote:
                 confirmed(upto)
 
     def _send_ranges(self, fd: int, tmp: bytes, state: dict, progress: Progress | None,
-                     checkpoint: Checkpoint | None) -> None:
+                     checkpoint: Checkpoint | None) -> bytes | None:
         """concurrent range writers, each over its own connection; the caller's
-        thread reports progress and checkpoints."""
+        thread reports progress and checkpoints, and hashes the file meanwhile
+        (reads and xxh3 free the GIL). The file's xxh3, or None if it shrank."""
         ranges: list[list[int]] = state["ranges"]  # [start, end, confirmed up to]
         lock = threading.Lock()
         sent = [0]
@@ -1312,8 +1322,15 @@ class SftpRemote:
 
         futures = [self._executor().submit(run, r) for r in ranges if r[2] < r[1]]
         reported, marked = 0, sum(r[2] - r[0] for r in ranges)
+        hasher = FileHasher(fd, ranges[-1][1])
         while futures:
-            done, _ = wait(futures, timeout=0.2, return_when=FIRST_EXCEPTION)
+            if hasher.finished:
+                done, _ = wait(futures, timeout=0.2, return_when=FIRST_EXCEPTION)
+            else:
+                until = time.monotonic() + 0.2
+                while not hasher.finished and time.monotonic() < until:
+                    hasher.step()
+                done = {f for f in futures if f.done()}
             with lock:
                 delta, reported = sent[0] - reported, sent[0]
                 total = sum(r[2] - r[0] for r in ranges)
@@ -1334,6 +1351,7 @@ class SftpRemote:
                 raise failed[0].exception()
             if len(done) == len(futures):
                 break
+        return hasher.digest()
 
     def _replace(self, sftp: paramiko.SFTPClient, src: bytes, dst: bytes) -> None:
         """atomic overwrite; plain rename after a remove where posix-rename is missing."""
@@ -1425,6 +1443,7 @@ class SftpRemote:
                 if code == FX_OK:
                     self._left_temps.discard(f.tmp_rel)
                     files, held = files - 1, held - f.size
+                    f.item.hash = xxhash.xxh3_128_digest(f.data)
                     done(f.item, None)
                     continue
                 conn.no_posix_rename = code == FX_OP_UNSUPPORTED
