@@ -55,9 +55,13 @@ class _RemoteGone(Exception):
     pass
 
 
+FORK_SMALL_FROM = 1000  # small files from which half go to a child process (upload_child)
+
+
 class Executor:
     def __init__(self, remote, source_root: str, journal: Journal, reporter: Reporter,
-                 transfers: int = 4, source_exists: Callable[[str], bool] | None = None) -> None:
+                 transfers: int = 4, source_exists: Callable[[str], bool] | None = None,
+                 fork_small: bool = False) -> None:
         self.remote = remote
         self.source_root = source_root
         self.journal = journal
@@ -66,6 +70,7 @@ class Executor:
         self.outcome = Outcome()
         self._lock = threading.Lock()
         self._crash: BaseException | None = None  # a bug in a worker thread, raised on the caller's
+        self.fork_small = fork_small
 
     def run(self, ops: list[Op], todo: list[int], resume: dict[int, dict] | None = None) -> Outcome:
         resume = resume or {}
@@ -102,6 +107,43 @@ class Executor:
         if self.outcome.remote_gone:
             raise _RemoteGone
 
+    def record_from_child(self, i: int, op: Op, result: str, error: str | None, digest: bytes | None) -> None:
+        """a result the upload child reported (its reader thread calls this)."""
+        if result == "done" and op.entry is not None and op.entry.hash is None:
+            op.entry.hash = digest
+        try:
+            self._record(i, op, result, error)
+        except _RemoteGone:
+            pass
+
+    def gone(self, message: str) -> None:
+        with self._lock:
+            self.outcome.remote_gone = self.outcome.remote_gone or message
+
+    def in_child(self, reporter: Reporter, transfers: int,
+                 send: Callable[[int, str, str | None, bytes | None], None]) -> None:
+        """turn this copy, in the upload child, into one that reports to the parent."""
+        self.reporter, self.transfers, self.fork_small = reporter, transfers, False
+        self._lock = threading.Lock()  # another thread may have held it at the fork
+        self.journal = None  # type: ignore[assignment]
+
+        def record(i: int, op: Op, result: str, error: str | None = None) -> None:
+            with self._lock:
+                self.outcome.results[i] = (result, error)
+            send(i, result, error, op.entry.hash if op.entry is not None else None)
+            if self.outcome.remote_gone:
+                raise _RemoteGone
+
+        self._record = record  # type: ignore[method-assign]
+
+    def upload_share(self, ops: list[Op], share: list[int]) -> str | None:
+        """in the child: send the share; why the remote went away, if it did."""
+        try:
+            self._uploads(ops, share, {})
+        except _RemoteGone:
+            pass
+        return self.outcome.remote_gone
+
     def _one(self, i: int, op: Op, resume: dict[int, dict]) -> None:
         if self.outcome.remote_gone:
             raise _RemoteGone
@@ -131,6 +173,15 @@ class Executor:
         limit = getattr(self.remote, "batch_max_size", 0) if many else -1
         small = [i for i in batch if self._batchable(ops[i], i, resume, limit)]
         work = iter([i for i in batch if not self._batchable(ops[i], i, resume, limit)] if small else batch)
+        threads_here = min(self.transfers, len(batch))
+        child = None
+        if self.fork_small and len(small) >= FORK_SMALL_FROM and self.transfers >= 2:
+            from reconcile.upload_child import UploadChild
+
+            # alternate files, so both halves hold alike sizes and folders
+            share, small = small[::2], small[1::2]
+            child = UploadChild(self, ops, share, self.transfers // 2)
+            threads_here -= self.transfers // 2
         small_work = iter(small)
         take = threading.Lock()
 
@@ -155,11 +206,15 @@ class Executor:
                     self._crash = self._crash or exc
                     self.outcome.remote_gone = self.outcome.remote_gone or f"{type(exc).__name__}: {exc}"
 
-        threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(self.transfers, len(batch)))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(threads_here)]
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            if child is not None:
+                child.join(stop=bool(self.outcome.remote_gone or self._crash))
         if self._crash is not None:
             raise self._crash
         if self.outcome.remote_gone:

@@ -10,6 +10,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from reconcile import forked
 from reconcile import journal as journal_mod
 from reconcile import snapshot
 from reconcile.apply import Executor, Outcome, Reporter
@@ -24,7 +25,7 @@ from reconcile.lock import RunLock
 from reconcile.plan import Plan, keep_copies, make_plan, needs_hash, prune_trash
 from reconcile.remotes import dest_kind, open_remote
 from reconcile.remotes.base import RemoteOptions
-from reconcile.remotes.retry import RetryingRemote, RetryPolicy
+from reconcile.remotes.retry import RetryingRemote, RetryPolicy, retry_message
 from reconcile.spool import walk_while_waiting
 from reconcile.statedir import StateDir, display_url
 from reconcile.statefile import write_private
@@ -161,7 +162,7 @@ class Run:
         return self._remote
 
     def _on_retry(self, what: str, exc: Exception, wait: float) -> None:
-        self.reporter.warn(f"{what}: {exc}; retrying in {wait:.1f}s")
+        self.reporter.warn(retry_message(what, exc, wait))
 
     def _snapshot_entries(self) -> int:
         """about how many entries the last snapshot holds, from its size."""
@@ -422,8 +423,7 @@ class Run:
         self.reporter.warn(f"resuming an unfinished run: {len(pending.remaining)} operations left")
         j = journal_mod.Journal(self.state.journal)
         j.reopen()
-        outcome = Executor(self.remote, self.source, j, self.reporter, self._transfers()).run(
-            pending.ops, pending.remaining, pending.resume)
+        outcome = self._executor(j).run(pending.ops, pending.remaining, pending.resume)
         if outcome.remote_gone:
             j.close()
         else:
@@ -437,14 +437,19 @@ class Run:
         self._remember_trash()
         j = journal_mod.Journal(self.state.journal)
         j.start({"plan_id": tag, "source": self.source, "dest": display_url(self.dest)}, plan.ops)
-        outcome = Executor(self.remote, self.source, j, self.reporter, self._transfers()).run(
-            plan.ops, list(range(len(plan.ops))))
+        outcome = self._executor(j).run(plan.ops, list(range(len(plan.ops))))
         if outcome.remote_gone:
             j.close()  # the next run resumes from it
             return outcome
         j.finish()
         self.tidy_remote = True
         return outcome
+
+    def _executor(self, j: journal_mod.Journal) -> Executor:
+        # a child process sends half the small files where it can run on a
+        # core of its own; not under --bwlimit, which paces this process's sends
+        fork = forked.available() and not self.opts.bwlimit and hasattr(self.remote, "upload_many")
+        return Executor(self.remote, self.source, j, self.reporter, self._transfers(), fork_small=fork)
 
     def _remove_temp_files(self) -> None:
         """after a killed run or a run that wrote, clear what killed runs left"""

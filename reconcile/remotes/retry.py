@@ -36,6 +36,10 @@ class RetryPolicy:
                 delay = min(delay * 2, 30.0)
 
 
+def retry_message(what: str, exc: Exception, wait: float) -> str:
+    return f"{what}: {exc}; retrying in {wait:.1f}s"
+
+
 class RetryingRemote:
     """Wraps a remote; every call retries Transient errors. An upload is retried
     from the last checkpoint it reported, so confirmed bytes are not resent."""

@@ -548,6 +548,11 @@ class SftpRemote:
         self._root_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
 
+    def forget_connections(self) -> None:
+        """in a forked child (upload_child): the parent's connections are not
+        ours to use or close; the next call connects afresh."""
+        self._fresh_connection_state()
+
     @classmethod
     def from_url(cls, url: str, options: RemoteOptions) -> "SftpRemote":
         target, root, shown = _parse_url(url, options)
