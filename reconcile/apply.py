@@ -120,6 +120,12 @@ class Executor:
         with self._lock:
             self.outcome.remote_gone = self.outcome.remote_gone or message
 
+    def crashed(self, exc: BaseException) -> None:
+        """a bug off the caller's thread: stop the others, re-raise it there."""
+        with self._lock:
+            self._crash = self._crash or exc
+            self.outcome.remote_gone = self.outcome.remote_gone or f"{type(exc).__name__}: {exc}"
+
     def in_child(self, reporter: Reporter, transfers: int,
                  send: Callable[[int, str, str | None, bytes | None], None]) -> None:
         """turn this copy, in the upload child, into one that reports to the parent."""
@@ -178,6 +184,9 @@ class Executor:
         if self.fork_small and len(small) >= FORK_SMALL_FROM and self.transfers >= 2:
             from reconcile.upload_child import UploadChild
 
+            # no thread of ours may be inside OpenSSL at the fork (its locks
+            # would stay held in the child): close our connections first
+            self.remote.close()
             # alternate files, so both halves hold alike sizes and folders
             share, small = small[::2], small[1::2]
             child = UploadChild(self, ops, share, self.transfers // 2)
@@ -202,9 +211,7 @@ class Executor:
             try:
                 work_all()
             except BaseException as exc:  # a bug: stop the others, re-raise it on the caller's thread
-                with self._lock:
-                    self._crash = self._crash or exc
-                    self.outcome.remote_gone = self.outcome.remote_gone or f"{type(exc).__name__}: {exc}"
+                self.crashed(exc)
 
         threads = [threading.Thread(target=worker, daemon=True) for _ in range(threads_here)]
         try:
@@ -212,9 +219,12 @@ class Executor:
                 t.start()
             for t in threads:
                 t.join()
-        finally:
+        except BaseException:
             if child is not None:
-                child.join(stop=bool(self.outcome.remote_gone or self._crash))
+                child.join(stop=True)  # interrupted: the child's share is left to the journal
+            raise
+        if child is not None:
+            child.join(stop=bool(self.outcome.remote_gone or self._crash))
         if self._crash is not None:
             raise self._crash
         if self.outcome.remote_gone:

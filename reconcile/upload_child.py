@@ -18,6 +18,7 @@ import ctypes
 import gc
 import logging
 import os
+import select
 import signal
 import threading
 from typing import TYPE_CHECKING
@@ -31,8 +32,11 @@ from reconcile.remotes.retry import retry_message
 if TYPE_CHECKING:
     from reconcile.apply import Executor
 
-REC, SENT, WARN, END = 0, 1, 2, 3
+REC, SENT, WARN, END, CRASH = 0, 1, 2, 3, 4
 FLUSH_AT = 1 << 13  # frames are written in batches of about this many bytes
+# a child silent this long is stuck: longer than a connect, a silent server
+# and a retry pause together (it reports each retry)
+SILENCE = 180
 PR_SET_PDEATHSIG = 1
 
 
@@ -42,23 +46,40 @@ class UploadChild:
 
     def __init__(self, executor: "Executor", ops: list[Op], share: list[int], transfers: int) -> None:
         self.executor, self.ops = executor, ops
+        self.ended = False  # the child said it was done
+        parent = os.getpid()
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:  # pragma: no cover (the child never returns)
             os.close(r)
-            _child(executor, ops, share, transfers, w)
+            _child(executor, ops, share, transfers, w, parent)
         os.close(w)
         self.r = r
         self.child = forked._Child(pid)
+        self._reaping = threading.Lock()  # the reader may kill it, only join reaps it
         self.reader = threading.Thread(target=self._read, name="upload-child", daemon=True)
-        self.reader.start()
+        try:
+            self.reader.start()
+        except BaseException:
+            os.close(r)
+            self.child.stop()
+            raise
 
     def _read(self) -> None:
+        """record what the child reports; never reaps it (join does). Closing
+        the pipe on the way out ends a child nobody listens to any more."""
         ex = self.executor
         unpacker = msgpack.Unpacker(raw=False, unicode_errors="surrogateescape")
-        ended = False
+        poll = select.poll()
+        poll.register(self.r, select.POLLIN)
         try:
-            while not ended and (data := os.read(self.r, 1 << 16)):
+            while not self.ended:
+                if not poll.poll(SILENCE * 1000):
+                    ex.gone(f"the upload process said nothing for {SILENCE} s; it was stopped")
+                    self._kill()
+                    return
+                if not (data := os.read(self.r, 1 << 16)):
+                    return
                 unpacker.feed(data)
                 for frame in unpacker:
                     if frame[0] == REC:
@@ -67,23 +88,32 @@ class UploadChild:
                         ex.reporter.sent(frame[1])
                     elif frame[0] == WARN:
                         ex.reporter.warn(frame[1])
-                    else:
-                        ended = True
+                    elif frame[0] == END:
+                        self.ended = True
                         if frame[1]:
                             ex.gone(frame[1])
-            if not ended:
-                ex.gone(f"the upload process {self.child.wait()} before it finished")
-        except Exception as exc:  # the journal could not be written, or a bug: stop the child too
-            ex.gone(f"{type(exc).__name__}: {exc}")
-            self.child.stop()
+                    else:
+                        self.ended = True
+                        ex.crashed(RuntimeError(f"upload process: {frame[1]}"))
+        except BaseException as exc:  # a bug here: stop the run, raise it on the caller's thread
+            ex.crashed(exc)
+        finally:
+            os.close(self.r)
+
+    def _kill(self) -> None:
+        with self._reaping:
+            if not self.child.reaped:
+                os.kill(self.child.pid, signal.SIGKILL)
 
     def join(self, stop: bool) -> None:
         """wait for the child (or end it at once), then for its last results."""
         if stop:
-            self.child.stop()
+            self._kill()
         self.reader.join()
-        os.close(self.r)
-        self.child.wait()
+        with self._reaping:
+            how = self.child.wait()
+        if not self.ended:
+            self.executor.gone(f"the upload process {how} before it finished")
 
 
 class _PipeReporter:
@@ -124,19 +154,16 @@ class _Frames:
                 self.size = 0
 
 
-def _child(executor: "Executor", ops: list[Op], share: list[int], transfers: int, w: int) -> None:
+def _child(executor: "Executor", ops: list[Op], share: list[int], transfers: int, w: int, parent: int) -> None:
     """upload the share, report, and leave by os._exit: never run the parent's cleanup."""
     code = 0
     frames: _Frames | None = None
     try:
         gc.disable()  # no finalizer of a parent object (its connections) may run here
         logging.disable(logging.CRITICAL)
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        except (OSError, AttributeError):
-            pass
-        if os.getppid() == 1:
-            os._exit(1)  # the parent died before the line above took effect
+        if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0 \
+                or os.getppid() != parent:  # no way to die with it, or it died before the prctl
+            os._exit(1)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.closerange(3, w)  # the parent's run lock, journal and connections are not ours
@@ -152,10 +179,10 @@ def _child(executor: "Executor", ops: list[Op], share: list[int], transfers: int
                           lambda i, result, error, digest: frames.put((REC, i, result, error, digest)))
         gone = executor.upload_share(ops, share)
         frames.put((END, gone), flush=True)
-    except BaseException as exc:  # noqa: BLE001 (everything must reach the parent)
+    except BaseException as exc:  # noqa: BLE001 (a bug: everything must reach the parent)
         code = 1
         try:
-            end = (END, f"{type(exc).__name__}: {exc}")
+            end = (CRASH, f"{type(exc).__name__}: {exc}")
             if frames is not None:
                 frames.put(end, flush=True)  # the results before it go first
             else:

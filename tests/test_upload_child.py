@@ -102,6 +102,32 @@ def test_a_child_that_dies_ends_the_run_and_the_next_run_finishes(sftp_dest, roo
     assert tree(root) == tree(src)
 
 
+def test_a_child_that_stops_answering_is_stopped_and_the_next_run_finishes(sftp_dest, root, tmp_path,
+                                                                          monkeypatch):
+    from reconcile import upload_child
+
+    src, state = tmp_path / "src-tree", tmp_path / "state"
+    make_src(src, 200, seed=15)
+    parent = os.getpid()
+    real = apply.Executor.upload_share
+
+    def stuck(self, ops, share):
+        if os.getpid() != parent:
+            time.sleep(60)
+        return real(self, ops, share)
+
+    monkeypatch.setattr(upload_child, "SILENCE", 1)
+    monkeypatch.setattr(apply.Executor, "upload_share", stuck)
+    started = time.monotonic()
+    first = run(src, sftp_dest.url, state, options=sftp_dest.options)
+    assert time.monotonic() - started < 30
+    assert "said nothing for 1 s" in first.outcome.remote_gone and not first.outcome.complete
+    monkeypatch.setattr(apply.Executor, "upload_share", real)
+    again = run(src, sftp_dest.url, state, options=sftp_dest.options)
+    assert again.outcome.complete or (again.resumed is not None and again.resumed.complete)
+    assert tree(root) == tree(src)
+
+
 def test_the_child_dies_with_its_parent(sftp_dest, root, tmp_path):
     # an orphan still writing the temp names a new run writes would be a hazard
     src = tmp_path / "src-tree"

@@ -539,7 +539,10 @@ class SftpRemote:
 
     def _fresh_connection_state(self) -> None:
         """no connection, pool or lock held: at start, and in a forked child,
-        where the parent's are not ours."""
+        where the parent's are not ours. Those stay referenced: freed, a
+        paramiko Channel closes itself, taking locks a parent thread may have
+        held at the fork."""
+        self._inherited = getattr(self, "_conns", None), getattr(self, "_local", None)
         self._local = threading.local()
         self._lock = threading.Lock()
         self._conns: set[_Conn] = set()
@@ -582,6 +585,16 @@ class SftpRemote:
             with self._lock:
                 self._conns.discard(conn)
             conn.close()
+
+    def _discard(self, conn: _Conn) -> None:
+        """close conn, whichever thread it belongs to: that thread reconnects
+        on its next call (_conn finds the transport inactive)."""
+        if getattr(self._local, "conn", None) is conn:
+            self._drop()
+            return
+        with self._lock:
+            self._conns.discard(conn)
+        conn.close()
 
     def _connected(self) -> bool:
         conn = getattr(self._local, "conn", None)
@@ -1194,6 +1207,8 @@ class SftpRemote:
             self._replace(sftp, tmp, self._abs(path))
             self._left_temps.discard(tmp_rel)
             result = _entry(path, sftp.lstat(self._abs(path)))
+        if (before.st_size, before.st_mtime_ns) != (entry.size, entry.mtime_ns):
+            digest = None  # what was sent is not the version the plan saw
         result.hash = entry.hash or digest
         return result
 
@@ -1270,7 +1285,7 @@ class SftpRemote:
             self._write_range(pipe, conn, handle, fd, pos, end, pending, progress, confirmed, marks, hasher)
         except BaseException:
             if pending or not pipe.idle:
-                self._drop()  # replies still due: paramiko must not read them
+                self._discard(conn)  # replies still due: paramiko must not read them
             raise
 
     def _write_range(self, pipe: _Pipe, conn: _Conn, handle: bytes, fd: int, pos: int, end: int,
@@ -1313,19 +1328,22 @@ class SftpRemote:
             with lock:
                 sent[0] += n
 
-        def run(r: list[int]) -> None:
+        def run(r: list[int], conn: _Conn | None) -> None:
             def confirmed(n: int) -> None:
                 with lock:
                     r[2] = n
             with self._op("cannot write range", failure=Transient):
-                conn = self._conn()
+                conn = conn or self._conn()
                 f = conn.sftp.open(tmp, "r+")
                 try:
                     self._send_range(conn, f.handle, fd, r[2], r[1], count, confirmed)
                 finally:
                     f.close()
 
-        futures = [self._executor().submit(run, r) for r in ranges if r[2] < r[1]]
+        # the first range goes over this thread's connection, idle meanwhile: one connection less
+        mine = self._conn()
+        futures = [self._executor().submit(run, r, mine if k == 0 else None)
+                   for k, r in enumerate(r for r in ranges if r[2] < r[1])]
         reported, marked = 0, sum(r[2] - r[0] for r in ranges)
         hasher = FileHasher(fd, ranges[-1][1])
         while futures:
