@@ -81,51 +81,42 @@ def test_a_cut_ends_the_run_with_no_partial_file_and_the_next_run_finishes(sshd_
     assert tree(root) == tree(src)
 
 
-def test_a_child_that_dies_ends_the_run_and_the_next_run_finishes(sftp_dest, root, tmp_path, monkeypatch):
+def child_goes_wrong(sftp_dest, root, tmp_path, monkeypatch, seed: int, act) -> str:
+    """a run whose child calls act() before its share; why it ended. The next
+    run, with a sound child, must finish the mirror."""
     src, state = tmp_path / "src-tree", tmp_path / "state"
-    make_src(src, 200, seed=13)
+    make_src(src, 200, seed=seed)
     parent = os.getpid()
     real = apply.Executor.upload_share
 
-    def dies(self, ops, share):
+    def wrong(self, ops, share):
         if os.getpid() != parent:
-            os.kill(os.getpid(), signal.SIGKILL)
+            act()
         return real(self, ops, share)
 
-    monkeypatch.setattr(apply.Executor, "upload_share", dies)
+    monkeypatch.setattr(apply.Executor, "upload_share", wrong)
+    started = time.monotonic()
     first = run(src, sftp_dest.url, state, options=sftp_dest.options)
-    assert "upload process was killed by signal 9" in first.outcome.remote_gone
-    assert not first.outcome.complete
+    assert time.monotonic() - started < 30 and not first.outcome.complete
     monkeypatch.setattr(apply.Executor, "upload_share", real)
     again = run(src, sftp_dest.url, state, options=sftp_dest.options)
     assert again.outcome.complete or (again.resumed is not None and again.resumed.complete)
     assert tree(root) == tree(src)
+    return first.outcome.remote_gone
+
+
+def test_a_child_that_dies_ends_the_run_and_the_next_run_finishes(sftp_dest, root, tmp_path, monkeypatch):
+    why = child_goes_wrong(sftp_dest, root, tmp_path, monkeypatch, 13, lambda: os.kill(os.getpid(), signal.SIGKILL))
+    assert "upload process was killed by signal 9" in why
 
 
 def test_a_child_that_stops_answering_is_stopped_and_the_next_run_finishes(sftp_dest, root, tmp_path,
                                                                           monkeypatch):
     from reconcile import upload_child
 
-    src, state = tmp_path / "src-tree", tmp_path / "state"
-    make_src(src, 200, seed=15)
-    parent = os.getpid()
-    real = apply.Executor.upload_share
-
-    def stuck(self, ops, share):
-        if os.getpid() != parent:
-            time.sleep(60)
-        return real(self, ops, share)
-
     monkeypatch.setattr(upload_child, "SILENCE", 1)
-    monkeypatch.setattr(apply.Executor, "upload_share", stuck)
-    started = time.monotonic()
-    first = run(src, sftp_dest.url, state, options=sftp_dest.options)
-    assert time.monotonic() - started < 30
-    assert "said nothing for 1 s" in first.outcome.remote_gone and not first.outcome.complete
-    monkeypatch.setattr(apply.Executor, "upload_share", real)
-    again = run(src, sftp_dest.url, state, options=sftp_dest.options)
-    assert again.outcome.complete or (again.resumed is not None and again.resumed.complete)
-    assert tree(root) == tree(src)
+    why = child_goes_wrong(sftp_dest, root, tmp_path, monkeypatch, 15, lambda: time.sleep(60))
+    assert "said nothing for 1 s" in why
 
 
 def test_the_child_dies_with_its_parent(sftp_dest, root, tmp_path):
