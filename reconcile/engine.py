@@ -223,7 +223,7 @@ class Run:
 
     def _checksum_hasher(self, e: Entry) -> bytes | None:
         try:
-            return hash_file(os.path.join(self.source, *e.path.split("/")), e.size, e.mtime_ns)
+            return hash_file(self._local(e), e.size, e.mtime_ns)
         except (SourceChanged, OSError):
             return None  # falls back to size and mtime; the upload re-checks
 
@@ -286,9 +286,8 @@ class Run:
         or keeps changing is left out of this run and its remote copy left alone."""
         todo = needs_hash(changes, self.remote.capabilities.mtime_precision_ns)
         results = self._hash_files(todo, warn=True)
-        hashing = {id(e) for e in todo}
         for e in changes.needed.values():
-            if e.kind == FILE and e.hash is None and id(e) not in hashing and not os.access(self._local(e), os.R_OK):
+            if e.kind == FILE and e.hash is None and e.path not in results and not os.access(self._local(e), os.R_OK):
                 results[e.path] = None
                 self.warn(f"skipped {e.path}: {os.strerror(errno.EACCES)}; its remote copy is left as it is")
         for path, h in results.items():

@@ -29,19 +29,15 @@ def _buffer() -> mmap.mmap:
 
 def hash_file(path: str, expect_size: int | None = None, expect_mtime_ns: int | None = None) -> bytes:
     """xxh3_128 of the file; raises SourceChanged if it moved under us."""
-    h = xxhash.xxh3_128()
-    buf = _buffer()
-    view = memoryview(buf)
     with open(path, "rb", buffering=0) as f:
         before = os.fstat(f.fileno())
-        while n := f.readinto(buf):
-            h.update(view[:n])
+        digest = FileHasher(f.fileno(), before.st_size).digest()
         after = os.fstat(f.fileno())
-    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+    if digest is None or (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
         raise SourceChanged(f"{path} changed while it was read")
     if expect_size is not None and (after.st_size, after.st_mtime_ns) != (expect_size, expect_mtime_ns):
         raise SourceChanged(f"{path} changed since it was listed")
-    return h.digest()
+    return digest
 
 
 class FileHasher:

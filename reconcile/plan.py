@@ -129,17 +129,8 @@ def needs_hash(changes: Changes, precision_ns: int) -> list[Entry]:
     inode alone vouches, and those the size of a stale remote file whose
     content hash is known. The other files to send are hashed as they are
     sent, for the next snapshot (engine.Run.hashes_of_sent)."""
-    by_inode: dict[tuple, Stale] = {}
-    sizes: set[int] = set()
-    for s in changes.stale.values():
-        if s.remote.kind != FILE:
-            continue
-        if _source_trusted(s, precision_ns):
-            by_inode[inode_key(s.prev)] = s
-            if s.prev.hash is not None:
-                sizes.add(s.prev.size)
-        elif s.remote.hash is not None:
-            sizes.add(s.remote.size)
+    by_inode, by_hash = _move_sources(changes, precision_ns)
+    sizes = {size for size, _ in by_hash}
 
     def wanted(c: Entry) -> bool:
         s = by_inode.get(inode_key(c))
@@ -148,7 +139,10 @@ def needs_hash(changes: Changes, precision_ns: int) -> list[Entry]:
     return [c for c in changes.needed.values() if c.kind == FILE and c.hash is None and wanted(c)]
 
 
-def _pair_files(changes: Changes, precision_ns: int, delete: bool = True) -> list[tuple[Stale, Entry]]:
+def _move_sources(changes: Changes, precision_ns: int, delete: bool = True) -> tuple[dict, dict]:
+    """stale remote files a new file may be a move of, by the inode the last
+    snapshot recorded (while the remote still holds what we put there) and
+    by (size, content hash)."""
     by_inode: dict[tuple, Stale] = {}
     by_hash: dict[tuple, Stale] = {}
     for s in changes.stale.values():
@@ -162,6 +156,11 @@ def _pair_files(changes: Changes, precision_ns: int, delete: bool = True) -> lis
                 by_hash.setdefault((s.prev.size, s.prev.hash), s)
         elif s.remote.hash is not None:
             by_hash.setdefault((s.remote.size, s.remote.hash), s)
+    return by_inode, by_hash
+
+
+def _pair_files(changes: Changes, precision_ns: int, delete: bool = True) -> list[tuple[Stale, Entry]]:
+    by_inode, by_hash = _move_sources(changes, precision_ns, delete)
     used: set[int] = set()
     pairs = []
     for c in changes.needed.values():

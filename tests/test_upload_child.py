@@ -95,9 +95,8 @@ def child_goes_wrong(sftp_dest, root, tmp_path, monkeypatch, seed: int, act) -> 
         return real(self, ops, share)
 
     monkeypatch.setattr(apply.Executor, "upload_share", wrong)
-    started = time.monotonic()
     first = run(src, sftp_dest.url, state, options=sftp_dest.options)
-    assert time.monotonic() - started < 30 and not first.outcome.complete
+    assert not first.outcome.complete
     monkeypatch.setattr(apply.Executor, "upload_share", real)
     again = run(src, sftp_dest.url, state, options=sftp_dest.options)
     assert again.outcome.complete or (again.resumed is not None and again.resumed.complete)
