@@ -14,12 +14,15 @@ import threading
 import uuid
 from pathlib import Path
 
+import paramiko
 import pytest
 import xxhash
 
+from reconcile.apply import SmallUpload
 from reconcile.entry import FILE, LINK, TEMP_MARK, Entry, entry_key, is_temp_name
 from reconcile.errors import AuthError, ConfigError, NotFound, Permanent, SourceChanged, Transient, Unreachable
 from reconcile.remotes import sftp as sftp_mod
+from reconcile.remotes import ssh_send
 from reconcile.remotes.base import RemoteOptions
 from reconcile.remotes.retry import RetryingRemote, RetryPolicy
 from reconcile.remotes.sftp import SftpRemote
@@ -400,6 +403,42 @@ def test_uploads_return_the_hash_of_what_they_sent(remote, root, tmp_path, monke
         assert remote.upload(local, name, e).hash == xxhash.xxh3_128_digest(data)
         assert (root / name).read_bytes() == data
     assert len(ranged) == 1
+
+def test_uploads_go_through_the_one_copy_sender_across_key_exchanges(remote, root, tmp_path, monkeypatch):
+    # a new key exchange every MiB: the sender must pick up each new key and counter
+    monkeypatch.setattr(paramiko.packet.Packetizer, "REKEY_BYTES", 1 << 20)
+    monkeypatch.setattr(sftp_mod, "RANGE_MIN", 4 << 20)
+    rekeys = count_calls(monkeypatch, paramiko.packet.Packetizer, "_trigger_rekey")
+    packets = count_calls(monkeypatch, ssh_send, "_send_packet")
+    small = [local_file(tmp_path, f"s{i}", os.urandom(3000 + i)) for i in range(50)]
+    failed: list = []
+    remote.upload_many([SmallUpload(i, local, e.path, e) for i, (local, e) in enumerate(small)],
+                       lambda item, err: err and failed.append(err))
+    assert failed == []
+    for name, size in (("one-stream", 3 << 20), ("ranges", 9 << 20)):
+        data = os.urandom(size)
+        local, e = local_file(tmp_path, name, data)
+        assert remote.upload(local, name, e).hash == xxhash.xxh3_128_digest(data)
+        assert (root / name).read_bytes() == data
+    for local, e in small:
+        assert (root / e.path).read_bytes() == Path(local).read_bytes()
+    assert len(packets) >= (12 << 20) // (32 << 10)
+    assert len(rekeys) >= 4
+
+
+def test_a_cipher_other_than_aes_gcm_is_sent_by_paramiko(sftp_dest, root, tmp_path, monkeypatch):
+    monkeypatch.setattr(sftp_mod, "FAST_CIPHERS", ("aes128-ctr",))
+    packets = count_calls(monkeypatch, ssh_send, "_send_packet")
+    r = SftpRemote.from_url(sftp_dest.url, sftp_dest.options)
+    try:
+        data = os.urandom(3 << 20)
+        local, e = local_file(tmp_path, "big", data)
+        r.upload(local, "big", e)
+        assert r._conn().transport.local_cipher == "aes128-ctr"
+    finally:
+        r.close()
+    assert (root / "big").read_bytes() == data
+    assert packets == []
 
 # --- connection loss and resume -------------------------------------------------
 

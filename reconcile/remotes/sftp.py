@@ -32,6 +32,7 @@ from collections import deque
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Iterable, Iterator, Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -58,7 +59,7 @@ from reconcile.entry import entry_of, parent_of, sort_key
 from reconcile.errors import AuthError, ConfigError, NotFound, Permanent, ReconcileError, SourceChanged
 from reconcile.errors import Transient, Unreachable
 from reconcile.hashing import FileHasher
-from reconcile.remotes import findlist
+from reconcile.remotes import findlist, ssh_send
 from reconcile.remotes.base import Capabilities, Checkpoint, Progress, RemoteOptions
 
 # paramiko logs a lost handshake with a traceback (Python's last-resort handler
@@ -190,7 +191,8 @@ class _Pipe:
         self.queued = 0  # bytes in out
         self.buf = b""  # replies read, not yet parsed from pos on
         self.pos = 0
-        self.wbuf = bytearray()  # write_from's request, reused (chan.send copies it)
+        self.wbuf = bytearray()  # write_from's request, reused (the send copies it)
+        self.send = partial(ssh_send.send_data, self.chan) if ssh_send.supported(self.chan) else self.chan.send
 
     def request(self, t: int, *parts: bytes) -> int:
         if self.queued >= FLUSH_AT:
@@ -251,7 +253,7 @@ class _Pipe:
     def _send(self, data: memoryview) -> None:
         off = 0
         while off < len(data):
-            n = self.chan.send(data[off:off + SEND_PIECE])
+            n = self.send(data[off:off + SEND_PIECE])
             if n <= 0:
                 raise EOFError("the channel closed")
             off += n
