@@ -440,6 +440,16 @@ def test_a_cipher_other_than_aes_gcm_is_sent_by_paramiko(sftp_dest, root, tmp_pa
     assert (root / "big").read_bytes() == data
     assert packets == []
 
+def test_a_packet_the_one_copy_sender_cannot_build_goes_through_paramiko(remote, root, tmp_path, monkeypatch):
+    # as after a key exchange that picked a cipher other than AES-GCM
+    declined = []
+    monkeypatch.setattr(ssh_send, "_send_packet", lambda *a: declined.append(1) and False)
+    data = os.urandom(3 << 20)
+    local, e = local_file(tmp_path, "big", data)
+    remote.upload(local, "big", e)
+    assert (root / "big").read_bytes() == data
+    assert len(declined) >= (3 << 20) // (32 << 10)
+
 # --- connection loss and resume -------------------------------------------------
 
 @pytest.fixture
