@@ -21,6 +21,7 @@ import threading
 import time
 
 import paramiko
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from paramiko.common import MSG_CHANNEL_DATA
 
 _P = "_Packetizer__"
@@ -53,12 +54,18 @@ def supported(chan: paramiko.Channel) -> bool:
     if not all(hasattr(p, _P + name) for name in _STATE) or not all(hasattr(p, name) for name in _PACKETIZER) \
             or not all(hasattr(t, name) for name in _TRANSPORT):
         return False
-    return bool(getattr(p, _P + "aead_out")) and getattr(p, _P + "compress_engine_out") is None \
-        and hasattr(getattr(p, _P + "block_engine_out"), "encrypt")
+    return _is_aes_gcm(p, getattr(p, _P + "block_engine_out")) and getattr(p, _P + "compress_engine_out") is None
+
+
+def _is_aes_gcm(p, engine) -> bool:
+    # another AEAD (chacha20-poly1305 encrypts the length too) would need other framing
+    return bool(getattr(p, _P + "aead_out")) and isinstance(engine, AESGCM) \
+        and getattr(p, _P + "block_size_out") == 16
 
 
 def send_data(chan: paramiko.Channel, data: memoryview) -> int:
-    """chan.send(data): up to one packet's worth; the bytes taken, 0 at EOF."""
+    """chan.send(data) for a byte view: up to one packet's worth; the bytes
+    taken, 0 at EOF."""
     with chan.lock:
         if chan.closed:
             raise socket.error("Socket is closed")
@@ -66,10 +73,9 @@ def send_data(chan: paramiko.Channel, data: memoryview) -> int:
         if size == 0:
             return 0
     transport = chan.transport
-    _wait_clear_to_send(transport)
+    if not _wait_clear_to_send(transport):
+        return size  # paramiko drops the data of a dead connection the same way
     try:
-        if not transport.active:
-            return size  # paramiko drops the data of a dead connection the same way
         if not _send_packet(transport.packetizer, chan.remote_chanid, data[:size]):
             m = paramiko.Message()
             m.add_byte(bytes([MSG_CHANNEL_DATA]))
@@ -81,15 +87,17 @@ def send_data(chan: paramiko.Channel, data: memoryview) -> int:
     return size
 
 
-def _wait_clear_to_send(transport: paramiko.Transport) -> None:
+def _wait_clear_to_send(transport: paramiko.Transport) -> bool:
     """Transport._send_user_message's wait: no user data during a key exchange.
-    Returns holding clear_to_send_lock."""
+    True holding clear_to_send_lock; False, without it, once the connection is dead."""
     start = time.time()
     while True:
         transport.clear_to_send.wait(0.1)
+        if not transport.active:
+            return False
         transport.clear_to_send_lock.acquire()
-        if transport.clear_to_send.is_set() or not transport.active:
-            return
+        if transport.clear_to_send.is_set():
+            return True
         transport.clear_to_send_lock.release()
         if time.time() > start + transport.clear_to_send_timeout:
             raise paramiko.SSHException("Key-exchange timed out waiting for key negotiation")
@@ -101,8 +109,7 @@ def _send_packet(p, chanid: int, data: memoryview) -> bool:
     get = p.__getattribute__
     with get(_P + "write_lock"):
         engine = get(_P + "block_engine_out")
-        if not get(_P + "aead_out") or get(_P + "compress_engine_out") is not None \
-                or get(_P + "dump_packets") or engine is None:
+        if not _is_aes_gcm(p, engine) or get(_P + "compress_engine_out") is not None or get(_P + "dump_packets"):
             return False
         n = len(data)
         body = 1 + 1 + 4 + 4 + n  # padding length, type, channel, length, data
