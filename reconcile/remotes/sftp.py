@@ -1870,10 +1870,11 @@ def _preadv(fd: int, into: memoryview, pos: int) -> int:
 
 def _status_error(sftp: paramiko.SFTPClient, t: int, body: bytes) -> BaseException | None:
     """None for an OK status; else the error paramiko would raise for it."""
-    if t != CMD_STATUS:
-        return paramiko.sftp.SFTPError("unexpected reply")
-    if body[:4] == b"\0\0\0\0":
+    code = _status(t, body)
+    if code == FX_OK:
         return None
+    if code < 0:
+        return paramiko.sftp.SFTPError("unexpected reply")
     try:
         sftp._convert_status(paramiko.Message(body))
     except BaseException as exc:

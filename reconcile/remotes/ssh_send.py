@@ -54,13 +54,15 @@ def supported(chan: paramiko.Channel) -> bool:
     if not all(hasattr(p, _P + name) for name in _STATE) or not all(hasattr(p, name) for name in _PACKETIZER) \
             or not all(hasattr(t, name) for name in _TRANSPORT):
         return False
-    return _is_aes_gcm(p, getattr(p, _P + "block_engine_out")) and getattr(p, _P + "compress_engine_out") is None
+    return _buildable(p, getattr(p, _P + "block_engine_out"))
 
 
-def _is_aes_gcm(p, engine) -> bool:
-    # another AEAD (chacha20-poly1305 encrypts the length too) would need other framing
-    return bool(getattr(p, _P + "aead_out")) and isinstance(engine, AESGCM) \
-        and getattr(p, _P + "block_size_out") == 16
+def _buildable(p, engine) -> bool:
+    """packets we can build for this engine: AES-GCM (another AEAD, such as
+    chacha20-poly1305, encrypts the length too), uncompressed, not dumped."""
+    get = p.__getattribute__
+    return bool(get(_P + "aead_out")) and isinstance(engine, AESGCM) and get(_P + "block_size_out") == 16 \
+        and get(_P + "compress_engine_out") is None and not get(_P + "dump_packets")
 
 
 def send_data(chan: paramiko.Channel, data: memoryview) -> int:
@@ -109,7 +111,7 @@ def _send_packet(p, chanid: int, data: memoryview) -> bool:
     get = p.__getattribute__
     with get(_P + "write_lock"):
         engine = get(_P + "block_engine_out")
-        if not _is_aes_gcm(p, engine) or get(_P + "compress_engine_out") is not None or get(_P + "dump_packets"):
+        if not _buildable(p, engine):
             return False
         n = len(data)
         body = 1 + 1 + 4 + 4 + n  # padding length, type, channel, length, data
