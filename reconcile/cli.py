@@ -128,7 +128,7 @@ JOB_FLAGS = ("source", "dest", "all_", "config", "log_file", "log_format")
 
 
 def _run(command: str, source: str, dest: str, kw: dict) -> int:
-    from reconcile.engine import Run
+    from reconcile.engine import Run, exit_word
     from reconcile.report import ApplyReporter, controls, plan_json, plan_summary, print_plan
 
     json_out, quiet, verbose = kw.pop("json_out"), kw.pop("quiet"), kw.pop("verbose")
@@ -140,7 +140,8 @@ def _run(command: str, source: str, dest: str, kw: dict) -> int:
         if command == "plan":
             result = run.plan()
             if json_out:
-                print(plan_json(result.source, result.dest, result.plan, controls=controls(opts)))
+                print(plan_json(result.source, result.dest, result.plan, controls=controls(opts),
+                                unreadable=result.unreadable))
             elif not quiet:
                 from rich.console import Console
 
@@ -148,7 +149,7 @@ def _run(command: str, source: str, dest: str, kw: dict) -> int:
             if result.pending_journal:
                 reporter.warn(f"an unfinished run has {result.pending_journal} operations left; "
                               "apply finishes them first")
-            _summary(f"plan: {plan_summary(result.plan)}", result, started)
+            _summary(f"plan: {plan_summary(result.plan)}{unreadable_note(result.unreadable)}", result, started)
             return 0
         reporter.start(0, 0)
         result = _apply_with_progress(run, reporter)
@@ -158,22 +159,35 @@ def _run(command: str, source: str, dest: str, kw: dict) -> int:
     outcome = result.outcome
     if json_out:
         print(plan_json(result.source, result.dest, result.plan, outcome.results if outcome else {},
-                        controls(opts)))
-    code = 0
-    for o in (result.resumed, outcome):
-        if o is not None and not o.complete:
-            code = EXIT_PARTIAL
-    word = "partial" if code else "ok"
+                        controls(opts), unreadable=result.unreadable))
+    word = exit_word(result)
     sent = human_bytes_of(reporter.bytes_sent)
     if outcome is None:
         line = f"partial: the remote went away while resuming ({result.resumed.remote_gone}); run again later"
     else:
-        line = (f"{word}: {outcome.count('done')} done, {outcome.count('skipped')} skipped, "
+        skipped = outcome.count('skipped') + len(result.unreadable)
+        line = (f"{word}: {outcome.count('done')} done, {skipped} skipped, "
                 f"{outcome.count('failed')} failed; {sent} sent")
         if outcome.remote_gone:
             line += f"; the remote went away ({outcome.remote_gone}); the next run resumes"
+        line += unreadable_note(result.unreadable)
     _summary(line, result, started)
-    return code
+    return EXIT_PARTIAL if word == "partial" else 0
+
+
+UNREADABLE_SHOWN = 3  # in the summary line; the warnings above it name every one
+
+
+def unreadable_note(unreadable: list[tuple[str, str]]) -> str:
+    """the summary line's account of what could not be read, and what to do."""
+    if not unreadable:
+        return ""
+    from reconcile.report import printable
+
+    named = ", ".join(f"{printable(p)} ({why})" for p, why in unreadable[:UNREADABLE_SHOWN])
+    more = f" and {len(unreadable) - UNREADABLE_SHOWN} more" if len(unreadable) > UNREADABLE_SHOWN else ""
+    return (f"; not backed up, could not be read: {named}{more}; "
+            "fix their permissions (or run as their owner) and run again")
 
 
 def human_bytes_of(n: int) -> str:
@@ -205,18 +219,17 @@ def _summary(line: str, result, started: float) -> None:
         extra.append(f"{w.symlinks_skipped} symlinks skipped")
     if w.specials_skipped:
         extra.append(f"{len(w.specials_skipped)} special files skipped")
-    if w.unreadable:
-        extra.append(f"{len(w.unreadable)} unreadable folders left alone")
     if w.links_not_followed:
         extra.append(f"{len(w.links_not_followed)} symlinks not followed")
     tail = f" [{'; '.join(extra)}]" if extra else ""
-    print(f"{line}{tail} ({time.monotonic() - started:.1f}s)", file=sys.stderr, flush=True)
+    # the details first: the summary line is the run's last word
     for u in w.unreadable:
         print(f"warning: cannot read {u}; its remote copy is left alone", file=sys.stderr)
     for link in w.links_not_followed[:20]:
         print(f"warning: symlink not followed: {link}", file=sys.stderr)
     for sp in w.specials_skipped[:20]:
         print(f"warning: skipped special file {sp}", file=sys.stderr)
+    print(f"{line}{tail} ({time.monotonic() - started:.1f}s)", file=sys.stderr, flush=True)
 
 
 @app.command()

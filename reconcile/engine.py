@@ -65,6 +65,8 @@ class RunResult:
     resumed: Outcome | None = None
     pending_journal: int = 0
     warnings: list[str] = field(default_factory=list)
+    # source files and folders this run could not read: (path, reason); a folder ends in /
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
     started: float = field(default_factory=time.time)
     ended: float = 0.0
 
@@ -135,6 +137,7 @@ class Run:
         self.excludes = Excludes(opts.exclude, protected=sorted(protected))
         self.trash_runs: dict[str, list[str]] = {}
         self.warnings: list[str] = []
+        self.unreadable: list[tuple[str, str]] = []  # files hash_needed could not read
         self._remote = None
         self.run_name = time.strftime(RUN_NAME, time.gmtime())
         self.tidy_remote = False  # temp files may be left on the remote
@@ -289,7 +292,9 @@ class Run:
         for e in changes.needed.values():
             if e.kind == FILE and e.hash is None and e.path not in results and not os.access(self._local(e), os.R_OK):
                 results[e.path] = None
-                self.warn(f"skipped {e.path}: {os.strerror(errno.EACCES)}; its remote copy is left as it is")
+                if os.path.lexists(self._local(e)):
+                    self._unreadable(e.path, os.strerror(errno.EACCES))
+                # else it vanished since the walk: gone, not an error
         for path, h in results.items():
             if h is None:
                 changes.needed.pop(path, None)
@@ -318,11 +323,14 @@ class Run:
             try:
                 e.hash = hash_file(self._local(e), e.size, e.mtime_ns)
                 results[e.path] = e.hash
+            except FileNotFoundError:
+                results[e.path] = None  # vanished since the walk: gone, not an error
             except (SourceChanged, OSError) as exc:
                 results[e.path] = None
-                if warn:
-                    msg = exc.strerror if isinstance(exc, OSError) else "it changed while it was read"
-                    self.warn(f"skipped {e.path}: {msg}; its remote copy is left as it is")
+                if warn and isinstance(exc, OSError):
+                    self._unreadable(e.path, exc.strerror or str(exc))
+                elif warn:
+                    self.warn(f"skipped {e.path}: it changed while it was read; the next run sends it")
 
         big = [e for e in entries if e.size >= HASH_THREADED_FROM]
         if big:
@@ -332,6 +340,10 @@ class Run:
             if e.size < HASH_THREADED_FROM:
                 one(e)
         return results
+
+    def _unreadable(self, path: str, reason: str) -> None:
+        self.unreadable.append((path, reason))
+        self.warn(f"skipped {path}: {reason}; its remote copy is left as it is")
 
     def guard(self, changes: Changes, plan: Plan) -> None:
         if changes.local_files == 0 and changes.local_dirs == 0 and changes.remote_files > 0 \
@@ -487,8 +499,9 @@ class Run:
                 pass
 
     def _result(self, plan: Plan, report: WalkReport, changes: Changes) -> RunResult:
+        folders = [(p + "/", reason) for p, _, reason in (u.rpartition(": ") for u in report.unreadable)]
         return RunResult(self.source, display_url(self.dest), plan, report, changes,
-                         warnings=self.warnings)
+                         warnings=self.warnings, unreadable=folders + self.unreadable)
 
     def _save_last_run(self, result: RunResult) -> None:
         result.ended = time.time()
@@ -511,6 +524,10 @@ class Run:
 
 
 def exit_word(result: RunResult) -> str:
+    """partial when an operation is left over or a source file could not be read:
+    a file that was not backed up is never reported as success."""
+    if result.unreadable:
+        return "partial"
     for o in (result.resumed, result.outcome):
         if o is not None and not o.complete:
             return "partial"

@@ -126,7 +126,7 @@ def print_plan(plan: Plan, console: "Console", verbose: bool = False, controls: 
 
 
 def plan_json(source: str, dest: str, plan: Plan, results: dict | None = None,
-              controls: dict | None = None) -> str:
+              controls: dict | None = None, unreadable: list[tuple[str, str]] | None = None) -> str:
     ops = []
     for i, op in enumerate(plan.ops):
         if op.reason == "temp":
@@ -141,8 +141,11 @@ def plan_json(source: str, dest: str, plan: Plan, results: dict | None = None,
     doc = {"source": source, "dest": dest, "operations": ops, "summary": plan.summary()}
     if controls is not None:
         doc["controls"] = controls
+    # source files and folders (ending in /) that could not be read: not sent, counted as skipped
+    doc["unreadable"] = [{"path": printable(p), "reason": why} for p, why in unreadable or []]
     if results is not None:
         doc["totals"] = {k: sum(1 for r, _ in results.values() if r == k) for k in ("done", "skipped", "failed")}
+        doc["totals"]["skipped"] += len(doc["unreadable"])
     return json.dumps(doc, ensure_ascii=False, default=str)
 
 
