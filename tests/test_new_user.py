@@ -105,3 +105,30 @@ def test_a_file_gone_between_walk_and_upload_is_not_an_error(tmp_path):
     write(src / "again.txt", b"3", T0)
     p = reconcile("apply", src, dst, "--state-dir", state, check=0)
     assert "could not be read" not in p.stderr
+
+
+# --- 2. a destination typo never writes into ./sftp/... ------------------------------
+
+@pytest.mark.parametrize("typed, likely", [
+    ("sftp//nas/backup/Pictures", "sftp://nas/backup/Pictures"),
+    ("s3//bucket", "s3://bucket"),
+    ("file//mnt/usb/backup", "file:///mnt/usb/backup"),
+    ("ssh//me@nas/backup", "sftp://me@nas/backup"),
+    ("scp//nas/x", "sftp://nas/x"),
+    ("SFTP/nas/x", "sftp://nas/x"),
+])
+@pytest.mark.parametrize("command", ["apply", "plan"])
+def test_url_without_colon_is_refused_with_the_likely_url(tmp_path, typed, likely, command):
+    src = tmp_path / "Pictures"
+    write(src / "a.jpg", b"a", T0)
+    p = reconcile(command, src, typed, cwd=tmp_path, env={"XDG_STATE_HOME": str(tmp_path / "state")})
+    assert p.returncode == 2, p.stderr
+    assert f"did you mean {likely}?" in p.stderr
+    assert sorted(os.listdir(tmp_path)) == ["Pictures"]  # no ./sftp, no state written
+
+
+def test_a_folder_named_like_a_scheme_is_still_reachable(tmp_path):
+    src = tmp_path / "Pictures"
+    write(src / "a.jpg", b"a", T0)
+    reconcile("apply", src, "./sftp/copy", cwd=tmp_path, env={"XDG_STATE_HOME": str(tmp_path / "st")}, check=0)
+    assert (tmp_path / "sftp" / "copy" / "a.jpg").read_bytes() == b"a"

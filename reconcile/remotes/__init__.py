@@ -15,8 +15,26 @@ __all__ = ["Capabilities", "Remote", "RemoteOptions", "open_remote", "dest_kind"
 _DRIVE = re.compile(r"[A-Za-z]:([\\/]|$)")  # C:\backup on Windows
 
 
+# a relative destination starting with one of these is a URL missing its colon
+_SCHEME_WORDS = {"sftp": "sftp", "ssh": "sftp", "scp": "sftp", "s3": "s3", "file": "file"}
+
+
+def _missing_colon(url: str) -> None:
+    """sftp//host/path would become the folder ./sftp/host/path: refuse it."""
+    first, slash, rest = url.replace("\\", "/").partition("/")
+    scheme = _SCHEME_WORDS.get(first.lower())
+    if scheme is None or not slash:
+        return
+    rest = rest.lstrip("/")
+    likely = f"file:///{rest}" if scheme == "file" else f"{scheme}://{rest}"
+    raise ConfigError(f"destination {url!r} looks like a URL without its colon: did you mean {likely}? "
+                      f"(a local folder named {first} is written ./{url})")
+
+
 def dest_kind(url: str) -> str:
     scheme = urlsplit(url).scheme.lower() if "://" in url else ""
+    if not scheme:
+        _missing_colon(url)
     if not scheme and ":" in url.split("/", 1)[0] and not (sys.platform == "win32" and _DRIVE.match(url)):
         # s3:/bucket, sftp:nas/x or rsync's host:path would silently become a local folder
         raise ConfigError(
