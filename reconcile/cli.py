@@ -72,7 +72,8 @@ def _links(value: str) -> str:
 def _options(delete, exclude, max_delete, allow_empty_source, state_dir, transfers, ssh_key,
              known_hosts, accept_new_host_key, retry_for, s3_endpoint, profile, s3_storage_class,
              s3_sse, s3_sse_kms_key_id, offline=False, backup_dir=None, backup_keep=None, bwlimit=None,
-             links="skip", checksum=False, perms=False, ssh_find="auto"):
+             links="skip", checksum=False, perms=False, ssh_find="auto", allow_new_destination=False,
+             allow_reverse=False):
     from reconcile.engine import RunOptions
 
     if transfers is not None and transfers < 1:
@@ -87,7 +88,8 @@ def _options(delete, exclude, max_delete, allow_empty_source, state_dir, transfe
                       allow_empty_source=allow_empty_source, offline=offline, state_dir=state_dir,
                       remote=remote, backup_dir=backup_dir, backup_keep_days=backup_keep,
                       bwlimit=parse_rate(bwlimit) if bwlimit else None, links=_links(links),
-                      checksum=checksum)
+                      checksum=checksum, allow_new_destination=allow_new_destination,
+                      allow_reverse=allow_reverse)
     remote.extra["perms"] = perms
     remote.extra["ssh_find"] = _choice(ssh_find, findlist.WAYS)
     return opts
@@ -100,6 +102,8 @@ JsonOut = Annotated[bool, typer.Option("--json", help="print one JSON document o
 StateDirOpt = Annotated[Optional[str], typer.Option("--state-dir", help="where snapshot, journal and lock live")]
 MaxDelete = Annotated[Optional[int], typer.Option("--max-delete", help="refuse plans deleting more than N files")]
 AllowEmpty = Annotated[bool, typer.Option("--allow-empty-source", help="allow an empty source to empty the remote")]
+AllowNewDest = Annotated[bool, typer.Option("--allow-new-destination", help="start again a destination that held files at the last run and is now missing, empty or on another disk")]
+AllowReverse = Annotated[bool, typer.Option("--allow-reverse", help="run a pair whose SOURCE is the DEST of another recorded pair (or the reverse)")]
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="only warnings, errors and the summary line")]
 Verbose = Annotated[bool, typer.Option("-v", "--verbose", help="every operation, and tracebacks on bugs")]
 Transfers = Annotated[Optional[int], typer.Option("--transfers", help="parallel transfers (default: local 4, sftp 4, s3 16)")]
@@ -237,6 +241,7 @@ def plan(source: Optional[str] = NameArg, dest: Optional[str] = OptDestArg,
          offline: Annotated[bool, typer.Option("--offline", help="plan against the last-known remote state")] = False,
          delete: Delete = False, exclude: Exclude = None, json_out: JsonOut = False,
          state_dir: StateDirOpt = None, max_delete: MaxDelete = None, allow_empty_source: AllowEmpty = False,
+         allow_new_destination: AllowNewDest = False, allow_reverse: AllowReverse = False,
          quiet: Quiet = False, verbose: Verbose = False, transfers: Transfers = None,
          ssh_key: SshKey = None, known_hosts: KnownHosts = None, accept_new_host_key: AcceptNew = False,
          retry_for: RetryFor = "5m", s3_endpoint: S3Endpoint = None, profile: Profile = None,
@@ -253,6 +258,7 @@ def plan(source: Optional[str] = NameArg, dest: Optional[str] = OptDestArg,
 def apply(source: Optional[str] = NameArg, dest: Optional[str] = OptDestArg,
           delete: Delete = False, exclude: Exclude = None, json_out: JsonOut = False,
           state_dir: StateDirOpt = None, max_delete: MaxDelete = None, allow_empty_source: AllowEmpty = False,
+          allow_new_destination: AllowNewDest = False, allow_reverse: AllowReverse = False,
           quiet: Quiet = False, verbose: Verbose = False, transfers: Transfers = None,
           ssh_key: SshKey = None, known_hosts: KnownHosts = None, accept_new_host_key: AcceptNew = False,
           retry_for: RetryFor = "5m", s3_endpoint: S3Endpoint = None, profile: Profile = None,

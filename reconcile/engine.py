@@ -23,11 +23,11 @@ from reconcile.excludes import Excludes
 from reconcile.hashing import hash_file
 from reconcile.lock import RunLock
 from reconcile.plan import Plan, keep_copies, make_plan, needs_hash, prune_trash
-from reconcile.remotes import dest_kind, open_remote
+from reconcile.remotes import dest_kind, local_path, open_remote
 from reconcile.remotes.base import RemoteOptions
 from reconcile.remotes.retry import RetryingRemote, RetryPolicy, retry_message
 from reconcile.spool import walk_while_waiting
-from reconcile.statedir import StateDir, display_url
+from reconcile.statedir import StateDir, default_root, display_url
 from reconcile.statefile import write_private
 from reconcile.walk import WalkReport, walk_rows
 
@@ -51,6 +51,8 @@ class RunOptions:
     backup_dir: str | None = None  # a path on the destination: the remote trash
     backup_keep_days: float | None = None
     bwlimit: float | None = None  # bytes per second, all transfers together
+    allow_new_destination: bool = False  # a destination that held files may start again empty
+    allow_reverse: bool = False  # SOURCE may be the DEST of another recorded pair
     remote: RemoteOptions = field(default_factory=RemoteOptions)
 
 
@@ -106,6 +108,50 @@ def check_paths(source: str, dest: str) -> str:
         if is_inside(d, s) or is_inside(s, d):
             raise ConfigError(f"source {src} and destination {d} overlap; choose folders outside each other")
     return src
+
+
+DEST_RECORD = "destination.json"  # what the destination held at the last apply, and where it lived
+
+
+def mount_point(path: str) -> str:
+    """the mount point of the file system holding path, or of its nearest existing parent."""
+    path = os.path.realpath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    while not os.path.ismount(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path
+
+
+def read_dest_record(state: StateDir) -> dict | None:
+    try:
+        with open(state.file(DEST_RECORD), "rb") as f:
+            record = json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def recorded_pairs(skip: str) -> list[tuple[str, str]]:
+    """(source, dest as shown) of every pair with state under the default root
+    that has run apply, but the one whose state folder is skip."""
+    root = default_root()
+    try:
+        names = sorted(os.listdir(root))
+    except OSError:
+        return []
+    pairs = []
+    for name in names:
+        state = StateDir(os.path.join(root, name))
+        if os.path.realpath(state.path) == os.path.realpath(skip):
+            continue
+        record = read_dest_record(state)
+        if record and isinstance(record.get("source"), str):
+            pairs.append((record["source"], str(record.get("dest"))))
+    return pairs
 
 
 def known_trash(state: StateDir) -> list[str]:
@@ -345,7 +391,61 @@ class Run:
         self.unreadable.append((path, reason))
         self.warn(f"skipped {path}: {reason}; its remote copy is left as it is")
 
+    def _local_dest(self) -> str | None:
+        if dest_kind(self.dest) != "local":
+            return None
+        return os.path.realpath(os.path.expanduser(local_path(self.dest)))
+
+    def guard_destination(self, changes: Changes) -> None:
+        """a destination that held files at the last run and is now missing or
+        empty, or (a local one) now on another file system, is an unmounted
+        disk until the user says otherwise: refilling it would fill the disk
+        under the mount point."""
+        record = read_dest_record(self.state)
+        if self.opts.allow_new_destination or not record or not record.get("files"):
+            return
+        where = display_url(self.dest)
+        again = "is the disk mounted? pass --allow-new-destination to start it again"
+        if changes.remote_files == 0:
+            raise SafetyRefusal(f"the destination {where} held {record['files']:,} files at the last run "
+                                f"and is now missing or empty: {again}")
+        local = self._local_dest()
+        was = record.get("mount")
+        if local and was and mount_point(local) != was:
+            raise SafetyRefusal(f"the destination {where} was on the file system mounted at {was} at the last "
+                                f"run and is now on {mount_point(local)}: {again}")
+
+    def guard_reverse(self) -> None:
+        """a local DEST that is (or holds) the SOURCE of another recorded pair
+        is a swap, as `apply --delete /mnt/backup/Pictures ~/Pictures`: it
+        would overwrite or delete the originals. A pair that has run before
+        was allowed already."""
+        dest = self._local_dest()
+        if dest is None or self.opts.allow_reverse or read_dest_record(self.state) is not None:
+            return
+        for source, shown in recorded_pairs(self.state.path):
+            if is_inside(os.path.realpath(source), dest):
+                raise SafetyRefusal(
+                    f"the destination {dest} is the source of the pair {source} -> {shown} that ran before: "
+                    "SOURCE and DEST swapped? nothing was changed. Pass --allow-reverse to copy into it anyway")
+
+    def _record_destination(self, changes: Changes, plan: Plan, outcome: Outcome) -> None:
+        if outcome.complete:
+            files = max(changes.local_files, changes.remote_files - plan.deleted_files)
+        else:
+            sent = sum(1 for i, op in enumerate(plan.ops)
+                       if op.op == "upload" and outcome.results.get(i, ("",))[0] == "done")
+            files = changes.remote_files + sent
+        local = self._local_dest()
+        record = {"source": self.source, "dest": display_url(self.dest), "local_path": local, "files": files,
+                  "mount": mount_point(local) if local and os.path.isdir(local) else None}
+        try:
+            write_private(self.state.file(DEST_RECORD), json.dumps(record).encode())
+        except OSError as exc:
+            self.reporter.warn(f"could not record the destination in {self.state.path}: {exc.strerror}")
+
     def guard(self, changes: Changes, plan: Plan) -> None:
+        self.guard_destination(changes)
         if changes.local_files == 0 and changes.local_dirs == 0 and changes.remote_files > 0 \
                 and not self.opts.allow_empty_source:
             raise SafetyRefusal(
@@ -365,6 +465,7 @@ class Run:
     # --- the two commands ----------------------------------------------------
 
     def plan(self) -> RunResult:
+        self.guard_reverse()
         report = WalkReport()
         changes = self.remote.policy.run(lambda: self.changes(None, report), "list")
         self.hash_needed(changes)
@@ -386,6 +487,7 @@ class Run:
                 "fix its permissions or pass --state-dir DIR. Nothing was lost: the next run resumes") from None
 
     def _apply(self) -> RunResult:
+        self.guard_reverse()
         with RunLock(self.state.lock):
             self.state.remove_stale_temps()
             resumed = self._resume()
@@ -415,6 +517,7 @@ class Run:
                 plan = self._plan(changes, tag)
                 self.guard(changes, plan)
                 outcome = self._execute(plan, tag)
+                self._record_destination(changes, plan, outcome)
                 if outcome.complete:
                     self._commit_snapshot(walk_tmp, {**plan.hashes, **hashes, **self.hashes_of_sent(plan, outcome)})
                 if outcome.remote_gone is None and self.tidy_remote:

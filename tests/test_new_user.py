@@ -132,3 +132,102 @@ def test_a_folder_named_like_a_scheme_is_still_reachable(tmp_path):
     write(src / "a.jpg", b"a", T0)
     reconcile("apply", src, "./sftp/copy", cwd=tmp_path, env={"XDG_STATE_HOME": str(tmp_path / "st")}, check=0)
     assert (tmp_path / "sftp" / "copy" / "a.jpg").read_bytes() == b"a"
+
+
+# --- 3. an unmounted disk is never refilled ------------------------------------------
+
+def _can_mount() -> bool:
+    probe = tempfile.mkdtemp(prefix="reconcile-mount-probe-")
+    try:
+        ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", probe],
+                            capture_output=True).returncode == 0
+        if ok:
+            subprocess.run(["umount", probe], check=True)
+        return ok
+    finally:
+        os.rmdir(probe)
+
+
+needs_mount = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount") or not _can_mount(),
+                                 reason="mount -t tmpfs is not possible here (needs root)")
+UNMOUNTED = "held 3 files at the last run and is now missing or empty: is the disk mounted? " \
+            "pass --allow-new-destination to start it again"
+
+
+@pytest.fixture
+def usb(tmp_path):
+    """a small tmpfs at tmp_path/usb standing for a USB disk; unmounted at the end."""
+    mnt = tmp_path / "usb"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], check=True)
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+@needs_mount
+def test_unmounted_destination_disk_is_refused_not_refilled(tmp_path, usb):
+    src, state = tmp_path / "Pictures", tmp_path / "state"
+    for n in ("a.jpg", "b.jpg", "c/d.jpg"):
+        write(src / n, n.encode(), T0)
+    dest = usb / "backup"
+    reconcile("apply", src, dest, "--state-dir", state, check=0)  # a first run into a new folder
+    subprocess.run(["umount", str(usb)], check=True)
+    # the mount point is bare: the backup folder is missing
+    for command in ("plan", "apply"):
+        p = reconcile(command, src, dest, "--state-dir", state, check=4)
+        assert UNMOUNTED in p.stderr, p.stderr
+    assert os.listdir(usb) == []
+    # an empty folder on the system disk where the backup was
+    dest.mkdir()
+    p = reconcile("apply", src, dest, "--state-dir", state, "--delete", check=4)
+    assert UNMOUNTED in p.stderr
+    assert os.listdir(dest) == []
+    # not empty, but the file system under it changed (the mount point is on / now)
+    write(dest / "stray.txt", b"x", T0)
+    p = reconcile("apply", src, dest, "--state-dir", state, check=4)
+    assert f"was on the file system mounted at {usb} at the last run and is now on" in p.stderr, p.stderr
+    assert "pass --allow-new-destination" in p.stderr
+    assert os.listdir(dest) == ["stray.txt"]
+    # the user means it: start again, and from then on that is the destination
+    reconcile("apply", src, dest, "--state-dir", state, "--allow-new-destination", check=0)
+    assert (dest / "c" / "d.jpg").read_bytes() == b"c/d.jpg"
+    reconcile("apply", src, dest, "--state-dir", state, check=0)
+
+
+def test_emptied_remote_root_is_refused_on_sftp(tmp_path, sftp_dest):
+    src, state = tmp_path / "Pictures", tmp_path / "state"
+    for n in ("a.jpg", "b.jpg", "c/d.jpg"):
+        write(src / n, n.encode(), T0)
+    args = ("--state-dir", state, *sftp_dest.cli_args)
+    reconcile("apply", src, sftp_dest.url, *args, check=0)
+    root = tmp_path / "sftp-root"
+    shutil.rmtree(root)
+    root.mkdir()  # the NAS share came back empty (its disk not mounted on the server)
+    p = reconcile("apply", src, sftp_dest.url, *args, check=4)
+    assert UNMOUNTED in p.stderr
+    assert os.listdir(root) == []
+    reconcile("apply", src, sftp_dest.url, *args, "--allow-new-destination", check=0)
+    assert sorted(os.listdir(root)) == ["a.jpg", "b.jpg", "c"]
+
+
+# --- 5. SOURCE and DEST swapped -----------------------------------------------------
+
+def test_swapped_source_and_dest_are_refused_naming_the_pair(tmp_path):
+    env = {"XDG_STATE_HOME": str(tmp_path / "state")}  # the default state root, as a user has it
+    pictures, backup = tmp_path / "home" / "Pictures", tmp_path / "backup" / "Pictures"
+    write(pictures / "old.jpg", b"old", T0)
+    reconcile("apply", pictures, backup, env=env, check=0)
+    write(pictures / "new.jpg", b"taken today", T0 + 10**12)  # not backed up yet
+    for command in ("plan", "apply"):
+        p = reconcile(command, "--delete", backup, pictures, env=env, check=4)
+        assert f"the destination {pictures} is the source of the pair {pictures} -> {backup}" in p.stderr
+        assert "SOURCE and DEST swapped?" in p.stderr and "--allow-reverse" in p.stderr
+    assert (pictures / "new.jpg").read_bytes() == b"taken today"
+    # the right direction still runs, and a copy of the backup elsewhere (a chain) is no swap
+    reconcile("apply", pictures, backup, env=env, check=0)
+    reconcile("apply", backup, tmp_path / "second-copy", env=env, check=0)
+    # meant: restore by mirroring back, once allowed
+    (pictures / "new.jpg").unlink()
+    write(backup / "x.jpg", b"x", T0)
+    reconcile("apply", backup, pictures, "--allow-reverse", env=env, check=0)
+    assert (pictures / "x.jpg").read_bytes() == b"x"
