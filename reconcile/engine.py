@@ -9,6 +9,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from reconcile import forked
 from reconcile import journal as journal_mod
@@ -18,7 +19,7 @@ from reconcile.bwlimit import Bandwidth, ThrottledReporter
 from reconcile.diff import Changes, merge_rows, with_implied_dirs
 from reconcile.entry import DIR, FILE, Entry, encode_path, entry_of, is_inside, is_safe_path, row_of, row_path
 from reconcile.errors import (ConfigError, NotFound, ReconcileError, SafetyRefusal, SourceChanged,
-                              Transient)
+                              Transient, UnresolvedHost)
 from reconcile.excludes import Excludes
 from reconcile.hashing import hash_file
 from reconcile.lock import RunLock
@@ -71,6 +72,13 @@ class RunResult:
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     started: float = field(default_factory=time.time)
     ended: float = 0.0
+
+
+OUTAGE_GAP = 5.0  # seconds past a retry's due time after which the next one starts a new wait
+
+
+def _clock(seconds: float) -> str:
+    return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
 
 
 RUN_NAME = "%Y-%m-%dT%H%M%SZ"  # trash run folders: UTC, sortable, no colons
@@ -154,6 +162,17 @@ def recorded_pairs(skip: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def refuse_unknown_host(exc: Exception, state: StateDir, dest: str) -> None:
+    """a host name that does not resolve, for a pair that never reached its
+    destination, is a typo most likely: waiting minutes for it helps nobody."""
+    if not isinstance(exc, UnresolvedHost):
+        return
+    if any(os.path.exists(p) for p in (state.last_run, state.snapshot, state.file(DEST_RECORD))):
+        return  # it worked before: a laptop waking with no network yet
+    raise ConfigError(f"cannot resolve host {exc.host}: check the host name in {display_url(dest)} "
+                      "(this pair has never connected, so it is not retried)") from None
+
+
 def known_trash(state: StateDir) -> list[str]:
     """trash folders earlier runs used: protected even when the flag is forgotten"""
     try:
@@ -187,6 +206,7 @@ class Run:
         self._remote = None
         self.run_name = time.strftime(RUN_NAME, time.gmtime())
         self.tidy_remote = False  # temp files may be left on the remote
+        self._outage: tuple[float, float] | None = None  # first retry, next retry due
 
     # --- pieces --------------------------------------------------------------
 
@@ -211,7 +231,19 @@ class Run:
         return self._remote
 
     def _on_retry(self, what: str, exc: Exception, wait: float) -> None:
-        self.reporter.warn(retry_message(what, exc, wait))
+        refuse_unknown_host(exc, self.state, self.dest)
+        if not getattr(self.reporter, "tty", False):
+            self.reporter.warn(retry_message(what, exc, wait))
+            return
+        now = time.monotonic()
+        if self._outage is None or now - self._outage[1] > OUTAGE_GAP:
+            self._outage = (now, now)
+        self._outage = (self._outage[0], now + wait)
+        host = exc.host if isinstance(exc, UnresolvedHost) else urlsplit(display_url(self.dest)).hostname
+        why = "no network" if isinstance(exc, UnresolvedHost) else str(exc)
+        self.reporter.waiting(f"waiting for {host} ({why}) \u2014 {_clock(now - self._outage[0])} of "
+                              f"{_clock(self.opts.remote.retry_for)}; Ctrl-C to stop")
+
 
     def _snapshot_entries(self) -> int:
         """about how many entries the last snapshot holds, from its size."""

@@ -55,6 +55,15 @@ class Unreachable(Transient):
     """the remote could not be reached at all (dns, refused, timeout)."""
 
 
+class UnresolvedHost(Unreachable):
+    """the host name does not resolve: a typo, or no network yet."""
+
+    def __init__(self, message: str, host: str = "") -> None:
+        super().__init__(message)
+        # rebuilt from its message alone when it comes from a forked child (forked.py)
+        self.host = host or message.partition("cannot resolve host ")[2].partition(":")[0]
+
+
 class Permanent(RemoteError):
     pass
 

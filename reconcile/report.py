@@ -184,6 +184,8 @@ class ApplyReporter:
         return f"{self._ops_done}/{self._total_ops} operations"
 
     def stop(self) -> None:
+        with self._lock:
+            self._end_waiting()
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
@@ -212,8 +214,22 @@ class ApplyReporter:
     def warn(self, message: str) -> None:
         self._line(f"warning: {message}")
 
+    def waiting(self, text: str) -> None:
+        """one live line on a terminal, rewritten in place (a wait for the network)."""
+        with self._lock:
+            self.stream.write(f"\r\x1b[K{text}")
+            self.stream.flush()
+            self._waiting = True
+
+    def _end_waiting(self) -> None:
+        if getattr(self, "_waiting", False):
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self._waiting = False
+
     def _line(self, text: str) -> None:
         with self._lock:
+            self._end_waiting()
             if self._progress is not None:
                 self._progress.console.print(text, markup=False, highlight=False)
             else:

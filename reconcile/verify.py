@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 from reconcile.diff import SortedStream, file_changed, with_implied_dirs
-from reconcile.engine import DEFAULT_TRASH, check_paths, known_trash
+from reconcile.engine import DEFAULT_TRASH, check_paths, known_trash, refuse_unknown_host
 from reconcile.entry import DIR, FILE, LINK, Entry, is_inside
 from reconcile.errors import NotFound, SourceChanged
 from reconcile.excludes import Excludes
@@ -76,7 +76,7 @@ def verify(source: str, dest: str, options: RemoteOptions, exclude: list[str], b
     state = StateDir.for_pair(src, dest, state_dir, create=False)
     with tempfile.TemporaryDirectory(prefix="reconcile-verify-") as tmp:
         options.state_dir = private_copy(state.remote_state, tmp)
-        policy = RetryPolicy(options.retry_for)
+        policy = RetryPolicy(options.retry_for, on_retry=lambda what, exc, wait: refuse_unknown_host(exc, state, dest))
         remote = RetryingRemote(open_remote(dest, options), policy)
         try:
             # the remote trash is not part of the mirror

@@ -231,3 +231,66 @@ def test_swapped_source_and_dest_are_refused_naming_the_pair(tmp_path):
     write(backup / "x.jpg", b"x", T0)
     reconcile("apply", backup, pictures, "--allow-reverse", env=env, check=0)
     assert (pictures / "x.jpg").read_bytes() == b"x"
+
+
+# --- 4. a host name that does not resolve ----------------------------------------------
+
+def in_terminal(*args, env: dict) -> tuple[int, str]:
+    """the real command line with a pseudo-terminal as stdout and stderr."""
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child
+        os.chdir(REPO)
+        os.execve(sys.executable, [sys.executable, "-m", "reconcile", *map(str, args)], {**os.environ, **env})
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), out.decode("utf-8", "replace")
+
+
+REPO = str(Path(__file__).resolve().parent.parent)
+
+
+def test_unresolvable_host_fails_at_once_unless_the_pair_worked_before(tmp_path, sshd_server):
+    from tests.servers_sftp import sftp_url
+
+    src, state, root = tmp_path / "Pictures", tmp_path / "state", tmp_path / "sftp-root"
+    write(src / "a.jpg", b"a", T0)
+    root.mkdir()
+    kh = sshd_server.write_known_hosts(tmp_path / "known_hosts")
+    cfg = tmp_path / "ssh_config"
+    env = {"RECONCILE_SSH_CONFIG": str(cfg)}
+    auth = ("--ssh-key", sshd_server.user_key, "--known-hosts", kh)
+
+    # a typo in a pair that never connected: exit 2 at once, not five minutes of retries
+    cfg.write_text("")
+    for command in ("plan", "apply", "verify"):
+        p = reconcile(command, src, "sftp://nas.lcoal/backup", "--state-dir", tmp_path / "typo", *auth,
+                      env=env, timeout=120)
+        assert p.returncode == 2, p.stderr
+        assert "cannot resolve host nas.lcoal: check the host name" in p.stderr
+        assert "retrying" not in p.stderr
+
+    # a pair that worked before (the alias nas.local), then the network is gone
+    url = sftp_url(sshd_server, root).replace(f"{sshd_server.host}:{sshd_server.port}", "nas.local")
+    cfg.write_text(f"Host nas.local\n  HostName {sshd_server.host}\n  Port {sshd_server.port}\n")
+    reconcile("apply", src, url, "--state-dir", state, *auth, env=env, check=0)
+    cfg.write_text(f"Host nas.local\n  HostName nas.lcoal\n  Port {sshd_server.port}\n")
+    write(src / "b.jpg", b"b", T0)
+    p = reconcile("apply", src, url, "--state-dir", state, *auth, "--retry-for", "3s", env=env)
+    assert p.returncode == 3, p.stderr  # retried as before, a warning per attempt in a log
+    assert "cannot resolve host nas.lcoal" in p.stderr and "retrying in" in p.stderr
+    # on a terminal: one live line instead of a warning per attempt
+    code, out = in_terminal("apply", src, url, "--state-dir", state, *auth, "--retry-for", "3s", env=env)
+    assert code == 3, out
+    assert "waiting for nas.lcoal (no network)" in out and "of 0:03; Ctrl-C to stop" in out
+    assert "retrying in" not in out and "warning:" not in out

@@ -29,9 +29,11 @@ import logging
 import math
 import os
 import re
+import socket
 import threading
 from decimal import Decimal, InvalidOperation
 from typing import Iterable, Iterator
+from urllib.parse import urlsplit
 
 import boto3
 import msgpack
@@ -51,6 +53,7 @@ from reconcile.errors import (
     SourceChanged,
     Transient,
     Unreachable,
+    UnresolvedHost,
 )
 from reconcile.remotes.base import Capabilities, Checkpoint, Progress, RemoteOptions
 
@@ -449,6 +452,9 @@ class S3Remote:
         except bex.ClientError as exc:
             raise self._map_client_error(exc, what) from None
         except (bex.EndpointConnectionError, bex.ConnectTimeoutError) as exc:
+            if _dns_failure(exc):
+                host = urlsplit(self.endpoint).hostname or self.endpoint
+                raise UnresolvedHost(f"{what}: cannot resolve host {host}: {_reason(exc)}", host) from None
             raise Unreachable(f"{what}: cannot reach the S3 endpoint {self.endpoint}: {_reason(exc)}") from None
         except (bex.ConnectionError, bex.HTTPClientError, bex.ResponseStreamingError,
                 bex.IncompleteReadError) as exc:
@@ -1131,6 +1137,23 @@ def _total_size(resp: dict, offset: int) -> int:
     if "/" in rng and rng.rsplit("/", 1)[1].isdigit():
         return int(rng.rsplit("/", 1)[1])
     return offset + int(resp.get("ContentLength", 0))
+
+
+def _dns_failure(exc: BaseException) -> bool:
+    """whether a socket.gaierror lies under botocore's connection error."""
+    seen: set[int] = set()
+    todo: list = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, socket.gaierror):
+            return True
+        todo += [e.__cause__, e.__context__, *(getattr(e, "kwargs", None) or {}).values()]
+        todo += [a for a in getattr(e, "args", ()) if isinstance(a, BaseException)]
+        todo.append(getattr(e, "reason", None) if isinstance(getattr(e, "reason", None), BaseException) else None)
+    return False
 
 
 def _reason(exc: Exception) -> str:

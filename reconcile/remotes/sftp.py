@@ -57,7 +57,7 @@ from reconcile import forked
 from reconcile.entry import DIR, FILE, LINK, TEMP_MARK, Entry, decode_path, encode_path, is_temp_name
 from reconcile.entry import entry_of, parent_of, sort_key
 from reconcile.errors import AuthError, ConfigError, NotFound, Permanent, ReconcileError, SourceChanged
-from reconcile.errors import Transient, Unreachable
+from reconcile.errors import Transient, Unreachable, UnresolvedHost
 from reconcile.hashing import FileHasher
 from reconcile.remotes import findlist, ssh_send
 from reconcile.remotes.base import Capabilities, Checkpoint, Progress, RemoteOptions
@@ -609,7 +609,7 @@ class SftpRemote:
         try:
             sock = socket.create_connection((self.target.host, self.target.port), timeout=CONNECT_TIMEOUT)
         except socket.gaierror as exc:
-            raise Unreachable(f"cannot resolve host {self.target.host}: {exc.strerror}") from None
+            raise UnresolvedHost(f"cannot resolve host {self.target.host}: {exc.strerror}", self.target.host) from None
         except (socket.timeout, TimeoutError):
             raise Unreachable(f"cannot connect to {self._where()}: timed out") from None
         except OSError as exc:
