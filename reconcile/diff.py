@@ -30,7 +30,14 @@ def file_changed(old: Entry, new: Entry, precision_ns: int = 1, checksum: bool =
         return old.hash != new.hash
     if old.mtime_ns is None or new.mtime_ns is None:
         return False
-    return old.mtime_ns // precision_ns != new.mtime_ns // precision_ns
+    return not same_mtime(old.mtime_ns, new.mtime_ns, precision_ns)
+
+
+def same_mtime(a: int, b: int, precision_ns: int) -> bool:
+    """two mtimes agree when within one step of the coarser side's precision:
+    a file system may truncate (exFAT to 1 s, NTFS to 100 ns) or round either
+    way (FAT to 2 s), so one copy may read back a step below or above."""
+    return a == b or abs(a - b) < precision_ns
 
 
 def same_stat(prev: Entry, cur: Entry) -> bool:
@@ -170,7 +177,7 @@ def merge_rows(
             if kind == FILE:
                 cm, rm = c[3], r[3]
                 if c[2] != r[2] or cm is None or rm is None or (
-                        cm != rm if precision_ns == 1 else cm // precision_ns != rm // precision_ns):
+                        cm != rm and not same_mtime(cm, rm, precision_ns)):
                     break
                 if excluded is not None and excluded(key, False):
                     break

@@ -27,8 +27,13 @@ class Capabilities:
     server_copy: bool = False
     empty_dirs: bool = True  # directories exist on their own (not on S3)
     case_insensitive: bool = False
-    mtime_precision_ns: int = 1  # 1_000_000_000 on SFTP
+    mtime_precision_ns: int = 1  # 1_000_000_000 on SFTP; probed on a local folder (fsprobe.py)
     symlinks: bool = False
+    # what a local folder's file system allows (fsprobe.py; names.py applies them)
+    fs_type: str = ""  # exfat, vfat, ntfs, ext4...: named in messages
+    windows_names: bool = False  # no : ? * " < > | \, no CON or NUL..., no trailing dot or space
+    max_file_size: int | None = None  # FAT32: 4 GiB - 1
+    mtime_range: tuple[int, int] | None = None  # FAT and exFAT: 1980 to 2107, in ns
 
 
 @dataclass

@@ -16,6 +16,7 @@ from reconcile.entry import DIR, FILE, LINK, TEMP_MARK, Entry, entry_of, is_temp
 from reconcile.errors import ConfigError, NotFound, Permanent, SourceChanged, Transient
 from reconcile.excludes import TEMP_MARK_B
 from reconcile.remotes.base import Capabilities, Checkpoint, Progress, RemoteOptions
+from reconcile.remotes.fsprobe import facts_for, with_facts
 from reconcile.walk import FD_STAT, S_IFDIR, S_IFLNK, S_IFMT, Listing
 
 CHUNK = 1 << 20
@@ -31,7 +32,7 @@ def _map_oserror(exc: OSError, what: str) -> Exception:
 
 
 class LocalRemote:
-    capabilities = Capabilities(
+    BASE_CAPABILITIES = Capabilities(
         server_move=True, dir_move=True, server_copy=True, empty_dirs=True, symlinks=True
     )
 
@@ -40,6 +41,15 @@ class LocalRemote:
         self.url = self.root
         self.options = options or RemoteOptions()
         self._dirs_made: set[str] = set()
+        self._capabilities: Capabilities | None = None
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """what this folder's file system keeps (mtime precision, case, names):
+        probed on first use, recorded in the state folder."""
+        if self._capabilities is None:
+            self._capabilities = with_facts(self.BASE_CAPABILITIES, facts_for(self.root, self.options.state_dir))
+        return self._capabilities
 
     @classmethod
     def from_url(cls, url: str, options: RemoteOptions) -> "LocalRemote":

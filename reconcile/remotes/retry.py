@@ -48,7 +48,10 @@ class RetryingRemote:
         self._remote = remote
         self.policy = policy
         self.url = remote.url
-        self.capabilities = remote.capabilities
+
+    @property
+    def capabilities(self):
+        return self._remote.capabilities  # a local folder probes its file system on first use
 
     def __getattr__(self, name: str):
         if name == "upload_many":
