@@ -1,5 +1,6 @@
 """Shared fixtures. Real servers live in their own plugin files:
-tests/servers_sftp.py (OpenSSH sshd) and tests/servers_s3.py (SeaweedFS)."""
+tests/servers_sftp.py (OpenSSH sshd), tests/servers_s3.py (SeaweedFS) and
+tests/servers_usb.py (exFAT and NTFS disk images through FUSE)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,14 @@ import pytest
 
 from reconcile.remotes.base import RemoteOptions
 
-pytest_plugins = ["tests.servers_sftp", "tests.servers_s3"]
+pytest_plugins = ["tests.servers_sftp", "tests.servers_s3", "tests.servers_usb"]
 
 
 @dataclass
 class Dest:
     """A fresh, empty destination on one kind of remote."""
 
-    kind: str  # local | sftp | s3
+    kind: str  # local | sftp | s3 | exfat | ntfs (a local folder on a USB-disk file system)
     url: str
     options: RemoteOptions
     cli_args: list[str] = field(default_factory=list)  # flags the CLI needs for it
@@ -31,9 +32,19 @@ def local_dest(tmp_path) -> Dest:
     return Dest("local", str(root), RemoteOptions(state_dir=str(tmp_path / "rstate")))
 
 
-@pytest.fixture(params=["local", "sftp", "s3"])
+REMOTE_KINDS = ["local", "sftp", "s3"]
+USB_KINDS = ["exfat", "ntfs"]  # local folders on USB-disk file systems (tests/servers_usb.py)
+
+
+@pytest.fixture(params=REMOTE_KINDS)
 def dest(request) -> Dest:
-    """Every remote kind in turn: the conformance suite runs on each."""
+    """Every remote kind in turn."""
+    return request.getfixturevalue(f"{request.param}_dest")
+
+
+@pytest.fixture(params=REMOTE_KINDS + USB_KINDS)
+def any_dest(request) -> Dest:
+    """Every remote kind and every USB-disk file system in turn: the conformance suite runs on each."""
     return request.getfixturevalue(f"{request.param}_dest")
 
 
