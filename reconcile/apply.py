@@ -16,6 +16,7 @@ from reconcile.entry import DIR, Entry
 from reconcile.errors import NotFound, NotSupported, ReconcileError, Transient
 from reconcile.journal import Journal
 from reconcile.plan import Op
+from reconcile.testhooks import wrap as with_test_stall
 
 
 class Reporter(Protocol):
@@ -65,7 +66,7 @@ class Executor:
         self.remote = remote
         self.source_root = source_root
         self.journal = journal
-        self.reporter = reporter
+        self.reporter = with_test_stall(reporter)  # unchanged unless a kill test asks for a pause
         self.transfers = max(1, transfers)
         self.outcome = Outcome()
         self._lock = threading.Lock()

@@ -37,6 +37,24 @@ CREDENTIALS = {
 PORT_NAMES = ("s3", "s3_grpc", "master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc")
 
 
+def boto3_client(endpoint: str):
+    """a plain boto3 client for the test server: storage read apart from reconcile's own code."""
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1",
+        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        config=Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": 1},
+                      request_checksum_calculation="when_required",
+                      response_checksum_validation="when_required", connect_timeout=2, read_timeout=20),
+    )
+    # see reconcile.remotes.s3._drop_expect_header: a 0-byte PUT stalls the next request.
+    client.meta.events.register("before-call.s3", _drop_expect_header)
+    return client
+
+
 def find_weed() -> str | None:
     for cand in (os.path.join(sys.prefix, "bin", "weed"),
                  os.path.join(os.path.dirname(sys.executable), "weed"),
@@ -95,19 +113,7 @@ class SeaweedS3:
 
     def client(self):
         if self._client is None:
-            import boto3
-            from botocore.config import Config
-
-            self._client = boto3.client(
-                "s3", endpoint_url=self.endpoint, region_name="us-east-1",
-                aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-                config=Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": 1},
-                              request_checksum_calculation="when_required",
-                              response_checksum_validation="when_required", connect_timeout=2, read_timeout=20),
-            )
-            # see reconcile.remotes.s3._drop_expect_header: a 0-byte PUT stalls the next request.
-            self._client.meta.events.register("before-call.s3", _drop_expect_header)
+            self._client = boto3_client(self.endpoint)
         return self._client
 
     def start(self, timeout: float = 30.0) -> None:

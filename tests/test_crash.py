@@ -1,21 +1,25 @@
-"""SIGKILL apply at random moments; the next apply must converge to an exact
-mirror, leave no temp files, and never lose a file that exists locally."""
+"""SIGKILL apply at chosen moments inside its work (tests/kill.py: a pause
+point in the child, so every kill lands while it runs: an upload half sent, a
+move or delete about to run, the Nth operation). Straight after the kill
+every file under a real name is its old or its new version; the next apply
+must converge to an exact mirror, leave no temp files, and never lose a file
+that exists locally."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from reconcile.statedir import StateDir
 from tests.cli import reconcile
+from tests.kill import start_stalled
 from tests.mirror import tree, write
 
 TRIALS = int(os.environ.get("RECONCILE_CRASH_TRIALS", "30"))
@@ -34,11 +38,15 @@ def mutate(src: Path, rng: random.Random) -> None:
     shutil.rmtree(src / "d3")
     for i in range(40):
         write(src / "new" / f"n{i}.bin", rng.randbytes(rng.randint(0, 4000)), 1_700_000_000_000_000_000 + i)
-    write(src / "big" / "b0.bin", rng.randbytes(4_000_000), 1_700_000_000_000_000_000)
+    # over the 8 MiB a local copy sends at a time: a kill can find it half written
+    write(src / "big" / "b0.bin", rng.randbytes(12_000_000), 1_700_000_000_000_000_000)
     # a swap
     (src / "d4" / "s4.bin").rename(src / "swap.tmp")
     (src / "d4" / "s11.bin").rename(src / "d4" / "s4.bin")
     (src / "swap.tmp").rename(src / "d4" / "s11.bin")
+
+
+POINTS = ["upload", "move", "delete"]  # odd seeds stop at a random operation instead
 
 
 @pytest.mark.parametrize("seed", range(TRIALS))
@@ -54,15 +62,16 @@ def test_sigkill_then_resume_converges(tmp_path, seed):
     new = tree(src, with_mtime=False)
     args = [sys.executable, "-m", "reconcile", "apply", str(src), str(dst), "--state-dir", str(state),
             "--delete", "--max-delete", "1000", "-q"]
-    child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    time.sleep(rng.uniform(0.2, 1.2))
-    child.send_signal(signal.SIGKILL)
-    child.wait()
-    # every remote file under a real name is its old or its new version, never partial
+    ops = json.loads(reconcile("plan", src, dst, "--state-dir", state, "--delete", "--max-delete", "1000",
+                               "--json", check=0).stdout)["operations"]
+    point = f"op:{rng.randint(1, len(ops))}" if seed % 2 else POINTS[seed % len(POINTS)]
+    stalled = start_stalled(args, point, state, tmp_path / "stalled")
+    stalled.kill()  # asserts the child was alive there, its journal on disk with that op not done
+    # every file under a real name is its old or its new version, never partial
     for path, entry in tree(dst, with_mtime=False).items():
         if ".reconcile-tmp-" in path or entry[0] == "d":
             continue
-        assert entry in (old.get(path), new.get(path)), path
+        assert entry in (old.get(path), new.get(path)), f"{path} torn by a kill at {stalled.info}"
     reconcile("apply", src, dst, "--state-dir", state, "--delete", "--max-delete", "1000", check=0)
     assert tree(dst) == tree(src)
     assert not any(".reconcile-tmp-" in p for p in os.listdir(dst))

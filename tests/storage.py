@@ -1,0 +1,93 @@
+"""Read a destination straight from its storage, never through reconcile's
+own remote code: the folder on disk (a local destination, or the folder the
+test sshd serves on this machine), or the bucket through a plain boto3 client.
+
+Temps are our temp names, and on S3 also every unfinished multipart upload."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
+
+from reconcile.entry import TEMP_MARK
+
+SEC = 1_000_000_000
+
+
+@dataclass
+class Stored:
+    files: dict[str, bytes] = field(default_factory=dict)  # under real names
+    mtime_s: dict[str, int | None] = field(default_factory=dict)  # whole seconds; S3: our metadata
+    dirs: set[str] = field(default_factory=set)
+    temps: list[str] = field(default_factory=list)  # temp names, unfinished multipart uploads
+    temp_data: list[bytes] = field(default_factory=list)  # what temp names hold (a swap parks a file there)
+
+
+def read_folder(root: str) -> Stored:
+    out = Stored()
+    broot = os.fsencode(root)
+    for dirpath, dirnames, filenames in os.walk(broot):
+        in_temp = TEMP_MARK.encode() in os.path.relpath(dirpath, broot)
+        for n in dirnames + filenames:
+            full = os.path.join(dirpath, n)
+            rel = os.fsdecode(os.path.relpath(full, broot))
+            temp = in_temp or TEMP_MARK in os.fsdecode(n)
+            if temp and not in_temp:
+                out.temps.append(rel)
+            if n in dirnames:
+                if not temp:
+                    out.dirs.add(rel)
+            elif os.path.isfile(full) and not os.path.islink(full):
+                with open(full, "rb") as f:
+                    data = f.read()
+                if temp:
+                    out.temp_data.append(data)
+                else:
+                    out.files[rel] = data
+                    out.mtime_s[rel] = os.stat(full).st_mtime_ns // SEC
+    return out
+
+
+def read_bucket(client, bucket: str, prefix: str) -> Stored:
+    """every key under prefix/ and every unfinished multipart upload there."""
+    out = Stored()
+    pre = prefix + "/" if prefix else ""
+    keys: list[str] = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=pre):
+        keys += [o["Key"] for o in page.get("Contents", []) or []]
+    for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=pre):
+        out.temps += [f"multipart upload {u['Key']}" for u in page.get("Uploads", []) or []]
+
+    def get(key: str) -> tuple[str, bytes, int | None]:
+        got = client.get_object(Bucket=bucket, Key=key)
+        mtime = (got.get("Metadata") or {}).get("mtime")
+        return key[len(pre):], got["Body"].read(), int(mtime.split(".")[0]) if mtime else None
+
+    with ThreadPoolExecutor(16) as pool:
+        for rel, data, mtime in pool.map(get, keys):
+            if TEMP_MARK in rel:
+                out.temps.append(rel)
+                out.temp_data.append(data)
+            else:
+                out.files[rel] = data
+                out.mtime_s[rel] = mtime
+    return out
+
+
+def read_dest(dest) -> Stored:
+    """a tests.conftest.Dest, read from its storage."""
+    if dest.kind == "local":
+        return read_folder(dest.url)
+    if dest.kind == "sftp":
+        return read_folder(unquote(urlsplit(dest.url).path))
+    from tests.servers_s3 import boto3_client
+
+    bucket, _, prefix = dest.url[len("s3://"):].partition("/")
+    return read_bucket(boto3_client(dest.options.s3_endpoint), bucket, prefix.strip("/"))
+
+
+def torn(stored: Stored, old: dict[str, bytes], new: dict[str, bytes]) -> list[str]:
+    """real names holding neither the file's previous content nor its new one."""
+    return sorted(p for p, data in stored.files.items() if data != old.get(p) and data != new.get(p))
