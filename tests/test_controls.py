@@ -5,36 +5,28 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from reconcile.remotes import open_remote
 from tests.cli import reconcile
+from tests.kill import start_stalled
 from tests.mirror import write
+from tests.storage import read_dest
 from tests.test_engine_remotes import cli, local_view, remote_tree
 
 T0 = 1_600_000_000_000_000_000
 
 
-def trash_runs(dest, tmp_path) -> dict[str, dict[str, bytes]]:
-    """run folder -> {relative path: content} under .trash on the remote."""
+def trash_runs(dest, tmp_path=None) -> dict[str, dict[str, bytes]]:
+    """run folder -> {relative path: content} under .trash, read from the storage itself."""
     runs: dict[str, dict[str, bytes]] = {}
-    r = open_remote(dest.url, dest.options)
-    try:
-        for e in r.list():
-            if not e.path.startswith(".trash/") or e.kind != "f":
-                continue
-            _, run, rel = e.path.split("/", 2)
-            out = tmp_path / "t"
-            r.download(e.path, str(out))
-            runs.setdefault(run, {})[rel] = out.read_bytes()
-    finally:
-        r.close()
+    for path, data in read_dest(dest).files.items():
+        if path.startswith(".trash/"):
+            _, run, rel = path.split("/", 2)
+            runs.setdefault(run, {})[rel] = data
     return runs
 
 
@@ -107,10 +99,14 @@ def test_sigkill_with_backup_dir_loses_no_old_version(local_dest, tmp_path, seed
             (src / name).unlink()
     args = [sys.executable, "-m", "reconcile", "apply", str(src), dest.url, "--state-dir", str(state),
             "--delete", "--max-delete", "100", "--backup-dir", ".trash", "-q"]
-    child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(rng.uniform(0.3, 1.0))
-    child.send_signal(signal.SIGKILL)
-    child.wait()
+    # even seeds stop before a delete (a move into the trash), odd ones at a random operation
+    point = f"op:{rng.randint(1, len(old))}" if seed % 2 else f"delete:{rng.randint(1, len(old) // 2)}"
+    start_stalled(args, point, state, tmp_path / "stalled").kill()
+    new = {name: (src / name).read_bytes() for name in old if (src / name).exists()}
+    # straight after the kill: a real name holds its old or its new version, the trash only old ones
+    files = read_dest(dest).files
+    assert [p for p, v in files.items() if not p.startswith(".trash/") and v not in (old.get(p), new.get(p))] == []
+    assert [p for p, v in files.items() if p.startswith(".trash/") and v != old[p.split("/", 2)[2]]] == []
     cli(dest, "apply", src, dest.url, "--state-dir", state, "--delete", "--max-delete", "100",
         "--backup-dir", ".trash")
     kept: dict[str, bytes] = {}

@@ -1,54 +1,40 @@
 """The whole command line against every remote kind: local folder, real
-sshd, real SeaweedFS. The mirror is checked by reading the remote back."""
+sshd, real SeaweedFS. The mirror is checked by reading the storage itself:
+the folder on disk, or the bucket through a plain boto3 client."""
 
 from __future__ import annotations
 
 import json
 import os
 import random
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from reconcile.entry import DIR, FILE
+from reconcile.entry import FILE
 from reconcile.remotes import open_remote
 from tests.cli import reconcile
+from tests.kill import start_stalled
 from tests.mirror import tree, write
+from tests.storage import read_dest, torn
 
 T0 = 1_600_000_000_000_000_000
 
 
-def remote_tree(dest, tmp_path: Path) -> dict[str, tuple]:
-    r = open_remote(dest.url, dest.options)
-    out: dict[str, tuple] = {}
-    try:
-        for e in r.list():
-            if e.kind == DIR:
-                if r.capabilities.empty_dirs:
-                    out[e.path] = ("d",)
-                continue
-            if e.kind != FILE:
-                continue
-            tmp = tmp_path / "readback"
-            r.download(e.path, str(tmp))
-            out[e.path] = ("f", tmp.read_bytes(), e.mtime_ns // 1_000_000_000)
-    finally:
-        r.close()
+def remote_tree(dest, tmp_path: Path | None = None) -> dict[str, tuple]:
+    """what the remote's storage holds, read from disk or with a plain boto3
+    client (never through reconcile's own list/download)."""
+    stored = read_dest(dest)
+    out: dict[str, tuple] = {d: ("d",) for d in stored.dirs}  # S3 has no folders of its own
+    for path, data in stored.files.items():
+        out[path] = ("f", data, stored.mtime_s[path])
     return out
 
 
 def leftover_temps(dest) -> list[str]:
-    """temp names on the remote's disk (the sftp server is on this machine)."""
-    from urllib.parse import unquote, urlsplit
-
-    if dest.kind == "s3":
-        return []
-    root = dest.url if dest.kind == "local" else unquote(urlsplit(dest.url).path)
-    return [str(p) for p in Path(root).rglob("*") if ".reconcile-tmp-" in p.name]
+    """temp names on the remote, and on S3 unfinished multipart uploads too."""
+    return read_dest(dest).temps
 
 
 def local_view(src: Path, dest) -> dict[str, tuple]:
@@ -114,20 +100,26 @@ def test_sigkill_then_resume_converges(dest, tmp_path, seed):
         write(src / f"d{i % 4}" / f"s{i}", rng.randbytes(rng.randint(1, 3000)), T0 + i)
     write(src / "big", rng.randbytes(6_000_000), T0)
     cli(dest, "apply", src, dest.url, "--state-dir", state)
+    old = {p: v[1] for p, v in tree(src).items() if v[0] == "f"}
     (src / "d1").rename(src / "d1-new")
-    write(src / "big", rng.randbytes(7_000_000), T0 + 10**12)
+    # over the 8 MiB a local copy sends at a time: a kill can find it half written
+    write(src / "big", rng.randbytes(10_000_000), T0 + 10**12)
     for i in range(30):
         write(src / "new" / f"n{i}", rng.randbytes(rng.randint(1, 3000)), T0 + i)
     args = [sys.executable, "-m", "reconcile", "apply", str(src), dest.url, "--state-dir", str(state),
             "--delete", "-q", *dest.cli_args]
-    child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             env={**os.environ, **dest.env})
-    time.sleep(rng.uniform(0.3, 1.5))
-    child.send_signal(signal.SIGKILL)
-    child.wait()
+    point = ["upload", "move", f"op:{rng.randint(1, 32)}", f"upload:{rng.randint(2, 20)}"][seed % 4]
+    start_stalled(args, point, state, tmp_path / "stalled", env=dest.env).kill()
+    new = {p: v[1] for p, v in tree(src).items() if v[0] == "f"}
+    stored = read_dest(dest)
+    broken = [(p, len(stored.files[p]), "bytes") for p in torn(stored, old, new)]
+    if dest.kind != "s3":
+        assert broken == []
     cli(dest, "apply", src, dest.url, "--state-dir", state, "--delete")
     assert remote_tree(dest, tmp_path) == local_view(src, dest)
     assert leftover_temps(dest) == []
+    if broken:  # S3, after the recovery was checked
+        pytest.xfail(f"SeaweedFS keeps a PUT cut mid-body under its real key, replacing any old version: {broken}")
 
 
 def test_missing_destination_root_is_created(dest, tmp_path):
