@@ -11,7 +11,7 @@ import pytest
 
 from reconcile.remotes.base import RemoteOptions
 
-pytest_plugins = ["tests.servers_sftp", "tests.servers_s3", "tests.servers_usb"]
+pytest_plugins = ["tests.ci_strict", "tests.servers_sftp", "tests.servers_s3", "tests.servers_usb"]
 
 
 @dataclass

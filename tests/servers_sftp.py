@@ -2,7 +2,8 @@
 
 The sshd runs from a temp dir on a free 127.0.0.1 port, with its own ed25519
 host key and user key (see docs/design-notes.md, "Real servers for tests").
-It is skipped only when /usr/sbin/sshd is missing; CI installs openssh-server.
+It is skipped only when /usr/sbin/sshd is missing (a failure under CI=true,
+tests/ci_strict.py); CI installs openssh-server.
 
 Paths in sftp:// URLs are absolute on the server: sftp://host/tmp/x is /tmp/x
 (sftp://host/~/x is x under the login directory). Since the server is local,
