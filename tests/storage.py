@@ -78,10 +78,10 @@ def read_bucket(client, bucket: str, prefix: str) -> Stored:
 
 def read_dest(dest) -> Stored:
     """a tests.conftest.Dest, read from its storage."""
-    if dest.kind == "local":
-        return read_folder(dest.url)
-    if dest.kind == "sftp":
+    if dest.kind == "sftp":  # the test sshd serves a folder on this machine
         return read_folder(unquote(urlsplit(dest.url).path))
+    if dest.kind != "s3":  # a local folder, on any file system
+        return read_folder(dest.url)
     from tests.servers_s3 import boto3_client
 
     bucket, _, prefix = dest.url[len("s3://"):].partition("/")
