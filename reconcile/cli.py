@@ -2,7 +2,7 @@
 
 Exit codes: 0 done or nothing to do; 1 error; 2 usage or configuration
 error; 3 partial (the journal keeps the rest); 4 refused by a safety guard;
-5 another run holds the lock.
+5 another run holds the lock; 130 interrupted (Ctrl-C; the next run resumes).
 """
 
 from __future__ import annotations
@@ -163,20 +163,46 @@ def _run(command: str, source: str, dest: str, kw: dict) -> int:
     outcome = result.outcome
     if json_out:
         print(plan_json(result.source, result.dest, result.plan, outcome.results if outcome else {},
-                        controls(opts), unreadable=result.unreadable))
+                        controls(opts), unreadable=result.unreadable,
+                        resumed=(result.resumed_ops, result.resumed.results) if result.resumed else None))
     word = exit_word(result)
     sent = human_bytes_of(reporter.bytes_sent)
+    resumed = _resumed_line(result)
+    if resumed:
+        print(resumed, file=sys.stderr)
     if outcome is None:
         line = f"partial: the remote went away while resuming ({result.resumed.remote_gone}); run again later"
     else:
-        skipped = outcome.count('skipped') + len(result.unreadable)
-        line = (f"{word}: {outcome.count('done')} done, {skipped} skipped, "
-                f"{outcome.count('failed')} failed; {sent} sent")
+        both = [o for o in (result.resumed, outcome) if o is not None]
+        done, failed = (sum(o.count(k) for o in both) for k in ("done", "failed"))
+        skipped = sum(o.count("skipped") for o in both) + len(result.unreadable)
+        line = f"{word}: {done} done"
+        if result.resumed and result.resumed.count("done"):
+            line += f" ({result.resumed.count('done')} finishing the interrupted run)"
+        line += f", {skipped} skipped, {failed} failed; {sent} sent"
         if outcome.remote_gone:
             line += f"; the remote went away ({outcome.remote_gone}); the next run resumes"
         line += unreadable_note(result.unreadable)
     _summary(line, result, started)
     return EXIT_PARTIAL if word == "partial" else 0
+
+
+RESUMED_SHOWN = 10  # operations named on the resumed: line; -v and --json list them all
+
+
+def _resumed_line(result) -> str:
+    """one line naming what this run finished for an interrupted one."""
+    from reconcile.report import printable
+
+    if not result.resumed:
+        return ""
+    done = [op for i, op in enumerate(result.resumed_ops)
+            if result.resumed.results.get(i, ("",))[0] == "done" and op.reason != "temp"]
+    if not done:
+        return ""
+    named = ", ".join(f"{op.op} {printable(op.path)}" for op in done[:RESUMED_SHOWN])
+    more = f" and {len(done) - RESUMED_SHOWN} more" if len(done) > RESUMED_SHOWN else ""
+    return f"resumed: finished {len(done)} operations of the interrupted run: {named}{more}"
 
 
 UNREADABLE_SHOWN = 3  # in the summary line; the warnings above it name every one
@@ -324,7 +350,8 @@ def _status(source: str, dest: str, state_dir: str | None, json_out: bool) -> in
     if lr:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(lr["ended"]))
         print(f"last run: {when}, {lr['result']}, {lr['ended'] - lr['started']:.1f}s, "
-              f"{lr['done']} done, {lr['failed']} failed, {lr['bytes']} bytes sent")
+              f"{lr['done']} done, {lr['failed']} failed, {lr['bytes']} bytes sent"
+              + ("; the next apply finishes it" if lr["result"] == "interrupted" else ""))
     else:
         print("last run: never")
     print(f"pending operations: {info['pending_operations']}")
@@ -361,6 +388,7 @@ def _guarded(fn, verbose: bool | None) -> int:
 @app.command()
 def verify(source: Optional[str] = NameArg, dest: Optional[str] = OptDestArg,
            by_hash: Annotated[bool, typer.Option("--hash", help="read the remote content back and compare xxh3")] = False,
+           repair: Annotated[bool, typer.Option("--repair", help="with --hash (implied): re-send the files whose remote content differs")] = False,
            delete: Annotated[bool, typer.Option("--delete", help="count files only on the remote as differences (the mirror deletes)")] = False,
            exclude: Exclude = None, json_out: JsonOut = False, state_dir: StateDirOpt = None,
            transfers: Transfers = None, ssh_key: SshKey = None, known_hosts: KnownHosts = None,

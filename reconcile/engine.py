@@ -66,6 +66,7 @@ class RunResult:
     changes: Changes
     outcome: Outcome | None = None
     resumed: Outcome | None = None
+    resumed_ops: list = field(default_factory=list)  # the interrupted run's plan, resumed first
     pending_journal: int = 0
     warnings: list[str] = field(default_factory=list)
     # source files and folders this run could not read: (path, reason); a folder ends in /
@@ -207,6 +208,8 @@ class Run:
         self.run_name = time.strftime(RUN_NAME, time.gmtime())
         self.tidy_remote = False  # temp files may be left on the remote
         self._outage: tuple[float, float] | None = None  # first retry, next retry due
+        self.started = time.time()
+        self._executors: list[tuple[list, Executor]] = []  # (ops, executor) of this run: resume, then plan
 
     # --- pieces --------------------------------------------------------------
 
@@ -511,6 +514,10 @@ class Run:
     def apply(self) -> RunResult:
         try:
             return self._apply()
+        except KeyboardInterrupt:
+            # Ctrl-C: the journal keeps the rest; status and the log say what was done
+            self._save_last_run(self._result(Plan(), WalkReport(), Changes()), "interrupted")
+            raise
         except OSError as exc:
             if exc.filename and not str(exc.filename).startswith(self.state.path):
                 raise
@@ -527,6 +534,7 @@ class Run:
                 report = WalkReport()
                 result = self._result(Plan(), report, Changes())
                 result.resumed = resumed
+                result.resumed_ops = self._executors[0][0]
                 return result
             report = WalkReport()
             walk_tmp = self.state.walk_snapshot
@@ -559,6 +567,8 @@ class Run:
                     w.discard()
             result = self._result(plan, report, changes)
             result.outcome, result.resumed = outcome, resumed
+            if resumed is not None:
+                result.resumed_ops = self._executors[0][0]
             self._save_last_run(result)
             return result
 
@@ -569,7 +579,7 @@ class Run:
         self.reporter.warn(f"resuming an unfinished run: {len(pending.remaining)} operations left")
         j = journal_mod.Journal(self.state.journal)
         j.reopen()
-        outcome = self._executor(j).run(pending.ops, pending.remaining, pending.resume)
+        outcome = self._executor(j, pending.ops).run(pending.ops, pending.remaining, pending.resume)
         if outcome.remote_gone:
             j.close()
         else:
@@ -583,7 +593,7 @@ class Run:
         self._remember_trash()
         j = journal_mod.Journal(self.state.journal)
         j.start({"plan_id": tag, "source": self.source, "dest": display_url(self.dest)}, plan.ops)
-        outcome = self._executor(j).run(plan.ops, list(range(len(plan.ops))))
+        outcome = self._executor(j, plan.ops).run(plan.ops, list(range(len(plan.ops))))
         if outcome.remote_gone:
             j.close()  # the next run resumes from it
             return outcome
@@ -591,11 +601,13 @@ class Run:
         self.tidy_remote = True
         return outcome
 
-    def _executor(self, j: journal_mod.Journal) -> Executor:
+    def _executor(self, j: journal_mod.Journal, ops: list) -> Executor:
         # a child process sends half the small files where it can run on a
         # core of its own; not under --bwlimit, which paces this process's sends
         fork = forked.available() and not self.opts.bwlimit and hasattr(self.remote, "upload_many")
-        return Executor(self.remote, self.source, j, self.reporter, self._transfers(), fork_small=fork)
+        executor = Executor(self.remote, self.source, j, self.reporter, self._transfers(), fork_small=fork)
+        self._executors.append((ops, executor))  # what it did is counted even if it is interrupted
+        return executor
 
     def _remove_temp_files(self) -> None:
         """after a killed run or a run that wrote, clear what killed runs left"""
@@ -636,17 +648,21 @@ class Run:
     def _result(self, plan: Plan, report: WalkReport, changes: Changes) -> RunResult:
         folders = [(p + "/", reason) for p, _, reason in (u.rpartition(": ") for u in report.unreadable)]
         return RunResult(self.source, display_url(self.dest), plan, report, changes,
-                         warnings=self.warnings, unreadable=folders + self.unreadable)
+                         warnings=self.warnings, unreadable=folders + self.unreadable, started=self.started)
 
-    def _save_last_run(self, result: RunResult) -> None:
+    def _save_last_run(self, result: RunResult, word: str | None = None) -> None:
+        """what status and the log report: every operation this run carried
+        out, those that finished an interrupted run included."""
         result.ended = time.time()
-        o = result.outcome
+        outcomes = [(ops, ex.outcome) for ops, ex in self._executors]
         record = {
             "source": result.source, "dest": result.dest, "started": result.started,
-            "ended": result.ended, "result": exit_word(result),
-            "done": o.count("done") if o else 0, "failed": o.count("failed") if o else 0,
-            "bytes": sum(op.size for i, op in enumerate(result.plan.ops)
-                         if op.op == "upload" and o and o.results.get(i, ("",))[0] == "done"),
+            "ended": result.ended, "result": word or exit_word(result),
+            "done": sum(o.count("done") for _, o in outcomes),
+            "failed": sum(o.count("failed") for _, o in outcomes),
+            "bytes": sum(op.size for ops, o in outcomes for i, op in enumerate(ops)
+                         if op.op == "upload" and o.results.get(i, ("",))[0] == "done"),
+            "resumed": self._executors[0][1].outcome.count("done") if result.resumed_ops else 0,
         }
         try:
             write_private(self.state.last_run, json.dumps(record).encode())

@@ -125,10 +125,9 @@ def print_plan(plan: Plan, console: "Console", verbose: bool = False, controls: 
         console.print(line, markup=False, highlight=False)
 
 
-def plan_json(source: str, dest: str, plan: Plan, results: dict | None = None,
-              controls: dict | None = None, unreadable: list[tuple[str, str]] | None = None) -> str:
-    ops = []
-    for i, op in enumerate(plan.ops):
+def _ops_json(ops: list[Op], results: dict | None) -> list[dict]:
+    out = []
+    for i, op in enumerate(ops):
         if op.reason == "temp":
             continue
         d = op.to_json()
@@ -137,16 +136,32 @@ def plan_json(source: str, dest: str, plan: Plan, results: dict | None = None,
             d["result"] = r
             if err and r != "done":
                 d["error"] = err
-        ops.append(d)
-    doc = {"source": source, "dest": dest, "operations": ops, "summary": plan.summary()}
+        out.append(d)
+    return out
+
+
+def plan_json(source: str, dest: str, plan: Plan, results: dict | None = None,
+              controls: dict | None = None, unreadable: list[tuple[str, str]] | None = None,
+              resumed: tuple[list[Op], dict] | None = None) -> str:
+    doc = {"source": source, "dest": dest, "operations": _ops_json(plan.ops, results), "summary": plan.summary()}
     if controls is not None:
         doc["controls"] = controls
     # source files and folders (ending in /) that could not be read: not sent, counted as skipped
     doc["unreadable"] = [{"path": printable(p), "reason": why} for p, why in unreadable or []]
+    if resumed is not None:
+        # what this run finished for an interrupted one, before its own plan
+        ops, carried_out = resumed
+        doc["resumed"] = [d for i, d in zip(_kept(ops), _ops_json(ops, carried_out)) if i in carried_out]
     if results is not None:
-        doc["totals"] = {k: sum(1 for r, _ in results.values() if r == k) for k in ("done", "skipped", "failed")}
+        everything = list(results.values()) + (list(resumed[1].values()) if resumed else [])
+        doc["totals"] = {k: sum(1 for r, _ in everything if r == k) for k in ("done", "skipped", "failed")}
         doc["totals"]["skipped"] += len(doc["unreadable"])
     return json.dumps(doc, ensure_ascii=False, default=str)
+
+
+def _kept(ops: list[Op]) -> list[int]:
+    """the indexes _ops_json keeps, in its order"""
+    return [i for i, op in enumerate(ops) if op.reason != "temp"]
 
 
 class ApplyReporter:

@@ -10,6 +10,7 @@ etag record) are read from a temporary copy.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -22,7 +23,7 @@ from typing import Iterable, Iterator
 from reconcile.diff import SortedStream, file_changed, with_implied_dirs
 from reconcile.engine import DEFAULT_TRASH, check_paths, known_trash, refuse_unknown_host
 from reconcile.entry import DIR, FILE, LINK, Entry, is_inside
-from reconcile.errors import NotFound, SourceChanged
+from reconcile.errors import NotFound, ReconcileError, SourceChanged
 from reconcile.excludes import Excludes
 from reconcile.hashing import hash_file
 from reconcile.remotes import open_remote
@@ -52,6 +53,8 @@ class VerifyResult:
     differences: list[Difference] = field(default_factory=list)
     extra_kept: list[Difference] = field(default_factory=list)  # remote-only, and not deleting
     warnings: list[str] = field(default_factory=list)
+    content_paths: list[str] = field(default_factory=list)  # same size and mtime, other content
+    repaired: list[str] = field(default_factory=list)  # re-sent by --repair
     files: int = 0
     hashed: int = 0
     hashed_bytes: int = 0
@@ -217,8 +220,39 @@ def _record_hash(pair: _Pair, outcome: bool | str, result: VerifyResult) -> None
     result.hashed += 1
     result.hashed_bytes += pair.local.size
     if not outcome:
+        result.content_paths.append(pair.local.path)
         result.differences.append(Difference(printable(pair.local.path), "content",
                                              "same size and mtime, different content (xxh3)"))
+
+
+# --- --repair ----------------------------------------------------------------------------
+
+
+def resend(source: str, dest: str, options: RemoteOptions, result: VerifyResult, state_dir: str | None) -> None:
+    """send again the files whose remote content differs, under the pair's
+    lock and with its real remote records (the S3 etag record): apply cannot
+    see such a difference, since size and mtime match."""
+    from reconcile.engine import Run, RunOptions
+    from reconcile.lock import RunLock
+    from reconcile.report import ApplyReporter
+
+    opts = RunOptions(state_dir=state_dir, remote=dataclasses.replace(options, state_dir=None))
+    run = Run(source, dest, opts, ApplyReporter(quiet=True))
+    try:
+        with RunLock(run.state.lock):
+            for path in result.content_paths:
+                local = os.path.join(run.source, *path.split("/"))
+                try:
+                    st = os.stat(local)
+                    run.remote.upload(local, path, Entry(path, FILE, st.st_size, st.st_mtime_ns))
+                except (ReconcileError, OSError) as exc:
+                    result.warnings.append(f"{printable(path)}: not re-sent: {exc}")
+                    continue
+                result.repaired.append(path)
+    finally:
+        run.close()
+    shown = {printable(p) for p in result.repaired}
+    result.differences = [d for d in result.differences if not (d.what == "content" and d.path in shown)]
 
 
 # --- output ----------------------------------------------------------------------------
@@ -232,6 +266,7 @@ def to_json(result: VerifyResult, mapping: str | None = None) -> str:
         "differences": [d.to_json() for d in result.differences],
         "extra_kept": [d.to_json() for d in result.extra_kept],
         "warnings": result.warnings,
+        "repaired": [printable(p) for p in result.repaired],
     }, ensure_ascii=False)
 
 
@@ -242,15 +277,28 @@ def text_lines(result: VerifyResult) -> list[str]:
 
 
 def summary_line(result: VerifyResult) -> str:
+    """the last line: what was found, and how to fix it."""
     how = f", {result.hashed} read back ({human_bytes(result.hashed_bytes)})" if result.hashed else ""
-    word = "equal" if result.equal else f"{len(result.differences)} differences"
-    return f"verify: {word}; {result.files} files compared{how} ({result.seconds:.1f}s)"
+    n = len(result.differences)
+    word = "equal" if result.equal else f"{n} {'difference' if n == 1 else 'differences'}"
+    line = f"verify: {word}; {result.files} files compared{how} ({result.seconds:.1f}s)"
+    if result.repaired:
+        line += f"; re-sent {len(result.repaired)} that differed in content"
+    content = sum(1 for d in result.differences if d.what == "content")
+    if content:
+        line += f"; `reconcile verify --hash --repair` re-sends the {content} that differ in content"
+    if n > content:
+        line += f"; `reconcile apply` sends the other {n - content}"
+    return line
 
 
 def run(source: str, dest: str, options: RemoteOptions, kw: dict) -> int:
     """the command: print the differences (or JSON) and the summary; 0 or 1."""
-    result = verify(source, dest, options, list(kw.get("exclude") or []), kw["by_hash"], kw["delete"],
+    repair = kw.get("repair", False)
+    result = verify(source, dest, options, list(kw.get("exclude") or []), kw["by_hash"] or repair, kw["delete"],
                     kw.get("state_dir"), kw.get("links") or "skip")
+    if repair and result.content_paths:
+        resend(source, dest, options, result, kw.get("state_dir"))
     if kw["json_out"]:
         print(to_json(result, kw.get("mapping")))
     else:

@@ -294,3 +294,67 @@ def test_unresolvable_host_fails_at_once_unless_the_pair_worked_before(tmp_path,
     assert code == 3, out
     assert "waiting for nas.lcoal (no network)" in out and "of 0:03; Ctrl-C to stop" in out
     assert "retrying in" not in out and "warning:" not in out
+
+
+# --- 7. an interrupted run is counted -------------------------------------------------
+
+def test_ctrl_c_is_recorded_and_the_resumed_run_counts_what_it_finished(tmp_path):
+    import signal
+    import time
+
+    src, dst, state, log = tmp_path / "src", tmp_path / "dst", tmp_path / "state", tmp_path / "run.log"
+    for i in range(24):
+        write(src / f"f{i:02d}.bin", bytes([i]) * 65536, T0)
+    args = ["apply", src, dst, "--state-dir", state, "--bwlimit", "256K", "--transfers", "1"]
+    child = subprocess.Popen([sys.executable, "-m", "reconcile", *map(str, args)], cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len([n for n in (os.listdir(dst) if dst.exists() else [])
+                                                if n.startswith("f")]) < 3:
+        time.sleep(0.05)
+    child.send_signal(signal.SIGINT)  # Ctrl-C
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 130, err
+    assert "interrupted; the next run resumes where this one stopped" in err
+    st = json.loads(reconcile("status", src, dst, "--state-dir", state, "--json", check=0).stdout)
+    last = st["last_run"]
+    assert last["result"] == "interrupted" and last["done"] >= 2 and last["bytes"] == last["done"] * 65536
+    left = st["pending_operations"]
+    assert 0 < left < 24
+    text = reconcile("status", src, dst, "--state-dir", state, check=0).stdout
+    assert "interrupted" in text and "the next apply finishes it" in text
+
+    p = reconcile("apply", src, dst, "--state-dir", state, "--json", "--log-file", log, check=0)
+    doc = json.loads(p.stdout)
+    assert len(doc["resumed"]) == left and all(d["result"] == "done" for d in doc["resumed"])
+    assert doc["totals"]["done"] == left
+    summary = p.stderr.strip().splitlines()[-1]
+    assert summary.startswith(f"ok: {left} done ({left} finishing the interrupted run)"), summary
+    assert f"resumed: finished {left} operations of the interrupted run: upload f" in p.stderr
+    logged = log.read_text()
+    assert f"done={left} " in logged and f"bytes={left * 65536} " in logged, logged
+    assert "resumed: finished" in logged
+    assert tree(dst) == tree(src)
+
+
+# --- 8. a damaged remote copy can be repaired ------------------------------------------
+
+def test_verify_hash_repair_resends_what_differs_in_content(tmp_path):
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    write(src / "a.txt", b"good content", T0)
+    write(src / "b.txt", b"fine", T0)
+    reconcile("apply", src, dst, "--state-dir", state, check=0)
+    write(dst / "a.txt", b"bitrot here!", T0)  # same size, same mtime: apply cannot see it
+    for flags in ((), ("--checksum",)):
+        reconcile("apply", src, dst, "--state-dir", state, *flags, check=0)
+    assert (dst / "a.txt").read_bytes() == b"bitrot here!"
+    p = reconcile("verify", src, dst, "--state-dir", state, "--hash", check=1)
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith("verify: 1 difference;"), last
+    assert "`reconcile verify --hash --repair` re-sends the 1 that differ in content" in last
+    p = reconcile("verify", src, dst, "--state-dir", state, "--hash", "--repair", "--json", check=0)
+    assert json.loads(p.stdout)["repaired"] == ["a.txt"]
+    assert "re-sent 1 that differed in content" in p.stderr.strip().splitlines()[-1]
+    assert (dst / "a.txt").read_bytes() == b"good content"
+    p = reconcile("verify", src, dst, "--state-dir", state, "--hash", check=0)
+    assert p.stderr.strip().splitlines()[-1].startswith("verify: equal;")
