@@ -91,3 +91,28 @@ def read_dest(dest) -> Stored:
 def torn(stored: Stored, old: dict[str, bytes], new: dict[str, bytes]) -> list[str]:
     """real names holding neither the file's previous content nor its new one."""
     return sorted(p for p, data in stored.files.items() if data != old.get(p) and data != new.get(p))
+
+
+def plant_temps(dest) -> int:
+    """what a killed run leaves, written straight to storage: a temp file and a
+    temp folder with a file in it (S3: an unfinished multipart upload with a
+    part). Returns how many temp entries a cleanup should remove."""
+    from reconcile.entry import TEMP_MARK as T
+
+    if dest.kind == "s3":
+        from tests.servers_s3 import boto3_client
+
+        bucket, _, prefix = dest.url[len("s3://"):].partition("/")
+        client = boto3_client(dest.options.s3_endpoint)
+        key = f"{prefix.strip('/')}/keep/half-sent.bin".lstrip("/")
+        up = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        client.upload_part(Bucket=bucket, Key=key, UploadId=up, PartNumber=1, Body=b"half")
+        return 1
+    root = unquote(urlsplit(dest.url).path) if dest.kind == "sftp" else dest.url
+    os.makedirs(os.path.join(root, "keep"), exist_ok=True)
+    with open(os.path.join(root, "keep", f"{T}0123456789ab-me"), "wb") as f:
+        f.write(b"half")
+    os.makedirs(os.path.join(root, f"{T}ba9876543210-dir", "inner"))
+    with open(os.path.join(root, f"{T}ba9876543210-dir", "inner", "f"), "wb") as f:
+        f.write(b"moved aside")
+    return 2

@@ -150,15 +150,19 @@ def test_config_error_exits_2(trees, tmp_path):
     assert "no mapping named 'nosuch'" in p.stderr
     p = reconcile("apply", "x", "--config", tmp_path / "missing.toml", check=2)
     assert "no config file at" in p.stderr
-    reconcile("apply", "--all", "x", "--config", cfg, check=2)
-    reconcile("apply", "--config", cfg, check=2)
+    p = reconcile("apply", "--all", "x", "--config", cfg, check=2)
+    assert "--all takes no SOURCE, DEST or mapping name" in p.stderr
+    p = reconcile("apply", "--config", cfg, check=2)
+    assert "give SOURCE DEST, a mapping name, or --all" in p.stderr
 
 
 def test_another_mappings_error_does_not_block(trees, tmp_path):
     src, dst = trees
     cfg = write_config(tmp_path / "c.toml", BROKEN + f'\n[mapping.good]\nsource = "{src}"\ndest = "{dst}"\n')
     reconcile("apply", "good", "--config", cfg, check=0)
-    reconcile("apply", "--all", "--config", cfg, check=2)
+    assert "keep.txt" in tree(dst)
+    p = reconcile("apply", "--all", "--config", cfg, check=2)
+    assert "mapping.photos.delet: unknown key" in p.stderr and "mapping.good" not in p.stderr
 
 
 def test_a_folder_without_dest_is_a_clear_error(trees, tmp_path):

@@ -14,6 +14,7 @@ import pytest
 from reconcile.entry import DIR, FILE, Entry, entry_key, is_temp_name
 from reconcile.errors import NotFound
 from reconcile.remotes import open_remote
+from tests.storage import plant_temps, read_dest
 
 
 @pytest.fixture
@@ -194,7 +195,11 @@ def test_list_of_missing_root_is_not_found(dest):
         r.close()
 
 
-def test_remove_temp_files_leaves_real_files(remote, tmp_path):
+def test_remove_temp_files_leaves_real_files(remote, dest, tmp_path):
     put(remote, tmp_path, "keep/me", b"1")
-    remote.remove_temp_files()
+    planted = plant_temps(dest)  # what a killed run leaves, written straight to storage
+    assert len(read_dest(dest).temps) == planted
+    assert remote.remove_temp_files() == planted
+    stored = read_dest(dest)
+    assert stored.temps == [] and stored.files == {"keep/me": b"1"}
     assert files(remote) == {"keep/me": 1}

@@ -118,7 +118,11 @@ def test_verify_by_mapping_name(dest, mirrored, tmp_path):
     src, state = mirrored
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[mapping.m]\nsource = "{src}"\ndest = "{dest.url}"\nstate_dir = "{state}"\n')
-    cli(dest, "verify", "m", "--config", cfg, "--hash", check=0)
+    p = cli(dest, "verify", "m", "--config", cfg, "--hash", check=0)
+    assert p.stderr.startswith("verify: equal; 13 files compared, 13 read back"), p.stderr
+    (src / "album" / "p1.jpg").unlink()
+    p = cli(dest, "verify", "m", "--config", cfg, "--delete", check=1)
+    assert p.stdout.startswith("[m]") and "album/p1.jpg" in p.stdout, p.stdout
 
 
 @pytest.mark.parametrize("kind", ["local", "sftp"])
@@ -132,7 +136,8 @@ def test_hash_catches_same_size_same_mtime_change(kind, request, tmp_path):
     st = target.stat()
     target.write_bytes(b"ORIGINAL CONTENT")  # same size
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
-    cli(dest, "verify", src, dest.url, "--state-dir", state, check=0)
+    p = cli(dest, "verify", src, dest.url, "--state-dir", state, check=0)  # size and mtime agree
+    assert p.stderr.startswith("verify: equal; 2 files compared"), p.stderr
     p = cli(dest, "verify", src, dest.url, "--state-dir", state, "--hash", check=1)
     assert "content  a/doc.txt" in p.stdout and "2 read back" in p.stderr
     doc = json.loads(cli(dest, "verify", src, dest.url, "--state-dir", state, "--hash", "--json", check=1).stdout)
