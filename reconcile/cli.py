@@ -131,13 +131,15 @@ LogFormat = Annotated[str, typer.Option("--log-format", callback=lambda v: _choi
 JOB_FLAGS = ("source", "dest", "all_", "config", "log_file", "log_format")
 
 
-def _run(command: str, source: str, dest: str, kw: dict) -> int:
+def _run(command: str, source: str, dest: str, kw: dict, mapping: str | None = None) -> int:
+    """one run; mapping (under --all) names it on the summary line and in --json."""
     from reconcile.engine import Run, exit_word
     from reconcile.report import ApplyReporter, controls, plan_json, plan_summary, print_plan
 
     json_out, quiet, verbose = kw.pop("json_out"), kw.pop("quiet"), kw.pop("verbose")
+    tag = f"[{mapping}] " if mapping else ""
     opts = _options(**kw)
-    reporter = ApplyReporter(verbose=verbose, quiet=quiet)
+    reporter = ApplyReporter(verbose=verbose, quiet=quiet, binary_rate=bool(opts.bwlimit))
     run = Run(source, dest, opts, reporter)
     started = time.monotonic()
     try:
@@ -145,7 +147,7 @@ def _run(command: str, source: str, dest: str, kw: dict) -> int:
             result = run.plan()
             if json_out:
                 print(plan_json(result.source, result.dest, result.plan, controls=controls(opts),
-                                unreadable=result.unreadable))
+                                unreadable=result.unreadable, mapping=mapping))
             elif not quiet:
                 from rich.console import Console
 
@@ -153,7 +155,7 @@ def _run(command: str, source: str, dest: str, kw: dict) -> int:
             if result.pending_journal:
                 reporter.warn(f"an unfinished run has {result.pending_journal} operations left; "
                               "apply finishes them first")
-            _summary(f"plan: {plan_summary(result.plan)}{unreadable_note(result.unreadable)}", result, started)
+            _summary(f"{tag}plan: {plan_summary(result.plan)}{unreadable_note(result.unreadable)}", result, started)
             return 0
         reporter.start(0, 0)
         result = _apply_with_progress(run, reporter)
@@ -164,19 +166,20 @@ def _run(command: str, source: str, dest: str, kw: dict) -> int:
     if json_out:
         print(plan_json(result.source, result.dest, result.plan, outcome.results if outcome else {},
                         controls(opts), unreadable=result.unreadable,
-                        resumed=(result.resumed_ops, result.resumed.results) if result.resumed else None))
+                        resumed=(result.resumed_ops, result.resumed.results) if result.resumed else None,
+                        mapping=mapping))
     word = exit_word(result)
     sent = human_bytes_of(reporter.bytes_sent)
     resumed = _resumed_line(result)
     if resumed:
         print(resumed, file=sys.stderr)
     if outcome is None:
-        line = f"partial: the remote went away while resuming ({result.resumed.remote_gone}); run again later"
+        line = f"{tag}partial: the remote went away while resuming ({result.resumed.remote_gone}); run again later"
     else:
         both = [o for o in (result.resumed, outcome) if o is not None]
         done, failed = (sum(o.count(k) for o in both) for k in ("done", "failed"))
         skipped = sum(o.count("skipped") for o in both) + len(result.unreadable)
-        line = f"{word}: {done} done"
+        line = f"{tag}{word}: {done} done"
         if result.resumed and result.resumed.count("done"):
             line += f" ({result.resumed.count('done')} finishing the interrupted run)"
         line += f", {skipped} skipped, {failed} failed; {sent} sent"

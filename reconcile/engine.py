@@ -28,7 +28,7 @@ from reconcile.remotes import dest_kind, local_path, open_remote
 from reconcile.remotes.base import RemoteOptions
 from reconcile.remotes.retry import RetryingRemote, RetryPolicy, retry_message
 from reconcile.spool import walk_while_waiting
-from reconcile.statedir import StateDir, default_root, display_url
+from reconcile.statedir import StateDir, default_root, display_url, pair_id
 from reconcile.statefile import write_private
 from reconcile.walk import WalkReport, walk_rows
 
@@ -144,9 +144,9 @@ def read_dest_record(state: StateDir) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-def recorded_pairs(skip: str) -> list[tuple[str, str]]:
-    """(source, dest as shown) of every pair with state under the default root
-    that has run apply, but the one whose state folder is skip."""
+def recorded_pairs(skip: str = "") -> list[tuple[str, str, str]]:
+    """(state folder, source, dest as shown) of every pair under the default
+    state root that has run apply, but the one whose state folder is skip."""
     root = default_root()
     try:
         names = sorted(os.listdir(root))
@@ -155,12 +155,43 @@ def recorded_pairs(skip: str) -> list[tuple[str, str]]:
     pairs = []
     for name in names:
         state = StateDir(os.path.join(root, name))
-        if os.path.realpath(state.path) == os.path.realpath(skip):
+        if skip and os.path.realpath(state.path) == os.path.realpath(skip):
             continue
-        record = read_dest_record(state)
-        if record and isinstance(record.get("source"), str):
-            pairs.append((record["source"], str(record.get("dest"))))
+        record = read_dest_record(state) or _read_json(state.last_run)
+        if record and isinstance(record.get("source"), str) and isinstance(record.get("dest"), str):
+            pairs.append((state.path, record["source"], record.get("local_path") or record["dest"]))
     return pairs
+
+
+def _read_json(path: str) -> dict | None:
+    try:
+        with open(path, "rb") as f:
+            doc = json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def pair_state_for_dest(dest: str, local_dir: str | None) -> str | None:
+    """the state folder of the pair that mirrors into dest (restore's way to
+    find the snapshot that vouches for files): the one whose source is
+    local_dir, else the one that ran last."""
+    target = pair_id("/", dest).split("\0", 1)[1]
+    found = [(path, source) for path, source, shown in recorded_pairs()
+             if pair_id("/", shown).split("\0", 1)[1] == target]
+    if local_dir:
+        for path, source in found:
+            if os.path.realpath(source) == os.path.realpath(os.path.expanduser(local_dir)):
+                return path
+    found.sort(key=lambda f: _mtime(StateDir(f[0]).last_run))
+    return found[-1][0] if found else None
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.path.getmtime(path)
+    except OSError:
+        return 0.0
 
 
 def refuse_unknown_host(exc: Exception, state: StateDir, dest: str) -> None:
@@ -456,13 +487,16 @@ class Run:
         would overwrite or delete the originals. A pair that has run before
         was allowed already."""
         dest = self._local_dest()
-        if dest is None or self.opts.allow_reverse or read_dest_record(self.state) is not None:
+        if dest is None or self.opts.allow_reverse or self.ran_before():
             return
-        for source, shown in recorded_pairs(self.state.path):
+        for _, source, shown in recorded_pairs(self.state.path):
             if is_inside(os.path.realpath(source), dest):
                 raise SafetyRefusal(
                     f"the destination {dest} is the source of the pair {source} -> {shown} that ran before: "
                     "SOURCE and DEST swapped? nothing was changed. Pass --allow-reverse to copy into it anyway")
+
+    def ran_before(self) -> bool:
+        return os.path.exists(self.state.file(DEST_RECORD)) or os.path.exists(self.state.last_run)
 
     def _record_destination(self, changes: Changes, plan: Plan, outcome: Outcome) -> None:
         if outcome.complete:

@@ -88,7 +88,7 @@ def run_jobs(command: str, source: str | None, dest: str | None, all_: bool, con
     code = 0
     for i, job in enumerate(jobs):
         rc = _logged(log, command, job.name, job.source, job.dest, job.kw.get("state_dir"),
-                     lambda j=job: cli._run(command, j.source, j.dest, dict(j.kw)), verbose,
+                     lambda j=job: cli._run(command, j.source, j.dest, dict(j.kw), j.name if all_ else None), verbose,
                      held.getvalue() if i == 0 else "")
         code = code or rc
     return code

@@ -31,6 +31,7 @@ URL_PASSWORD = re.compile(r"(\w+://[^/:@\s]*:)[^/\s]*@")  # up to the last @: a 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 # the summary line cli prints itself: it becomes the summary record's message
 SUMMARY_PREFIXES = ("plan: ", "ok: ", "partial: ")
+MAPPING_TAG = re.compile(r"^\[[^\]\n]*\] ")  # under --all: "[photos] ok: .."
 RESULTS = {0: "ok", 1: "error", 2: "config-error", 3: "partial", 4: "refused", 5: "locked", 130: "interrupted"}
 
 
@@ -230,7 +231,7 @@ class RunLog:
     # --- pieces ------------------------------------------------------------------------
 
     def _line(self, line: str) -> None:
-        if line.startswith(SUMMARY_PREFIXES):
+        if MAPPING_TAG.sub("", line, count=1).startswith(SUMMARY_PREFIXES):
             self.summary_text = line
             return
         level = logging.INFO

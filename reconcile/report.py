@@ -102,6 +102,9 @@ def print_plan(plan: Plan, console: "Console", verbose: bool = False, controls: 
     from rich.table import Table
     from rich.text import Text
 
+    if not console.is_terminal:
+        print_plan_lines(plan, controls)
+        return
     if plan.ops:
         shown = [o for o in plan.ops if o.reason != "temp"]
         kept = any(o.backup for o in shown)
@@ -140,10 +143,26 @@ def _ops_json(ops: list[Op], results: dict | None) -> list[dict]:
     return out
 
 
+def print_plan_lines(plan: Plan, controls: dict | None = None, out=None) -> None:
+    """for a pipe or a file: every operation on one line, tab-separated, never
+    wrapped (names show tabs and newlines escaped), so grep and cut find rows."""
+    out = out or sys.stdout
+    shown = [o for o in plan.ops if o.reason != "temp"]
+    kept = any(o.backup for o in shown)
+    if shown:
+        header = ("operation", "path", "to", "size") + (("old version kept in",) if kept else ())
+        print("\t".join(header), file=out)
+    for op in shown:
+        row = _row(op) + ((printable(op.backup or ""),) if kept else ())
+        print("\t".join(row), file=out)
+    for line in controls_lines(controls or {}):
+        print(line, file=out)
+
+
 def plan_json(source: str, dest: str, plan: Plan, results: dict | None = None,
               controls: dict | None = None, unreadable: list[tuple[str, str]] | None = None,
-              resumed: tuple[list[Op], dict] | None = None) -> str:
-    doc = {"source": source, "dest": dest, "operations": _ops_json(plan.ops, results), "summary": plan.summary()}
+              resumed: tuple[list[Op], dict] | None = None, mapping: str | None = None) -> str:
+    doc = {**({"mapping": mapping} if mapping else {}), "source": source, "dest": dest, "operations": _ops_json(plan.ops, results), "summary": plan.summary()}
     if controls is not None:
         doc["controls"] = controls
     # source files and folders (ending in /) that could not be read: not sent, counted as skipped
@@ -167,8 +186,9 @@ def _kept(ops: list[Op]) -> list[int]:
 class ApplyReporter:
     """Progress on a terminal; plain lines (only with -v) and warnings otherwise."""
 
-    def __init__(self, verbose: bool = False, quiet: bool = False, stream=None) -> None:
+    def __init__(self, verbose: bool = False, quiet: bool = False, stream=None, binary_rate: bool = False) -> None:
         self.stream = stream or sys.stderr
+        self.binary_rate = binary_rate  # under --bwlimit: speeds as the flag reads them (4M/s)
         self.verbose = verbose
         self.quiet = quiet
         self.tty = self.stream.isatty() and not quiet
@@ -186,12 +206,14 @@ class ApplyReporter:
 
         self._total_ops, self._ops_done, self._by_bytes = total_ops, 0, total_bytes > 0
         columns = [TextColumn("{task.description}"), BarColumn()]
-        if self._by_bytes:
+        if self._by_bytes and self.binary_rate:
+            columns += [DownloadColumn(binary_units=True), TextColumn("{task.fields[rate]}"), TimeRemainingColumn()]
+        elif self._by_bytes:
             columns += [DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn()]
         else:
             columns += [MofNCompleteColumn()]
         self._progress = Progress(*columns, console=Console(file=self.stream, stderr=True), transient=True)
-        self._task = self._progress.add_task(self._describe(),
+        self._task = self._progress.add_task(self._describe(), rate="",
                                              total=total_bytes if self._by_bytes else total_ops)
         self._progress.start()
 
@@ -213,6 +235,9 @@ class ApplyReporter:
             self.bytes_sent += n
         if self._progress is not None and self._by_bytes:
             self._progress.advance(self._task, n)
+            if self.binary_rate:
+                speed = self._progress.tasks[0].speed if self._progress.tasks else None
+                self._progress.update(self._task, rate=rate(speed) if speed else "")
 
     def op_ended(self, op: Op, result: str, error: str | None) -> None:
         if self._progress is not None:

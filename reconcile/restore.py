@@ -867,6 +867,10 @@ def restore_command(
     remote = RemoteOptions(transfers=transfers, ssh_key=ssh_key, known_hosts=known_hosts,
                            accept_new_host_key=accept_new_host_key, retry_for=parse_duration(retry_for),
                            s3_endpoint=s3_endpoint, profile=profile)
+    if state_dir is None:  # the pair's own state, found the way apply finds it
+        from reconcile.engine import pair_state_for_dest
+
+        state_dir = pair_state_for_dest(remote_url, local_dir)
     opts = RestoreOptions(local_dir or "", list(path or []), overwrite, dry_run, from_trash, backup_dir,
                           state_dir, remote)
     raise typer.Exit(_guarded(

@@ -358,3 +358,54 @@ def test_verify_hash_repair_resends_what_differs_in_content(tmp_path):
     assert (dst / "a.txt").read_bytes() == b"good content"
     p = reconcile("verify", src, dst, "--state-dir", state, "--hash", check=0)
     assert p.stderr.strip().splitlines()[-1].startswith("verify: equal;")
+
+
+# --- 9. output for people and for scripts ------------------------------------------------
+
+def test_plan_into_a_pipe_is_one_tab_separated_line_per_operation(tmp_path):
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    long = "a folder with a rather long name/" * 4 + "and a photo with a long name too.jpg"
+    write(src / long, b"x", T0)
+    write(src / "short.txt", b"y", T0)
+    p = reconcile("plan", src, dst, "--state-dir", state, check=0, env={"COLUMNS": "60"})
+    lines = p.stdout.splitlines()
+    assert lines[0] == "operation\tpath\tto\tsize"
+    assert f"upload (new)\t{long}\t\t1 B" in lines
+    assert "upload (new)\tshort.txt\t\t1 B" in lines
+    assert len(lines) == 3  # the header and two files, each on one line
+
+
+def test_restore_finds_the_pairs_snapshot_without_state_dir(tmp_path):
+    env = {"XDG_STATE_HOME": str(tmp_path / "state")}
+    src, dst, back = tmp_path / "Pictures", tmp_path / "backup", tmp_path / "restored"
+    for i in range(3):
+        write(src / f"p{i}.jpg", bytes([i]) * 100, T0)
+    reconcile("apply", src, dst, env=env, check=0)
+    p = reconcile("restore", dst, back, env=env, check=0)
+    assert "3 fetched" in p.stderr or "fetched" in p.stderr, p.stderr
+    assert " 0 unverified" in p.stderr, p.stderr
+    assert tree(back) == tree(src)
+
+
+def test_all_names_each_mapping_and_json_is_one_document_per_line(tmp_path):
+    cfg = tmp_path / "config.toml"
+    for name in ("photos", "docs"):
+        write(tmp_path / name / "f.txt", name.encode(), T0)
+    cfg.write_text("".join(f'[mapping.{n}]\nsource = "{n}"\ndest = "backup/{n}"\nstate_dir = "state/{n}"\n\n'
+                           for n in ("photos", "docs")))
+    p = reconcile("apply", "--all", "--config", cfg, check=0)
+    assert "[photos] ok: 1 done" in p.stderr and "[docs] ok: 1 done" in p.stderr, p.stderr
+    p = reconcile("plan", "--all", "--json", "--config", cfg, "--log-file", tmp_path / "log", check=0)
+    docs = [json.loads(line) for line in p.stdout.splitlines()]
+    assert [d["mapping"] for d in docs] == ["photos", "docs"] and all(d["operations"] == [] for d in docs)
+    assert (tmp_path / "log").read_text().count("summary result=ok") == 2
+
+
+def test_bwlimit_progress_shows_the_units_the_flag_uses(tmp_path):
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    for i in range(8):
+        write(src / f"f{i}", bytes([i]) * 131072, T0)
+    code, out = in_terminal("apply", src, dst, "--state-dir", state, "--bwlimit", "512K", env={"COLUMNS": "120"})
+    assert code == 0, out
+    assert "K/s" in out and "kB/s" not in out and "MB/s" not in out, out[-2000:]
+    assert tree(dst) == tree(src)
