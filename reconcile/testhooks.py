@@ -38,12 +38,14 @@ class _Stall:
         self.seen = 0
         self.fired = False
         self.in_flight: dict[int, list] = {}  # id(op) -> [op, bytes reported since it started]
+        self.current: dict[int, object] = {}  # thread -> the operation it started last
 
     def started(self, op) -> None:
         self.hold()
         with self.lock:
             if op.op == "upload" and op.entry is not None and op.entry.size > 0:
                 self.in_flight[id(op)] = [op, 0]
+            self.current[threading.get_ident()] = op
             hit = self.kind == "op" or (self.kind == op.op and self.kind != "upload")
             fire = hit and self._count()
         if fire:
@@ -56,11 +58,16 @@ class _Stall:
     def sent(self, n: int) -> None:
         self.hold()
         with self.lock:
+            mine = self.in_flight.get(id(self.current.get(threading.get_ident())))
+            # a thread sending for its own upload counts to it alone; a helper
+            # thread (SFTP's range sender) to every upload under way, which
+            # never under-counts the one it works for
+            counting = [mine] if mine is not None else list(self.in_flight.values())
             partial = None
-            for counts in self.in_flight.values():
-                counts[1] += n  # bytes of every thread: never under-counts this op's own
-                if counts[1] < counts[0].entry.size:
-                    partial = counts[0]  # surely not all of its bytes went yet
+            for counts in counting:
+                counts[1] += n
+                if 0 < counts[1] < counts[0].entry.size:
+                    partial = counts[0]  # some but surely not all of its bytes went
             fire = self.kind == "upload" and partial is not None and self._count()
         if fire:
             self.fire(partial)

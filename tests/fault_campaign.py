@@ -6,18 +6,22 @@ mixed source tree (hundreds of small files, a few large ones) and, per trial:
 
 1. mutates the source: a folder renamed, files moved, a swap, deletes, new
    and edited files, a large file rewritten;
-2. runs `reconcile apply --delete` under one fault:
-   - sigkill:  SIGKILL of the apply child at a random moment;
-   - cut:      the TCP connection cut after a random number of bytes (proxy);
-   - restart:  the server goes away mid-run and comes back after the run gave
-               up (SFTP: the proxy refuses and drops; S3: SeaweedFS stopped
-               and started again on the same data);
-   - statefull: the state folder on a small tmpfs filled to a random
-               free space (ENOSPC), or RLIMIT_FSIZE in the child (EFBIG)
-               when mount is impossible; sometimes after a SIGKILL left a
-               journal behind, which must survive;
-   - replay:   a finished plan written back as an unfinished journal whose
-               last operations (already done) are replayed by the next run;
+2. runs `reconcile apply --delete` under one fault. Every fault lands inside
+   the apply by construction: the child stops at a pause point
+   (reconcile/testhooks.py, tests/kill.py), the test proves from its journal
+   that it is mid-apply (journal on disk, the operation it stopped in not
+   done), does the fault there and lets it go on:
+   - kill-upload: SIGKILL with an upload half sent;
+   - kill-move:   SIGKILL with a move or a delete about to run;
+   - cut:         every TCP connection cut (proxy);
+   - restart:     the server goes away and comes back after the run gave
+                  up (SFTP: the proxy refuses and drops; S3: SeaweedFS
+                  stopped and started again on the same data);
+   - statefull:   the state folder (a small tmpfs) filled up (ENOSPC),
+                  sometimes after a kill left a journal behind;
+   - destfull:    the destination's file system (a tmpfs) filled up (ENOSPC);
+   apart from them, replay: a finished plan written back as an unfinished
+   journal whose last operations (already done) are replayed by the next run;
 3. checks, straight from the storage (not through reconcile):
    - no file that the remote held and the source still holds (anywhere) was
      lost from the remote, and no real name holds a partial file;
@@ -37,24 +41,24 @@ import hashlib
 import json
 import os
 import random
-import resource
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from reconcile.entry import TEMP_MARK
 from reconcile.remotes.base import RemoteOptions
+from tests.kill import Stalled, start_stalled
+from tests.storage import Stored, read_bucket, read_folder
 
 T0 = 1_600_000_000_000_000_000
 SEC = 1_000_000_000
-FAULTS = ("sigkill", "cut", "restart", "statefull", "replay")
+FAULTS = ("kill-upload", "kill-move", "cut", "restart", "statefull", "destfull")
+REPLAY = "replay"  # not a fault: reported apart
 
 
 # --- sizes -------------------------------------------------------------------
@@ -68,15 +72,22 @@ class Size:
 
 
 SIZES = {
-    # CI: one pass of each fault at a few hundred files
-    "ci": Size(small_files=150, big_files=2, big_bytes=1_500_000,
-               trials={"sigkill": 3, "cut": 1, "restart": 1, "statefull": 2, "replay": 1}),
-    "small": Size(small_files=250, big_files=3, big_bytes=2_000_000,
-                  trials={"sigkill": 8, "cut": 3, "restart": 2, "statefull": 4, "replay": 3}),
-    "full": Size(small_files=400, big_files=3, big_bytes=4_000_000,
-                 trials={"sigkill": 50, "cut": 6, "restart": 5, "statefull": 8, "replay": 6}),
+    # CI: each fault lands at least once; big files over the 8 MiB a local copy
+    # sends at a time, so a local upload can be caught half sent
+    "ci": Size(small_files=150, big_files=2, big_bytes=9_000_000,
+               trials={"kill-upload": 2, "kill-move": 2, "cut": 1, "restart": 1, "statefull": 2, "destfull": 1,
+                       "replay": 1}),
+    "small": Size(small_files=250, big_files=3, big_bytes=9_000_000,
+                  trials={"kill-upload": 4, "kill-move": 4, "cut": 3, "restart": 2, "statefull": 4, "destfull": 2,
+                          "replay": 3}),
+    "full": Size(small_files=400, big_files=3, big_bytes=9_000_000,
+                 trials={"kill-upload": 25, "kill-move": 25, "cut": 6, "restart": 5, "statefull": 8, "destfull": 4,
+                         "replay": 6}),
 }
-NOT_APPLICABLE = {"local": {"cut", "restart"}}  # no connection to cut on a local folder
+NOT_APPLICABLE = {
+    "local": {"cut", "restart"},  # no connection to cut on a local folder
+    "s3": {"destfull"},  # SeaweedFS cannot be filled up on purpose here
+}
 
 
 # --- results -----------------------------------------------------------------
@@ -85,18 +96,16 @@ NOT_APPLICABLE = {"local": {"cut", "restart"}}  # no connection to cut on a loca
 class Report:
     remote: str
     trials: int = 0
-    faults: dict[str, int] = field(default_factory=dict)  # fault -> injected (it hit a running apply)
+    landed: dict[str, int] = field(default_factory=dict)  # fault -> trials proved mid-apply by the journal
     attempted: dict[str, int] = field(default_factory=dict)
+    replays: int = 0
     files_checked: int = 0
     losses: int = 0
     violations: list[str] = field(default_factory=list)
+    server_torn: list[str] = field(default_factory=list)  # S3: an object the server kept from a cut PUT
     notes: set[str] = field(default_factory=set)  # what the user sees that is not a data problem
     exit_codes: dict[str, dict[int, int]] = field(default_factory=dict)  # fault -> rc -> count
     seconds: float = 0.0
-
-    @property
-    def faults_injected(self) -> int:
-        return sum(self.faults.values())
 
     def note_rc(self, fault: str, rc: int) -> None:
         by = self.exit_codes.setdefault(fault, {})
@@ -105,15 +114,19 @@ class Report:
     def violate(self, trial: int, fault: str, what: str) -> None:
         self.violations.append(f"trial {trial} ({fault}): {what}")
 
+    def count(self, counter: dict[str, int], fault: str) -> None:
+        counter[fault] = counter.get(fault, 0) + 1
+
 
 def table(reports: list[Report]) -> str:
-    lines = ["| remote | trials | faults injected | " + " | ".join(FAULTS)
-             + " | files checked | losses | other violations | time |",
-             "|---|---:|---:|" + "---:|" * len(FAULTS) + "---:|---:|---:|---:|"]
+    """per remote and fault: trials that landed mid-apply / trials run."""
+    lines = ["| remote | trials | " + " | ".join(FAULTS) + " | replays | files checked | losses | other violations"
+             " | torn by the server | time |",
+             "|---|---:|" + "---:|" * len(FAULTS) + "---:|---:|---:|---:|---:|---:|"]
     for r in reports:
-        cells = [f"{r.faults.get(f, 0)}/{r.attempted.get(f, 0)}" if r.attempted.get(f) else "n/a" for f in FAULTS]
-        lines.append(f"| {r.remote} | {r.trials} | {r.faults_injected} | " + " | ".join(cells)
-                     + f" | {r.files_checked} | {r.losses} | {len(r.violations)} | {r.seconds:.0f}s |")
+        cells = [f"{r.landed.get(f, 0)}/{r.attempted[f]}" if r.attempted.get(f) else "n/a" for f in FAULTS]
+        lines.append(f"| {r.remote} | {r.trials} | " + " | ".join(cells) + f" | {r.replays} | {r.files_checked}"
+                     f" | {r.losses} | {len(r.violations)} | {len(r.server_torn)} | {r.seconds:.0f}s |")
     return "\n".join(lines)
 
 
@@ -131,53 +144,16 @@ class Target:
     proxy: object | None = None  # a tests.servers_sftp.TcpProxy in front of the server
     server: object | None = None  # s3: the SeaweedS3 that can be stopped and started
 
+    destfs: Path | None = None  # local and sftp: a tmpfs holding root, to fill up (destfull)
+
     # -- read the storage back directly --------------------------------------
 
-    def raw(self) -> tuple[dict[str, bytes], set[str], list[str]]:
-        """(files by path, folders, temp or part names), everything under the root."""
+    def raw(self) -> Stored:
+        """everything under the root: files under real names, folders, temps (and what they hold)."""
         if self.kind == "s3":
-            return self._raw_s3()
-        files: dict[str, bytes] = {}
-        dirs: set[str] = set()
-        temps: list[str] = []
-        root = os.fsencode(str(self.root))
-        for dirpath, dirnames, filenames in os.walk(root):
-            for n in dirnames + filenames:
-                full = os.path.join(dirpath, n)
-                rel = os.fsdecode(os.path.relpath(full, root))
-                if TEMP_MARK in os.fsdecode(n):
-                    temps.append(rel)
-                    continue
-                if n in dirnames:
-                    dirs.add(rel)
-                elif os.path.isfile(full) and not os.path.islink(full):
-                    with open(full, "rb") as f:
-                        files[rel] = f.read()
-            dirnames[:] = [d for d in dirnames if TEMP_MARK not in os.fsdecode(d)]
-        return files, dirs, temps
-
-    def _raw_s3(self):
-        client, bucket, prefix = self.s3
-        pre = prefix + "/"
-        keys: list[str] = []
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=pre):
-            keys += [o["Key"] for o in page.get("Contents", []) or []]
-        temps = [k for k in keys if TEMP_MARK in k]  # full keys
-        for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=pre):
-            temps += [f"multipart upload {u['Key']}" for u in page.get("Uploads", []) or []]
-        real = [k for k in keys if TEMP_MARK not in k]
-
-        def get(k: str) -> tuple[str, bytes]:
-            return k[len(pre):], client.get_object(Bucket=bucket, Key=k)["Body"].read()
-
-        with ThreadPoolExecutor(16) as pool:
-            files = dict(pool.map(get, real))
-        return files, set(), temps
-
-    def mtime_s(self, rel: str) -> int | None:
-        if self.kind == "s3":
-            return None  # the plan-is-empty check covers S3's stored mtime
-        return os.stat(os.path.join(os.fsencode(str(self.root)), os.fsencode(rel))).st_mtime_ns // SEC
+            client, bucket, prefix = self.s3
+            return read_bucket(client, bucket, prefix)
+        return read_folder(str(self.root))
 
 
 # --- the source tree ---------------------------------------------------------
@@ -287,7 +263,6 @@ class Campaign:
         self.src = Source(workdir / "src", self.rng, size)
         self.state = workdir / "state"
         self.report = Report(target.kind)
-        self.apply_seconds = 1.0
         self.can_mount = _can_mount(workdir)
 
     # -- running reconcile ---------------------------------------------------
@@ -303,11 +278,6 @@ class Campaign:
     def cli(self, command: str, *extra: str, timeout: float = 300) -> subprocess.CompletedProcess:
         return subprocess.run(self.args(command, *extra), capture_output=True, text=True, errors="replace",
                               env=self.env(), timeout=timeout)
-
-    def child(self, *extra: str, preexec: Callable[[], None] | None = None) -> subprocess.Popen:
-        return subprocess.Popen(self.args("apply", "-q", "--retry-for", "3s", *extra), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True, errors="replace", env=self.env(),
-                                preexec_fn=preexec)
 
     def wait(self, child: subprocess.Popen, trial: int, fault: str, timeout: float = 180) -> tuple[int, str]:
         try:
@@ -337,34 +307,28 @@ class Campaign:
         started = time.monotonic()
         self.src.root.mkdir(parents=True)
         self.src.build()
-        t = time.monotonic()
         first = self.cli("apply")
         if first.returncode != 0:
             raise RuntimeError(f"the first apply failed ({first.returncode}): {first.stderr}")
-        # calibration: how long one trial's apply takes, so kills land inside it
-        self.src.mutate()
-        t = time.monotonic()
-        again = self.cli("apply")
-        self.apply_seconds = time.monotonic() - t
-        if again.returncode != 0:
-            raise RuntimeError(f"the calibration apply failed ({again.returncode}): {again.stderr}")
-        schedule = [f for f in FAULTS if f not in NOT_APPLICABLE.get(self.t.kind, set())
+        schedule = [f for f in (*FAULTS, REPLAY) if f not in NOT_APPLICABLE.get(self.t.kind, set())
                     for _ in range(self.size.trials[f])]
         self.rng.shuffle(schedule)
-        before = self.t.raw()[0]
+        before = self.t.raw().files
         shown = 0
         for trial, fault in enumerate(schedule):
             self.report.trials += 1
-            self.report.attempted[fault] = self.report.attempted.get(fault, 0) + 1
             self.src.mutate()
             local_after, _ = self.src.snapshot()
-            injected = getattr(self, f"fault_{fault}")(trial, before, local_after)
-            if injected:
-                self.report.faults[fault] = self.report.faults.get(fault, 0) + 1
+            if fault == REPLAY:
+                self.report.replays += self.fault_replay(trial, before, local_after)
+            else:
+                self.report.count(self.report.attempted, fault)
+                if getattr(self, "fault_" + fault.replace("-", "_"))(trial, before, local_after):
+                    self.report.count(self.report.landed, fault)
             before = self.converge(trial, fault)
             seen = len(self.report.violations)
-            self.log(f"{self.t.kind} trial {trial} {fault}: injected={injected} losses={self.report.losses} "
-                     f"violations={seen}")
+            self.log(f"{self.t.kind} trial {trial} {fault}: landed={self.report.landed.get(fault, 0)} "
+                     f"losses={self.report.losses} violations={seen}")
             for v in self.report.violations[shown:]:
                 self.log(f"  {v}")
             shown = seen
@@ -378,31 +342,21 @@ class Campaign:
         """straight after the fault: whatever the remote held that the source
         still holds (at any path) is still on the remote (at any name, temp
         names included), and no real name holds a partial or foreign file."""
-        files, _, temps = self.t.raw()
-        present = {digest(v) for v in files.values()}
-        if self.t.kind == "s3":  # a swap parks a file under a temp key
-            client, bucket, prefix = self.t.s3
-            for key in temps:
-                if not key.startswith("multipart upload "):
-                    present.add(digest(client.get_object(Bucket=bucket, Key=key)["Body"].read()))
-        else:
-            root = os.fsencode(str(self.t.root))
-            for rel in temps:
-                full = os.path.join(root, os.fsencode(rel))
-                for dirpath, _, names in os.walk(full) if os.path.isdir(full) else [("", [], [full])]:
-                    for n in names:
-                        with open(os.path.join(dirpath, n) if dirpath else n, "rb") as f:
-                            present.add(digest(f.read()))
+        stored = self.t.raw()
+        present = {digest(v) for v in [*stored.files.values(), *stored.temp_data]}
         still_local = {digest(v) for v in local.values()}
         lost = [p for p, v in before.items() if digest(v) in still_local and digest(v) not in present]
         if lost:
             self.report.losses += len(lost)
             self.report.violate(trial, fault, f"lost from the remote while still local: {lost[:5]}")
         old_by_digest = {digest(v) for v in before.values()}
-        for p, v in files.items():
+        for p, v in stored.files.items():
             # a whole old version (moved along with its folder, say) or the new one; never a mix
-            ok = v == local.get(p) or digest(v) in old_by_digest
-            if not ok:
+            if v == local.get(p) or digest(v) in old_by_digest:
+                continue
+            if self.t.kind == "s3":  # SeaweedFS keeps a PUT cut mid-body under its key: see the test
+                self.report.server_torn.append(f"trial {trial} ({fault}): {p} ({len(v)} bytes)")
+            else:
                 self.report.violate(trial, fault, f"{p} holds neither its old nor its new version")
 
     def converge(self, trial: int, fault: str) -> dict[str, bytes]:
@@ -411,7 +365,8 @@ class Campaign:
         if p.returncode != 0 or "Traceback" in p.stderr:
             self.report.violate(trial, fault, f"recovery apply exited {p.returncode}: {p.stderr[-800:]}")
         local, local_dirs = self.src.snapshot()
-        files, dirs, temps = self.t.raw()
+        stored = self.t.raw()
+        files, dirs, temps = stored.files, stored.dirs, stored.temps
         self.report.files_checked += len(local)
         for path, data in local.items():
             if files.get(path) != data:
@@ -420,7 +375,7 @@ class Campaign:
                                                   "on the remote after the recovery run")
             elif self.t.kind != "s3":
                 want = os.stat(self.src.root / path).st_mtime_ns // SEC
-                if self.t.mtime_s(path) != want:
+                if stored.mtime_s[path] != want:
                     self.report.violate(trial, fault, f"{path}: mtime not mirrored")
         extra = sorted(set(files) - set(local))
         if extra:
@@ -457,98 +412,118 @@ class Campaign:
 
     # -- faults --------------------------------------------------------------
 
-    def _moment(self, child: subprocess.Popen, in_apply: bool) -> None:
-        """a random moment of the run: anywhere, or once the journal is written
-        (while operations run)."""
-        if in_apply:
-            journal = self.state / "journal.msgpack"
-            deadline = time.monotonic() + 60
-            while child.poll() is None and not journal.exists() and time.monotonic() < deadline:
-                time.sleep(0.005)
-            time.sleep(self.rng.uniform(0, 0.4 * self.apply_seconds))
-        else:
-            time.sleep(self.rng.uniform(0.05, max(0.6, self.apply_seconds)))
+    def stalled(self, point: str) -> Stalled:
+        """an apply child that stops at point (tests/kill.py) and waits there."""
+        return start_stalled(self.args("apply", "-q", "--retry-for", "3s"), point, self.state,
+                             self.work / "stalled", env=self.t.env)
 
-    def _kill_at_random(self, trial: int, fault: str) -> bool:
-        child = self.child()
-        self._moment(child, self.rng.random() < 0.5)
-        running = child.poll() is None
-        child.send_signal(signal.SIGKILL)
-        rc, _ = self.wait(child, trial, fault)
+    def reached(self, stalled: Stalled, trial: int, fault: str) -> bool:
+        """true once the child is proved mid-apply: alive at its point, its
+        journal on disk with that operation not done."""
+        try:
+            stalled.wait()
+            return True
+        except AssertionError as exc:
+            if stalled.child.poll() is None:
+                stalled.child.kill()
+                stalled.child.wait()
+            self.report.notes.add(f"{fault}: a trial did not reach its point: {str(exc)[:200]}")
+            return False
+
+    def fault_kill_upload(self, trial: int, before: dict, local: dict) -> bool:
+        landed = self._kill(trial, "kill-upload", "upload")
+        self.check_nothing_lost(trial, "kill-upload", before, local)
+        return landed
+
+    def fault_kill_move(self, trial: int, before: dict, local: dict) -> bool:
+        point = f"{self.rng.choice(['move', 'delete'])}:{self.rng.randint(1, 3)}"
+        landed = self._kill(trial, "kill-move", point)
+        self.check_nothing_lost(trial, "kill-move", before, local)
+        return landed
+
+    def _kill(self, trial: int, fault: str, point: str) -> bool:
+        stalled = self.stalled(point)
+        if not self.reached(stalled, trial, fault):
+            return False
+        stalled.kill()
+        self.report.note_rc(fault, -signal.SIGKILL)
+        return True
+
+    def _fault_mid_apply(self, trial: int, fault: str, point: str, do: Callable[[], None],
+                         undo: Callable[[], None] = lambda: None) -> bool:
+        """stop the child at point, do the fault there, let it go on to its end."""
+        stalled = self.stalled(point)
+        landed = self.reached(stalled, trial, fault)
+        try:
+            if landed:
+                do()
+                stalled.release()
+            rc, err = self.wait(stalled.child, trial, fault)
+        finally:
+            undo()
         self.report.note_rc(fault, rc)
-        return running and rc == -signal.SIGKILL
-
-    def fault_sigkill(self, trial: int, before: dict, local: dict) -> bool:
-        injected = self._kill_at_random(trial, "sigkill")
-        self.check_nothing_lost(trial, "sigkill", before, local)
-        return injected
+        self.last_rc = rc
+        if rc == 1 and "internal error" in err:  # a message problem, not a loss: see tests/test_bad_input.py
+            self.report.notes.add(f"{fault}: reported as an internal error: {err.strip()[-200:]}")
+        elif fault != "statefull":  # a full state folder may end the run with another code
+            self.check_partial(trial, fault, rc, err)
+        return landed
 
     def fault_cut(self, trial: int, before: dict, local: dict) -> bool:
-        proxy = self.t.proxy
-        total = sum(len(v) for v in local.values())
-        start = proxy.bytes_up
-        cut = self.rng.randint(2_000, max(4_000, total // 2))
-        proxy.drop_after(cut)
-        child = self.child()
-        rc, err = self.wait(child, trial, "cut")
-        with proxy._lock:
-            proxy._cut_at = None
-        self.report.note_rc("cut", rc)
-        self.check_partial(trial, "cut", rc, err)
+        point = f"upload:{self.rng.randint(1, 10)}"
+        landed = self._fault_mid_apply(trial, "cut", point, self.t.proxy.drop_all)
         self.check_nothing_lost(trial, "cut", before, local)
-        return proxy.bytes_up >= start + cut
+        return landed
 
     def fault_restart(self, trial: int, before: dict, local: dict) -> bool:
-        child = self.child()
-        self._moment(child, True)
-        running = child.poll() is None
-        if self.t.kind == "s3":
-            self.t.server.stop()
-        else:
-            self.t.proxy.refuse(True)
-            self.t.proxy.drop_all()
-        try:
-            rc, err = self.wait(child, trial, "restart")
-        finally:
+        def away() -> None:
             if self.t.kind == "s3":
-                self.t.server.start()
+                self.t.server.stop()
+            else:
+                self.t.proxy.refuse(True)
+                self.t.proxy.drop_all()
+
+        def back() -> None:
+            if self.t.kind == "s3":
+                if self.t.server.proc is None:
+                    self.t.server.start()
             else:
                 self.t.proxy.refuse(False)
-        self.report.note_rc("restart", rc)
-        self.check_partial(trial, "restart", rc, err)
+
+        point = self.rng.choice(["upload", f"op:{self.rng.randint(1, 20)}"])
+        landed = self._fault_mid_apply(trial, "restart", point, away, back)
         self.check_nothing_lost(trial, "restart", before, local)
-        return running
+        return landed
+
+    def fault_destfull(self, trial: int, before: dict, local: dict) -> bool:
+        if self.t.destfs is None:
+            self.report.notes.add("destfull: no tmpfs here (not root?): the fault was not run")
+            return False
+        ballast = self.t.destfs / "zz-ballast"
+        landed = self._fault_mid_apply(trial, "destfull", "upload", lambda: _fill(ballast, 0),
+                                       lambda: ballast.unlink(missing_ok=True))
+        self.check_nothing_lost(trial, "destfull", before, local)
+        return landed
 
     def fault_statefull(self, trial: int, before: dict, local: dict) -> bool:
         from reconcile import journal, snapshot
 
-        if self.rng.random() < 0.5:  # leave a journal behind first, when the kill lands mid-run
-            self.report.attempted["sigkill"] = self.report.attempted.get("sigkill", 0) + 1
-            if self._kill_at_random(trial, "statefull"):
-                self.report.faults["sigkill"] = self.report.faults.get("sigkill", 0) + 1
+        if self.rng.random() < 0.5:  # leave a journal behind first, which must survive
+            self.report.count(self.report.attempted, "kill-upload")
+            if self._kill(trial, "statefull", "upload"):
+                self.report.count(self.report.landed, "kill-upload")
         snap = self.state / "snapshot.msgpack"
         jpath = self.state / "journal.msgpack"
         snap_before = snap.read_bytes()
         pending_before = journal.load(str(jpath))
-        mounted = self.can_mount
-        free = self.rng.randint(0, max(8192, len(snap_before) * 3))
-        if mounted:
-            _mount_small(self.state, free)
-            preexec = None
-        else:
-            limit = self.rng.randint(0, max(4096, len(snap_before)))
-
-            def preexec() -> None:
-                signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-                resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-        injected = False
+        if not self.can_mount:
+            self.report.notes.add("statefull: no tmpfs here (not root?): the fault was not run")
+            return False
+        _mount_small(self.state, 8 << 20)  # room to start; filled up once the apply is under way
         try:
-            child = self.child(preexec=preexec)
-            rc, err = self.wait(child, trial, "statefull")
-            self.report.note_rc("statefull", rc)
-            injected = rc != 0
-            if rc == 1 and "internal error" in err:  # a message problem, not a loss: see tests/test_bad_input.py
-                self.report.notes.add(f"a full state folder is reported as an internal error: {err.strip()[-200:]}")
+            point = self.rng.choice(["upload", f"op:{self.rng.randint(1, 20)}"])
+            landed = self._fault_mid_apply(trial, "statefull", point, lambda: _fill(self.state / "zz-ballast", 0))
+            rc = self.last_rc
             if rc != 0 and snap.read_bytes() != snap_before:
                 self.report.violate(trial, "statefull", "the previous snapshot was changed by a failed run")
             try:
@@ -566,9 +541,8 @@ class Campaign:
                     self.report.violate(trial, "statefull", "the journal forgot finished operations")
             self.check_nothing_lost(trial, "statefull", before, local)
         finally:
-            if mounted:
-                _unmount_keeping(self.state)
-        return injected
+            _unmount_keeping(self.state)
+        return landed
 
     def fault_replay(self, trial: int, before: dict, local: dict) -> bool:
         """a finished plan comes back as a journal whose last operations are
@@ -624,19 +598,23 @@ def _mount_small(state: Path, free: int) -> None:
     for p in keep.iterdir():
         shutil.copy2(p, state / p.name) if p.is_file() else shutil.copytree(p, state / p.name)
     shutil.rmtree(keep)
-    st = os.statvfs(state)
-    ballast = st.f_bavail * st.f_frsize - free
-    with open(state.with_name(state.name + ".ballast-marker"), "w") as f:
-        f.write(str(ballast))
-    with open(state / "zz-ballast", "wb") as f:
-        while ballast > 0:
-            n = min(ballast, 1 << 20)
+    _fill(state / "zz-ballast", free)
+
+
+def _fill(ballast: Path, free: int) -> None:
+    """grow ballast until about `free` bytes are left on its file system."""
+    st = os.statvfs(ballast.parent)
+    left = st.f_bavail * st.f_frsize - free
+    chunk = 1 << 20
+    fd = os.open(ballast, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        while left > 0 and chunk:
             try:
-                f.write(b"\0" * n)
-                f.flush()
+                left -= os.write(fd, b"\0" * min(left, chunk))
             except OSError:
-                break
-            ballast -= n
+                chunk //= 2  # nearly full: down to the last bytes
+    finally:
+        os.close(fd)
 
 
 def _unmount_keeping(state: Path) -> None:
@@ -647,28 +625,39 @@ def _unmount_keeping(state: Path) -> None:
     for p in keep.iterdir():
         shutil.copy2(p, state / p.name) if p.is_file() else shutil.copytree(p, state / p.name, dirs_exist_ok=True)
     shutil.rmtree(keep)
-    state.with_name(state.name + ".ballast-marker").unlink(missing_ok=True)
 
 
 # --- targets -----------------------------------------------------------------
 
+def _dest_folder(workdir: Path, name: str) -> tuple[Path, Path | None]:
+    """the destination folder, on a tmpfs of its own where one can be mounted (destfull fills it)."""
+    fs = workdir / "destfs"
+    fs.mkdir(parents=True)
+    if not _can_mount(workdir):
+        fs = None
+        root = workdir / name
+    else:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(fs)], check=True)
+        root = fs / name
+    root.mkdir()
+    return root, fs
+
+
 def local_target(workdir: Path) -> Target:
-    root = workdir / "dest"
-    root.mkdir(parents=True)
-    return Target("local", str(root), [], {}, lambda: RemoteOptions(), root=root)
+    root, fs = _dest_folder(workdir, "dest")
+    return Target("local", str(root), [], {}, lambda: RemoteOptions(), root=root, destfs=fs)
 
 
 def sftp_target(server, workdir: Path) -> Target:
     from tests.servers_sftp import TcpProxy, sftp_url
 
-    root = workdir / "sftp-root"
-    root.mkdir(parents=True)
+    root, fs = _dest_folder(workdir, "sftp-root")
     proxy = TcpProxy(server.port)
     kh = workdir / "known_hosts"
     kh.write_text(f"[{server.host}]:{server.port} {server.host_pub}\n[{server.host}]:{proxy.port} {server.host_pub}\n")
     key = server.user_key
     return Target("sftp", sftp_url(server, root, port=proxy.port), ["--ssh-key", key, "--known-hosts", str(kh)], {},
-                  lambda: RemoteOptions(ssh_key=key, known_hosts=str(kh)), root=root, proxy=proxy)
+                  lambda: RemoteOptions(ssh_key=key, known_hosts=str(kh)), root=root, proxy=proxy, destfs=fs)
 
 
 def s3_target(server, workdir: Path) -> Target:
@@ -690,6 +679,8 @@ def run_campaign(target: Target, workdir: Path, size: Size, seed: int = 7,
     finally:
         if target.proxy is not None:
             target.proxy.close()
+        if target.destfs is not None:
+            subprocess.run(["umount", str(target.destfs)], check=False)
 
 
 # --- servers outside pytest --------------------------------------------------
@@ -767,6 +758,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{r.remote}: exit codes of faulted runs: {json.dumps(r.exit_codes)}")
         for v in r.violations:
             print(f"  VIOLATION {v}")
+        for v in r.server_torn:
+            print(f"  TORN BY THE SERVER (a PUT cut mid-body kept under its key) {v}")
         for n in sorted(r.notes):
             print(f"  note: {n}")
     return 0 if all(r.losses == 0 and not r.violations for r in reports) else 1

@@ -1,6 +1,8 @@
 """The fault campaign (tests/fault_campaign.py) at its CI size, on every remote:
-SIGKILL, cut connections, a server that goes away, a full state folder and
-replayed journals. Nothing may be lost, and the next run must converge.
+SIGKILL mid-upload and mid-move/delete, cut connections, a server that goes
+away, a full state folder and a full destination, each landed mid-apply at
+least once (proved from the journal), and replayed journals apart. Nothing
+may be lost, and the next run must converge.
 
 The documented full-size figures come from
 `python -m tests.fault_campaign --size full` (docs/reliability.md)."""
@@ -11,17 +13,22 @@ import os
 
 import pytest
 
-from tests.fault_campaign import SIZES, local_target, run_campaign, s3_target, sftp_target, table
+from tests.fault_campaign import FAULTS, NOT_APPLICABLE, SIZES, local_target, run_campaign, s3_target, sftp_target, table
 
 SIZE = SIZES[os.environ.get("RECONCILE_CAMPAIGN_SIZE", "ci")]
 
 
 def _check(report) -> None:
     print(table([report]))
-    assert report.trials == sum(n for f, n in SIZE.trials.items() if f in report.attempted)
-    assert report.faults_injected > 0
+    faults = [f for f in FAULTS if f not in NOT_APPLICABLE.get(report.remote, set())]
+    assert report.replays == SIZE.trials["replay"]
+    # every fault landed mid-apply at least once (proved from the journal each time)
+    assert {f: report.landed.get(f, 0) >= 1 for f in faults} == {f: True for f in faults}, (report.landed,
+                                                                                         report.notes)
     assert report.losses == 0, report.violations
     assert report.violations == []
+    if report.server_torn:
+        pytest.xfail(f"SeaweedFS keeps a PUT cut mid-body under its real key: {report.server_torn[:5]}")
 
 
 def test_campaign_local(tmp_path):
