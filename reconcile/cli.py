@@ -73,7 +73,7 @@ def _options(delete, exclude, max_delete, allow_empty_source, state_dir, transfe
              known_hosts, accept_new_host_key, retry_for, s3_endpoint, profile, s3_storage_class,
              s3_sse, s3_sse_kms_key_id, offline=False, backup_dir=None, backup_keep=None, bwlimit=None,
              links="skip", checksum=False, perms=False, ssh_find="auto", allow_new_destination=False,
-             allow_reverse=False):
+             allow_reverse=False, name_encoding=False):
     from reconcile.engine import RunOptions
 
     if transfers is not None and transfers < 1:
@@ -92,6 +92,7 @@ def _options(delete, exclude, max_delete, allow_empty_source, state_dir, transfe
                       allow_reverse=allow_reverse)
     remote.extra["perms"] = perms
     remote.extra["ssh_find"] = _choice(ssh_find, findlist.WAYS)
+    remote.extra["name_encoding"] = name_encoding
     return opts
 
 
@@ -122,6 +123,7 @@ BwLimit = Annotated[Optional[str], typer.Option("--bwlimit", help="bytes per sec
 Links = Annotated[str, typer.Option("--links", help="symlinks: skip, follow or store")]
 Checksum = Annotated[bool, typer.Option("--checksum", help="compare content by xxh3, not size and mtime")]
 Perms = Annotated[bool, typer.Option("--perms", help="keep file permissions on the destination")]
+NameEncoding = Annotated[bool, typer.Option("--name-encoding", help="store names a USB disk forbids (a:b, what?) as rclone does: a：b, what？ (restore maps them back)")]
 SshFind = Annotated[str, typer.Option("--ssh-find", help="sftp: list a large tree by running find on the server (auto, always, never)")]
 AllOpt = Annotated[bool, typer.Option("--all", help="every mapping of the config file")]
 ConfigOpt = Annotated[Optional[str], typer.Option("--config", envvar="RECONCILE_CONFIG", help="config file (default: the platform's config folder)")]
@@ -155,7 +157,8 @@ def _run(command: str, source: str, dest: str, kw: dict, mapping: str | None = N
             if result.pending_journal:
                 reporter.warn(f"an unfinished run has {result.pending_journal} operations left; "
                               "apply finishes them first")
-            _summary(f"{tag}plan: {plan_summary(result.plan)}{unreadable_note(result.unreadable)}", result, started)
+            _summary(f"{tag}plan: {plan_summary(result.plan)}{unreadable_note(result.unreadable)}"
+                     f"{not_stored_note(result.not_stored)}", result, started)
             return 0
         reporter.start(0, 0)
         result = _apply_with_progress(run, reporter)
@@ -178,14 +181,14 @@ def _run(command: str, source: str, dest: str, kw: dict, mapping: str | None = N
     else:
         both = [o for o in (result.resumed, outcome) if o is not None]
         done, failed = (sum(o.count(k) for o in both) for k in ("done", "failed"))
-        skipped = sum(o.count("skipped") for o in both) + len(result.unreadable)
+        skipped = sum(o.count("skipped") for o in both) + len(result.unreadable) + len(result.not_stored)
         line = f"{tag}{word}: {done} done"
         if result.resumed and result.resumed.count("done"):
             line += f" ({result.resumed.count('done')} finishing the interrupted run)"
         line += f", {skipped} skipped, {failed} failed; {sent} sent"
         if outcome.remote_gone:
             line += f"; the remote went away ({outcome.remote_gone}); the next run resumes"
-        line += unreadable_note(result.unreadable)
+        line += unreadable_note(result.unreadable) + not_stored_note(result.not_stored)
     _summary(line, result, started)
     return EXIT_PARTIAL if word == "partial" else 0
 
@@ -221,6 +224,13 @@ def unreadable_note(unreadable: list[tuple[str, str]]) -> str:
     more = f" and {len(unreadable) - UNREADABLE_SHOWN} more" if len(unreadable) > UNREADABLE_SHOWN else ""
     return (f"; not backed up, could not be read: {named}{more}; "
             "fix their permissions (or run as their owner) and run again")
+
+
+def not_stored_note(not_stored: list[tuple[str, str]]) -> str:
+    """what the destination cannot hold; the warnings above say why, one by one"""
+    if not not_stored:
+        return ""
+    return f"; {len(not_stored)} not stored: the destination cannot hold them (see the warnings above)"
 
 
 def human_bytes_of(n: int) -> str:
@@ -277,6 +287,7 @@ def plan(source: Optional[str] = NameArg, dest: Optional[str] = OptDestArg,
          s3_storage_class: StorageClass = None, s3_sse: Sse = None, s3_sse_kms_key_id: SseKey = None,
          backup_dir: BackupDir = None, backup_keep: BackupKeep = None, bwlimit: BwLimit = None,
          links: Links = "skip", checksum: Checksum = False, perms: Perms = False, ssh_find: SshFind = "auto",
+         name_encoding: NameEncoding = False,
          all_: AllOpt = False, config: ConfigOpt = None, log_file: LogFile = None, log_format: LogFormat = "text"):
     """Show what apply would do. Changes nothing."""
     kw = {k: v for k, v in locals().items() if k not in JOB_FLAGS}
@@ -294,6 +305,7 @@ def apply(source: Optional[str] = NameArg, dest: Optional[str] = OptDestArg,
           s3_storage_class: StorageClass = None, s3_sse: Sse = None, s3_sse_kms_key_id: SseKey = None,
          backup_dir: BackupDir = None, backup_keep: BackupKeep = None, bwlimit: BwLimit = None,
          links: Links = "skip", checksum: Checksum = False, perms: Perms = False, ssh_find: SshFind = "auto",
+         name_encoding: NameEncoding = False,
          all_: AllOpt = False, config: ConfigOpt = None, log_file: LogFile = None, log_format: LogFormat = "text"):
     """Make the remote an exact copy of SOURCE. A killed run resumes next time."""
     kw = {k: v for k, v in locals().items() if k not in JOB_FLAGS}

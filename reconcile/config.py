@@ -51,6 +51,7 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "links": (str, 'links = "skip", "follow" or "store"'),
     "checksum": (bool, "true or false, e.g. checksum = true"),
     "perms": (bool, "true or false, e.g. perms = true"),
+    "name_encoding": (bool, "true or false, e.g. name_encoding = true"),
     "ssh_find": (str, 'ssh_find = "auto", "always" or "never"'),
 }
 PATH_KEYS = ("ssh_key", "known_hosts", "state_dir")

@@ -11,10 +11,11 @@ from reconcile.excludes import Excludes
 
 
 def file_changed(old: Entry, new: Entry, precision_ns: int = 1, checksum: bool = False,
-                 perms: bool = False) -> bool:
+                 perms: bool = False, span: tuple[int, int] | None = None) -> bool:
     """The one rule for "changed": kind, size, then content hash (in checksum
     mode, when both sides know it) or mtime at the coarser side's precision.
     An unknown mtime (a bucket filled by another tool) compares by size only.
+    span: the times old's side can hold; new's time is compared as stored there.
     """
     if old.kind != new.kind:
         return True
@@ -30,7 +31,8 @@ def file_changed(old: Entry, new: Entry, precision_ns: int = 1, checksum: bool =
         return old.hash != new.hash
     if old.mtime_ns is None or new.mtime_ns is None:
         return False
-    return not same_mtime(old.mtime_ns, new.mtime_ns, precision_ns)
+    return not same_mtime(old.mtime_ns, new.mtime_ns if span is None else clamp_mtime(new.mtime_ns, span),
+                          precision_ns)
 
 
 def same_mtime(a: int, b: int, precision_ns: int) -> bool:
@@ -38,6 +40,17 @@ def same_mtime(a: int, b: int, precision_ns: int) -> bool:
     a file system may truncate (exFAT to 1 s, NTFS to 100 ns) or round either
     way (FAT to 2 s), so one copy may read back a step below or above."""
     return a == b or abs(a - b) < precision_ns
+
+
+DAY_NS = 86_400 * 1_000_000_000
+
+
+def clamp_mtime(t: int, span: tuple[int, int]) -> int:
+    """the time a disk that holds only span (FAT, exFAT: 1980 to 2107) stores
+    for t: a day inside either end, since FAT keeps local time and so its
+    first and last day depend on the time zone."""
+    lo, hi = span[0] + DAY_NS, span[1] - DAY_NS
+    return lo if t < lo else hi if t > hi else t
 
 
 def same_stat(prev: Entry, cur: Entry) -> bool:
@@ -149,6 +162,7 @@ def merge_rows(
     perms: bool = False,
     keep_remote: Callable[[Entry], bool] | None = None,
     current_excluded: bool = False,
+    span: tuple[int, int] | None = None,
 ) -> Changes:
     """Walk the three sorted streams of rows (entry.row_of) in step. record()
     receives every source row, with the previous hash carried over when the
@@ -160,7 +174,8 @@ def merge_rows(
     but those settled so (each the twin of a source entry, so neither
     unsafe nor excluded) and may drop it. current_excluded: the current
     stream went through these excludes already (walk_rows), so its twins on
-    the remote need no second look."""
+    the remote need no second look. span: the times the remote can hold
+    (file_changed)."""
     changes = Changes()
     cur, prev, rem = iter(current), iter(previous), iter(remote)
     c, p, r = next(cur, None), next(prev, None), next(rem, None)
@@ -176,6 +191,8 @@ def merge_rows(
                 break
             if kind == FILE:
                 cm, rm = c[3], r[3]
+                if span is not None and cm is not None:
+                    cm = clamp_mtime(cm, span)
                 if c[2] != r[2] or cm is None or rm is None or (
                         cm != rm and not same_mtime(cm, rm, precision_ns)):
                     break
@@ -209,7 +226,7 @@ def merge_rows(
                 re = None
         if ce is None and pe is None and re is None:
             continue
-        _merge_key(ce, pe, re, changes, unreadable, excludes, precision_ns, checksum, record, hasher, perms)
+        _merge_key(ce, pe, re, changes, unreadable, excludes, precision_ns, checksum, record, hasher, perms, span)
     changes.local_files += files
     changes.local_dirs += dirs
     changes.remote_files += files
@@ -227,7 +244,7 @@ def _carry_hash(c: tuple, p: tuple) -> tuple:
 def _merge_key(c: Entry | None, p: Entry | None, r: Entry | None, changes: Changes,
                unreadable: list[str | None], excludes: Excludes, precision_ns: int, checksum: bool,
                record: Callable[[tuple], None] | None, hasher: Callable[[Entry], bytes | None] | None,
-               perms: bool) -> None:
+               perms: bool, span: tuple[int, int] | None = None) -> None:
     """every rule for one key, on Entries."""
     path = (c or p or r).path
     if unreadable[0] is not None:
@@ -264,7 +281,7 @@ def _merge_key(c: Entry | None, p: Entry | None, r: Entry | None, changes: Chang
         if record:
             record(row_of(c))
     if c is not None and r is not None and not file_changed(
-            _with_known_hash(r, p) if checksum else r, c, precision_ns, checksum, perms):
+            _with_known_hash(r, p) if checksum else r, c, precision_ns, checksum, perms, span):
         changes.unchanged += 1
         return
     if c is not None:

@@ -23,6 +23,7 @@ from reconcile.errors import (ConfigError, NotFound, ReconcileError, SafetyRefus
 from reconcile.excludes import Excludes
 from reconcile.hashing import hash_file
 from reconcile.lock import RunLock
+from reconcile.names import CollisionWatch, clamp_warnings, refusals, to_stored
 from reconcile.plan import Plan, keep_copies, make_plan, needs_hash, prune_trash
 from reconcile.remotes import dest_kind, local_path, open_remote
 from reconcile.remotes.base import RemoteOptions
@@ -71,6 +72,8 @@ class RunResult:
     warnings: list[str] = field(default_factory=list)
     # source files and folders this run could not read: (path, reason); a folder ends in /
     unreadable: list[tuple[str, str]] = field(default_factory=list)
+    # source entries the destination cannot hold (names.py): (path, why); not sent, counted as skipped
+    not_stored: list[tuple[str, str]] = field(default_factory=list)
     started: float = field(default_factory=time.time)
     ended: float = 0.0
 
@@ -235,6 +238,8 @@ class Run:
         self.trash_runs: dict[str, list[str]] = {}
         self.warnings: list[str] = []
         self.unreadable: list[tuple[str, str]] = []  # files hash_needed could not read
+        self.not_stored: list[tuple[str, str]] = []  # what the destination cannot hold (names.py)
+        self.collisions: CollisionWatch | None = None
         self._remote = None
         self.run_name = time.strftime(RUN_NAME, time.gmtime())
         self.tidy_remote = False  # temp files may be left on the remote
@@ -324,13 +329,16 @@ class Run:
                 entries = with_implied_dirs(entries)
             remote_rows = map(row_of, entries)
         walked = walk_rows(self.source, self.excludes, report, self.opts.links)
+        if caps.case_insensitive:
+            self.collisions = CollisionWatch()
+            walked = self.collisions.rows(walked)
         if not self.opts.offline:
             walked, remote_rows = walk_while_waiting(walked, remote_rows, self._spill_dir())
         return merge_rows(walked, self.previous(), remote_rows, self.excludes, caps.mtime_precision_ns,
                           self.opts.checksum, record=writer.add_row if writer else None,
                           hasher=self._checksum_hasher if self.opts.checksum else None,
                           perms=bool(self.opts.remote.extra.get("perms")), keep_remote=keep,
-                          current_excluded=True)
+                          current_excluded=True, span=caps.mtime_range)
 
     def _spill_dir(self) -> str | None:
         """the private state folder, where it exists (a first plan has none yet)"""
@@ -393,7 +401,25 @@ class Run:
             if self.opts.backup_keep_days is not None:
                 cutoff = time.strftime(RUN_NAME, time.gmtime(time.time() - self.opts.backup_keep_days * 86400))
                 prune_trash(plan, self.trash_runs, cutoff, self.trash)
+        if self._name_encoding():
+            for op in plan.ops:
+                stored = to_stored(op.to or op.path)
+                op.stored = stored if stored != (op.to or op.path) else None
         return plan
+
+    def leave_out_unstorable(self, changes: Changes) -> None:
+        """names the destination cannot hold, case collisions, files over its
+        size limit: each left out with one warning saying why (names.py)."""
+        caps = self.remote.capabilities
+        groups = self.collisions.groups.values() if self.collisions else []
+        for path, message in refusals(changes, caps, self._name_encoding(), groups):
+            self.not_stored.append((path, message))
+            self.warn(message)
+        for message in clamp_warnings(changes, caps.mtime_range, caps.fs_type) if caps.mtime_range else []:
+            self.warn(message)
+
+    def _name_encoding(self) -> bool:
+        return bool(self.opts.remote.extra.get("name_encoding"))
 
     def hash_needed(self, changes: Changes) -> dict[str, bytes | None]:
         """Hash what the plan needs to find moves (plan.needs_hash); the other
@@ -537,6 +563,7 @@ class Run:
         self.guard_reverse()
         report = WalkReport()
         changes = self.remote.policy.run(lambda: self.changes(None, report), "list")
+        self.leave_out_unstorable(changes)
         self.hash_needed(changes)
         plan = self._plan(changes, "0")
         self.guard(changes, plan)
@@ -586,6 +613,7 @@ class Run:
             try:
                 changes = self.remote.policy.run(attempt, "list")
                 writers[-1].finish()
+                self.leave_out_unstorable(changes)
                 hashes = self.hash_needed(changes)
                 tag = uuid.uuid4().hex[:8]
                 plan = self._plan(changes, tag)
@@ -682,7 +710,8 @@ class Run:
     def _result(self, plan: Plan, report: WalkReport, changes: Changes) -> RunResult:
         folders = [(p + "/", reason) for p, _, reason in (u.rpartition(": ") for u in report.unreadable)]
         return RunResult(self.source, display_url(self.dest), plan, report, changes,
-                         warnings=self.warnings, unreadable=folders + self.unreadable, started=self.started)
+                         warnings=self.warnings, unreadable=folders + self.unreadable, started=self.started,
+                         not_stored=self.not_stored)
 
     def _save_last_run(self, result: RunResult, word: str | None = None) -> None:
         """what status and the log report: every operation this run carried
@@ -711,7 +740,7 @@ class Run:
 def exit_word(result: RunResult) -> str:
     """partial when an operation is left over or a source file could not be read:
     a file that was not backed up is never reported as success."""
-    if result.unreadable:
+    if result.unreadable or result.not_stored:
         return "partial"
     for o in (result.resumed, result.outcome):
         if o is not None and not o.complete:

@@ -29,11 +29,14 @@ class Op:
     entry: Entry | None = None  # upload/link: the local entry
     backup: str | None = None  # where the remote's old version goes first (--backup-dir)
     overwrites: bool = False  # the target holds an older version that this replaces
+    stored: str | None = None  # the path as the destination stores it, where --name-encoding maps it
 
     def to_json(self) -> dict:
         d = self._json()
         if self.backup:
             d["backup"] = self.backup
+        if self.stored:
+            d["stored"] = self.stored
         return d
 
     def _json(self) -> dict:

@@ -860,7 +860,7 @@ def restore_command(
         state_dir: SnapState = None, quiet: Quiet = False, verbose: Verbose = False,
         transfers: Transfers = None, ssh_key: SshKey = None, known_hosts: KnownHosts = None,
         accept_new_host_key: AcceptNew = False, retry_for: RetryFor = "5m", s3_endpoint: S3Endpoint = None,
-        profile: Profile = None):
+        profile: Profile = None, name_encoding: NameEncoding = False):
     """Fetch the remote copy (or one run of its trash) back into LOCAL_DIR, verified."""
     if transfers is not None and transfers < 1:
         raise typer.BadParameter("--transfers must be 1 or more")
@@ -871,6 +871,7 @@ def restore_command(
         from reconcile.engine import pair_state_for_dest
 
         state_dir = pair_state_for_dest(remote_url, local_dir)
+    remote.extra["name_encoding"] = name_encoding  # names stored as rclone does: restored as they were
     opts = RestoreOptions(local_dir or "", list(path or []), overwrite, dry_run, from_trash, backup_dir,
                           state_dir, remote)
     raise typer.Exit(_guarded(
@@ -879,5 +880,5 @@ def restore_command(
 
 # at the end: reconcile.cli imports this module to register the command, and
 # by then (either import order) these names exist in it
-from reconcile.cli import (AcceptNew, JsonOut, KnownHosts, Profile, Quiet, RetryFor,  # noqa: E402
-                           S3Endpoint, SshKey, Transfers, Verbose, _guarded, parse_duration)
+from reconcile.cli import (AcceptNew, JsonOut, KnownHosts, NameEncoding, Profile, Quiet,  # noqa: E402
+                           RetryFor, S3Endpoint, SshKey, Transfers, Verbose, _guarded, parse_duration)

@@ -113,7 +113,7 @@ def _compare(src: str, remote, excludes: Excludes, delete: bool, result: VerifyR
     for c, r in _joined(local, remote_entries, excludes, result):
         if c is not None and c.kind == FILE:
             result.files += 1
-        diff = _differs(c, r, caps.mtime_precision_ns)
+        diff = _differs(c, r, caps.mtime_precision_ns, caps.mtime_range)
         if diff is None:
             if c is not None and r is not None and c.kind == FILE:
                 pairs.append(_Pair(c, r))
@@ -151,7 +151,8 @@ def _joined(local: Iterable[Entry], remote: Iterable[Entry], excludes: Excludes,
             yield c, r
 
 
-def _differs(c: Entry | None, r: Entry | None, precision_ns: int) -> Difference | None:
+def _differs(c: Entry | None, r: Entry | None, precision_ns: int,
+             span: tuple[int, int] | None = None) -> Difference | None:
     if r is None:
         return Difference(_shown(c), "missing", "on the source, not on the remote")
     if c is None:
@@ -162,7 +163,7 @@ def _differs(c: Entry | None, r: Entry | None, precision_ns: int) -> Difference 
         if c.target == r.target:
             return None
         return Difference(_shown(c), "target", f"source points to {c.target!r}, the remote to {r.target!r}")
-    if not file_changed(r, c, precision_ns):
+    if not file_changed(r, c, precision_ns, span=span):
         return None
     if c.size != r.size:
         return Difference(_shown(c), "size", f"source {c.size} bytes, remote {r.size} bytes")

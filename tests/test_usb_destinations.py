@@ -126,3 +126,22 @@ def test_fat_rounds_either_way_within_two_seconds():
         assert not file_changed(Entry("f", FILE, 1, stored), src, two)
     assert file_changed(Entry("f", FILE, 1, 44 * SECOND), src, two)
     assert same_mtime(5, 5, 1) and not same_mtime(5, 6, 1)
+
+
+def test_times_exfat_cannot_hold_are_stored_clamped_reported_once_and_not_resent(exfat_disk, tmp_path):
+    dst = exfat_disk.fresh_folder()
+    src, state = tmp_path / "src", tmp_path / "state"
+    old, future = 157_766_400 * SECOND, 7_258_118_400 * SECOND  # 1975-01-01, 2200-01-01
+    write(src / "old.txt", b"old", old)
+    write(src / "future.txt", b"future", future)
+    write(src / "now.txt", b"now", T0)
+    first = run(src, str(dst), state)
+    assert first.outcome.complete and first.outcome.count("done") == 3
+    clamped = [w for w in first.warnings if "outside what exfat can hold" in w]
+    assert len(clamped) == 2 and any(w.startswith("old.txt: its time 1975-01-01") for w in clamped), clamped
+    exfat_disk.remount()
+    got = {p.name: p.stat().st_mtime_ns for p in dst.iterdir()}
+    assert 315_532_800 * SECOND <= got["old.txt"] <= 315_532_800 * SECOND + 86_400 * SECOND
+    assert 4_300_000_000 * SECOND < got["future.txt"] <= 4_354_819_198 * SECOND  # not wrapped round
+    again = run(src, str(dst), state)
+    assert again.plan.ops == [] and not [w for w in again.warnings if "outside" in w]

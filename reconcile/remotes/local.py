@@ -8,11 +8,14 @@ import shutil
 import stat as st
 import uuid
 from itertools import chain
-from typing import Iterator
+from typing import Callable, Iterator
 from urllib.parse import unquote, urlsplit
 
 from reconcile import forked
-from reconcile.entry import DIR, FILE, LINK, TEMP_MARK, Entry, entry_of, is_temp_name, row_of
+from reconcile import names
+from reconcile.diff import clamp_mtime
+from reconcile.entry import (DIR, FILE, LINK, TEMP_MARK, Entry, decode_path, encode_path, entry_of, is_temp_name,
+                             row_of)
 from reconcile.errors import ConfigError, NotFound, Permanent, SourceChanged, Transient
 from reconcile.excludes import TEMP_MARK_B
 from reconcile.remotes.base import Capabilities, Checkpoint, Progress, RemoteOptions
@@ -42,6 +45,8 @@ class LocalRemote:
         self.options = options or RemoteOptions()
         self._dirs_made: set[str] = set()
         self._capabilities: Capabilities | None = None
+        # --name-encoding: names stored as rclone stores them on Windows (names.py)
+        self._stored = names.to_stored if self.options.extra.get("name_encoding") else None
 
     @property
     def capabilities(self) -> Capabilities:
@@ -64,6 +69,8 @@ class LocalRemote:
         return cls(root, options)
 
     def _abs(self, path: str) -> str:
+        if self._stored is not None and path:
+            path = self._stored(path)
         return os.path.join(self.root, *path.split("/")) if path else self.root
 
     def list(self) -> Iterator[Entry]:
@@ -90,7 +97,8 @@ class LocalRemote:
     def _runs(self) -> Iterator[list[tuple]]:
         """the rows in order, a run of one folder's listing at a time, as walk.py does."""
         root = os.fsencode(self.root)
-        stack = [_list_dir(root, b"")]
+        shown = _source_name if self._stored is not None else None
+        stack = [_list_dir(root, b"", shown)]
         while stack:
             listing = stack[-1]
             j = listing.next_dir()
@@ -102,7 +110,8 @@ class LocalRemote:
             listing.start = j + 1
             key = listing.rows[j][0]
             try:
-                stack.append(_list_dir(os.path.join(root, key[:-1]), key))
+                stored = key[:-1] if shown is None else encode_path(names.to_stored(decode_path(key[:-1])))
+                stack.append(_list_dir(os.path.join(root, stored), key, shown))
             except NotFound:
                 continue  # removed since its parent was read: nothing below it to compare
 
@@ -127,6 +136,7 @@ class LocalRemote:
                resume: dict | None = None, checkpoint: Checkpoint | None = None) -> Entry:
         target = self._abs(path)
         tmp = self._abs(self._temp_for(path))
+        span = self.capabilities.mtime_range  # FAT, exFAT: a time out of it is stored clamped
         try:
             self._ensure_dir(os.path.dirname(target))
             with open(local_path, "rb") as src, open(tmp, "wb") as dst:
@@ -138,7 +148,8 @@ class LocalRemote:
                     # never put a mix of two versions under the real name
                     raise SourceChanged(f"{path} changed while being copied; left for the next run")
             if entry.mtime_ns is not None:
-                os.utime(tmp, ns=(entry.mtime_ns, entry.mtime_ns))
+                t = entry.mtime_ns if span is None else clamp_mtime(entry.mtime_ns, span)
+                os.utime(tmp, ns=(t, t))
             if self.options.extra.get("perms") and entry.mode:
                 os.chmod(tmp, st.S_IMODE(entry.mode))
             os.replace(tmp, target)
@@ -185,7 +196,7 @@ class LocalRemote:
             os.makedirs(os.path.dirname(b), exist_ok=True)
             if os.path.isdir(a) and not os.path.islink(a):
                 # a directory move never merges into an existing directory.
-                if os.path.lexists(b):
+                if os.path.lexists(b) and not self._case_only(src, dst):
                     raise Permanent(f"cannot move folder {src} to {dst}: target exists")
                 os.rename(a, b)
             else:
@@ -193,6 +204,10 @@ class LocalRemote:
             self._dirs_made.clear()  # folders moved: forget what we made
         except OSError as exc:
             raise _map_oserror(exc, f"cannot move {src} to {dst}") from None
+
+    def _case_only(self, src: str, dst: str) -> bool:
+        """Readme -> README on a disk that holds both as one name: a rename, not a merge"""
+        return self.capabilities.case_insensitive and src != dst and names.fold(src) == names.fold(dst)
 
     def delete(self, path: str) -> None:
         try:
@@ -246,8 +261,13 @@ class LocalRemote:
         pass
 
 
-def _list_dir(abspath: bytes, prefix: bytes) -> Listing:
-    """the sorted rows of one folder, our temp names left out."""
+def _source_name(stored: bytes) -> bytes:
+    return encode_path(names.decode_name(decode_path(stored)))
+
+
+def _list_dir(abspath: bytes, prefix: bytes, shown: Callable[[bytes], bytes] | None = None) -> Listing:
+    """the sorted rows of one folder, our temp names left out; shown(name)
+    is the source name a stored name stands for, under --name-encoding."""
     rows = []
     dirs = []
     append = rows.append
@@ -265,14 +285,15 @@ def _list_dir(abspath: bytes, prefix: bytes) -> Listing:
                     continue
                 mode = s.st_mode
                 fmt = mode & S_IFMT
+                key = prefix + (name if shown is None else shown(name))
                 if fmt == S_IFDIR:
-                    dirs.append(prefix + name + b"/")
+                    dirs.append(key + b"/")
                     append((dirs[-1], DIR, 0, s.st_mtime_ns, s.st_ino, s.st_dev, mode, None, None, None))
                 elif fmt == S_IFLNK:
-                    append((prefix + name, LINK, 0, s.st_mtime_ns, s.st_ino, s.st_dev, mode, None,
+                    append((key, LINK, 0, s.st_mtime_ns, s.st_ino, s.st_dev, mode, None,
                             _readlink(os.path.join(abspath, name)), None))
                 else:  # files, and specials listed as files as they always were
-                    append((prefix + name, FILE, s.st_size, s.st_mtime_ns, s.st_ino, s.st_dev, mode,
+                    append((key, FILE, s.st_size, s.st_mtime_ns, s.st_ino, s.st_dev, mode,
                             None, None, None))
         finally:
             if fd is not None:
