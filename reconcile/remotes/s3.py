@@ -1150,9 +1150,9 @@ def _dns_failure(exc: BaseException) -> bool:
         seen.add(id(e))
         if isinstance(e, socket.gaierror):
             return True
-        todo += [e.__cause__, e.__context__, *(getattr(e, "kwargs", None) or {}).values()]
-        todo += [a for a in getattr(e, "args", ()) if isinstance(a, BaseException)]
-        todo.append(getattr(e, "reason", None) if isinstance(getattr(e, "reason", None), BaseException) else None)
+        nested = [e.__cause__, e.__context__, getattr(e, "reason", None), *getattr(e, "args", ()),
+                  *(getattr(e, "kwargs", None) or {}).values()]
+        todo += [n for n in nested if isinstance(n, BaseException)]
     return False
 
 
