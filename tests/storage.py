@@ -109,8 +109,7 @@ def plant_temps(dest) -> int:
         client.upload_part(Bucket=bucket, Key=key, UploadId=up, PartNumber=1, Body=b"half")
         return 1
     root = unquote(urlsplit(dest.url).path) if dest.kind == "sftp" else dest.url
-    os.makedirs(os.path.join(root, "keep"), exist_ok=True)
-    with open(os.path.join(root, "keep", f"{T}0123456789ab-me"), "wb") as f:
+    with open(os.path.join(root, f"{T}0123456789ab-me"), "wb") as f:
         f.write(b"half")
     os.makedirs(os.path.join(root, f"{T}ba9876543210-dir", "inner"))
     with open(os.path.join(root, f"{T}ba9876543210-dir", "inner", "f"), "wb") as f:
