@@ -21,7 +21,7 @@ from reconcile.errors import EXIT_ERROR, EXIT_PARTIAL, ReconcileError
 from reconcile.remotes import findlist
 from reconcile.remotes.base import RemoteOptions
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=True, no_args_is_help=True,
                   help="Keep a remote copy of a local folder exactly in step.",
                   pretty_exceptions_enable=False, rich_markup_mode=None, context_settings={"help_option_names": ["-h", "--help"]})
 
@@ -73,8 +73,9 @@ def _options(delete, exclude, max_delete, allow_empty_source, state_dir, transfe
              known_hosts, accept_new_host_key, retry_for, s3_endpoint, profile, s3_storage_class,
              s3_sse, s3_sse_kms_key_id, offline=False, backup_dir=None, backup_keep=None, bwlimit=None,
              links="skip", checksum=False, perms=False, ssh_find="auto", allow_new_destination=False,
-             allow_reverse=False, name_encoding=False):
+             allow_reverse=False, name_encoding=False, exclude_from=None, include=None):
     from reconcile.engine import RunOptions
+    from reconcile.excludes import all_patterns
 
     if transfers is not None and transfers < 1:
         raise typer.BadParameter("--transfers must be 1 or more")
@@ -84,7 +85,7 @@ def _options(delete, exclude, max_delete, allow_empty_source, state_dir, transfe
                            accept_new_host_key=accept_new_host_key, retry_for=parse_duration(retry_for),
                            s3_endpoint=s3_endpoint, profile=profile, storage_class=s3_storage_class,
                            sse=s3_sse, sse_kms_key_id=s3_sse_kms_key_id)
-    opts = RunOptions(delete=delete, exclude=list(exclude or []), max_delete=max_delete,
+    opts = RunOptions(delete=delete, exclude=all_patterns(exclude, exclude_from, include), max_delete=max_delete,
                       allow_empty_source=allow_empty_source, offline=offline, state_dir=state_dir,
                       remote=remote, backup_dir=backup_dir, backup_keep_days=backup_keep,
                       bwlimit=parse_rate(bwlimit) if bwlimit else None, links=_links(links),
@@ -96,39 +97,88 @@ def _options(delete, exclude, max_delete, allow_empty_source, state_dir, transfe
     return opts
 
 
-# the flags plan and apply share, spelled once
+def _version(value: bool) -> None:
+    if value:
+        from reconcile import __version__
+
+        print(f"reconcile {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _top(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                               help="print the version and exit")] = False) -> None:
+    """Keep a remote copy of a local folder exactly in step."""
+
+
+# the flags plan and apply share, spelled once; --help shows them in these panels
+GUARDS, CONTROLS, CONNECTION, SFTP, S3, JOBS = ("Safety guards", "Controls", "Connection", "SFTP", "S3",
+                                                "Config file and logs")
+PANELS = ("Options", GUARDS, CONTROLS, CONNECTION, SFTP, S3, JOBS)
 Delete = Annotated[bool, typer.Option("--delete", help="mirror deletions (without it the remote keeps files deleted locally)")]
-Exclude = Annotated[Optional[List[str]], typer.Option("--exclude", help="gitignore-style pattern, repeatable")]
+Exclude = Annotated[Optional[List[str]], typer.Option("--exclude", metavar="PATTERN", help="skip paths matching this gitignore-style pattern (repeatable)")]
+ExcludeFrom = Annotated[Optional[List[str]], typer.Option("--exclude-from", metavar="FILE", help="read --exclude patterns from FILE, one a line (# comments)")]
+Include = Annotated[Optional[List[str]], typer.Option("--include", metavar="PATTERN", help="send paths matching PATTERN even if an --exclude matched them (not inside an excluded folder)")]
 JsonOut = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout")]
-StateDirOpt = Annotated[Optional[str], typer.Option("--state-dir", help="where snapshot, journal and lock live")]
-MaxDelete = Annotated[Optional[int], typer.Option("--max-delete", help="refuse plans deleting more than N files")]
-AllowEmpty = Annotated[bool, typer.Option("--allow-empty-source", help="allow an empty source to empty the remote")]
-AllowNewDest = Annotated[bool, typer.Option("--allow-new-destination", help="start again a destination that held files at the last run and is now missing, empty or on another disk")]
-AllowReverse = Annotated[bool, typer.Option("--allow-reverse", help="run a pair whose SOURCE is the DEST of another recorded pair (or the reverse)")]
+StateDirOpt = Annotated[Optional[str], typer.Option("--state-dir", metavar="DIR", help="where snapshot, journal and lock live (default: one folder per pair in the user's state folder)")]
+MaxDelete = Annotated[Optional[int], typer.Option("--max-delete", metavar="N", rich_help_panel=GUARDS, help="refuse plans deleting more than N files")]
+AllowEmpty = Annotated[bool, typer.Option("--allow-empty-source", rich_help_panel=GUARDS, help="allow an empty source to empty the remote")]
+AllowNewDest = Annotated[bool, typer.Option("--allow-new-destination", rich_help_panel=GUARDS, help="start again a destination that held files at the last run and is now missing, empty or on another disk")]
+AllowReverse = Annotated[bool, typer.Option("--allow-reverse", rich_help_panel=GUARDS, help="copy into a folder that is the SOURCE of another pair that ran before")]
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="only warnings, errors and the summary line")]
 Verbose = Annotated[bool, typer.Option("-v", "--verbose", help="every operation, and tracebacks on bugs")]
-Transfers = Annotated[Optional[int], typer.Option("--transfers", help="parallel transfers (default: local 4, sftp 4, s3 16)")]
-SshKey = Annotated[Optional[str], typer.Option("--ssh-key", help="SSH private key file")]
-KnownHosts = Annotated[Optional[str], typer.Option("--known-hosts", help="known_hosts file (default ~/.ssh/known_hosts)")]
-AcceptNew = Annotated[bool, typer.Option("--accept-new-host-key", help="trust and record an unknown SSH host key")]
-RetryFor = Annotated[str, typer.Option("--retry-for", help="keep retrying a lost connection this long (30s, 5m, 1h)")]
-S3Endpoint = Annotated[Optional[str], typer.Option("--s3-endpoint", help="S3-compatible endpoint URL")]
-Profile = Annotated[Optional[str], typer.Option("--profile", help="AWS profile")]
-StorageClass = Annotated[Optional[str], typer.Option("--s3-storage-class", help="e.g. STANDARD_IA, GLACIER_IR")]
-Sse = Annotated[Optional[str], typer.Option("--s3-sse", help="AES256 or aws:kms")]
-SseKey = Annotated[Optional[str], typer.Option("--s3-sse-kms-key-id", help="KMS key id for --s3-sse aws:kms")]
-BackupDir = Annotated[Optional[str], typer.Option("--backup-dir", help="move what is overwritten or deleted to this folder on the destination (e.g. .reconcile-trash)")]
-BackupKeep = Annotated[Optional[float], typer.Option("--backup-keep", help="prune trash run folders older than DAYS")]
-BwLimit = Annotated[Optional[str], typer.Option("--bwlimit", help="bytes per second for all transfers together (4M, 500K)")]
-Links = Annotated[str, typer.Option("--links", help="symlinks: skip, follow or store")]
-Checksum = Annotated[bool, typer.Option("--checksum", help="compare content by xxh3, not size and mtime")]
-Perms = Annotated[bool, typer.Option("--perms", help="keep file permissions on the destination")]
-NameEncoding = Annotated[bool, typer.Option("--name-encoding", help="store names a USB disk forbids (a:b, what?) as rclone does: a：b, what？ (restore maps them back)")]
-SshFind = Annotated[str, typer.Option("--ssh-find", help="sftp: list a large tree by running find on the server (auto, always, never)")]
-AllOpt = Annotated[bool, typer.Option("--all", help="every mapping of the config file")]
-ConfigOpt = Annotated[Optional[str], typer.Option("--config", envvar="RECONCILE_CONFIG", help="config file (default: the platform's config folder)")]
-LogFile = Annotated[Optional[str], typer.Option("--log-file", help="append log lines here (rotated at 10 MB, 5 kept)")]
-LogFormat = Annotated[str, typer.Option("--log-format", callback=lambda v: _choice(v, ("text", "json")), help="text, or json: one object per line")]
+Transfers = Annotated[Optional[int], typer.Option("--transfers", metavar="N", rich_help_panel=CONNECTION, help="parallel transfers (default: local 4, sftp 4, s3 16)")]
+SshKey = Annotated[Optional[str], typer.Option("--ssh-key", metavar="FILE", rich_help_panel=SFTP, help="SSH private key file")]
+KnownHosts = Annotated[Optional[str], typer.Option("--known-hosts", metavar="FILE", rich_help_panel=SFTP, help="known_hosts file (default ~/.ssh/known_hosts)")]
+AcceptNew = Annotated[bool, typer.Option("--accept-new-host-key", rich_help_panel=SFTP, help="trust and record an unknown SSH host key")]
+RetryFor = Annotated[str, typer.Option("--retry-for", metavar="DURATION", rich_help_panel=CONNECTION, help="keep retrying a lost connection this long (30s, 5m, 1h)")]
+S3Endpoint = Annotated[Optional[str], typer.Option("--s3-endpoint", metavar="URL", rich_help_panel=S3, help="S3-compatible endpoint URL (or AWS_ENDPOINT_URL)")]
+Profile = Annotated[Optional[str], typer.Option("--profile", metavar="NAME", rich_help_panel=S3, help="AWS profile")]
+StorageClass = Annotated[Optional[str], typer.Option("--s3-storage-class", metavar="CLASS", rich_help_panel=S3, help="e.g. STANDARD_IA, GLACIER_IR")]
+Sse = Annotated[Optional[str], typer.Option("--s3-sse", metavar="AES256|aws:kms", rich_help_panel=S3, help="server-side encryption of every write")]
+SseKey = Annotated[Optional[str], typer.Option("--s3-sse-kms-key-id", metavar="KEY", rich_help_panel=S3, help="KMS key id for --s3-sse aws:kms")]
+BackupDir = Annotated[Optional[str], typer.Option("--backup-dir", metavar="NAME", rich_help_panel=CONTROLS, help="move what is overwritten or deleted to this folder on the destination (e.g. .reconcile-trash)")]
+BackupKeep = Annotated[Optional[float], typer.Option("--backup-keep", metavar="DAYS", rich_help_panel=CONTROLS, help="prune trash run folders older than DAYS")]
+BwLimit = Annotated[Optional[str], typer.Option("--bwlimit", metavar="RATE", rich_help_panel=CONTROLS, help="bytes per second for all transfers together (4M, 500K; K and M are 1024 and 1024²)")]
+Links = Annotated[str, typer.Option("--links", metavar="skip|follow|store", rich_help_panel=CONTROLS, help="symlinks: leave out, copy what they point to, or make links")]
+Checksum = Annotated[bool, typer.Option("--checksum", rich_help_panel=CONTROLS, help="compare content by xxh3, not size and mtime")]
+Perms = Annotated[bool, typer.Option("--perms", rich_help_panel=CONTROLS, help="keep file permissions on the destination")]
+NameEncoding = Annotated[bool, typer.Option("--name-encoding", rich_help_panel=CONTROLS, help="store names a USB disk forbids (a:b, what?) as rclone does: a：b, what？ (restore maps them back)")]
+SshFind = Annotated[str, typer.Option("--ssh-find", metavar="auto|always|never", rich_help_panel=SFTP, help="list a large tree by running find on the server")]
+AllOpt = Annotated[bool, typer.Option("--all", rich_help_panel=JOBS, help="every mapping of the config file")]
+ConfigOpt = Annotated[Optional[str], typer.Option("--config", metavar="FILE", envvar="RECONCILE_CONFIG", rich_help_panel=JOBS, help="config file (default: the platform's config folder)")]
+LogFile = Annotated[Optional[str], typer.Option("--log-file", metavar="FILE", rich_help_panel=JOBS, help="append log lines here (rotated at 10 MB, 5 kept)")]
+LogFormat = Annotated[str, typer.Option("--log-format", metavar="text|json", rich_help_panel=JOBS, callback=lambda v: _choice(v, ("text", "json")), help="json: one object per line")]
+DryRun = Annotated[bool, typer.Option("-n", "--dry-run", help="show what would be done and change nothing (the same as plan)")]
+
+
+class GroupedCommand(typer.core.TyperCommand):
+    """plain --help with the options in panels (typer draws panels only with rich markup)."""
+
+    def format_options(self, ctx, formatter) -> None:
+        args, groups = [], {p: [] for p in PANELS}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":
+                args.append(record)
+            else:
+                groups.setdefault(getattr(param, "rich_help_panel", None) or "Options", []).append(record)
+        if args:
+            with formatter.section("Arguments"):
+                formatter.write_dl(args)
+        for title, rows in groups.items():
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+def command(name: str | None = None, example: str = "", **kw):
+    """app.command with grouped options, the whole first line as the short help, and an example."""
+    return app.command(name, cls=GroupedCommand, epilog=f"\b\nExample:\n  {example}" if example else None, **kw)
+
+
 # the flags that pick and log runs rather than shape one
 JOB_FLAGS = ("source", "dest", "all_", "config", "log_file", "log_format")
 
@@ -136,7 +186,7 @@ JOB_FLAGS = ("source", "dest", "all_", "config", "log_file", "log_format")
 def _run(command: str, source: str, dest: str, kw: dict, mapping: str | None = None) -> int:
     """one run; mapping (under --all) names it on the summary line and in --json."""
     from reconcile.engine import Run, exit_word
-    from reconcile.report import ApplyReporter, controls, plan_json, plan_summary, print_plan
+    from reconcile.report import ApplyReporter, controls, count, plan_json, plan_summary, print_plan
 
     json_out, quiet, verbose = kw.pop("json_out"), kw.pop("quiet"), kw.pop("verbose")
     tag = f"[{mapping}] " if mapping else ""
@@ -155,7 +205,7 @@ def _run(command: str, source: str, dest: str, kw: dict, mapping: str | None = N
 
                 print_plan(result.plan, Console(), verbose, controls(opts))
             if result.pending_journal:
-                reporter.warn(f"an unfinished run has {result.pending_journal} operations left; "
+                reporter.warn(f"an unfinished run has {count(result.pending_journal, 'operation')} left; "
                               "apply finishes them first")
             _summary(f"{tag}plan: {plan_summary(result.plan)}{unreadable_note(result.unreadable)}"
                      f"{not_stored_note(result.not_stored)}", result, started)
@@ -198,7 +248,7 @@ RESUMED_SHOWN = 10  # operations named on the resumed: line; -v and --json list 
 
 def _resumed_line(result) -> str:
     """one line naming what this run finished for an interrupted one."""
-    from reconcile.report import printable
+    from reconcile.report import count, printable
 
     if not result.resumed:
         return ""
@@ -208,7 +258,7 @@ def _resumed_line(result) -> str:
         return ""
     named = ", ".join(f"{op.op} {printable(op.path)}" for op in done[:RESUMED_SHOWN])
     more = f" and {len(done) - RESUMED_SHOWN} more" if len(done) > RESUMED_SHOWN else ""
-    return f"resumed: finished {len(done)} operations of the interrupted run: {named}{more}"
+    return f"resumed: finished {count(len(done), 'operation')} of the interrupted run: {named}{more}"
 
 
 UNREADABLE_SHOWN = 3  # in the summary line; the warnings above it name every one
@@ -257,13 +307,15 @@ def _apply_with_progress(run, reporter):
 
 def _summary(line: str, result, started: float) -> None:
     w = result.walk
+    from reconcile.report import count
+
     extra = []
     if w.symlinks_skipped:
-        extra.append(f"{w.symlinks_skipped} symlinks skipped")
+        extra.append(f"{count(w.symlinks_skipped, 'symlink')} skipped")
     if w.specials_skipped:
-        extra.append(f"{len(w.specials_skipped)} special files skipped")
+        extra.append(f"{count(len(w.specials_skipped), 'special file')} skipped")
     if w.links_not_followed:
-        extra.append(f"{len(w.links_not_followed)} symlinks not followed")
+        extra.append(f"{count(len(w.links_not_followed), 'symlink')} not followed")
     tail = f" [{'; '.join(extra)}]" if extra else ""
     # the details first: the summary line is the run's last word
     for u in w.unreadable:
@@ -275,41 +327,44 @@ def _summary(line: str, result, started: float) -> None:
     print(f"{line}{tail} ({time.monotonic() - started:.1f}s)", file=sys.stderr, flush=True)
 
 
-@app.command()
+@command(short_help="Show what apply would do; changes nothing.",
+         example="reconcile plan ~/Pictures /mnt/backup/Pictures --delete")
 def plan(source: Optional[str] = NameArg, dest: Optional[str] = OptDestArg,
-         offline: Annotated[bool, typer.Option("--offline", help="plan against the last-known remote state")] = False,
-         delete: Delete = False, exclude: Exclude = None, json_out: JsonOut = False,
-         state_dir: StateDirOpt = None, max_delete: MaxDelete = None, allow_empty_source: AllowEmpty = False,
+         offline: Annotated[bool, typer.Option("--offline", help="plan against the last-known remote state, without connecting")] = False,
+         delete: Delete = False, exclude: Exclude = None, exclude_from: ExcludeFrom = None, include: Include = None,
+         json_out: JsonOut = False, quiet: Quiet = False, verbose: Verbose = False, state_dir: StateDirOpt = None,
+         max_delete: MaxDelete = None, allow_empty_source: AllowEmpty = False,
          allow_new_destination: AllowNewDest = False, allow_reverse: AllowReverse = False,
-         quiet: Quiet = False, verbose: Verbose = False, transfers: Transfers = None,
-         ssh_key: SshKey = None, known_hosts: KnownHosts = None, accept_new_host_key: AcceptNew = False,
-         retry_for: RetryFor = "5m", s3_endpoint: S3Endpoint = None, profile: Profile = None,
-         s3_storage_class: StorageClass = None, s3_sse: Sse = None, s3_sse_kms_key_id: SseKey = None,
          backup_dir: BackupDir = None, backup_keep: BackupKeep = None, bwlimit: BwLimit = None,
-         links: Links = "skip", checksum: Checksum = False, perms: Perms = False, ssh_find: SshFind = "auto",
-         name_encoding: NameEncoding = False,
+         links: Links = "skip", checksum: Checksum = False, perms: Perms = False, name_encoding: NameEncoding = False,
+         transfers: Transfers = None, retry_for: RetryFor = "5m",
+         ssh_key: SshKey = None, known_hosts: KnownHosts = None, accept_new_host_key: AcceptNew = False,
+         ssh_find: SshFind = "auto", s3_endpoint: S3Endpoint = None, profile: Profile = None,
+         s3_storage_class: StorageClass = None, s3_sse: Sse = None, s3_sse_kms_key_id: SseKey = None,
          all_: AllOpt = False, config: ConfigOpt = None, log_file: LogFile = None, log_format: LogFormat = "text"):
     """Show what apply would do. Changes nothing."""
     kw = {k: v for k, v in locals().items() if k not in JOB_FLAGS}
     raise typer.Exit(_jobs("plan", source, dest, all_, config, log_file, log_format, kw))
 
 
-@app.command()
+@command(short_help="Make the remote an exact copy of SOURCE; a killed run resumes next time.",
+         example="reconcile apply ~/Pictures sftp://me@nas.local/backup/Pictures --delete")
 def apply(source: Optional[str] = NameArg, dest: Optional[str] = OptDestArg,
-          delete: Delete = False, exclude: Exclude = None, json_out: JsonOut = False,
-          state_dir: StateDirOpt = None, max_delete: MaxDelete = None, allow_empty_source: AllowEmpty = False,
+          dry_run: DryRun = False,
+          delete: Delete = False, exclude: Exclude = None, exclude_from: ExcludeFrom = None, include: Include = None,
+          json_out: JsonOut = False, quiet: Quiet = False, verbose: Verbose = False, state_dir: StateDirOpt = None,
+          max_delete: MaxDelete = None, allow_empty_source: AllowEmpty = False,
           allow_new_destination: AllowNewDest = False, allow_reverse: AllowReverse = False,
-          quiet: Quiet = False, verbose: Verbose = False, transfers: Transfers = None,
+          backup_dir: BackupDir = None, backup_keep: BackupKeep = None, bwlimit: BwLimit = None,
+          links: Links = "skip", checksum: Checksum = False, perms: Perms = False, name_encoding: NameEncoding = False,
+          transfers: Transfers = None, retry_for: RetryFor = "5m",
           ssh_key: SshKey = None, known_hosts: KnownHosts = None, accept_new_host_key: AcceptNew = False,
-          retry_for: RetryFor = "5m", s3_endpoint: S3Endpoint = None, profile: Profile = None,
+          ssh_find: SshFind = "auto", s3_endpoint: S3Endpoint = None, profile: Profile = None,
           s3_storage_class: StorageClass = None, s3_sse: Sse = None, s3_sse_kms_key_id: SseKey = None,
-         backup_dir: BackupDir = None, backup_keep: BackupKeep = None, bwlimit: BwLimit = None,
-         links: Links = "skip", checksum: Checksum = False, perms: Perms = False, ssh_find: SshFind = "auto",
-         name_encoding: NameEncoding = False,
-         all_: AllOpt = False, config: ConfigOpt = None, log_file: LogFile = None, log_format: LogFormat = "text"):
+          all_: AllOpt = False, config: ConfigOpt = None, log_file: LogFile = None, log_format: LogFormat = "text"):
     """Make the remote an exact copy of SOURCE. A killed run resumes next time."""
-    kw = {k: v for k, v in locals().items() if k not in JOB_FLAGS}
-    raise typer.Exit(_jobs("apply", source, dest, all_, config, log_file, log_format, kw))
+    kw = {k: v for k, v in locals().items() if k not in JOB_FLAGS and k != "dry_run"}
+    raise typer.Exit(_jobs("plan" if dry_run else "apply", source, dest, all_, config, log_file, log_format, kw))
 
 
 def _jobs(command: str, source, dest, all_: bool, config, log_file, log_format: str, kw: dict) -> int:
@@ -320,10 +375,11 @@ def _jobs(command: str, source, dest, all_: bool, config, log_file, log_format: 
     return run_jobs(command, source, dest, all_, config, LogSettings(log_file, log_format), kw)
 
 
-@app.command()
+@command(short_help="Last run, pending work and snapshot of a pair, a mapping, or --all.",
+         example="reconcile status ~/Pictures /mnt/backup/Pictures")
 def status(source: Optional[str] = NameArg, dest: Optional[str] = OptDestArg,
-           state_dir: Optional[str] = typer.Option(None, "--state-dir"),
-           json_out: bool = typer.Option(False, "--json"),
+           state_dir: Annotated[Optional[str], typer.Option("--state-dir", metavar="DIR", help="the pair's state folder, if apply ran with --state-dir")] = None,
+           json_out: Annotated[bool, typer.Option("--json", help="print one JSON document: last_run, pending_operations, snapshot, state_dir")] = False,
            all_: AllOpt = False, config: ConfigOpt = None):
     """Last run, pending work and snapshot of one SOURCE+DEST pair, a mapping, or --all."""
     from reconcile.jobs import status_jobs
@@ -400,12 +456,14 @@ def _guarded(fn, verbose: bool | None) -> int:
         return EXIT_ERROR
 
 
-@app.command()
+@command(short_help="Read-only audit that the remote matches SOURCE (exit 0 equal, 1 differences).",
+         example="reconcile verify ~/Pictures sftp://me@nas.local/backup/Pictures --hash")
 def verify(source: Optional[str] = NameArg, dest: Optional[str] = OptDestArg,
            by_hash: Annotated[bool, typer.Option("--hash", help="read the remote content back and compare xxh3")] = False,
            repair: Annotated[bool, typer.Option("--repair", help="with --hash (implied): re-send the files whose remote content differs")] = False,
            delete: Annotated[bool, typer.Option("--delete", help="count files only on the remote as differences (the mirror deletes)")] = False,
-           exclude: Exclude = None, json_out: JsonOut = False, state_dir: StateDirOpt = None,
+           exclude: Exclude = None, exclude_from: ExcludeFrom = None, include: Include = None,
+           json_out: JsonOut = False, state_dir: StateDirOpt = None,
            transfers: Transfers = None, ssh_key: SshKey = None, known_hosts: KnownHosts = None,
            retry_for: RetryFor = "5m", s3_endpoint: S3Endpoint = None, profile: Profile = None,
            links: Annotated[str, typer.Option("--links", callback=_links,
@@ -422,7 +480,7 @@ config_app = typer.Typer(help="The config file of named mappings.", no_args_is_h
 app.add_typer(config_app, name="config")
 
 
-@config_app.command("check")
+@config_app.command("check", cls=GroupedCommand, epilog="\b\nExample:\n  reconcile config check")
 def config_check(config: ConfigOpt = None, json_out: JsonOut = False):
     """Report each problem of the config file with its line and the fix (exit 2 when any)."""
     from reconcile.config import check_command
@@ -432,7 +490,8 @@ def config_check(config: ConfigOpt = None, json_out: JsonOut = False):
 
 from reconcile.restore import restore_command  # noqa: E402  (it reuses the flags above)
 
-app.command("restore")(restore_command)
+command("restore", short_help="Fetch the remote copy (or one run of its trash) back into a folder, verified.",
+        example="reconcile restore sftp://me@nas.local/backup/Pictures ~/Pictures-restored")(restore_command)
 
 
 def main() -> None:

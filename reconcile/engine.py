@@ -81,6 +81,10 @@ class RunResult:
 OUTAGE_GAP = 5.0  # seconds past a retry's due time after which the next one starts a new wait
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
 def _clock(seconds: float) -> str:
     return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
 
@@ -204,7 +208,8 @@ def refuse_unknown_host(exc: Exception, state: StateDir, dest: str) -> None:
         return
     if any(os.path.exists(p) for p in (state.last_run, state.snapshot, state.file(DEST_RECORD))):
         return  # it worked before: a laptop waking with no network yet
-    raise ConfigError(f"cannot resolve host {exc.host}: check the host name in {display_url(dest)} "
+    where = "the S3 endpoint" if dest_kind(dest) == "s3" else display_url(dest)
+    raise ConfigError(f"cannot resolve host {exc.host}: check the host name in {where} "
                       "(this pair has never connected, so it is not retried)") from None
 
 
@@ -499,7 +504,7 @@ class Run:
         where = display_url(self.dest)
         again = "is the disk mounted? pass --allow-new-destination to start it again"
         if changes.remote_files == 0:
-            raise SafetyRefusal(f"the destination {where} held {record['files']:,} files at the last run "
+            raise SafetyRefusal(f"the destination {where} held {_plural(record['files'], 'file')} at the last run "
                                 f"and is now missing or empty: {again}")
         local = self._local_dest()
         was = record.get("mount")
@@ -638,7 +643,7 @@ class Run:
         pending = self.pending_journal()
         if pending is None:
             return None
-        self.reporter.warn(f"resuming an unfinished run: {len(pending.remaining)} operations left")
+        self.reporter.warn(f"resuming an unfinished run: {_plural(len(pending.remaining), 'operation')} left")
         j = journal_mod.Journal(self.state.journal)
         j.reopen()
         outcome = self._executor(j, pending.ops).run(pending.ops, pending.remaining, pending.resume)

@@ -13,6 +13,23 @@ from reconcile.errors import ConfigError
 TEMP_MARK_B = TEMP_MARK.encode()
 
 
+def all_patterns(exclude: list[str] | None, exclude_from: list[str] | None = None,
+                 include: list[str] | None = None) -> list[str]:
+    """--exclude, the lines of each --exclude-from FILE (blank lines and # comments
+    skipped), then each --include as a gitignore "!" pattern, which re-includes
+    what the patterns before it excluded."""
+    patterns = list(exclude or [])
+    for path in exclude_from or []:
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read --exclude-from {path}: {getattr(exc, 'strerror', None) or exc}; "
+                              "give a text file with one pattern a line") from None
+        patterns += [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return patterns + [f"!{p}" for p in include or []]
+
+
 class Excludes:
     def __init__(self, patterns: list[str] | tuple[str, ...] = (), protected: list[str] | tuple = ()) -> None:
         """protected: folders never mirrored nor deleted (the trash), matched

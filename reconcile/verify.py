@@ -296,7 +296,10 @@ def summary_line(result: VerifyResult) -> str:
 def run(source: str, dest: str, options: RemoteOptions, kw: dict) -> int:
     """the command: print the differences (or JSON) and the summary; 0 or 1."""
     repair = kw.get("repair", False)
-    result = verify(source, dest, options, list(kw.get("exclude") or []), kw["by_hash"] or repair, kw["delete"],
+    from reconcile.excludes import all_patterns
+
+    patterns = all_patterns(kw.get("exclude"), kw.get("exclude_from"), kw.get("include"))
+    result = verify(source, dest, options, patterns, kw["by_hash"] or repair, kw["delete"],
                     kw.get("state_dir"), kw.get("links") or "skip")
     if repair and result.content_paths:
         resend(source, dest, options, result, kw.get("state_dir"))

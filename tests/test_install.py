@@ -50,6 +50,8 @@ def test_readme_install_command_works_with_the_system_python(tmp_path):
                        text=True, timeout=1200)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
 
+    assert "reconcile" in (home / ".bashrc").read_text()  # tab completion, for bash here
+
     # a new login shell on Debian puts ~/.local/bin on PATH: the command is there
     login = {**env, "PATH": f"{home}/.local/bin:/usr/bin:/bin"}
     src, dst = tmp_path / "Pictures", tmp_path / "backup"

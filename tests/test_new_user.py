@@ -11,12 +11,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from tests.cli import reconcile
+from tests.test_bad_input import MOUNT, open_tmp  # noqa: F401  (a fixture: a temp dir nobody may enter)
 from tests.mirror import tree, write
 
 T0 = 1_600_000_000_000_000_000
@@ -29,18 +29,6 @@ def as_nobody(*args, cwd=None) -> subprocess.CompletedProcess:
                        text=True, cwd=cwd or "/", env={**os.environ, "HOME": "/nonexistent"})
     assert "Traceback" not in p.stderr, p.stderr
     return p
-
-
-@pytest.fixture
-def open_tmp():
-    """a temp dir nobody may enter (pytest's tmp_path is closed to nobody)."""
-    d = Path(tempfile.mkdtemp(prefix="reconcile-user18-"))
-    os.chmod(d, 0o777)
-    yield d
-    for root, dirs, files in os.walk(d):
-        for n in dirs:
-            os.chmod(os.path.join(root, n), 0o700)
-    shutil.rmtree(d)
 
 
 def _give_to_nobody(root: Path) -> None:
@@ -136,20 +124,7 @@ def test_a_folder_named_like_a_scheme_is_still_reachable(tmp_path):
 
 # --- 3. an unmounted disk is never refilled ------------------------------------------
 
-def _can_mount() -> bool:
-    probe = tempfile.mkdtemp(prefix="reconcile-mount-probe-")
-    try:
-        ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", probe],
-                            capture_output=True).returncode == 0
-        if ok:
-            subprocess.run(["umount", probe], check=True)
-        return ok
-    finally:
-        os.rmdir(probe)
-
-
-needs_mount = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount") or not _can_mount(),
-                                 reason="mount -t tmpfs is not possible here (needs root)")
+needs_mount = pytest.mark.skipif(not MOUNT, reason="mount -t tmpfs is not possible here (needs root)")
 UNMOUNTED = "held 3 files at the last run and is now missing or empty: is the disk mounted? " \
             "pass --allow-new-destination to start it again"
 
@@ -409,3 +384,72 @@ def test_bwlimit_progress_shows_the_units_the_flag_uses(tmp_path):
     assert code == 0, out
     assert "K/s" in out and "kB/s" not in out and "MB/s" not in out, out[-2000:]
     assert tree(dst) == tree(src)
+
+
+# --- 10. habits from rsync and rclone ---------------------------------------------------
+
+def test_version_and_dry_run(tmp_path):
+    from reconcile import __version__
+
+    assert reconcile("--version", check=0).stdout.strip() == f"reconcile {__version__}"
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    write(src / "a.txt", b"a", T0)
+    for flag in ("-n", "--dry-run"):
+        p = reconcile("apply", flag, src, dst, "--state-dir", state, check=0)
+        assert p.stderr.strip().splitlines()[-1].startswith("plan: 1 to send"), p.stderr
+        assert "upload (new)\ta.txt" in p.stdout
+    assert not dst.exists()
+
+
+def test_exclude_from_and_include(tmp_path):
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    for name in ("keep.txt", "cache.tmp", "important.tmp", "logs/x.log"):
+        write(src / name, b"x", T0)
+    patterns = tmp_path / "excludes"
+    patterns.write_text("# what never goes\n*.tmp\n\nlogs/\n")
+    reconcile("apply", src, dst, "--state-dir", state, "--exclude-from", patterns, "--include", "important.tmp",
+              check=0)
+    assert sorted(os.listdir(dst)) == ["important.tmp", "keep.txt"]
+    p = reconcile("verify", src, dst, "--state-dir", state, "--exclude-from", patterns, "--include",
+                  "important.tmp", check=0)
+    assert "verify: equal" in p.stderr
+    p = reconcile("apply", src, dst, "--state-dir", state, "--exclude-from", tmp_path / "missing", check=2)
+    assert "cannot read --exclude-from" in p.stderr
+
+
+def test_help_has_metavars_panels_examples_and_no_cut_descriptions():
+    top = reconcile("--help", check=0).stdout
+    assert "..." not in top.split("Commands:")[1]
+    assert "--version" in top and "--install-completion" in top
+    text = reconcile("apply", "--help", check=0).stdout
+    for shown in ("--exclude PATTERN", "--max-delete N", "--backup-keep DAYS", "--bwlimit RATE",
+                  "--retry-for DURATION", "--transfers N", "-n, --dry-run", "--exclude-from FILE",
+                  "--include PATTERN"):
+        assert shown in text, shown
+    for panel in ("Safety guards:", "Controls:", "Connection:", "SFTP:", "S3:", "Config file and logs:"):
+        assert f"\n{panel}\n" in text, panel
+    assert "Example:\n    reconcile apply " in text
+    assert "<str>" not in text and "<int>" not in text
+    status = reconcile("status", "--help", check=0).stdout
+    assert "--state-dir DIR" in status and "--json" in status and "print one JSON document" in status
+
+
+def test_wording_of_counts(tmp_path):
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    write(src / "a.txt", b"a", T0)
+    os.symlink("a.txt", src / "link")
+    p = reconcile("apply", src, dst, "--state-dir", state, check=0)
+    assert "[1 symlink skipped]" in p.stderr
+    write(dst / "a.txt", b"b", T0 + 10**9)
+    p = reconcile("verify", src, dst, "--state-dir", state, check=1)
+    assert "verify: 1 difference;" in p.stderr
+
+
+def test_unresolvable_s3_endpoint_fails_at_once_for_a_new_pair(tmp_path):
+    src = tmp_path / "Pictures"
+    write(src / "a.jpg", b"a", T0)
+    env = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y", "AWS_DEFAULT_REGION": "us-east-1"}
+    p = reconcile("plan", src, "s3://photos", "--s3-endpoint", "http://nas.lcoal:8333", "--state-dir",
+                  tmp_path / "state", env=env, timeout=120)
+    assert p.returncode == 2, p.stderr
+    assert "cannot resolve host nas.lcoal: check the host name in the S3 endpoint" in p.stderr
