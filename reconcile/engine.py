@@ -498,19 +498,29 @@ class Run:
         empty, or (a local one) now on another file system, is an unmounted
         disk until the user says otherwise: refilling it would fill the disk
         under the mount point."""
-        record = read_dest_record(self.state)
-        if self.opts.allow_new_destination or not record or not record.get("files"):
+        if self.opts.allow_new_destination:
             return
+        record = read_dest_record(self.state) or {}
+        held = record.get("files") or 0
+        if not record and changes.remote_files == 0:
+            held = self._snapshot_files()  # a pair that ran before the record was kept
         where = display_url(self.dest)
         again = "is the disk mounted? pass --allow-new-destination to start it again"
-        if changes.remote_files == 0:
-            raise SafetyRefusal(f"the destination {where} held {_plural(record['files'], 'file')} at the last run "
+        if held and changes.remote_files == 0:
+            raise SafetyRefusal(f"the destination {where} held {_plural(held, 'file')} at the last run "
                                 f"and is now missing or empty: {again}")
         local = self._local_dest()
         was = record.get("mount")
         if local and was and mount_point(local) != was:
             raise SafetyRefusal(f"the destination {where} was on the file system mounted at {was} at the last "
                                 f"run and is now on {mount_point(local)}: {again}")
+
+    def _snapshot_files(self) -> int:
+        """the files the last complete run left on the destination, by its snapshot."""
+        try:
+            return sum(1 for row in self.previous() if row[1] == FILE)
+        except (snapshot.CorruptState, OSError):
+            return 0
 
     def guard_reverse(self) -> None:
         """a local DEST that is (or holds) the SOURCE of another recorded pair

@@ -163,6 +163,13 @@ def test_unmounted_destination_disk_is_refused_not_refilled(tmp_path, usb):
     assert f"was on the file system mounted at {usb} at the last run and is now on" in p.stderr, p.stderr
     assert "pass --allow-new-destination" in p.stderr
     assert os.listdir(dest) == ["stray.txt"]
+    # a pair from before the destination was recorded: its snapshot says what the disk held
+    os.unlink(state / "destination.json")
+    shutil.rmtree(dest)
+    p = reconcile("apply", src, dest, "--state-dir", state, check=4)
+    assert UNMOUNTED in p.stderr
+    dest.mkdir()
+    write(dest / "stray.txt", b"x", T0)
     # the user means it: start again, and from then on that is the destination
     reconcile("apply", src, dest, "--state-dir", state, "--allow-new-destination", check=0)
     assert (dest / "c" / "d.jpg").read_bytes() == b"c/d.jpg"
