@@ -183,6 +183,7 @@ def merge_rows(
     excluded = None if current_excluded else excludes.excluded_key
     unreadable: list[str | None] = [None]  # a folder we could not read, while inside it
     files = dirs = 0  # unchanged, settled on the rows
+    inside_lo, inside_hi = (span[0] + DAY_NS, span[1] - DAY_NS) if span is not None else (0, 0)
     while True:
         # the quick path: the same unchanged file or folder at the same key on both sides
         while quick and c is not None and r is not None and unreadable[0] is None:
@@ -191,7 +192,7 @@ def merge_rows(
                 break
             if kind == FILE:
                 cm, rm = c[3], r[3]
-                if span is not None and cm is not None:
+                if span is not None and cm is not None and not inside_lo <= cm <= inside_hi:
                     cm = clamp_mtime(cm, span)
                 if c[2] != r[2] or cm is None or rm is None or (
                         cm != rm and not same_mtime(cm, rm, precision_ns)):

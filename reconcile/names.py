@@ -173,7 +173,16 @@ def cannot_store(path: str, fs: str, reason: str, mendable: bool) -> str:
 def fold(name: str) -> str:
     """the name as a case-insensitive disk compares it: each letter's one-letter
     upper case (exFAT's up-case table maps letter to letter, never 'ß' to 'SS')."""
+    upper = name.upper()
+    if len(upper) == len(name):
+        return upper  # no letter grew: the common case, at C speed
     return "".join(u if len(u := c.upper()) == 1 else c for c in name)
+
+
+def _folded_key(name: bytes) -> bytes:
+    if name.isascii():
+        return name.upper()
+    return fold(decode_path(name)).encode("utf-8", "surrogateescape")
 
 
 @dataclass
@@ -185,26 +194,30 @@ class CollisionWatch:
     groups: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (folder, folded) -> paths
 
     def rows(self, rows: Iterable[tuple]) -> Iterator[tuple]:
-        stack: list[tuple[bytes, dict[str, str]]] = [(b"", {})]
+        stack: list[tuple[bytes, dict[bytes, bytes]]] = [(b"", {})]
         for row in rows:
             key, kind = row[0], row[1]
             raw = key[:-1] if kind == DIR else key
             cut = raw.rfind(b"/")
             parent = raw[:cut + 1]  # b"" at the top; a folder's key ends in '/'
-            while len(stack) > 1 and stack[-1][0] != parent:
-                stack.pop()
             if stack[-1][0] != parent:
-                stack.append((parent, {}))  # a folder the walk did not give first
-            name = decode_path(raw[cut + 1:])
-            folded = fold(name)
+                while len(stack) > 1 and stack[-1][0] != parent:
+                    stack.pop()
+                if stack[-1][0] != parent:
+                    stack.append((parent, {}))  # a folder the walk did not give first
+            name = raw[cut + 1:]
+            folded = _folded_key(name)
             first = stack[-1][1].setdefault(folded, name)
             if first != name:
-                where = decode_path(parent[:-1])
-                group = self.groups.setdefault((where, folded), [f"{where}/{first}" if where else first])
-                group.append(decode_path(raw))
+                self._collided(parent, first, raw, folded)
             if kind == DIR:
                 stack.append((key, {}))
             yield row
+
+    def _collided(self, parent: bytes, first: bytes, raw: bytes, folded: bytes) -> None:
+        where = decode_path(parent[:-1])
+        group = self.groups.setdefault((where, decode_path(folded)), [decode_path(parent + first)])
+        group.append(decode_path(raw))
 
 
 # --- the refusals of one run ----------------------------------------------------------

@@ -209,3 +209,16 @@ def test_a_file_over_the_fat32_limit_is_left_out_once_with_the_limit_named():
                     "or exclude it")]
     assert list(changes.needed) == ["iso/fits.iso"]
     assert changes.stale == {}  # the older copy on the disk stays; nothing deletes it
+
+
+def test_collision_watch_finds_case_twins_per_folder_only():
+    from reconcile.entry import DIR, FILE
+    from reconcile.names import CollisionWatch
+
+    listed = [("DOCS2", DIR), ("DOCS2/y", FILE), ("a", FILE), ("docs2", DIR), ("docs2/x", FILE), ("A", FILE),
+              ("é", DIR), ("É", DIR), ("straße", FILE), ("STRASSE", FILE), ("x", DIR), ("x/a", FILE), ("y", DIR),
+              ("y/A", FILE)]
+    rows = sorted(((p + "/" if k == DIR else p).encode(), k) for p, k in listed)
+    watch = CollisionWatch()
+    assert list(watch.rows(rows)) == rows  # every row passes through
+    assert sorted(watch.groups.values()) == [["A", "a"], ["DOCS2", "docs2"], ["É", "é"]]
