@@ -12,7 +12,7 @@ import traceback
 from bench.common import REPO, ROOT, Case, log, rmtree
 
 CASES = ("local", "sftp", "sftp-first", "sftp-nochange", "sftp-big", "sftp-rename",
-         "s3", "s3-first", "s3-rename", "s3-big", "hash", "profile", "bwlimit")
+         "s3", "s3-first", "s3-rename", "s3-big", "hash", "profile", "bwlimit", "usb")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -69,6 +69,8 @@ def main(argv: list[str]) -> int:
             _guard(failures, "s3", lambda: cases.extend(_s3(size, only, tools)))
         if wanted(only, "bwlimit"):
             _guard(failures, "bwlimit", lambda: cases.extend(_bwlimit(size, tools)))
+        if wanted(only, "usb"):
+            _guard(failures, "usb", lambda: cases.extend(_usb(size)))
     finally:
         out = args.output or os.path.join(REPO, "docs", "benchmarks.md")
         analysis = open(args.analysis).read() if args.analysis else ""
@@ -122,6 +124,12 @@ def _local(scale, runs):
     from bench import case_local
 
     return case_local.run(scale, runs)
+
+
+def _usb(size):
+    from bench import case_usb
+
+    return case_usb.run(10_000 if size.name == "full" else 2_000, size.runs)
 
 
 def _hash(size):

@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parent.parent
 CASE_TITLES = ("local: no-change plan", "hashing: one", "sftp: (a) first sync", "sftp: (b) no-change run",
                "sftp: (c) one", "sftp: (d) rename", "s3: first sync", "s3: no-change run",
                "s3: rename of a folder", "s3: one", "controls: --bwlimit 2M over 3 s to SFTP",
-               "controls: --bwlimit 2M over 3 s to S3")
+               "controls: --bwlimit 2M over 3 s to S3", "usb: no-change plan")
 
 
 def test_bench_suite_runs_at_small_size(tmp_path):
