@@ -23,13 +23,15 @@ from reconcile.errors import (ConfigError, NotFound, ReconcileError, SafetyRefus
 from reconcile.excludes import Excludes
 from reconcile.hashing import hash_file
 from reconcile.lock import RunLock
+from reconcile.pairs import (check_destination, check_reverse, local_dest_path, record_destination,
+                             refuse_unknown_host)
 from reconcile.names import CollisionWatch, clamp_warnings, refusals, to_stored
 from reconcile.plan import Plan, keep_copies, make_plan, needs_hash, prune_trash
-from reconcile.remotes import dest_kind, local_path, open_remote
+from reconcile.remotes import dest_kind, open_remote
 from reconcile.remotes.base import RemoteOptions
 from reconcile.remotes.retry import RetryingRemote, RetryPolicy, retry_message
 from reconcile.spool import walk_while_waiting
-from reconcile.statedir import StateDir, default_root, display_url, pair_id
+from reconcile.statedir import StateDir, display_url
 from reconcile.statefile import write_private
 from reconcile.walk import WalkReport, walk_rows
 
@@ -81,10 +83,6 @@ class RunResult:
 OUTAGE_GAP = 5.0  # seconds past a retry's due time after which the next one starts a new wait
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n:,} {word}" + ("" if n == 1 else "s")
-
-
 def _clock(seconds: float) -> str:
     return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
 
@@ -124,93 +122,6 @@ def check_paths(source: str, dest: str) -> str:
         if is_inside(d, s) or is_inside(s, d):
             raise ConfigError(f"source {src} and destination {d} overlap; choose folders outside each other")
     return src
-
-
-DEST_RECORD = "destination.json"  # what the destination held at the last apply, and where it lived
-
-
-def mount_point(path: str) -> str:
-    """the mount point of the file system holding path, or of its nearest existing parent."""
-    path = os.path.realpath(path)
-    while not os.path.exists(path):
-        path = os.path.dirname(path)
-    while not os.path.ismount(path):
-        parent = os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
-    return path
-
-
-def read_dest_record(state: StateDir) -> dict | None:
-    try:
-        with open(state.file(DEST_RECORD), "rb") as f:
-            record = json.loads(f.read())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def recorded_pairs(skip: str = "") -> list[tuple[str, str, str]]:
-    """(state folder, source, dest as shown) of every pair under the default
-    state root that has run apply, but the one whose state folder is skip."""
-    root = default_root()
-    try:
-        names = sorted(os.listdir(root))
-    except OSError:
-        return []
-    pairs = []
-    for name in names:
-        state = StateDir(os.path.join(root, name))
-        if skip and os.path.realpath(state.path) == os.path.realpath(skip):
-            continue
-        record = read_dest_record(state) or _read_json(state.last_run)
-        if record and isinstance(record.get("source"), str) and isinstance(record.get("dest"), str):
-            pairs.append((state.path, record["source"], record.get("local_path") or record["dest"]))
-    return pairs
-
-
-def _read_json(path: str) -> dict | None:
-    try:
-        with open(path, "rb") as f:
-            doc = json.loads(f.read())
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
-def pair_state_for_dest(dest: str, local_dir: str | None) -> str | None:
-    """the state folder of the pair that mirrors into dest (restore's way to
-    find the snapshot that vouches for files): the one whose source is
-    local_dir, else the one that ran last."""
-    target = pair_id("/", dest).split("\0", 1)[1]
-    found = [(path, source) for path, source, shown in recorded_pairs()
-             if pair_id("/", shown).split("\0", 1)[1] == target]
-    if local_dir:
-        for path, source in found:
-            if os.path.realpath(source) == os.path.realpath(os.path.expanduser(local_dir)):
-                return path
-    found.sort(key=lambda f: _mtime(StateDir(f[0]).last_run))
-    return found[-1][0] if found else None
-
-
-def _mtime(path: str) -> float:
-    try:
-        return os.path.getmtime(path)
-    except OSError:
-        return 0.0
-
-
-def refuse_unknown_host(exc: Exception, state: StateDir, dest: str) -> None:
-    """a host name that does not resolve, for a pair that never reached its
-    destination, is a typo most likely: waiting minutes for it helps nobody."""
-    if not isinstance(exc, UnresolvedHost):
-        return
-    if any(os.path.exists(p) for p in (state.last_run, state.snapshot, state.file(DEST_RECORD))):
-        return  # it worked before: a laptop waking with no network yet
-    where = "the S3 endpoint" if dest_kind(dest) == "s3" else display_url(dest)
-    raise ConfigError(f"cannot resolve host {exc.host}: check the host name in {where} "
-                      "(this pair has never connected, so it is not retried)") from None
 
 
 def known_trash(state: StateDir) -> list[str]:
@@ -287,7 +198,6 @@ class Run:
         why = "no network" if isinstance(exc, UnresolvedHost) else str(exc)
         self.reporter.waiting(f"waiting for {host} ({why}) \u2014 {_clock(now - self._outage[0])} of "
                               f"{_clock(self.opts.remote.retry_for)}; Ctrl-C to stop")
-
 
     def _snapshot_entries(self) -> int:
         """about how many entries the last snapshot holds, from its size."""
@@ -489,31 +399,11 @@ class Run:
         self.warn(f"skipped {path}: {reason}; its remote copy is left as it is")
 
     def _local_dest(self) -> str | None:
-        if dest_kind(self.dest) != "local":
-            return None
-        return os.path.realpath(os.path.expanduser(local_path(self.dest)))
+        return local_dest_path(self.dest)
 
     def guard_destination(self, changes: Changes) -> None:
-        """a destination that held files at the last run and is now missing or
-        empty, or (a local one) now on another file system, is an unmounted
-        disk until the user says otherwise: refilling it would fill the disk
-        under the mount point."""
-        if self.opts.allow_new_destination:
-            return
-        record = read_dest_record(self.state) or {}
-        held = record.get("files") or 0
-        if not record and changes.remote_files == 0:
-            held = self._snapshot_files()  # a pair that ran before the record was kept
-        where = display_url(self.dest)
-        again = "is the disk mounted? pass --allow-new-destination to start it again"
-        if held and changes.remote_files == 0:
-            raise SafetyRefusal(f"the destination {where} held {_plural(held, 'file')} at the last run "
-                                f"and is now missing or empty: {again}")
-        local = self._local_dest()
-        was = record.get("mount")
-        if local and was and mount_point(local) != was:
-            raise SafetyRefusal(f"the destination {where} was on the file system mounted at {was} at the last "
-                                f"run and is now on {mount_point(local)}: {again}")
+        if not self.opts.allow_new_destination:
+            check_destination(self.state, self.dest, changes.remote_files, self._snapshot_files)
 
     def _snapshot_files(self) -> int:
         """the files the last complete run left on the destination, by its snapshot."""
@@ -523,21 +413,8 @@ class Run:
             return 0
 
     def guard_reverse(self) -> None:
-        """a local DEST that is (or holds) the SOURCE of another recorded pair
-        is a swap, as `apply --delete /mnt/backup/Pictures ~/Pictures`: it
-        would overwrite or delete the originals. A pair that has run before
-        was allowed already."""
-        dest = self._local_dest()
-        if dest is None or self.opts.allow_reverse or self.ran_before():
-            return
-        for _, source, shown in recorded_pairs(self.state.path):
-            if is_inside(os.path.realpath(source), dest):
-                raise SafetyRefusal(
-                    f"the destination {dest} is the source of the pair {source} -> {shown} that ran before: "
-                    "SOURCE and DEST swapped? nothing was changed. Pass --allow-reverse to copy into it anyway")
-
-    def ran_before(self) -> bool:
-        return os.path.exists(self.state.file(DEST_RECORD)) or os.path.exists(self.state.last_run)
+        if not self.opts.allow_reverse:
+            check_reverse(self.state, self.dest)
 
     def _record_destination(self, changes: Changes, plan: Plan, outcome: Outcome) -> None:
         if outcome.complete:
@@ -546,11 +423,8 @@ class Run:
             sent = sum(1 for i, op in enumerate(plan.ops)
                        if op.op == "upload" and outcome.results.get(i, ("",))[0] == "done")
             files = changes.remote_files + sent
-        local = self._local_dest()
-        record = {"source": self.source, "dest": display_url(self.dest), "local_path": local, "files": files,
-                  "mount": mount_point(local) if local and os.path.isdir(local) else None}
         try:
-            write_private(self.state.file(DEST_RECORD), json.dumps(record).encode())
+            record_destination(self.state, self.source, self.dest, files)
         except OSError as exc:
             self.reporter.warn(f"could not record the destination in {self.state.path}: {exc.strerror}")
 
@@ -653,7 +527,8 @@ class Run:
         pending = self.pending_journal()
         if pending is None:
             return None
-        self.reporter.warn(f"resuming an unfinished run: {_plural(len(pending.remaining), 'operation')} left")
+        n = len(pending.remaining)
+        self.reporter.warn(f"resuming an unfinished run: {n} operation{'' if n == 1 else 's'} left")
         j = journal_mod.Journal(self.state.journal)
         j.reopen()
         outcome = self._executor(j, pending.ops).run(pending.ops, pending.remaining, pending.resume)

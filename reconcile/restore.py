@@ -868,7 +868,7 @@ def restore_command(
                            accept_new_host_key=accept_new_host_key, retry_for=parse_duration(retry_for),
                            s3_endpoint=s3_endpoint, profile=profile)
     if state_dir is None:  # the pair's own state, found the way apply finds it
-        from reconcile.engine import pair_state_for_dest
+        from reconcile.pairs import pair_state_for_dest
 
         state_dir = pair_state_for_dest(remote_url, local_dir)
     remote.extra["name_encoding"] = name_encoding  # names stored as rclone does: restored as they were

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 from reconcile.diff import SortedStream, file_changed, with_implied_dirs
-from reconcile.engine import DEFAULT_TRASH, check_paths, known_trash, refuse_unknown_host
+from reconcile.engine import DEFAULT_TRASH, check_paths, known_trash
+from reconcile.pairs import refuse_unknown_host
 from reconcile.entry import DIR, FILE, LINK, Entry, is_inside
 from reconcile.errors import NotFound, ReconcileError, SourceChanged
 from reconcile.excludes import Excludes
