@@ -1,7 +1,9 @@
-"""Two safety rules of apply with no other test (issue 25):
+"""Safety rules of apply with no other test (issue 25):
 
 - a delete whose source came back between the plan and the moment it runs is
   skipped (apply.py, _do_delete re-checks the source), on every remote;
+- an upload whose source changed or went away since the plan is skipped, and
+  the next run sends it (apply.py, _source_moved);
 - the journal is written through to disk (fsync) before the first change to
   the remote. What an fsync buys, surviving a power cut, cannot be shown
   here: a SIGKILL leaves the page cache intact, and losing it needs a VM or a
@@ -61,6 +63,41 @@ def test_delete_skipped_when_the_source_came_back(dest, tmp_path):
     apply(src, dest, state, reporter)
     assert reporter.results == {"delete back.txt": ("skipped", "the source has it again")}
     assert read_dest(dest).files == {"keep.txt": b"k", "back.txt": b"precious"}
+
+
+class ChangesSource(SilentReporter):
+    """edits one source file and removes another just as apply is about to send them."""
+
+    def __init__(self, src) -> None:
+        super().__init__()
+        self.src = src
+        self.results: dict[str, tuple[str, str | None]] = {}
+
+    def op_started(self, op) -> None:
+        if op.path == "edited.txt":
+            write(self.src / op.path, b"edited after the plan", T0 + 5 * 10**9)
+        elif op.path == "gone.txt":
+            (self.src / op.path).unlink()
+
+    def op_ended(self, op, result, error) -> None:
+        super().op_ended(op, result, error)
+        self.results[op.path] = (result, error)
+
+
+def test_upload_skipped_when_the_source_changed_since_the_plan(dest, tmp_path):
+    src, state = tmp_path / "src", tmp_path / "state"
+    write(src / "edited.txt", b"v1", T0)
+    apply(src, dest, state, SilentReporter())
+    write(src / "edited.txt", b"v2 planned", T0 + 10**9)
+    write(src / "gone.txt", b"new", T0)
+    reporter = ChangesSource(src)
+    apply(src, dest, state, reporter)
+    assert reporter.results == {
+        "edited.txt": ("skipped", "the source file changed since the plan; the next run sends it"),
+        "gone.txt": ("skipped", "the source file is gone")}
+    assert read_dest(dest).files == {"edited.txt": b"v1"}  # never the new bytes under the planned size and mtime
+    apply(src, dest, state, SilentReporter())
+    assert read_dest(dest).files == {"edited.txt": b"edited after the plan"}
 
 
 def test_journal_is_fsynced_before_the_first_remote_change(tmp_path, monkeypatch):

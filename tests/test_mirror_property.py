@@ -6,7 +6,7 @@ A change is a plain tuple (kind, three numbers that pick paths, a payload), so
 every hard shape has an explicit @example that runs every time: a folder
 rename, a swap and a cycle through temp names, a file that becomes a folder
 and back, a case-only rename, a same-size edit with an OLDER mtime, an edit
-with the SAME mtime but another size. Swaps and folder renames are drawn
+with the SAME mtime but another size, an empty folder. Swaps and folder renames are drawn
 more often than the rest. Temp files a killed run would leave are planted
 in the destination before the first apply; it must clear them.
 
@@ -36,7 +36,7 @@ SEC = 1_000_000_000
 # folder moves: drawn three times as often as the rest
 KINDS = (["create"] * 3 + ["move_dir", "swap", "cycle"] * 3
          + ["modify", "modify_same_size", "modify_older", "modify_same_mtime", "delete", "move_file",
-            "move_over", "file_to_dir", "dir_to_file", "rmtree", "rename_case"])
+            "move_over", "file_to_dir", "dir_to_file", "rmtree", "rename_case", "mkdir"])
 EXAMPLES = int(os.environ.get("RECONCILE_PROPERTY_EXAMPLES", "60"))
 PER_KIND = {"local": EXAMPLES * 4, "sftp": EXAMPLES // 3, "s3": EXAMPLES // 3}
 
@@ -133,6 +133,10 @@ def change(root: Path, c: tuple, clock: Clock) -> None:
         write(p, b"now a file", clock.tick())
     elif kind == "rmtree" and dirs:
         shutil.rmtree(root / pick(dirs, a))
+    elif kind == "mkdir":
+        p = fresh_path(root, a, b)
+        if not p.exists():
+            p.mkdir(parents=True)  # an empty folder
     elif kind == "rename_case":
         p = root / pick(files + dirs, a)
         q = p.with_name(p.name.swapcase())
@@ -206,6 +210,7 @@ def hard_shapes(test):
         ([f("create", 0, 0, payload=b"same size")], [[f("modify_older", 0, n=2)]]),  # an OLDER mtime
         ([f("create", 0, 0, payload=b"v1")], [[f("modify_same_mtime", 0, payload=b"longer")]]),  # the SAME mtime
         ([f("create", 0, 0, payload=b"x"), f("create", 0, 1, payload=b"y")], [[f("move_over", 0, 1)]]),
+        ([f("create", 0, 0), f("mkdir", 1, 1)], [[f("rmtree", 0)]]),  # an empty folder made, then removed
     ]
     for setup, rounds in shapes:
         test = example(setup=setup, rounds=rounds)(test)
