@@ -74,7 +74,8 @@ def record_destination(state: StateDir, source: str, dest: str, files: int) -> N
     local = local_dest_path(dest)
     record = {"source": source, "dest": display_url(dest), "local_path": local, "files": files,
               "mount": mount_point(local) if local and os.path.isdir(local) else None}
-    write_private(state.file(DEST_RECORD), json.dumps(record).encode())
+    if read_dest_record(state) != record:  # a no-change run spends no fsync on it
+        write_private(state.file(DEST_RECORD), json.dumps(record).encode())
 
 
 def _plural(n: int, word: str) -> str:
