@@ -466,7 +466,7 @@ def verify(source: Optional[str] = NameArg, dest: Optional[str] = OptDestArg,
            json_out: JsonOut = False, state_dir: StateDirOpt = None,
            transfers: Transfers = None, ssh_key: SshKey = None, known_hosts: KnownHosts = None,
            retry_for: RetryFor = "5m", s3_endpoint: S3Endpoint = None, profile: Profile = None,
-           links: Annotated[str, typer.Option("--links", callback=_links,
+           links: Annotated[str, typer.Option("--links", callback=_links, metavar="skip|follow|store",
                                               help="symlinks as the mirror treats them: skip, follow or store")] = "skip",
            all_: AllOpt = False, config: ConfigOpt = None):
     """Read-only audit that the remote matches SOURCE: exit 0 when equal, 1 with the differences."""

@@ -841,15 +841,15 @@ def _print_trash(r: Restore, json_out: bool) -> int:
 
 
 # the flags only restore has; the shared ones come from reconcile.cli (imported at the end)
-Paths = Annotated[Optional[List[str]], typer.Option("--path", help="restore only this subtree (repeatable)")]
+Paths = Annotated[Optional[List[str]], typer.Option("--path", metavar="PATH", help="restore only this subtree (repeatable)")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="replace local files that differ")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="show what would be fetched; change nothing")]
 FromTrash = Annotated[Optional[str], typer.Option(
     "--from-trash", metavar="RUN", help="restore what the remote trash kept from RUN (any unique prefix)")]
 ListTrash = Annotated[bool, typer.Option("--list-trash", help="list the trash runs that can be restored")]
-BackupDir = Annotated[str, typer.Option("--backup-dir", help="the trash folder under the remote root")]
+BackupDir = Annotated[str, typer.Option("--backup-dir", metavar="NAME", help="the trash folder under the remote root")]
 SnapState = Annotated[Optional[str], typer.Option(
-    "--state-dir", help="state folder of the SOURCE+DEST pair: its snapshot vouches for files the remote has no hash for")]
+    "--state-dir", metavar="DIR", help="state folder of the SOURCE+DEST pair: its snapshot vouches for files the remote has no hash for (default: found as apply finds it)")]
 
 
 def restore_command(

@@ -437,6 +437,9 @@ def test_help_has_metavars_panels_examples_and_no_cut_descriptions():
         assert f"\n{panel}\n" in text, panel
     assert "Example:\n    reconcile apply " in text
     assert "<str>" not in text and "<int>" not in text
+    for command in ("plan", "status", "verify", "restore"):
+        shown = reconcile(command, "--help", check=0).stdout
+        assert "<str>" not in shown and "<int>" not in shown and "Example:" in shown, command
     status = reconcile("status", "--help", check=0).stdout
     assert "--state-dir DIR" in status and "--json" in status and "print one JSON document" in status
 
