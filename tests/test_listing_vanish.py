@@ -23,10 +23,10 @@ def test_a_folder_removed_while_listed_is_skipped_not_the_rest(tmp_path, monkeyp
         write(dst / path, b"x", T0)
     real = local._list_dir
 
-    def vanishing(abspath: bytes, prefix: bytes):
+    def vanishing(abspath: bytes, prefix: bytes, *rest):
         if prefix == b"b/":
             shutil.rmtree(dst / "b")
-        return real(abspath, prefix)
+        return real(abspath, prefix, *rest)
 
     monkeypatch.setattr(local, "_list_dir", vanishing)
     remote = local.LocalRemote(str(dst), RemoteOptions())

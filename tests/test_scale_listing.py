@@ -133,10 +133,10 @@ def test_forked_listing_error_is_the_same_error_at_the_same_point(tmp_path, monk
         write(tmp_path / rel, b"x", T0)
     real = local._list_dir
 
-    def failing(abspath: bytes, prefix: bytes):
+    def failing(abspath: bytes, prefix: bytes, *rest):
         if prefix == b"b/":
             raise Permanent(f"cannot list {os.fsdecode(abspath)}: Permission denied")
-        return real(abspath, prefix)
+        return real(abspath, prefix, *rest)
 
     monkeypatch.setattr(local, "_list_dir", failing)  # the child is a fork: it runs this too
     got = {}
