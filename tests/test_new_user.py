@@ -463,3 +463,24 @@ def test_unresolvable_s3_endpoint_fails_at_once_for_a_new_pair(tmp_path):
                   tmp_path / "state", env=env, timeout=120)
     assert p.returncode == 2, p.stderr
     assert "cannot resolve host nas.lcoal: check the host name in the S3 endpoint" in p.stderr
+
+
+def test_verify_repair_on_s3_resends_and_the_next_plan_is_empty(tmp_path, seaweed, s3_dest):
+    src, state = tmp_path / "src", tmp_path / "state"
+    write(src / "a.txt", b"good content", T0)
+    write(src / "b.txt", b"fine", T0)
+    args = ("--state-dir", state, *s3_dest.cli_args)
+    reconcile("apply", src, s3_dest.url, *args, env=s3_dest.env, check=0)
+    bucket, _, prefix = s3_dest.url[len("s3://"):].partition("/")
+    key = f"{prefix}/a.txt"
+    head = seaweed.client().head_object(Bucket=bucket, Key=key)
+    # damaged behind reconcile's back: same size, same metadata (mtime, xxh3), other bytes
+    seaweed.client().put_object(Bucket=bucket, Key=key, Body=b"bitrot here!", Metadata=head["Metadata"])
+    p = reconcile("verify", src, s3_dest.url, *args, "--hash", env=s3_dest.env, check=1)
+    assert "--repair` re-sends the 1 that differ in content" in p.stderr
+    p = reconcile("verify", src, s3_dest.url, *args, "--repair", env=s3_dest.env, check=0)
+    assert "re-sent 1 that differed in content" in p.stderr
+    assert seaweed.client().get_object(Bucket=bucket, Key=key)["Body"].read() == b"good content"
+    reconcile("verify", src, s3_dest.url, *args, "--hash", env=s3_dest.env, check=0)
+    plan = json.loads(reconcile("plan", src, s3_dest.url, *args, "--json", env=s3_dest.env, check=0).stdout)
+    assert plan["operations"] == []
