@@ -21,6 +21,7 @@ boto3 is imported here only, so other remotes do not pay for it.
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures as cf
 import contextlib
 import hashlib
@@ -271,6 +272,13 @@ class VerifiedBody(MeteredBody):
             if pos + len(data) == self.size and self._hash.digest() != self.digest:
                 raise SourceChanged(f"{self.path} changed while being uploaded; left for the next run")
         return data
+
+
+def _file_md5(fd: int, size: int) -> "hashlib._Hash":
+    md5 = hashlib.md5(usedforsecurity=False)
+    for offset in range(0, size, MiB):
+        md5.update(pread_exact(fd, min(MiB, size - offset), offset))
+    return md5
 
 
 def chunks(items: list, n: int) -> Iterator[list]:
@@ -769,15 +777,20 @@ class S3Remote:
             digest = xxhash.xxh3_128_digest(body)
             if entry.hash is not None and digest != entry.hash:
                 raise SourceChanged(f"{path} changed since it was scanned; left for the next run")
+            md5 = hashlib.md5(body, usedforsecurity=False)
         else:
             # streamed: the body checks itself and fails the request before its
             # last byte if the file no longer hashes to what the metadata says
             digest = entry.hash or hash_file(fd)
             body = VerifiedBody(fd, entry.size, digest, path, progress)
+            md5 = _file_md5(fd, entry.size)
         before = os.fstat(fd)
+        # Content-MD5: a server that got fewer bytes than it was told (a PUT cut
+        # after its headers) must refuse the object; SeaweedFS keeps it otherwise
         with self._errors(f"upload {path}"):
             resp = self.client.put_object(Bucket=self.bucket, Key=key,
                                           Body=BytesBody(body, progress) if isinstance(body, bytes) else body,
+                                          ContentMD5=base64.b64encode(md5.digest()).decode(),
                                           Metadata=self._metadata(entry.mtime_ns, digest, self._mode_of(entry)), **self._extra_args())
         if isinstance(body, VerifiedBody) and _changed(before, os.fstat(fd)):
             # the object holds a mix; its mtime is the scanned one, so the next run sends it again.
