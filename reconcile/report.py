@@ -257,6 +257,9 @@ class ApplyReporter:
     def waiting(self, text: str) -> None:
         """one live line on a terminal, rewritten in place (a wait for the network)."""
         with self._lock:
+            if self._progress is not None:  # the bar's own line says it, until the next operation ends
+                self._progress.update(self._task, description=text)
+                return
             self.stream.write(f"\r\x1b[K{text}")
             self.stream.flush()
             self._waiting = True
