@@ -17,7 +17,7 @@ from reconcile import snapshot
 from reconcile.apply import Executor, Outcome, Reporter
 from reconcile.bwlimit import Bandwidth, ThrottledReporter
 from reconcile.diff import Changes, merge_rows, with_implied_dirs
-from reconcile.entry import DIR, FILE, Entry, encode_path, entry_of, is_inside, is_safe_path, row_of, row_path
+from reconcile.entry import DIR, FILE, LINK, Entry, encode_path, entry_of, is_inside, is_safe_path, row_of, row_path
 from reconcile.errors import (ConfigError, NotFound, ReconcileError, SafetyRefusal, SourceChanged,
                               Transient, UnresolvedHost)
 from reconcile.excludes import Excludes
@@ -542,6 +542,8 @@ class Run:
     def _execute(self, plan: Plan, tag: str) -> Outcome:
         if not plan.ops:
             return Outcome()
+        if any(op.backup for op in plan.ops):
+            self._check_trash()
         self._remember_trash()
         j = journal_mod.Journal(self.state.journal)
         j.start({"plan_id": tag, "source": self.source, "dest": display_url(self.dest)}, plan.ops)
@@ -552,6 +554,19 @@ class Run:
         j.finish()
         self.tidy_remote = True
         return outcome
+
+    def _check_trash(self) -> None:
+        """someone who can write the destination may have made the trash (or
+        this run's folder in it, whose name is predictable) a symlink to
+        elsewhere: never move anything through it"""
+        for path in (self.trash, f"{self.trash}/{self.run_name}"):
+            e = self.remote.stat(path)
+            if e is not None and e.kind != DIR:
+                what = "a symlink" if e.kind == LINK else "not a folder"
+                raise SafetyRefusal(
+                    f"the trash folder {path} on the destination is {what}; reconcile never moves files "
+                    "through it. Nothing was changed: remove it on the destination (or choose another "
+                    "--backup-dir), then run again")
 
     def _executor(self, j: journal_mod.Journal, ops: list) -> Executor:
         # a child process sends half the small files where it can run on a

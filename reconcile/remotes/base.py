@@ -8,8 +8,10 @@ per-thread connections it needs.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol
+from typing import BinaryIO, Callable, ContextManager, Iterator, Protocol
 
 from reconcile.entry import Entry
 
@@ -105,9 +107,10 @@ class Remote(Protocol):
         """Remove an empty directory; a missing one is fine."""
 
     def download(
-        self, path: str, local_path: str, progress: Progress | None = None, offset: int = 0
+        self, path: str, local_path: "str | BinaryIO", progress: Progress | None = None, offset: int = 0
     ) -> Entry:
-        """Write the remote file to local_path (appending from offset)."""
+        """Write the remote file to local_path (appending from offset), or to
+        an open file (restore opens its own, never through a symlink)."""
 
     def remove_temp_files(self, keep: frozenset[str] = frozenset()) -> int:
         """Remove what killed runs left behind (temp files, temp-named dirs,
@@ -116,3 +119,10 @@ class Remote(Protocol):
         """
 
     def close(self) -> None: ...
+
+
+def local_output(local_path: "str | BinaryIO", offset: int) -> "ContextManager[BinaryIO]":
+    """download's output: a path opened here, or the caller's open file (left open)"""
+    if isinstance(local_path, (str, bytes, os.PathLike)):
+        return open(local_path, "r+b" if offset else "wb")
+    return contextlib.nullcontext(local_path)

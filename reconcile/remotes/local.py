@@ -8,24 +8,27 @@ import shutil
 import stat as st
 import uuid
 from itertools import chain
-from typing import Callable, Iterator
+from typing import BinaryIO, Callable, Iterator
 from urllib.parse import unquote, urlsplit
 
-from reconcile import forked
-from reconcile import names
+from reconcile import forked, names, safepath
 from reconcile.diff import clamp_mtime
 from reconcile.entry import (DIR, FILE, LINK, TEMP_MARK, Entry, decode_path, encode_path, entry_of, is_temp_name,
                              row_of)
 from reconcile.errors import ConfigError, NotFound, Permanent, SourceChanged, Transient
 from reconcile.excludes import TEMP_MARK_B
-from reconcile.remotes.base import Capabilities, Checkpoint, Progress, RemoteOptions
+from reconcile.remotes.base import Capabilities, Checkpoint, Progress, RemoteOptions, local_output
 from reconcile.remotes.fsprobe import facts_for, with_facts
 from reconcile.walk import FD_STAT, S_IFDIR, S_IFLNK, S_IFMT, Listing
 
 CHUNK = 1 << 20
+PATH_MAX = 4096
+TEMP_NAME_EXTRA = 1 + len(TEMP_MARK) + 13  # "/", the mark, 12 hex digits and "-"
 
 
 def _map_oserror(exc: OSError, what: str) -> Exception:
+    if isinstance(exc, safepath.SymlinkInPath):
+        return Permanent(f"{what}: {exc.strerror}")
     if exc.errno in (errno.ENOENT, errno.ENOTDIR):
         return NotFound(f"{what}: {exc.strerror}")
     if exc.errno in (errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.ENOSPC, errno.EDQUOT):
@@ -43,7 +46,7 @@ class LocalRemote:
         self.root = os.path.abspath(root)
         self.url = self.root
         self.options = options or RemoteOptions()
-        self._dirs_made: set[str] = set()
+        self._umask = current_umask()
         self._capabilities: Capabilities | None = None
         # --name-encoding: names stored as rclone stores them on Windows (names.py)
         self._stored = names.to_stored if self.options.extra.get("name_encoding") else None
@@ -115,93 +118,109 @@ class LocalRemote:
             except NotFound:
                 continue  # removed since its parent was read: nothing below it to compare
 
+    def _parent(self, path: str, create: bool = False) -> safepath.Parent:
+        """path's folder, reached from the root without following a symlink"""
+        # descriptors would let us write a path no other tool (nor our own
+        # listing) can reach by name: keep to the kernel's cap, temp name included
+        if len(os.fsencode(self.root)) + len(encode_path(path)) + (TEMP_NAME_EXTRA if create else 1) >= PATH_MAX:
+            raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), path)
+        if self._stored is not None and path:
+            path = self._stored(path)
+        return safepath.open_parent(self.root, path, create)
+
     def stat(self, path: str) -> Entry | None:
         try:
-            s = os.lstat(self._abs(path))
-        except FileNotFoundError:
-            return None
-        except NotADirectoryError:
-            return None
+            if not path:
+                s = os.lstat(self.root)
+            else:
+                with self._parent(path) as p:
+                    s = os.lstat(p.target, dir_fd=p.fd)
+        except (FileNotFoundError, NotADirectoryError, safepath.SymlinkInPath):
+            return None  # not there, or only through a symlink: not ours
         except OSError as exc:
             raise _map_oserror(exc, f"cannot stat {path}") from None
         kind = DIR if st.S_ISDIR(s.st_mode) else LINK if st.S_ISLNK(s.st_mode) else FILE
         return Entry(path, kind, s.st_size if kind == FILE else 0, s.st_mtime_ns, s.st_ino, s.st_dev, s.st_mode)
 
-    def _temp_for(self, path: str) -> str:
-        head, _, name = path.rpartition("/")
-        tmp = f"{TEMP_MARK}{uuid.uuid4().hex[:12]}-{name[:100]}"
-        return f"{head}/{tmp}" if head else tmp
+    @staticmethod
+    def _temp_name(name: str) -> str:
+        """a temp name beside name (as stored) in its folder"""
+        return f"{TEMP_MARK}{uuid.uuid4().hex[:12]}-{name[:100]}"
 
     def upload(self, local_path: str, path: str, entry: Entry, progress: Progress | None = None,
                resume: dict | None = None, checkpoint: Checkpoint | None = None) -> Entry:
-        target = self._abs(path)
-        tmp = self._abs(self._temp_for(path))
-        span = self.capabilities.mtime_range  # FAT, exFAT: a time out of it is stored clamped
         try:
-            self._ensure_dir(os.path.dirname(target))
-            with open(local_path, "rb") as src, open(tmp, "wb") as dst:
-                before = os.fstat(src.fileno())
-                _copy_fd(src.fileno(), dst.fileno(), progress)
-                os.fsync(dst.fileno())
-                after = os.fstat(src.fileno())
-                if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
-                    # never put a mix of two versions under the real name
-                    raise SourceChanged(f"{path} changed while being copied; left for the next run")
-            if entry.mtime_ns is not None:
-                t = entry.mtime_ns if span is None else clamp_mtime(entry.mtime_ns, span)
-                os.utime(tmp, ns=(t, t))
-            if self.options.extra.get("perms") and entry.mode:
-                os.chmod(tmp, st.S_IMODE(entry.mode))
-            os.replace(tmp, target)
+            src = open(local_path, "rb")
         except OSError as exc:
-            _remove_quietly(tmp)
-            if exc.filename == local_path:
-                raise NotFound(f"local file {local_path} vanished: {exc.strerror}") from None
+            raise NotFound(f"local file {local_path} vanished: {exc.strerror}") from None
+        try:
+            with src, self._parent(path, create=True) as parent:
+                self._write_new(parent, self._temp_name(parent.name), src.fileno(), path, entry, progress)
+        except OSError as exc:
             raise _map_oserror(exc, f"cannot write {path}") from None
-        except BaseException:
-            _remove_quietly(tmp)
-            raise
         result = self.stat(path)
         assert result is not None
         result.hash = entry.hash
         return result
 
-    def _ensure_dir(self, path: str) -> None:
-        # many uploads share a parent: one makedirs per folder, not per file
-        if path in self._dirs_made:
-            return
-        os.makedirs(path, exist_ok=True)
-        self._dirs_made.add(path)
+    def _write_new(self, parent: safepath.Parent, tmp: str, src: int, path: str, entry: Entry,
+                   progress: Progress | None) -> None:
+        """the file under tmp (new, 0600 while written), then renamed to its name"""
+        dst = safepath.create_exclusive(parent, tmp)
+        try:
+            try:
+                before = os.fstat(src)
+                _copy_fd(src, dst, progress)
+                os.fsync(dst)
+                after = os.fstat(src)
+                if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+                    # never put a mix of two versions under the real name
+                    raise SourceChanged(f"{path} changed while being copied; left for the next run")
+                if entry.mtime_ns is not None:
+                    span = self.capabilities.mtime_range  # FAT, exFAT: a time out of it is stored clamped
+                    t = entry.mtime_ns if span is None else clamp_mtime(entry.mtime_ns, span)
+                    os.utime(dst, ns=(t, t))
+                os.chmod(dst, final_mode(entry.mode, bool(self.options.extra.get("perms")), self._umask))
+            finally:
+                os.close(dst)
+            os.replace(parent.of(tmp), parent.target, src_dir_fd=parent.fd, dst_dir_fd=parent.fd)
+        except BaseException:
+            _remove_quietly(parent, tmp)
+            raise
 
     def symlink(self, target: str, path: str) -> None:
-        dst = self._abs(path)
-        tmp = self._abs(self._temp_for(path))
         try:
-            os.makedirs(os.path.dirname(dst), exist_ok=True)
-            os.symlink(target, tmp)
-            os.replace(tmp, dst)
+            with self._parent(path, create=True) as p:
+                tmp = self._temp_name(p.name)
+                try:
+                    os.symlink(target, p.of(tmp), dir_fd=p.fd)
+                    os.replace(p.of(tmp), p.target, src_dir_fd=p.fd, dst_dir_fd=p.fd)
+                except OSError:
+                    _remove_quietly(p, tmp)
+                    raise
         except OSError as exc:
-            _remove_quietly(tmp)
             raise _map_oserror(exc, f"cannot link {path}") from None
 
     def mkdir(self, path: str) -> None:
         try:
-            os.makedirs(self._abs(path), exist_ok=True)
+            made = safepath.open_dir(self.root, path, create=True)
+            if isinstance(made, int):
+                os.close(made)
         except OSError as exc:
             raise _map_oserror(exc, f"cannot create folder {path}") from None
 
     def move(self, src: str, dst: str) -> None:
-        a, b = self._abs(src), self._abs(dst)
         try:
-            os.makedirs(os.path.dirname(b), exist_ok=True)
-            if os.path.isdir(a) and not os.path.islink(a):
-                # a directory move never merges into an existing directory.
-                if os.path.lexists(b) and not self._case_only(src, dst):
-                    raise Permanent(f"cannot move folder {src} to {dst}: target exists")
-                os.rename(a, b)
-            else:
-                os.replace(a, b)
-            self._dirs_made.clear()  # folders moved: forget what we made
+            with self._parent(src) as a:
+                is_dir = st.S_ISDIR(os.lstat(a.target, dir_fd=a.fd).st_mode)
+                with self._parent(dst, create=True) as b:
+                    if is_dir:
+                        # a directory move never merges into an existing directory.
+                        if _lexists(b) and not self._case_only(src, dst):
+                            raise Permanent(f"cannot move folder {src} to {dst}: target exists")
+                        os.rename(a.target, b.target, src_dir_fd=a.fd, dst_dir_fd=b.fd)
+                    else:
+                        os.replace(a.target, b.target, src_dir_fd=a.fd, dst_dir_fd=b.fd)
         except OSError as exc:
             raise _map_oserror(exc, f"cannot move {src} to {dst}") from None
 
@@ -211,7 +230,8 @@ class LocalRemote:
 
     def delete(self, path: str) -> None:
         try:
-            os.unlink(self._abs(path))
+            with self._parent(path) as p:
+                os.unlink(p.target, dir_fd=p.fd)
         except (FileNotFoundError, NotADirectoryError):
             pass
         except IsADirectoryError:
@@ -221,16 +241,19 @@ class LocalRemote:
 
     def rmdir(self, path: str) -> None:
         try:
-            os.rmdir(self._abs(path))
+            with self._parent(path) as p:
+                os.rmdir(p.target, dir_fd=p.fd)
         except (FileNotFoundError, NotADirectoryError):
             pass
         except OSError as exc:
             raise _map_oserror(exc, f"cannot remove folder {path}") from None
 
-    def download(self, path: str, local_path: str, progress: Progress | None = None, offset: int = 0) -> Entry:
-        src = self._abs(path)
+    def download(self, path: str, local_path: str | BinaryIO, progress: Progress | None = None,
+                 offset: int = 0) -> Entry:
         try:
-            with open(src, "rb") as f, open(local_path, "r+b" if offset else "wb") as out:
+            with self._parent(path) as p:
+                fd = os.open(p.target, os.O_RDONLY | safepath.NOFOLLOW, dir_fd=p.fd)
+            with os.fdopen(fd, "rb") as f, local_output(local_path, offset) as out:
                 f.seek(offset)
                 out.seek(offset)
                 while chunk := f.read(CHUNK):
@@ -253,7 +276,10 @@ class LocalRemote:
                 count += 1
             for name in filenames:
                 if is_temp_name(name):
-                    _remove_quietly(os.path.join(dirpath, name))
+                    try:
+                        os.unlink(os.path.join(dirpath, name))
+                    except OSError:
+                        pass
                     count += 1
         return count
 
@@ -333,10 +359,31 @@ def _copy_fd(src: int, dst: int, progress: Progress | None) -> None:
             progress(len(chunk))
 
 
-def _remove_quietly(path: str) -> None:
+def _remove_quietly(parent: safepath.Parent, name: str) -> None:
     try:
-        os.unlink(path)
+        os.unlink(parent.of(name), dir_fd=parent.fd)
     except OSError:
         pass
+
+
+def _lexists(p: safepath.Parent) -> bool:
+    try:
+        os.lstat(p.target, dir_fd=p.fd)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def final_mode(source_mode: int | None, keep_exactly: bool, umask: int) -> int:
+    """the mode a sent file gets: the source's bits masked by the umask, as
+    rsync without -p; with --perms exactly the source's"""
+    bits = st.S_IMODE(source_mode) if source_mode else 0o666
+    return bits if keep_exactly else bits & ~umask & 0o777
 
 

@@ -1596,6 +1596,7 @@ class SftpRemote:
             if st.S_ISDIR(attr.st_mode or 0) and _lstat_or_none(sftp, b) is not None:
                 # a directory move never merges into an existing directory.
                 raise Permanent(f"cannot move folder {src} to {dst}: target exists")
+            self._refuse_links_above(sftp, dst)
             try:
                 self._replace(sftp, a, b)
             except OSError as exc:
@@ -1603,6 +1604,19 @@ class SftpRemote:
                     raise
                 self._mkdirs(sftp, parent_of(dst))
                 self._replace(sftp, a, b)
+
+    def _refuse_links_above(self, sftp: paramiko.SFTPClient, path: str) -> None:
+        """the server renames through a symlinked folder (the trash swapped for
+        a link, say): check each folder above path first. SFTP has no openat,
+        so a swap right after this check stays possible; a planted link does not."""
+        parts = path.split("/")[:-1]
+        for k in range(1, len(parts) + 1):
+            attr = _lstat_or_none(sftp, self._abs("/".join(parts[:k])))
+            if attr is None:
+                return  # made below by _mkdirs, which never follows a link
+            if st.S_ISLNK(attr.st_mode or 0):
+                raise Permanent(f"cannot move to {path}: {'/'.join(parts[:k])} on the server is a symlink; "
+                                "reconcile never writes through one")
 
     def delete(self, path: str) -> None:
         with self._op(f"cannot delete {path}"):
