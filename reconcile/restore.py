@@ -34,10 +34,12 @@ import typer
 from reconcile.diff import file_changed
 from reconcile.entry import DIR, FILE, TEMP_MARK, Entry, encode_path, is_inside
 from reconcile.errors import EXIT_ERROR, EXIT_PARTIAL, ConfigError, NotFound, ReconcileError, Transient
-from reconcile.hashing import hash_file
+from reconcile import safepath
+from reconcile.hashing import FileHasher, hash_file
 from reconcile.remotes import dest_kind, open_remote
 from reconcile.remotes import local_path as local_folder_of
 from reconcile.remotes.base import RemoteOptions
+from reconcile.remotes.local import current_umask, final_mode
 from reconcile.remotes.retry import RetryPolicy
 from reconcile.statedir import display_url, private_copy
 
@@ -74,6 +76,7 @@ class Item:
     result: str = "pending"  # done | corrupt | failed | partial
     fetched: int = 0
     verified: bool = False
+    actual: bytes | None = None  # the xxh3 of what was fetched
     error: str | None = None
     blocked_by: str = ""  # file | folder: what local thing stops it
 
@@ -252,7 +255,7 @@ def survey(pairs: list[tuple[str, Entry]], root: str, snaps: dict[str, Entry], p
 
 
 def _survey_dir(s: Survey, rel: str, e: Entry, root: str) -> None:
-    if os.path.isdir(local_path(root, rel)):
+    if _is_real_dir(local_path(root, rel)):
         return
     way = file_in_way(root, rel)
     if way is None:
@@ -265,11 +268,11 @@ def _survey_file(s: Survey, rel: str, e: Entry, root: str, expect: bytes | None,
                  overwrite: bool) -> None:
     target = local_path(root, rel)
     try:
-        st = os.lstat(target)
+        st = _lstat_below(root, rel)
     except FileNotFoundError:
         s.todo.append(_item(rel, e, "missing", expect, root))
         return
-    except NotADirectoryError:  # a local file where the remote has one of its folders
+    except (NotADirectoryError, safepath.SymlinkInPath):  # a local file or link where the remote has a folder
         head = rel.rpartition("/")[0]
         way = file_in_way(root, head) or head
         s.blocked.append(blocked(rel, e, "file", way_message(rel, way)))
@@ -293,20 +296,35 @@ def blocked(rel: str, e: Entry, by: str, error: str) -> Item:
 
 
 def file_in_way(root: str, rel: str) -> str | None:
-    """the first part of rel that exists locally but is not a folder"""
+    """the first part of rel that exists locally but is not a folder (a
+    symlink to a folder included: restore never writes through one)"""
     parts = rel.split("/") if rel else []
     for i in range(1, len(parts) + 1):
         sub = "/".join(parts[:i])
         path = local_path(root, sub)
-        if not os.path.isdir(path):
+        if not _is_real_dir(path):
             return sub if os.path.lexists(path) else None
     return None
 
 
+def _is_real_dir(path: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _lstat_below(root: str, rel: str) -> os.stat_result:
+    """lstat of root/rel, never through a symlinked folder (SymlinkInPath)"""
+    with safepath.open_parent(root, rel) as p:
+        return os.lstat(p.target, dir_fd=p.fd)
+
+
 def way_message(rel: str, way: str) -> str:
     if way == rel:
-        return "a local file stands where the remote has this folder; move it, then run again"
-    return f"the local file {shown(way)} stands where the remote has a folder; move it, then run again"
+        return "a local file (or symlink) stands where the remote has this folder; move it, then run again"
+    return (f"the local file (or symlink) {shown(way)} stands where the remote has a folder; "
+            "move it, then run again")
 
 
 def _same(e: Entry, st: os.stat_result, target: str, expect: bytes | None, precision: int) -> bool:
@@ -326,13 +344,37 @@ def _same(e: Entry, st: os.stat_result, target: str, expect: bytes | None, preci
 
 def _item(rel: str, e: Entry, reason: str, expect: bytes | None, root: str) -> Item:
     item = Item(rel, e.path, e, reason, expect)
-    tmp = local_path(root, _temp_rel(rel, e))
     try:
-        size = os.path.getsize(tmp)
+        st = _lstat_below(root, _temp_rel(rel, e))
+        item.partial = st.st_size if _ours(st) and st.st_size <= e.size else 0
     except OSError:
-        size = 0
-    item.partial = size if size <= e.size else 0
+        pass
     return item
+
+
+def _ours(st: os.stat_result) -> bool:
+    """a temp file a killed restore of ours left, and nothing planted: a
+    regular file we own with no other name (a hard link to someone's file)"""
+    return stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and st.st_uid == getattr(os, "geteuid", lambda: st.st_uid)()
+
+
+def open_partial(p: safepath.Parent, name: str, limit: int) -> tuple[int, int]:
+    """(fd, bytes in it) of our temp file: what a killed run left, resumed from
+    its size, or a new empty one. Never follows a symlink planted at the name,
+    never appends to a file that is not ours: that one is removed."""
+    try:
+        fd = os.open(p.of(name), os.O_RDWR | safepath.NOFOLLOW | getattr(os, "O_CLOEXEC", 0), dir_fd=p.fd)
+    except FileNotFoundError:
+        return safepath.create_exclusive(p, name), 0
+    except OSError:  # a symlink (ELOOP) or something we cannot open: not ours
+        fd = None
+    if fd is not None:
+        st = os.fstat(fd)
+        if _ours(st) and st.st_size <= limit:
+            return fd, st.st_size
+        os.close(fd)
+    os.unlink(p.of(name), dir_fd=p.fd)
+    return safepath.create_exclusive(p, name), 0
 
 
 def _temp_rel(rel: str, e: Entry) -> str:
@@ -354,7 +396,6 @@ class Fetcher:
         self.transfers = max(1, transfers)
         self.remote_gone: str | None = None
         self._lock = threading.Lock()
-        self._made: set[str] = set()
         self._stop = False
 
     def run(self, items: list[Item]) -> None:
@@ -386,38 +427,58 @@ class Fetcher:
         except (ReconcileError, OSError) as exc:
             item.result = "failed"
             item.error = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            _remove(self._tmp(item))
         self.reporter.ended(item)
 
-    def _tmp(self, item: Item) -> str:
-        return local_path(self.root, _temp_rel(item.rel, item.entry))
-
     def _fetch(self, item: Item) -> None:
-        tmp, target = self._tmp(item), local_path(self.root, item.rel)
-        self._ensure_dir(os.path.dirname(target))
-        got = self._download(item, tmp)
+        """into a temp file in the target's folder (reached without following a
+        symlink), verified, then renamed to its name"""
+        with self._parent(item.rel) as parent:
+            tmp = temp_name(item.rel, item.entry)
+            fd, item.partial = open_partial(parent, tmp, item.entry.size)
+            try:
+                with os.fdopen(fd, "r+b") as out:
+                    self._fill(item, out)
+                    self._land(item, out, parent, tmp)
+            except Transient:
+                raise  # the temp file stays: the next run resumes it
+            except (ReconcileError, OSError):
+                _unlink(parent, tmp)
+                raise
+
+    def _parent(self, rel: str) -> safepath.Parent:
+        try:
+            return safepath.open_parent(self.root, rel, create=True)
+        except (FileExistsError, NotADirectoryError, safepath.SymlinkInPath):
+            # a local file or symlink stands where a folder must go
+            way = file_in_way(self.root, rel.rpartition("/")[0])
+            if way is None:
+                raise
+            raise ReconcileError(way_message("", way)) from None
+
+    def _fill(self, item: Item, out) -> None:
+        got = self._download(item, out)
         item.expect = item.expect or got.hash
-        actual = hash_file(tmp) if item.expect is not None else None
+        actual = _hash_open(out, item.entry.size) if item.expect is not None else None
         if actual != item.expect and item.partial:
             # the part a killed run left may be what is wrong: once more, whole
-            _remove(tmp)
+            out.truncate(0)
             item.partial = 0
-            self._download(item, tmp)
-            actual = hash_file(tmp)
-        self._land(item, tmp, target, actual)
+            self._download(item, out)
+            actual = _hash_open(out, item.entry.size)
+        if item.expect is not None and actual is not None:
+            item.verified = actual == item.expect
+            item.actual = actual
 
-    def _download(self, item: Item, tmp: str) -> Entry:
+    def _download(self, item: Item, out) -> Entry:
         e = item.entry
-        if _size(tmp) > e.size:
-            _remove(tmp)
-        if _size(tmp) == e.size and os.path.exists(tmp):
+        if _flushed_size(out) == e.size:
             got = Entry(e.path, FILE, e.size, e.mtime_ns)  # a killed run fetched it all
         else:
             got = self.policy.run(lambda: self.remote.download(
-                item.remote_path, tmp, self._progress(item), offset=_size(tmp)), f"download {item.remote_path}")
-        if got.size != e.size or _size(tmp) != e.size or \
+                item.remote_path, out, self._progress(item), offset=_flushed_size(out)),
+                f"download {item.remote_path}")
+        if got.size != e.size or _flushed_size(out) != e.size or \
                 (got.mtime_ns is not None and e.mtime_ns is not None and got.mtime_ns != e.mtime_ns):
-            _remove(tmp)
             raise ReconcileError("it changed on the remote while it was fetched; run again")
         return got
 
@@ -427,59 +488,53 @@ class Fetcher:
             self.reporter.received(n)
         return count
 
-    def _land(self, item: Item, tmp: str, target: str, actual: bytes | None) -> None:
-        if item.expect is not None and actual is not None:
-            if actual != item.expect:
-                os.replace(tmp, target + CORRUPT_SUFFIX)
-                item.result = "corrupt"
-                item.error = (f"its xxh3 is {actual.hex()} but the remote recorded {item.expect.hex()}; "
-                              f"kept aside as {os.path.basename(target)}{CORRUPT_SUFFIX}, not put in place")
-                return
-            item.verified = True
-        _fsync(tmp)
+    def _land(self, item: Item, out, parent: safepath.Parent, tmp: str) -> None:
+        target = parent.target
+        if item.expect is not None and item.actual is not None and not item.verified:
+            os.replace(parent.of(tmp), parent.of(parent.name + CORRUPT_SUFFIX),
+                       src_dir_fd=parent.fd, dst_dir_fd=parent.fd)
+            item.result = "corrupt"
+            item.error = (f"its xxh3 is {item.actual.hex()} but the remote recorded {item.expect.hex()}; "
+                          f"kept aside as {os.path.basename(target)}{CORRUPT_SUFFIX}, not put in place")
+            return
+        os.fsync(out.fileno())
         if item.entry.mtime_ns is not None:
-            os.utime(tmp, ns=(item.entry.mtime_ns, item.entry.mtime_ns))
-        if item.reason == "missing" and os.path.lexists(target):
-            _remove(tmp)
+            os.utime(out.fileno(), ns=(item.entry.mtime_ns, item.entry.mtime_ns))
+        os.chmod(out.fileno(), final_mode(item.entry.mode if item.entry.kind == FILE else None, False, _UMASK))
+        if item.reason == "missing" and _exists(parent, parent.name):
+            _unlink(parent, tmp)
             item.result, item.error = "failed", "a local file appeared meanwhile; it was left alone"
             return
-        os.replace(tmp, target)
+        os.replace(parent.of(tmp), target, src_dir_fd=parent.fd, dst_dir_fd=parent.fd)
         item.result = "done"
 
-    def _ensure_dir(self, path: str) -> None:
-        if path in self._made:
-            return
-        try:
-            os.makedirs(path, exist_ok=True)
-        except (FileExistsError, NotADirectoryError):
-            # a local file (or dangling link) appeared where a folder must go
-            way = file_in_way(self.root, os.path.relpath(path, self.root).replace(os.sep, "/"))
-            if way is None:
-                raise
-            raise ReconcileError(way_message("", way)) from None
-        self._made.add(path)
+
+_UMASK = current_umask()
 
 
-def _size(path: str) -> int:
+def _flushed_size(out) -> int:
+    out.flush()
+    return os.fstat(out.fileno()).st_size
+
+
+def _hash_open(out, size: int) -> bytes | None:
+    out.flush()
+    return FileHasher(out.fileno(), size).digest()
+
+
+def _unlink(p: safepath.Parent, name: str) -> None:
     try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
-
-
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
+        os.unlink(p.of(name), dir_fd=p.fd)
     except OSError:
         pass
 
 
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def _exists(p: safepath.Parent, name: str) -> bool:
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        os.lstat(p.of(name), dir_fd=p.fd)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def make_dirs(root: str, dirs: list[str]) -> list[Item]:
@@ -487,7 +542,9 @@ def make_dirs(root: str, dirs: list[str]) -> list[Item]:
     failed = []
     for rel in dirs:
         try:
-            os.makedirs(local_path(root, rel), exist_ok=True)
+            made = safepath.open_dir(root, rel, create=True)
+            if isinstance(made, int):
+                os.close(made)
         except OSError as exc:
             way = file_in_way(root, rel)
             error = way_message(rel, way) if way else (exc.strerror or str(exc))
@@ -500,18 +557,19 @@ def remove_stale_temps(root: str, items: list[Item], current: set[str], paths: l
     only for paths this restore covers: another file's partial stays resumable"""
     count = 0
     for head in {i.rel.rpartition("/")[0] for i in items}:
-        d = local_path(root, head) if head else root
         try:
-            names = [x.name for x in os.scandir(d) if RESTORE_TEMP.match(x.name)]
+            with safepath.open_parent(root, f"{head}/x" if head else "x") as d:
+                names = [n for n in os.listdir(d.fd if d.fd is not None else d.dirpath)
+                         if RESTORE_TEMP.match(n)]
+                for name in names:
+                    rel = f"{head}/{name}" if head else name
+                    owner = f"{head}/{RESTORE_TEMP.sub('', name, 1)}" if head else RESTORE_TEMP.sub("", name, 1)
+                    if rel in current or (paths and not any(is_inside(owner, p) for p in paths)):
+                        continue
+                    _unlink(d, name)
+                    count += 1
         except OSError:
             continue
-        for name in names:
-            rel = f"{head}/{name}" if head else name
-            owner = f"{head}/{RESTORE_TEMP.sub('', name, 1)}" if head else RESTORE_TEMP.sub("", name, 1)
-            if rel in current or (paths and not any(is_inside(owner, p) for p in paths)):
-                continue
-            _remove(os.path.join(d, name))
-            count += 1
     return count
 
 

@@ -135,5 +135,6 @@ def _is_link(parent: int, part: str) -> bool:
 
 def create_exclusive(p: Parent, name: str, mode: int = 0o600) -> int:
     """a new file, never an existing one nor through a symlink planted at its name"""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | NOFOLLOW
+    flags |= getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
     return os.open(p.of(name), flags, mode, dir_fd=p.fd)

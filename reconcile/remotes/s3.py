@@ -33,7 +33,7 @@ import re
 import socket
 import threading
 from decimal import Decimal, InvalidOperation
-from typing import Iterable, Iterator
+from typing import BinaryIO, Iterable, Iterator
 from urllib.parse import urlsplit
 
 import boto3
@@ -56,7 +56,7 @@ from reconcile.errors import (
     Unreachable,
     UnresolvedHost,
 )
-from reconcile.remotes.base import Capabilities, Checkpoint, Progress, RemoteOptions
+from reconcile.remotes.base import Capabilities, Checkpoint, Progress, RemoteOptions, local_output
 
 log = logging.getLogger(__name__)
 
@@ -1078,7 +1078,7 @@ class S3Remote:
 
     # --- download --------------------------------------------------------------------
 
-    def download(self, path: str, local_path: str, progress: Progress | None = None, offset: int = 0) -> Entry:
+    def download(self, path: str, local_path: str | BinaryIO, progress: Progress | None = None, offset: int = 0) -> Entry:
         key = self._key(path)
         kw = {"Range": f"bytes={offset}-"} if offset else {}
         try:
@@ -1093,11 +1093,11 @@ class S3Remote:
         meta = resp.get("Metadata", {}) or {}
         total = _total_size(resp, offset)
         try:
-            out = open(local_path, "r+b" if offset else "wb")
+            output = local_output(local_path, offset)
         except OSError as exc:
             resp["Body"].close()
             raise Permanent(f"cannot write {local_path}: {exc.strerror}") from None
-        with out, self._errors(f"download {path}"):
+        with output as out, self._errors(f"download {path}"):
             out.seek(offset)
             for chunk in resp["Body"].iter_chunks(CHUNK):
                 try:

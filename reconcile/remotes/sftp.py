@@ -33,7 +33,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import BinaryIO, Callable, Iterable, Iterator, Protocol
 from urllib.parse import unquote, urlsplit
 
 # paramiko imports invoke (about 40 ms at every start) only to run `Match exec`
@@ -60,7 +60,7 @@ from reconcile.errors import AuthError, ConfigError, NotFound, Permanent, Reconc
 from reconcile.errors import Transient, Unreachable, UnresolvedHost
 from reconcile.hashing import FileHasher
 from reconcile.remotes import findlist, ssh_send
-from reconcile.remotes.base import Capabilities, Checkpoint, Progress, RemoteOptions
+from reconcile.remotes.base import Capabilities, Checkpoint, Progress, RemoteOptions, local_output
 
 # paramiko logs a lost handshake with a traceback (Python's last-resort handler
 # prints it); we report such errors ourselves, in one line
@@ -1641,12 +1641,13 @@ class SftpRemote:
 
     # --- reading -----------------------------------------------------------
 
-    def download(self, path: str, local_path: str, progress: Progress | None = None, offset: int = 0) -> Entry:
+    def download(self, path: str, local_path: str | BinaryIO, progress: Progress | None = None,
+                 offset: int = 0) -> Entry:
         try:
-            out = open(local_path, "r+b" if offset else "wb")
+            output = local_output(local_path, offset)
         except OSError as exc:
             raise NotFound(f"cannot write local file {local_path}: {exc.strerror}") from None
-        with out, self._op(f"cannot read {path}", failure=Transient):
+        with output as out, self._op(f"cannot read {path}", failure=Transient):
             sftp = self._sftp()
             with sftp.open(self._abs(path), "rb") as f:
                 size = f.stat().st_size or 0
