@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import errno
 import getpass
+import re
+import secrets
 import hashlib
 import logging
 import os
@@ -55,12 +57,13 @@ import xxhash
 
 from reconcile import forked
 from reconcile.entry import DIR, FILE, LINK, TEMP_MARK, Entry, decode_path, encode_path, is_temp_name
-from reconcile.entry import entry_of, parent_of, sort_key
+from reconcile.entry import entry_of, is_safe_path, parent_of, sort_key
 from reconcile.errors import AuthError, ConfigError, NotFound, Permanent, ReconcileError, SourceChanged
 from reconcile.errors import Transient, Unreachable, UnresolvedHost
 from reconcile.hashing import FileHasher
 from reconcile.remotes import findlist, ssh_send
 from reconcile.remotes.base import Capabilities, Checkpoint, Progress, RemoteOptions, local_output
+from reconcile.remotes.local import current_umask, final_mode
 
 # paramiko logs a lost handshake with a traceback (Python's last-resort handler
 # prints it); we report such errors ourselves, in one line
@@ -89,7 +92,11 @@ SEND_PIECE = 1 << 15  # bytes per channel send when flushing batched requests
 FLUSH_AT = 1 << 16  # queued request bytes sent even while replies keep coming
 MAX_REPLY = 1 << 24  # a longer reply length is garbage
 FX_OK, FX_NO_SUCH_FILE, FX_PERMISSION_DENIED, FX_OP_UNSUPPORTED = 0, 2, 3, 8
-OPEN_WRITE = 0x02 | 0x08 | 0x10  # SSH_FXF_WRITE | CREAT | TRUNC
+# SSH_FXF_WRITE | CREAT | TRUNC | EXCL: a temp file is always new, so a symlink
+# or file planted at its name makes the open fail instead of being written through
+OPEN_WRITE = 0x02 | 0x08 | 0x10 | 0x20
+UMASK = current_umask()  # a sent file's mode: the source's, masked by it (rsync without -p)
+TEMP_MODE = 0o600  # what a temp file holds is private until it has its final mode
 ATTR_PERMS, ATTR_TIMES = 0x04, 0x08
 
 
@@ -174,7 +181,7 @@ class _Small:
 
 
 _RENAME_EXT = struct.pack(">I", 24) + b"posix-rename@openssh.com"
-_OPEN_ARGS = struct.pack(">II", OPEN_WRITE, 0)  # pflags, no attributes
+_OPEN_ARGS = struct.pack(">III", OPEN_WRITE, ATTR_PERMS, TEMP_MODE)  # pflags, attributes
 _NO_ATTRS = struct.pack(">I", 0)
 _FSYNC_EXT = struct.pack(">I", 17) + b"fsync@openssh.com"
 
@@ -852,12 +859,11 @@ class SftpRemote:
             return encode_path(self.root)
         return encode_path(f"{self.root.rstrip('/')}/{path}" if self.root != "." else path)
 
-    def _temp_for(self, path: str, entry: Entry) -> str:
-        """deterministic for (path, size, mtime), so a rerun finds what it left."""
+    def _temp_for(self, path: str) -> str:
+        """a name no one can guess ahead (a server user could otherwise plant a
+        symlink there); a resumed upload finds its own in the journal."""
         head, _, name = path.rpartition("/")
-        tag = hashlib.sha256(encode_path(f"{path}\0{entry.size}\0{entry.mtime_ns}")).hexdigest()[:16]
-        short = decode_path(encode_path(name)[:100])
-        tmp = f"{TEMP_MARK}{tag}-{short}"
+        tmp = f"{TEMP_MARK}{secrets.token_hex(8)}-{_short(name)}"
         return f"{head}/{tmp}" if head else tmp
 
     # --- listing -----------------------------------------------------------
@@ -1180,7 +1186,6 @@ class SftpRemote:
 
     def upload(self, local_path: str, path: str, entry: Entry, progress: Progress | None = None,
                resume: dict | None = None, checkpoint: Checkpoint | None = None) -> Entry:
-        tmp_rel = self._temp_for(path, entry)
         try:
             src = open(local_path, "rb")
         except OSError as exc:
@@ -1188,9 +1193,11 @@ class SftpRemote:
         with src:
             before = os.fstat(src.fileno())
             size = before.st_size
-            self._left_temps.add(tmp_rel)
             with self._op(f"cannot write {path}", failure=Transient):
-                digest = self._send_file(src.fileno(), size, tmp_rel, progress, resume, checkpoint)
+                state = self._resume_state(self._sftp(), path, resume, size)
+                tmp_rel = state["tmp"] if state else self._temp_for(path)
+                self._left_temps.add(tmp_rel)
+                digest = self._send_file(src.fileno(), size, tmp_rel, progress, state, checkpoint)
             after = os.fstat(src.fileno())
         if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
             # never put a mix of two versions under the real name; the temp goes with the tidy-up
@@ -1204,8 +1211,7 @@ class SftpRemote:
             if entry.mtime_ns is not None:
                 secs = min(max(entry.mtime_ns // 1_000_000_000, 0), MAX_MTIME)
                 sftp.utime(tmp, (secs, secs))
-            if self.options.extra.get("perms") and entry.mode:
-                sftp.chmod(tmp, st.S_IMODE(entry.mode))
+            self._final_mode(sftp, tmp, entry)
             self._replace(sftp, tmp, self._abs(path))
             self._left_temps.discard(tmp_rel)
             result = _entry(path, sftp.lstat(self._abs(path)))
@@ -1214,11 +1220,18 @@ class SftpRemote:
         result.hash = entry.hash or digest
         return result
 
+    def _final_mode(self, sftp: paramiko.SFTPClient, tmp: bytes, entry: Entry) -> None:
+        perms = bool(self.options.extra.get("perms"))
+        try:
+            sftp.chmod(tmp, final_mode(entry.mode, perms, UMASK))
+        except OSError:
+            if perms:
+                raise  # else the file stays private (0600): a server without chmod
+
     def _send_file(self, fd: int, size: int, tmp_rel: str, progress: Progress | None,
-                   resume: dict | None, checkpoint: Checkpoint | None) -> bytes | None:
+                   state: dict | None, checkpoint: Checkpoint | None) -> bytes | None:
         """the xxh3 of what was sent, where it went in one stream from the start."""
         sftp = self._sftp()
-        state = self._resume_state(sftp, tmp_rel, resume, size)
         if state is None and size >= RANGE_MIN and self.transfers > 1:
             state = {"tmp": tmp_rel, "confirmed": 0, "ranges": _split(size, min(self.transfers, 4))}
         tmp = self._abs(tmp_rel)
@@ -1243,19 +1256,26 @@ class SftpRemote:
             f.close()
         return hasher.digest() if hasher else None
 
-    def _resume_state(self, sftp: paramiko.SFTPClient, tmp_rel: str, resume: dict | None,
+    def _resume_state(self, sftp: paramiko.SFTPClient, path: str, resume: dict | None,
                       size: int) -> dict | None:
-        """the resume dict when its temp file still holds what it claims, else None."""
+        """the resume dict when its temp file (named in the journal) still holds
+        what it claims, else None (and a stale temp file is removed)."""
         if not resume:
             return None
-        old = resume.get("tmp")
-        if old != tmp_rel:
-            if isinstance(old, str) and is_temp_name(old):
-                _remove_quietly(sftp, self._abs(old))  # the source changed since
+        tmp_rel = resume.get("tmp")
+        if not is_temp_of(tmp_rel, path):
+            if isinstance(tmp_rel, str) and is_safe_path(tmp_rel) and is_temp_name(_name(tmp_rel)):
+                _remove_quietly(sftp, self._abs(tmp_rel))  # an older run's: the source changed since
             return None
+        state = self._resumable(sftp, tmp_rel, resume, size)
+        if state is None:
+            _remove_quietly(sftp, self._abs(tmp_rel))  # the next try starts afresh under a new name
+        return state
+
+    def _resumable(self, sftp: paramiko.SFTPClient, tmp_rel: str, resume: dict, size: int) -> dict | None:
         attr = _lstat_or_none(sftp, self._abs(tmp_rel))
-        if attr is None:
-            return None
+        if attr is None or not st.S_ISREG(attr.st_mode or 0):
+            return None  # gone, or a symlink put in its place: never reopened
         have = attr.st_size or 0
         if "ranges" in resume:
             ranges = [list(r) for r in resume["ranges"]]
@@ -1266,15 +1286,17 @@ class SftpRemote:
         return {"tmp": tmp_rel, "confirmed": confirmed} if 0 < confirmed <= min(have, size) else None
 
     def _open_temp(self, sftp: paramiko.SFTPClient, tmp_rel: str, truncate: bool) -> paramiko.SFTPFile:
-        mode = "w" if truncate else "r+"
+        """truncate: a new temp file, created exclusively with mode 0600; else
+        the one a resumed upload checked (_resumable)"""
+        open_ = _create_exclusive if truncate else partial(sftp.open, mode="r+")
         tmp = self._abs(tmp_rel)
         try:
-            return sftp.open(tmp, mode)
+            return open_(sftp, tmp) if truncate else open_(tmp)
         except OSError as exc:
             if exc.errno != errno.ENOENT:
                 raise
         self._mkdirs(sftp, parent_of(tmp_rel))
-        return sftp.open(tmp, mode)
+        return open_(sftp, tmp) if truncate else open_(tmp)
 
     def _send_range(self, conn: _Conn, handle: bytes, fd: int, pos: int, end: int,
                     progress: Progress | None, confirmed, marks: bool = True, hasher=None) -> None:
@@ -1527,15 +1549,14 @@ class SftpRemote:
                 or (e.size, e.mtime_ns) != (before.st_size, before.st_mtime_ns):
             done(item, SourceChanged(f"{item.path} changed while being uploaded; left for the next run"))
             return None
-        tmp_rel = self._temp_for(item.path, e)
+        tmp_rel = self._temp_for(item.path)
         self._left_temps.add(tmp_rel)
         return _Small(item, data, len(data), tmp_rel, self._abs(tmp_rel), self._abs(item.path), self._small_attrs(e))
 
     def _small_attrs(self, e: Entry) -> bytes:
-        """SFTP v3 attributes: permissions (with --perms), then atime and mtime."""
-        flags, body = 0, b""
-        if self.options.extra.get("perms") and e.mode:
-            flags, body = ATTR_PERMS, struct.pack(">I", st.S_IMODE(e.mode))
+        """SFTP v3 attributes: permissions, then atime and mtime."""
+        mode = final_mode(e.mode, bool(self.options.extra.get("perms")), UMASK)
+        flags, body = ATTR_PERMS, struct.pack(">I", mode)
         if e.mtime_ns is not None:
             secs = min(max(e.mtime_ns // 1_000_000_000, 0), MAX_MTIME)
             flags, body = flags | ATTR_TIMES, body + struct.pack(">II", secs, secs)
@@ -1572,7 +1593,7 @@ class SftpRemote:
         done(item, None)
 
     def symlink(self, target: str, path: str) -> None:
-        tmp_rel = self._temp_for(path, Entry(path, LINK))
+        tmp_rel = self._temp_for(path)
         with self._op(f"cannot link {path}"):
             sftp = self._sftp()
             tmp = self._abs(tmp_rel)
@@ -1831,6 +1852,17 @@ def _readlink(sftp: paramiko.SFTPClient, path: bytes) -> str | None:
     return decode_path(target) if isinstance(target, bytes) else target
 
 
+def _create_exclusive(sftp: paramiko.SFTPClient, path: bytes) -> paramiko.SFTPFile:
+    """open(O_CREAT|O_EXCL) with mode 0600 from the start: a name someone
+    planted (a symlink included) fails instead of being written through"""
+    attrs = SFTPAttributes()
+    attrs.st_mode = TEMP_MODE
+    t, msg = sftp._request(CMD_OPEN, path, OPEN_WRITE, attrs)
+    if t != CMD_HANDLE:
+        raise paramiko.sftp.SFTPError("expected a handle")
+    return paramiko.SFTPFile(sftp, msg.get_binary(), "w", -1)
+
+
 def _lstat_or_none(sftp: paramiko.SFTPClient, path: bytes) -> SFTPAttributes | None:
     try:
         return sftp.lstat(path)
@@ -1864,6 +1896,19 @@ def _raw_entry(path: str, mode: int, size: int, mtime: int | None) -> Entry:
 
 def _name(path: str) -> str:
     return path.rsplit("/", 1)[-1]
+
+
+def _short(name: str) -> str:
+    return decode_path(encode_path(name)[:100])
+
+
+def is_temp_of(tmp: object, path: str) -> bool:
+    """tmp is a temp name _temp_for could have given path (in its folder):
+    a journal's resume record is checked, never trusted as a path"""
+    if not isinstance(tmp, str) or parent_of(tmp) != parent_of(path):
+        return False
+    pattern = re.escape(TEMP_MARK) + r"[0-9a-f]{16}-" + re.escape(_short(_name(path)))
+    return re.fullmatch(pattern, _name(tmp)) is not None
 
 
 def _split(size: int, n: int) -> list[list[int]]:
