@@ -31,8 +31,8 @@ from reconcile.remotes import dest_kind, open_remote
 from reconcile.remotes.base import RemoteOptions
 from reconcile.remotes.retry import RetryingRemote, RetryPolicy, retry_message
 from reconcile.spool import walk_while_waiting
-from reconcile.statedir import StateDir, display_url
-from reconcile.statefile import write_private
+from reconcile.statedir import StateDir, display_url, pair_id
+from reconcile.statefile import open_read, write_private
 from reconcile.walk import WalkReport, walk_rows
 
 SNAPSHOT_BYTES_PER_ENTRY = 50  # measured: 49 on the benchmark trees
@@ -127,10 +127,13 @@ def check_paths(source: str, dest: str) -> str:
 def known_trash(state: StateDir) -> list[str]:
     """trash folders earlier runs used: protected even when the flag is forgotten"""
     try:
-        with open(state.file("backup-dirs.json"), "rb") as f:
-            return [str(p) for p in json.loads(f.read())]
+        with open_read(state.file("backup-dirs.json")) as f:
+            names = json.loads(f.read())
     except (OSError, ValueError, TypeError):
         return []
+    # one folder name at the top each (trash_root's rule): anything else is not ours
+    return [p for p in names if isinstance(p, str) and is_safe_path(p) and "/" not in p] \
+        if isinstance(names, list) else []
 
 
 class Run:
@@ -220,14 +223,42 @@ class Run:
             return []
         return snapshot.read_rows(path)
 
+    def _set_aside_if_corrupt(self, fn):
+        """a snapshot that passed its checksum but holds rows of the wrong
+        shape shows only as it is read: set it aside, then once more without it"""
+        try:
+            return fn()
+        except snapshot.CorruptState as exc:
+            aside = self.state.snapshot + ".corrupt"
+            os.replace(self.state.snapshot, aside)
+            self.warn(f"ignoring the previous snapshot ({exc}); set aside as {aside}. Renames are not "
+                      "detected this run, nothing is deleted because of it")
+            return fn()
+
     def pending_journal(self) -> journal_mod.Pending | None:
         try:
-            return journal_mod.load(self.state.journal)
+            pending = journal_mod.load(self.state.journal)
         except journal_mod.CorruptJournal as exc:
             self.warn(f"ignoring an unreadable journal ({exc}); planning afresh from the remote")
             os.replace(self.state.journal, self.state.journal + ".corrupt")
             self.tidy_remote = True
             return None
+        if pending is not None and not self._our_pair(pending.header):
+            # a --state-dir shared by two pairs: A->X's operations must never run on Y
+            self.warn(f"ignoring a journal left by another pair ({_pair_text(pending.header)}); set aside as "
+                      f"{self.state.journal}.other-pair, nothing of it is replayed here")
+            os.replace(self.state.journal, self.state.journal + ".other-pair")
+            return None
+        return pending
+
+    def _our_pair(self, header: dict) -> bool:
+        source, dest = header.get("source"), header.get("dest")
+        if not isinstance(source, str) or not isinstance(dest, str):
+            return False
+        try:
+            return pair_id(source, dest) == pair_id(self.source, self.dest)
+        except ReconcileError:
+            return False
 
     def changes(self, writer: snapshot.SnapshotWriter | None, report: WalkReport) -> Changes:
         caps = self.remote.capabilities
@@ -451,7 +482,8 @@ class Run:
     def plan(self) -> RunResult:
         self.guard_reverse()
         report = WalkReport()
-        changes = self.remote.policy.run(lambda: self.changes(None, report), "list")
+        changes = self.remote.policy.run(lambda: self._set_aside_if_corrupt(lambda: self.changes(None, report)),
+                                         "list")
         self.leave_out_unstorable(changes)
         self.hash_needed(changes)
         plan = self._plan(changes, "0")
@@ -500,7 +532,7 @@ class Run:
                 return self.changes(writers[-1], report)
 
             try:
-                changes = self.remote.policy.run(attempt, "list")
+                changes = self.remote.policy.run(lambda: self._set_aside_if_corrupt(attempt), "list")
                 writers[-1].finish()
                 self.leave_out_unstorable(changes)
                 hashes = self.hash_needed(changes)
@@ -640,6 +672,10 @@ class Run:
     def close(self) -> None:
         if self._remote is not None:
             self._remote.close()
+
+
+def _pair_text(header: dict) -> str:
+    return f"{header.get('source')!s:.200} -> {header.get('dest')!s:.200}"
 
 
 def exit_word(result: RunResult) -> str:

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import msgpack
 
-from reconcile.entry import Entry
+from reconcile.entry import DIR, FILE, LINK, Entry, is_safe_path
 from reconcile.plan import Op
-from reconcile.statefile import fsync_dir, open_private
+from reconcile.statefile import fsync_dir, open_private, open_read
 
 VERSION = 1
 
@@ -35,11 +35,34 @@ def _op_to_row(op: Op) -> dict:
     }
 
 
+OPS = {"upload", "mkdir", "link", "move", "delete"}
+KINDS = {FILE, DIR, LINK}
+
+
 def _row_to_op(row: dict) -> Op:
+    """an operation, checked: a journal is replayed against the destination,
+    so every path in it must be a safe relative path and every field its type"""
     e = row["entry"]
-    entry = None if e is None else Entry(*e)
-    return Op(row["op"], row["path"], row["kind"], row["to"], row["size"], row["reason"],
-              list(row["files"]), list(row["dirs"]), entry, row.get("backup"), row.get("overwrites", False))
+    entry = None if e is None else _entry(e)
+    op = Op(row["op"], row["path"], row["kind"], row["to"], row["size"], row["reason"],
+            list(row["files"]), list(row["dirs"]), entry, row.get("backup"), row.get("overwrites", False))
+    if op.op not in OPS or op.kind not in KINDS or not isinstance(op.size, int) \
+            or not isinstance(op.reason, str) or not isinstance(op.overwrites, bool):
+        raise CorruptJournal(f"an operation of unknown shape: {op.op!r}")
+    inner = [f"{op.path}/{f}" for f in op.files] + [f"{op.path}/{d}" for d in op.dirs]
+    for path in [op.path, *(p for p in (op.to, op.backup) if p is not None), *inner]:
+        if not isinstance(path, str) or not is_safe_path(path):
+            raise CorruptJournal(f"an operation on an unsafe path: {path!r}")
+    return op
+
+
+def _entry(e: list) -> Entry:
+    entry = Entry(*e)
+    if not isinstance(entry.path, str) or not is_safe_path(entry.path) or entry.kind not in KINDS \
+            or not all(isinstance(v, int) or v is None for v in (entry.size, entry.mtime_ns, entry.mode)) \
+            or not isinstance(entry.hash, (bytes, type(None))) or not isinstance(entry.target, (str, type(None))):
+        raise CorruptJournal(f"an entry of unknown shape: {entry.path!r}")
+    return entry
 
 
 def _packer() -> msgpack.Packer:
@@ -120,18 +143,25 @@ def load(path: str) -> Pending | None:
     if not os.path.exists(path):
         return None
     try:
-        with open(path, "rb") as f:
+        with open_read(path) as f:
             unpacker = msgpack.Unpacker(f, raw=False, unicode_errors="surrogateescape",
                                         strict_map_key=False)
             header = next(unpacker)
             if not isinstance(header, dict) or header.get("version") != VERSION:
                 raise CorruptJournal(f"{path}: unknown journal format version")
-            ops = [_row_to_op(r) for r in next(unpacker)]
+            rows = next(unpacker)
+            if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+                raise CorruptJournal(f"{path}: no list of operations")
+            ops = [_row_to_op(r) for r in rows]
             pending = Pending(header, ops)
             try:
                 for rec in unpacker:
                     i = rec["i"]
+                    if not isinstance(i, int) or not 0 <= i < len(ops):
+                        raise CorruptJournal(f"{path}: a record for operation {i!r}, which is not in it")
                     if "c" in rec:
+                        if not isinstance(rec["c"], dict):
+                            raise CorruptJournal(f"{path}: a checkpoint of unknown shape")
                         pending.resume[i] = rec["c"]
                     else:
                         pending.done.add(i)

@@ -178,5 +178,8 @@ def _row_blocks(path: str) -> Iterator[list[tuple]]:
                 if next(unpacker, None) is None:
                     continue
                 header = False
-            yield [(p + b"/" if kind == DIR else p, kind, size, mtime_ns, inode, dev, mode, hsh, target, None)
-                   for p, kind, size, mtime_ns, inode, dev, mode, hsh, target in unpacker]
+            try:
+                yield [(p + b"/" if kind == DIR else p, kind, size, mtime_ns, inode, dev, mode, hsh, target, None)
+                       for p, kind, size, mtime_ns, inode, dev, mode, hsh, target in unpacker]
+            except (ValueError, TypeError, msgpack.UnpackException) as exc:
+                raise CorruptState(f"{path} holds an entry of unknown shape ({exc.__class__.__name__})") from None

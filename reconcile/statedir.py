@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import sys
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
@@ -88,10 +89,14 @@ class StateDir:
             name = re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(os.path.abspath(source)))[:40]
             path = os.path.join(default_root(), f"{name}-{digest}")
         if not create:
+            if os.path.lexists(path):
+                check_private(path)
             return cls(path)
         try:
             os.makedirs(path, mode=0o700, exist_ok=True)
+            check_private(path)
             os.makedirs(os.path.join(path, "remote"), mode=0o700, exist_ok=True)
+            check_private(os.path.join(path, "remote"))
         except OSError as exc:
             raise ConfigError(
                 f"cannot create the state folder {path}: {exc.strerror}; "
@@ -147,6 +152,27 @@ class StateDir:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
+
+
+def check_private(path: str) -> None:
+    """the state folder decides what a run deletes and replays: trust it only
+    when it is ours and no one else can write it (as OpenSSH's StrictModes)"""
+    if sys.platform == "win32":
+        return
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        raise ConfigError(f"the state folder {path} is a symlink; reconcile uses only a real folder: "
+                          f"pass --state-dir with the folder it points to, or replace the link "
+                          f"(rm {path} && mkdir -m 700 {path})")
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"the state folder {path} is not a folder; move it away or pass --state-dir DIR")
+    me = os.geteuid()
+    if st.st_uid not in (me, 0):
+        raise ConfigError(f"the state folder {path} belongs to uid {st.st_uid}, not to you (uid {me}); "
+                          f"use your own with --state-dir DIR, or take it over: chown -R {me} {path}")
+    if st.st_mode & 0o022:
+        raise ConfigError(f"the state folder {path} can be written by other users (mode "
+                          f"{stat.S_IMODE(st.st_mode):o}); make it private: chmod 700 {path}")
 
 
 _RECORD_TEMP = re.compile(r"\.tmp-(\d+)$")

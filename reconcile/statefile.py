@@ -5,16 +5,24 @@ from __future__ import annotations
 import os
 from typing import BinaryIO
 
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
 
 def open_private(path: str, mode: str = "wb") -> BinaryIO:
-    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0)
+    # never through a symlink someone left at the name
+    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0) | NOFOLLOW
     flags |= os.O_APPEND if "a" in mode else os.O_TRUNC
     fd = os.open(path, flags, 0o600)
     try:
-        os.chmod(path, 0o600)  # an older file may have looser bits
+        os.chmod(fd if os.chmod in os.supports_fd else path, 0o600)  # an older file may have looser bits
     except OSError:
         pass
     return os.fdopen(fd, mode)
+
+
+def open_read(path: str) -> BinaryIO:
+    """a state file to read, never through a symlink"""
+    return os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | NOFOLLOW), "rb")
 
 
 def atomic_replace(tmp: str, path: str) -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from tests.cli import reconcile
 from tests.mirror import tree, write
+from tests.state_owner import take_state_back
 
 
 @pytest.fixture
@@ -234,13 +235,18 @@ import json, os, sys
 import reconcile.remotes.local
 from reconcile.engine import Run, RunOptions
 from tests.mirror import SilentReporter
+from tests.state_owner import give_state_to_nobody
+give_state_to_nobody({str(state)!r})
 os.setgroups([]); os.setgid(65534); os.setuid(65534)
 r = Run({str(src)!r}, {str(dst)!r}, RunOptions(delete=True, state_dir={str(state)!r}), SilentReporter())
 res = r.apply()
 print(json.dumps({{"complete": res.outcome.complete, "unreadable": res.walk.unreadable}}))
 """
     repo = str(Path(__file__).resolve().parent.parent)
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo)
+    try:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo)
+    finally:
+        take_state_back(state)
 
 
 def test_dest_inside_source_is_refused(pair):

@@ -33,6 +33,7 @@ from reconcile.plan import make_plan
 from reconcile.remotes.base import Capabilities
 from tests.cli import reconcile
 from tests.mirror import SilentReporter, tree, wait_until_locked, write
+from tests.state_owner import take_state_back
 
 T0 = 1_600_000_000_000_000_000
 REPO = str(Path(__file__).resolve().parent.parent)
@@ -302,6 +303,7 @@ def run_as_nobody(src, dst, state):
     code = f"""
 import contextlib, io, os, sys
 import reconcile.cli
+from tests.state_owner import give_state_to_nobody
 args = [{str(src)!r}, {str(dst)!r}, "--state-dir", {str(state)!r}, "--delete"]
 # a plan as root first imports every module the CLI loads lazily
 # (our interpreter's site-packages may be closed to nobody); it changes nothing
@@ -310,10 +312,14 @@ with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.St
         reconcile.cli.app(["plan", *args])
     except SystemExit:
         pass
+give_state_to_nobody({str(state)!r})
 os.setgroups([]); os.setgid(65534); os.setuid(65534)
 reconcile.cli.app(["apply", *args])
 """
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    try:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    finally:
+        take_state_back(state)
 
 
 @pytest.fixture
