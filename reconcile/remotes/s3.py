@@ -327,6 +327,15 @@ def _is_aws(endpoint: str | None) -> bool:
 # --- client -------------------------------------------------------------------------
 
 
+def check_endpoint(url: str | None, where: str) -> None:
+    """an endpoint with user info (http://key:secret@host) would put the secret
+    in messages and in the state folder's record: refused, never echoed"""
+    if url and "@" in urlsplit(url).netloc:
+        host = urlsplit(url).netloc.rpartition("@")[2]
+        raise ConfigError(f"{where} holds a user name or key before '@' (…@{host}): remove it and give the "
+                          "keys through AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or --profile")
+
+
 def _endpoint_from_env() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
@@ -337,6 +346,8 @@ def make_client(options: RemoteOptions, pool: int):
     except bex.ProfileNotFound:
         raise ConfigError(f"AWS profile {options.profile!r} not found in ~/.aws/config or ~/.aws/credentials") from None
     endpoint = options.s3_endpoint or None
+    for where, url in (("--s3-endpoint", endpoint), ("AWS_ENDPOINT_URL", _endpoint_from_env())):
+        check_endpoint(url, where)
     attempts = int(options.extra.get("s3_attempts", 3))  # the engine retries Transient itself
 
     def build(path_style: bool):

@@ -108,6 +108,7 @@ class _Target:
     user: str
     identity_files: list[str] = field(default_factory=list)
     known_hosts_files: list[str] = field(default_factory=list)
+    proxy_command: str | None = None  # the ssh config's ProxyCommand, tokens expanded
 
     @property
     def key_name(self) -> str:
@@ -472,6 +473,19 @@ def _ssh_config_path(options: RemoteOptions) -> str:
             or os.path.expanduser("~/.ssh/config"))
 
 
+# what a host name (or an ssh config alias) may hold; `Match exec` runs %h
+# through a shell, so metacharacters are refused before any config is read
+# (OpenSSH 9.6 does the same since CVE-2023-51385)
+_HOST_NAME = re.compile(r"[A-Za-z0-9._:%\[\]-]+")
+
+
+def check_host_name(host: str) -> None:
+    if not _HOST_NAME.fullmatch(host) or host.startswith("-"):
+        shown = host.encode("ascii", "backslashreplace").decode()
+        raise ConfigError(f"host name {shown!r} holds characters a host name cannot have (only letters, digits, "
+                          "'.', '-', '_' and ':'); check the URL")
+
+
 def _lookup_ssh_config(alias: str, options: RemoteOptions) -> dict:
     path = _ssh_config_path(options)
     if not os.path.exists(path):
@@ -509,6 +523,7 @@ def _parse_url(url: str, options: RemoteOptions) -> tuple[_Target, str, str]:
     else:
         root = path.rstrip("/") or "/"
     alias = parts.hostname
+    check_host_name(alias)
     cfg = _lookup_ssh_config(alias, options)
     user = unquote(parts.username) if parts.username else cfg.get("user") or getpass.getuser()
     try:
@@ -521,7 +536,9 @@ def _parse_url(url: str, options: RemoteOptions) -> tuple[_Target, str, str]:
     else:
         user_files = cfg.get("userknownhostsfile", "~/.ssh/known_hosts").split()
         known = [os.path.expanduser(p) for p in user_files] + ["/etc/ssh/ssh_known_hosts"]
-    target = _Target(alias, cfg.get("hostname", alias), port, user, idents, known)
+    proxy = cfg.get("proxycommand")
+    target = _Target(alias, cfg.get("hostname", alias), port, user, idents, known,
+                     None if not proxy or proxy.lower() == "none" else proxy)
     shown = f"sftp://{user}@{alias}" + (f":{url_port}" if url_port else "") + parts.path
     return target, root, shown
 
@@ -613,6 +630,8 @@ class SftpRemote:
         return f"{self.target.host}:{self.target.port}"
 
     def _open_socket(self) -> socket.socket:
+        if self.target.proxy_command:
+            return self._open_proxy(self.target.proxy_command)
         try:
             sock = socket.create_connection((self.target.host, self.target.port), timeout=CONNECT_TIMEOUT)
         except socket.gaierror as exc:
@@ -623,6 +642,15 @@ class SftpRemote:
             raise Unreachable(f"cannot connect to {self._where()}: {exc.strerror or exc}") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
+
+    def _open_proxy(self, command: str):
+        """the ssh config's ProxyCommand, run without a shell (paramiko splits it
+        as OpenSSH would); its stdin/stdout carry the session"""
+        try:
+            return paramiko.ProxyCommand(command)
+        except (paramiko.ssh_exception.ProxyCommandFailure, OSError, ValueError) as exc:
+            raise Unreachable(f"cannot connect to {self._where()}: the ssh config's ProxyCommand "
+                              f"{command!r} failed ({getattr(exc, 'error', None) or exc})") from None
 
     def _connect(self) -> _Conn:
         sock = self._open_socket()
