@@ -37,10 +37,19 @@ def rate(bytes_per_s: float) -> str:
     return f"{bytes_per_s:.0f} B/s"
 
 
+# every control character (C0, DEL, C1) as an escape: a name holding ESC [ ...
+# would otherwise drive the terminal it is printed on
+_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7f, 0xa0)]}
+_CONTROLS.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+
+
+def escape_controls(text: str) -> str:
+    return text.translate(_CONTROLS)
+
+
 def printable(path: str) -> str:
     """names with undecodable bytes or control characters, shown safely."""
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") \
-        .replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    return escape_controls(path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
 
 
 def count(n: int, word: str) -> str:
@@ -273,6 +282,7 @@ class ApplyReporter:
     def _line(self, text: str) -> None:
         with self._lock:
             self._end_waiting()
+            text = escape_controls(text)  # names inside messages (errors, warnings) included
             if self._progress is not None:
                 self._progress.console.print(text, markup=False, highlight=False)
             else:

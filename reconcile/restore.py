@@ -32,7 +32,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import typer
 
 from reconcile.diff import file_changed
-from reconcile.entry import DIR, FILE, TEMP_MARK, Entry, encode_path, is_inside
+from reconcile.entry import DIR, FILE, TEMP_MARK, Entry, encode_path, is_inside, is_safe_path
 from reconcile.errors import EXIT_ERROR, EXIT_PARTIAL, ConfigError, NotFound, ReconcileError, Transient
 from reconcile import safepath
 from reconcile.hashing import FileHasher, hash_file
@@ -142,12 +142,13 @@ def local_path(root: str, rel: str) -> str:
 
 def safe_rel(rel: str) -> bool:
     # a listing is trusted for names, but never to climb out of the folder
-    return bool(rel) and not rel.startswith("/") and not any(p in ("", ".", "..") for p in rel.split("/"))
+    return is_safe_path(rel)  # also no NUL, which no local file name can hold
 
 
 def shown(path: str) -> str:
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") \
-        .replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    from reconcile.report import printable
+
+    return printable(path)
 
 
 # --- listing -----------------------------------------------------------------
@@ -475,7 +476,7 @@ class Fetcher:
             got = Entry(e.path, FILE, e.size, e.mtime_ns)  # a killed run fetched it all
         else:
             got = self.policy.run(lambda: self.remote.download(
-                item.remote_path, out, self._progress(item), offset=_flushed_size(out)),
+                item.remote_path, out, self._progress(item), offset=_flushed_size(out), limit=e.size),
                 f"download {item.remote_path}")
         if got.size != e.size or _flushed_size(out) != e.size or \
                 (got.mtime_ns is not None and e.mtime_ns is not None and got.mtime_ns != e.mtime_ns):
@@ -624,6 +625,9 @@ class Reporter:
         self.line(f"warning: {message}")
 
     def line(self, text: str) -> None:
+        from reconcile.report import escape_controls
+
+        text = escape_controls(text)  # a remote name inside a message cannot drive the terminal
         with self._lock:
             if self._progress is not None:
                 self._progress.console.print(text, markup=False, highlight=False)

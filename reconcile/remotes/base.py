@@ -107,10 +107,12 @@ class Remote(Protocol):
         """Remove an empty directory; a missing one is fine."""
 
     def download(
-        self, path: str, local_path: "str | BinaryIO", progress: Progress | None = None, offset: int = 0
+        self, path: str, local_path: "str | BinaryIO", progress: Progress | None = None, offset: int = 0,
+        limit: int | None = None,
     ) -> Entry:
         """Write the remote file to local_path (appending from offset), or to
-        an open file (restore opens its own, never through a symlink)."""
+        an open file (restore opens its own, never through a symlink). limit:
+        a file the server says is larger than this is refused before reading."""
 
     def remove_temp_files(self, keep: frozenset[str] = frozenset()) -> int:
         """Remove what killed runs left behind (temp files, temp-named dirs,

@@ -249,11 +249,14 @@ class LocalRemote:
             raise _map_oserror(exc, f"cannot remove folder {path}") from None
 
     def download(self, path: str, local_path: str | BinaryIO, progress: Progress | None = None,
-                 offset: int = 0) -> Entry:
+                 offset: int = 0, limit: int | None = None) -> Entry:
         try:
             with self._parent(path) as p:
                 fd = os.open(p.target, os.O_RDONLY | safepath.NOFOLLOW, dir_fd=p.fd)
             with os.fdopen(fd, "rb") as f, local_output(local_path, offset) as out:
+                size = os.fstat(f.fileno()).st_size
+                if limit is not None and size > limit:
+                    raise SourceChanged(f"{path} is {size} bytes, not the {limit} listed")
                 f.seek(offset)
                 out.seek(offset)
                 while chunk := f.read(CHUNK):

@@ -1089,7 +1089,8 @@ class S3Remote:
 
     # --- download --------------------------------------------------------------------
 
-    def download(self, path: str, local_path: str | BinaryIO, progress: Progress | None = None, offset: int = 0) -> Entry:
+    def download(self, path: str, local_path: str | BinaryIO, progress: Progress | None = None, offset: int = 0,
+                 limit: int | None = None) -> Entry:
         key = self._key(path)
         kw = {"Range": f"bytes={offset}-"} if offset else {}
         try:
@@ -1103,6 +1104,9 @@ class S3Remote:
             raise
         meta = resp.get("Metadata", {}) or {}
         total = _total_size(resp, offset)
+        if limit is not None and total > limit:
+            resp["Body"].close()
+            raise SourceChanged(f"{path} is {total} bytes on the server, not the {limit} listed")
         try:
             output = local_output(local_path, offset)
         except OSError as exc:

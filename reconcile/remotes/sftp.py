@@ -96,7 +96,8 @@ FX_OK, FX_NO_SUCH_FILE, FX_PERMISSION_DENIED, FX_OP_UNSUPPORTED = 0, 2, 3, 8
 # or file planted at its name makes the open fail instead of being written through
 OPEN_WRITE = 0x02 | 0x08 | 0x10 | 0x20
 UMASK = current_umask()  # a sent file's mode: the source's, masked by it (rsync without -p)
-TEMP_MODE = 0o600  # what a temp file holds is private until it has its final mode
+TEMP_MODE = 0o600
+MAX_DEPTH = 800  # folders below the root a listing follows (Python's recursion stops near 1000)  # what a temp file holds is private until it has its final mode
 ATTR_PERMS, ATTR_TIMES = 0x04, 0x08
 
 
@@ -1123,7 +1124,11 @@ class SftpRemote:
         except BaseException as exc:
             put(exc)
 
-    def _walk_rows(self, lister: "_Lister", key: bytes) -> Iterator[tuple]:
+    def _walk_rows(self, lister: "_Lister", key: bytes, depth: int = 0) -> Iterator[tuple]:
+        if depth > MAX_DEPTH:
+            # an endless tree (a broken or hostile server) ended in a RecursionError
+            raise Permanent(f"cannot list {self.url}: it goes deeper than {MAX_DEPTH} folders at "
+                            f"{decode_path(key)[:200]}...; a broken or hostile server? nothing was changed")
         with self._op(f"cannot list {decode_path(key) or self.url}"):
             rows = lister.take(key)
         for r in rows:
@@ -1133,7 +1138,7 @@ class SftpRemote:
             yield r
             if r[1] == DIR:
                 try:
-                    yield from self._walk_rows(lister, r[0][:-1])
+                    yield from self._walk_rows(lister, r[0][:-1], depth + 1)
                 except NotFound:
                     continue  # removed while we listed
 
@@ -1691,7 +1696,7 @@ class SftpRemote:
     # --- reading -----------------------------------------------------------
 
     def download(self, path: str, local_path: str | BinaryIO, progress: Progress | None = None,
-                 offset: int = 0) -> Entry:
+                 offset: int = 0, limit: int | None = None) -> Entry:
         try:
             output = local_output(local_path, offset)
         except OSError as exc:
@@ -1700,6 +1705,9 @@ class SftpRemote:
             sftp = self._sftp()
             with sftp.open(self._abs(path), "rb") as f:
                 size = f.stat().st_size or 0
+                if limit is not None and size > limit:
+                    # a server's fstat is not trusted to make us read more than the listing said
+                    raise SourceChanged(f"{path} is {size} bytes on the server, not the {limit} listed")
                 out.truncate(offset)
                 out.seek(offset)
                 self._fetch_range(self._conn(), f.handle, out, offset, size, progress)
@@ -1727,6 +1735,8 @@ class SftpRemote:
                 raise SourceChanged("the remote file shrank while it was read")
             if isinstance(data, BaseException):
                 raise data
+            if len(data) > n:
+                raise Permanent(f"the server sent {len(data)} bytes for a read of {n}")
             _local_write(out, data, out.name)
             if progress:
                 progress(len(data))
