@@ -20,7 +20,9 @@ SEC = 1_000_000_000
 class Stored:
     files: dict[str, bytes] = field(default_factory=dict)  # under real names
     mtime_s: dict[str, int | None] = field(default_factory=dict)  # whole seconds; S3: our metadata
+    mode: dict[str, int | None] = field(default_factory=dict)  # st_mode; S3: the "mode" metadata, if any
     dirs: set[str] = field(default_factory=set)
+    links: dict[str, str] = field(default_factory=dict)  # symlink -> its target (folders only)
     temps: list[str] = field(default_factory=list)  # temp names, unfinished multipart uploads
     temp_data: list[bytes] = field(default_factory=list)  # what temp names hold (a swap parks a file there)
 
@@ -36,17 +38,21 @@ def read_folder(root: str) -> Stored:
             temp = in_temp or TEMP_MARK in os.fsdecode(n)
             if temp and not in_temp:
                 out.temps.append(rel)
-            if n in dirnames:
+            if os.path.islink(full):
+                if not temp:
+                    out.links[rel] = os.fsdecode(os.readlink(full))
+            elif n in dirnames:
                 if not temp:
                     out.dirs.add(rel)
-            elif os.path.isfile(full) and not os.path.islink(full):
+            elif os.path.isfile(full):
                 with open(full, "rb") as f:
                     data = f.read()
                 if temp:
                     out.temp_data.append(data)
                 else:
                     out.files[rel] = data
-                    out.mtime_s[rel] = os.stat(full).st_mtime_ns // SEC
+                    st = os.stat(full)
+                    out.mtime_s[rel], out.mode[rel] = st.st_mtime_ns // SEC, st.st_mode
     return out
 
 
@@ -60,19 +66,19 @@ def read_bucket(client, bucket: str, prefix: str) -> Stored:
     for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=pre):
         out.temps += [f"multipart upload {u['Key']}" for u in page.get("Uploads", []) or []]
 
-    def get(key: str) -> tuple[str, bytes, int | None]:
+    def get(key: str) -> tuple[str, bytes, dict]:
         got = client.get_object(Bucket=bucket, Key=key)
-        mtime = (got.get("Metadata") or {}).get("mtime")
-        return key[len(pre):], got["Body"].read(), int(mtime.split(".")[0]) if mtime else None
+        return key[len(pre):], got["Body"].read(), got.get("Metadata") or {}
 
-    with ThreadPoolExecutor(16) as pool:
-        for rel, data, mtime in pool.map(get, keys):
+    with ThreadPoolExecutor(8) as pool:
+        for rel, data, meta in pool.map(get, keys):
             if TEMP_MARK in rel:
                 out.temps.append(rel)
                 out.temp_data.append(data)
             else:
                 out.files[rel] = data
-                out.mtime_s[rel] = mtime
+                out.mtime_s[rel] = int(meta["mtime"].split(".")[0]) if meta.get("mtime") else None
+                out.mode[rel] = int(meta["mode"], 8) if meta.get("mode") else None
     return out
 
 

@@ -4,6 +4,7 @@ the folder on disk, or the bucket through a plain boto3 client."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -12,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from reconcile.entry import FILE
 from reconcile.remotes import open_remote
 from tests.cli import reconcile
 from tests.kill import start_stalled
@@ -129,11 +129,7 @@ def test_missing_destination_root_is_created(dest, tmp_path):
     write(src / "a" / "f", b"payload", T0)
     url = dest.url.rstrip("/") + "/not/yet/there"
     reconcile("apply", src, url, "--state-dir", state, *dest.cli_args, env=dest.env, check=0)
-    r = open_remote(url, dest.options)
-    try:
-        assert [e.path for e in r.list() if e.kind == FILE] == ["a/f"]
-    finally:
-        r.close()
+    assert read_dest(dataclasses.replace(dest, url=url)).files == {"a/f": b"payload"}
 
 
 def test_offline_plan_needs_no_remote(sshd_server, tmp_path):
