@@ -3,7 +3,7 @@ Over SFTP against rsync --bwlimit, and over S3 against rclone --bwlimit."""
 
 from __future__ import annotations
 
-from bench.common import ROOT, Case, Check, Series, drop_dirty, fresh_dirs, log, repeat, reconcile_cmd, rmtree
+from bench.common import ROOT, Case, Check, Series, alternate, drop_dirty, fresh_dirs, log, repeat, reconcile_cmd, rmtree
 from bench.data import make_big_file
 
 FILES = 8  # more files than --transfers, so the limit is shared by parallel uploads
@@ -27,13 +27,13 @@ def sftp(srv, rate: int, seconds: int, runs: int) -> Case:
     kib = rate // 1024
     case = Case("controls", f"--bwlimit {kib // 1024}M over {seconds} s to SFTP: {FILES} files, {total >> 20} MiB")
     log(f"bwlimit {kib} KiB/s for {seconds} s, sftp")
-    ours = case.add(repeat(
-        "reconcile apply --bwlimit",
-        [*reconcile_cmd(), "apply", src, srv.url(f"{out}/r"), *srv.reconcile_args(), "--state-dir", state,
-         "-q", "--bwlimit", f"{kib}K", "--transfers", str(TRANSFERS)], runs, fresh))
-    peer = case.add(repeat("rsync --bwlimit over ssh",
-                           ["rsync", "-a", f"--bwlimit={kib}", "-e", srv.ssh_command(), src + "/",
-                            f"root@127.0.0.1:{out}/rs/"], runs, fresh))
+    ours, peer = (case.add(s) for s in alternate([
+        ("reconcile apply --bwlimit",
+         [*reconcile_cmd(), "apply", src, srv.url(f"{out}/r"), *srv.reconcile_args(), "--state-dir", state,
+          "-q", "--bwlimit", f"{kib}K", "--transfers", str(TRANSFERS)]),
+        ("rsync --bwlimit over ssh",
+         ["rsync", "-a", f"--bwlimit={kib}", "-e", srv.ssh_command(), src + "/", f"root@127.0.0.1:{out}/rs/"]),
+    ], runs, fresh))
     _checks(case, ours, peer, total, rate, seconds)
     return case
 

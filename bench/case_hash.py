@@ -34,19 +34,23 @@ def case_many(size: int, runs: int) -> Case:
     log(f"hashing {MANY} files of {size // MANY >> 20} MiB, one thread and two")
     case = Case("hashing", f"{MANY} files of {size // MANY >> 20} MiB from the page cache")
     peer = case.add(repeat("xxh128sum", ["xxh128sum", *files], runs))
-    series = {}
+    series, processes = {}, {}
     for n in (1, 2):
-        whole = repeat(f"hash_file, {n} thread{'s' if n > 1 else ''}", [sys.executable, "-c", MANY_CHILD, str(n), *files],
-                       runs)
-        inner = case.add(Series(whole.tool + ", in-process time", "time.perf_counter() around the pool in that process"))
+        whole = case.add(repeat(f"hash_file, {n} thread{'s' if n > 1 else ''}, whole process",
+                                [sys.executable, "-c", MANY_CHILD, str(n), *files], runs))
+        whole.note = mb(size / whole.median)
+        inner = case.add(Series(f"hash_file, {n} thread{'s' if n > 1 else ''}, in-process time",
+                                "time.perf_counter() around the pool in that process"))
         inner.runs = [Run(float(r.stdout.strip()), r.rss_kb, "", "") for r in whole.runs]
         inner.note = mb(size / inner.median)
-        series[n] = inner
+        series[n], processes[n] = inner, whole
     peer.note = mb(size / peer.median)
     speedup = series[1].median / series[2].median
-    case.checks.append(Check("two threads vs one (the engine hashes with two)", f"{speedup:.2f}× faster", "—", None))
-    versus = peer.median / series[2].median
-    case.checks.append(Check("two threads vs xxh128sum (one process)", f"{versus:.2f}×", "—", None))
+    case.checks.append(Check("two threads vs one, in-process (the engine hashes with two)", f"{speedup:.2f}× faster",
+                             "—", None))
+    # whole process against whole process: xxh128sum's time includes its start-up, so ours does too
+    versus = peer.median / processes[2].median
+    case.checks.append(Check("two threads vs xxh128sum, whole process each", f"{versus:.2f}×", "—", None))
     return case
 
 
@@ -66,9 +70,11 @@ def case_one(size: int, runs: int) -> Case:
     inner.runs = [Run(float(r.stdout.strip()), r.rss_kb, "", "") for r in proc.runs]
     for s in (peer, proc, inner):
         s.note = mb(size / s.median)
-    throughput = peer.median / inner.median
-    case.checks.append(Check("hash_file throughput vs xxh128sum", f"{throughput:.2f}×", "≥ 0.80×",
-                             throughput >= 0.8))
+    # the gate compares like with like: both whole processes, start-up included
     whole = peer.median / proc.median
-    case.checks.append(Check("same, counting interpreter start-up", f"{whole:.2f}×", "—", None))
+    case.checks.append(Check("hash_file vs xxh128sum, whole process each", f"{whole:.2f}×", "≥ 0.80×",
+                             whole >= 0.8))
+    throughput = peer.median / inner.median
+    case.checks.append(Check("hash_file in-process time vs xxh128sum's whole process (not like with like)",
+                             f"{throughput:.2f}×", "—", None))
     return case

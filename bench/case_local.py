@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from bench.common import ROOT, Case, Check, log, repeat, reconcile_cmd, rmtree, run_timed
+from bench.common import ROOT, Case, Check, alternate, log, reconcile_cmd, rmtree, run_timed
 from bench.data import make_tree
 
 RSS_TARGET_MB = 64
@@ -32,8 +32,7 @@ def case_nochange(n: int, runs: int) -> Case:
     for argv in (ours_argv, rsync_argv):  # warm the inode cache for both
         run_timed(argv)
     log(f"local {n:,}: timing")
-    ours = case.add(repeat("reconcile plan", ours_argv, runs))
-    rsync = case.add(repeat("rsync -n", rsync_argv, runs))
+    ours, rsync = (case.add(s) for s in alternate([("reconcile plan", ours_argv), ("rsync -n", rsync_argv)], runs))
     case.ratio(ours, rsync, 1.0, "time vs `rsync -a --delete -n`")
     rss = ours.peak_rss_mb
     case.checks.append(Check("peak RSS (reconcile)", f"{rss:.0f} MB", f"≤ {RSS_TARGET_MB} MB", rss <= RSS_TARGET_MB))

@@ -125,7 +125,7 @@ def repeat(tool: str, argv: list[str], times: int, before: Callable[[int], None]
 
 
 def alternate(tools: list[tuple[str, list[str]]], times: int,
-              before: Callable[[int], None] | None = None) -> list[Series]:
+              before: Callable[[int], None] | None = None, env: dict | None = None) -> list[Series]:
     """time each tool's argv `times` times, taking turns (A B A B ...), so a
     slow spell of the host (this VM's disk stalls now and then) falls on
     every tool alike instead of on whichever ran during it."""
@@ -134,7 +134,7 @@ def alternate(tools: list[tuple[str, list[str]]], times: int,
         for s, (_, argv) in zip(series, tools):
             if before:
                 before(i)
-            s.runs.append(run_timed(argv))
+            s.runs.append(run_timed(argv, env))
     return series
 
 
