@@ -33,7 +33,7 @@ def test_alternate_takes_turns_and_runs_before_each(monkeypatch):
     from bench import common
 
     order: list[str] = []
-    monkeypatch.setattr(common, "run_timed", lambda argv: order.append(argv[0]) or common.Run(1.0, 0, "", ""))
+    monkeypatch.setattr(common, "run_timed", lambda argv, env=None: order.append(argv[0]) or common.Run(1.0, 0, "", ""))
     befores: list[int] = []
     a, b = common.alternate([("A", ["a"]), ("B", ["b"])], 3, befores.append)
     assert order == ["a", "b"] * 3
