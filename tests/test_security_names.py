@@ -3,6 +3,10 @@ printed escaped by apply -v, restore -v and verify, never raw."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from tests.cli import reconcile
 from tests.mirror import write
 
@@ -68,3 +72,39 @@ def test_a_nul_or_escape_in_a_listed_name_is_skipped_by_restore(tmp_path, monkey
     out = restore.Restore(str(remote_root), restore.RestoreOptions(str(tmp_path / "out")), rep).run()
     assert out.count("done") == 1 and (tmp_path / "out" / "ok").read_bytes() == b"fine"
     assert warnings == ["skipped a\\x00b: not a usable relative path"]
+
+
+@pytest.mark.parametrize("kind", ["local", "sftp"])
+def test_a_download_is_bounded_by_the_listed_size(request, tmp_path, monkeypatch, kind):
+    """the server's listing said 10 bytes, its fstat says 5 MB: nothing is read"""
+    import os
+    from urllib.parse import unquote, urlsplit
+
+    from reconcile import restore
+    from reconcile.remotes import open_remote
+
+    dest = request.getfixturevalue(f"{kind}_dest")
+    root = Path(dest.url if kind == "local" else unquote(urlsplit(dest.url).path))
+    write(root / "big", os.urandom(5 << 20), T0)
+    write(root / "small", b"fine", T0)
+    monkeypatch.setenv("RECONCILE_SSH_CONFIG", str(tmp_path / "none"))
+
+    def lying(url, opts):
+        remote = open_remote(url, dest.options)
+        real = remote.list
+
+        def listed():
+            for e in real():
+                if e.path == "big":
+                    e.size = 10
+                yield e
+        remote.list = listed
+        return remote
+
+    monkeypatch.setattr(restore, "open_remote", lying)
+    rep = restore.Reporter(quiet=True)
+    out = restore.Restore(dest.url, restore.RestoreOptions(str(tmp_path / "out")), rep).run()
+    items = {i.rel: i for i in out.survey.todo}
+    assert items["small"].result == "done"
+    assert items["big"].result == "failed" and "not the 10 listed" in items["big"].error
+    assert items["big"].fetched == 0 and not (tmp_path / "out" / "big").exists()
