@@ -71,3 +71,13 @@ def test_proxy_command_in_the_ssh_config_is_used(sshd_server, tmp_path):
               "--known-hosts", kh, env={"RECONCILE_SSH_CONFIG": str(config), "SSH_AUTH_SOCK": ""}, check=0)
     assert used.read_text() == "used"
     assert (root / "a").read_bytes() == b"through the proxy"
+
+
+def test_proxy_jump_is_refused_not_silently_ignored(tmp_path):
+    config = tmp_path / "ssh_config"
+    config.write_text("Host nas\n  HostName 127.0.0.1\n  Port 1\n  ProxyJump gateway\n")
+    src = tmp_path / "src"
+    write(src / "a", b"1", T0)
+    p = reconcile("plan", src, "sftp://nas/backup", "--state-dir", tmp_path / "state",
+                  env={"RECONCILE_SSH_CONFIG": str(config)}, check=2)
+    assert "ProxyCommand ssh -W %h:%p gateway" in p.stderr

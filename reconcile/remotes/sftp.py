@@ -538,6 +538,10 @@ def _parse_url(url: str, options: RemoteOptions) -> tuple[_Target, str, str]:
         user_files = cfg.get("userknownhostsfile", "~/.ssh/known_hosts").split()
         known = [os.path.expanduser(p) for p in user_files] + ["/etc/ssh/ssh_known_hosts"]
     proxy = cfg.get("proxycommand")
+    if cfg.get("proxyjump") and not proxy:
+        # going straight to the host instead would be a silent surprise
+        raise ConfigError(f"the ssh config gives {alias} a ProxyJump, which reconcile does not follow: "
+                          f"write it as ProxyCommand ssh -W %h:%p {cfg['proxyjump']} for that host")
     target = _Target(alias, cfg.get("hostname", alias), port, user, idents, known,
                      None if not proxy or proxy.lower() == "none" else proxy)
     shown = f"sftp://{user}@{alias}" + (f":{url_port}" if url_port else "") + parts.path
