@@ -1,9 +1,11 @@
 """reconcile restore: fetch a remote tree, or one run of its trash, back into a
 local folder. Verified, atomic per file, resumable.
 
-- Each file lands under a temp name in its target folder, deterministic for
-  (path, size, mtime), so a killed restore resumes it from its size
-  (SFTP offset, S3 byte range) instead of starting over.
+- Each file lands under a temp name in its target folder: a stem fixed by
+  (path, size, mtime), so a killed restore finds and resumes it from its size
+  (SFTP offset, S3 byte range), then a random part no one can guess ahead.
+  It is created O_EXCL|O_NOFOLLOW (0600), and resumed only if it is our own
+  regular file; no folder below the target is followed through a symlink.
 - The temp file's xxh3 is checked against the hash the remote knows (S3
   metadata or record) or the pair's snapshot (--state-dir). A mismatch is
   kept aside as NAME.reconcile-corrupt, never put in place.
@@ -18,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import stat
 import sys
@@ -77,6 +80,7 @@ class Item:
     fetched: int = 0
     verified: bool = False
     actual: bytes | None = None  # the xxh3 of what was fetched
+    temp: str | None = None  # the temp file a killed run left, to resume
     error: str | None = None
     blocked_by: str = ""  # file | folder: what local thing stops it
 
@@ -90,7 +94,6 @@ class Survey:
     differs: list[str] = field(default_factory=list)  # left alone: no --overwrite
     blocked: list[Item] = field(default_factory=list)  # a local folder or file in the way
     dirs: list[str] = field(default_factory=list)  # remote folders missing locally
-    temps: set[str] = field(default_factory=set)  # temp names of the versions listed now
     links: int = 0
 
 
@@ -128,12 +131,30 @@ def clean_rel(text: str, what: str) -> str:
     return rel
 
 
+def temp_stem(rel: str, e: Entry) -> str:
+    """the part of a temp name fixed by (path, size, mtime): a rerun finds a
+    killed run's partial file by it"""
+    tag = hashlib.sha256(encode_path(f"{rel}\0{e.size}\0{e.mtime_ns}")).hexdigest()[:8]
+    return f"{TEMP_MARK}r{tag}"
+
+
 def temp_name(rel: str, e: Entry) -> str:
-    """deterministic per (path, size, mtime): a rerun finds the partial file"""
-    tag = hashlib.sha256(encode_path(f"{rel}\0{e.size}\0{e.mtime_ns}")).hexdigest()[:16]
-    name = rel.rsplit("/", 1)[-1]
-    short = encode_path(name)[:100].decode("utf-8", "surrogateescape")
-    return f"{TEMP_MARK}r{tag}-{short}"
+    """a new temp name: its stem, then a random part no one can guess ahead"""
+    return f"{temp_stem(rel, e)}{secrets.token_hex(4)}-{_short(rel)}"
+
+
+def _short(rel: str) -> str:
+    return encode_path(rel.rsplit("/", 1)[-1])[:100].decode("utf-8", "surrogateescape")
+
+
+def _stem_of(name: str) -> str:
+    return name[:len(TEMP_MARK) + 9]
+
+
+def is_temp_of(name: str, rel: str, e: Entry) -> bool:
+    stem = temp_stem(rel, e)
+    rest = name[len(stem):] if name.startswith(stem) else ""
+    return re.fullmatch(r"[0-9a-f]{8}-" + re.escape(_short(rel)), rest) is not None
 
 
 def local_path(root: str, rel: str) -> str:
@@ -244,12 +265,12 @@ def expected_hash(e: Entry, snap: Entry | None, precision: int) -> bytes | None:
 def survey(pairs: list[tuple[str, Entry]], root: str, snaps: dict[str, Entry], precision: int,
            overwrite: bool) -> Survey:
     s = Survey()
+    temps = TempIndex(root)
     for rel, e in pairs:
         if e.kind == DIR:
             _survey_dir(s, rel, e, root)
         elif e.kind == FILE:
-            s.temps.add(_temp_rel(rel, e))
-            _survey_file(s, rel, e, root, expected_hash(e, snaps.get(rel), precision), precision, overwrite)
+            _survey_file(s, rel, e, root, expected_hash(e, snaps.get(rel), precision), precision, overwrite, temps)
         else:
             s.links += 1
     return s
@@ -266,12 +287,12 @@ def _survey_dir(s: Survey, rel: str, e: Entry, root: str) -> None:
 
 
 def _survey_file(s: Survey, rel: str, e: Entry, root: str, expect: bytes | None, precision: int,
-                 overwrite: bool) -> None:
+                 overwrite: bool, temps: "TempIndex") -> None:
     target = local_path(root, rel)
     try:
         st = _lstat_below(root, rel)
     except FileNotFoundError:
-        s.todo.append(_item(rel, e, "missing", expect, root))
+        s.todo.append(_item(rel, e, "missing", expect, root, temps))
         return
     except (NotADirectoryError, safepath.SymlinkInPath):  # a local file or link where the remote has a folder
         head = rel.rpartition("/")[0]
@@ -284,7 +305,7 @@ def _survey_file(s: Survey, rel: str, e: Entry, root: str, expect: bytes | None,
     if stat.S_ISREG(st.st_mode) and _same(e, st, target, expect, precision):
         s.identical += 1
     elif overwrite:
-        s.todo.append(_item(rel, e, "differs", expect, root))
+        s.todo.append(_item(rel, e, "differs", expect, root, temps))
     else:
         s.differs.append(rel)
 
@@ -343,14 +364,44 @@ def _same(e: Entry, st: os.stat_result, target: str, expect: bytes | None, preci
         return False
 
 
-def _item(rel: str, e: Entry, reason: str, expect: bytes | None, root: str) -> Item:
+def _item(rel: str, e: Entry, reason: str, expect: bytes | None, root: str, temps: "TempIndex") -> Item:
     item = Item(rel, e.path, e, reason, expect)
-    try:
-        st = _lstat_below(root, _temp_rel(rel, e))
-        item.partial = st.st_size if _ours(st) and st.st_size <= e.size else 0
-    except OSError:
-        pass
+    for name in temps.of(rel, e):
+        try:
+            st = _lstat_below(root, _with_head(rel, name))
+        except OSError:
+            continue
+        if _ours(st) and st.st_size <= e.size:
+            item.temp, item.partial = name, st.st_size
+            break
     return item
+
+
+class TempIndex:
+    """restore's temp names in each folder, listed once (never through a symlink)"""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self._names: dict[str, list[str]] = {}
+
+    def of(self, rel: str, e: Entry) -> list[str]:
+        head = rel.rpartition("/")[0]
+        if head not in self._names:
+            self._names[head] = self._list(head)
+        return [n for n in self._names[head] if is_temp_of(n, rel, e)]
+
+    def _list(self, head: str) -> list[str]:
+        try:
+            d = safepath.open_dir(self.root, head)
+        except OSError:
+            return []
+        try:
+            return [n for n in os.listdir(d) if RESTORE_TEMP.match(n)]
+        except OSError:
+            return []
+        finally:
+            if isinstance(d, int):
+                os.close(d)
 
 
 def _ours(st: os.stat_result) -> bool:
@@ -378,9 +429,9 @@ def open_partial(p: safepath.Parent, name: str, limit: int) -> tuple[int, int]:
     return safepath.create_exclusive(p, name), 0
 
 
-def _temp_rel(rel: str, e: Entry) -> str:
-    head, _, _ = rel.rpartition("/")
-    name = temp_name(rel, e)
+def _with_head(rel: str, name: str) -> str:
+    """name in rel's folder"""
+    head = rel.rpartition("/")[0]
     return f"{head}/{name}" if head else name
 
 
@@ -434,7 +485,7 @@ class Fetcher:
         """into a temp file in the target's folder (reached without following a
         symlink), verified, then renamed to its name"""
         with self._parent(item.rel) as parent:
-            tmp = temp_name(item.rel, item.entry)
+            tmp = item.temp or temp_name(item.rel, item.entry)
             fd, item.partial = open_partial(parent, tmp, item.entry.size)
             try:
                 with os.fdopen(fd, "r+b") as out:
@@ -563,9 +614,9 @@ def remove_stale_temps(root: str, items: list[Item], current: set[str], paths: l
                 names = [n for n in os.listdir(d.fd if d.fd is not None else d.dirpath)
                          if RESTORE_TEMP.match(n)]
                 for name in names:
-                    rel = f"{head}/{name}" if head else name
                     owner = f"{head}/{RESTORE_TEMP.sub('', name, 1)}" if head else RESTORE_TEMP.sub("", name, 1)
-                    if rel in current or (paths and not any(is_inside(owner, p) for p in paths)):
+                    stem = f"{head}/{_stem_of(name)}" if head else _stem_of(name)
+                    if stem in current or (paths and not any(is_inside(owner, p) for p in paths)):
                         continue
                     _unlink(d, name)
                     count += 1
@@ -844,7 +895,9 @@ class Restore:
         self.reporter.stop()
         out.remote_gone = fetcher.remote_gone
         if fetcher.remote_gone is None:
-            remove_stale_temps(self.root, s.todo, s.temps, self.paths)
+            # a file not fetched this time keeps its partial; any other temp file is stale
+            unfinished = {_with_head(i.rel, temp_stem(i.rel, i.entry)) for i in s.todo if i.result != "done"}
+            remove_stale_temps(self.root, s.todo, unfinished, self.paths)
 
 
 def exit_code(out: Outcome) -> int:

@@ -97,3 +97,21 @@ def test_restore_keeps_a_private_file_private(source, tmp_path):
     assert p.returncode == 0, p.stderr
     assert stat.S_IMODE(os.stat(out / "sub" / "file.txt").st_mode) == 0o600
     assert stat.S_IMODE(os.stat(out / "top.txt").st_mode) == 0o640
+
+
+def test_restore_temp_names_cannot_be_guessed(source, tmp_path):
+    """a fixed stem (a rerun finds its partial) and a random part: two runs of
+    the same version use two names, and the partial is still resumed"""
+    e = Entry("sub/file.txt", FILE, len(b"from the backup"), T0)
+    names = {temp_name("sub/file.txt", e) for _ in range(20)}
+    assert len(names) == 20
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    partial = out / "sub" / names.pop()
+    partial.write_bytes(b"from the")  # what a killed run of ours left
+    p = _restore(source, out)
+    assert p.returncode == 0, p.stderr
+    ops = {o["path"]: o for o in json.loads(p.stdout)["operations"]}
+    assert ops["sub/file.txt"]["resume_from"] == len(b"from the")
+    assert (out / "sub" / "file.txt").read_bytes() == b"from the backup"
+    assert sorted(os.listdir(out / "sub")) == ["file.txt"]
