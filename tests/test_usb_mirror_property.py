@@ -46,7 +46,7 @@ def test_random_changes_end_in_exact_mirror_on_usb_disks(fs, request):
             src.mkdir()
             clock = base.Clock()
             for _ in range(data.draw(st.integers(1, 8))):
-                base.change(data, src, clock)
+                base.change(src, data.draw(base.change_st), clock)
             for _ in range(data.draw(st.integers(1, 4))):
                 result = run(src, str(dst), state, delete=True, max_delete=10**9, allow_empty_source=True)
                 assert result.outcome.complete, result.outcome.results
@@ -57,6 +57,6 @@ def test_random_changes_end_in_exact_mirror_on_usb_disks(fs, request):
                             allow_empty_source=True)
                 assert again.plan.ops == [], [o.to_json() for o in again.plan.ops]
                 for _ in range(data.draw(st.integers(1, 6))):
-                    base.change(data, src, clock)
+                    base.change(src, data.draw(base.change_st), clock)
 
     prop()
