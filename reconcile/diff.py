@@ -36,10 +36,15 @@ def file_changed(old: Entry, new: Entry, precision_ns: int = 1, checksum: bool =
 
 
 def same_mtime(a: int, b: int, precision_ns: int) -> bool:
-    """two mtimes agree when within one step of the coarser side's precision:
-    a file system may truncate (exFAT to 1 s, NTFS to 100 ns) or round either
-    way (FAT to 2 s), so one copy may read back a step below or above."""
-    return a == b or abs(a - b) < precision_ns
+    """two mtimes agree when the coarser side would store them alike: exFAT
+    (1 s), NTFS (100 ns) and SFTP (1 s) truncate to their step, so both fall
+    in one step; FAT (the one 2 s file system) may round up or down, so there
+    they agree within one step either way."""
+    if a == b or precision_ns == 1:
+        return a == b
+    if precision_ns >= 2_000_000_000:
+        return abs(a - b) < precision_ns
+    return a // precision_ns == b // precision_ns
 
 
 DAY_NS = 86_400 * 1_000_000_000

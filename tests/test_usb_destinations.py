@@ -145,3 +145,18 @@ def test_times_exfat_cannot_hold_are_stored_clamped_reported_once_and_not_resent
     assert 4_300_000_000 * SECOND < got["future.txt"] <= 4_354_819_198 * SECOND  # not wrapped round
     again = run(src, str(dst), state)
     assert again.plan.ops == [] and not [w for w in again.warnings if "outside" in w]
+
+
+@pytest.mark.parametrize("fs", ["exfat", "ntfs"])
+def test_a_same_size_edit_one_step_older_is_still_sent(fs, request, tmp_path):
+    """a restored older version of the same size: exFAT and NTFS truncate, so a
+    time one step older falls in another step and is seen"""
+    dst = request.getfixturevalue(f"{fs}_disk").fresh_folder()
+    src, state = tmp_path / "src", tmp_path / "state"
+    step = EXPECTED[fs]["mtime_precision_ns"]
+    write(src / "f", b"new", T0)
+    run(src, str(dst), state)
+    write(src / "f", b"old", T0 - step)
+    again = run(src, str(dst), state)
+    assert [o.path for o in again.plan.ops] == ["f"]
+    assert (dst / "f").read_bytes() == b"old"
