@@ -23,9 +23,9 @@ from reconcile.errors import (ConfigError, NotFound, ReconcileError, SafetyRefus
 from reconcile.excludes import Excludes
 from reconcile.hashing import hash_file
 from reconcile.lock import RunLock
+from reconcile.names import CollisionWatch, case_renames, clamp_warnings, refusals, to_stored
 from reconcile.pairs import (check_destination, check_reverse, local_dest_path, record_destination,
                              refuse_unknown_host)
-from reconcile.names import CollisionWatch, clamp_warnings, refusals, to_stored
 from reconcile.plan import Plan, keep_copies, make_plan, needs_hash, prune_trash
 from reconcile.remotes import dest_kind, open_remote
 from reconcile.remotes.base import RemoteOptions
@@ -159,6 +159,7 @@ class Run:
         self.unreadable: list[tuple[str, str]] = []  # files hash_needed could not read
         self.not_stored: list[tuple[str, str]] = []  # what the destination cannot hold (names.py)
         self.collisions: CollisionWatch | None = None
+        self.case_moves: list = []  # names.case_renames
         self._remote = None
         self.run_name = time.strftime(RUN_NAME, time.gmtime())
         self.tidy_remote = False  # temp files may be left on the remote
@@ -342,6 +343,7 @@ class Run:
 
     def _plan(self, changes: Changes, tag: str) -> Plan:
         plan = make_plan(changes, self.remote.capabilities, self.opts.delete, tag)
+        plan.ops[:0] = self.case_moves  # folders renamed in case only, before what goes into them
         if self.trash:
             keep_copies(plan, f"{self.trash}/{self.run_name}")
             if self.opts.backup_keep_days is not None:
@@ -363,6 +365,7 @@ class Run:
             self.warn(message)
         for message in clamp_warnings(changes, caps.mtime_range, caps.fs_type) if caps.mtime_range else []:
             self.warn(message)
+        self.case_moves = case_renames(changes, caps)
 
     def _name_encoding(self) -> bool:
         return bool(self.opts.remote.extra.get("name_encoding"))

@@ -21,11 +21,12 @@ digits; a name that already holds one of those look-alikes quotes it with
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Iterator
 
-from reconcile.diff import Changes, clamp_mtime
+from reconcile.diff import Changes, clamp_mtime, file_changed
 from reconcile.entry import DIR, FILE, decode_path, is_inside, parent_of
+from reconcile.plan import Op
 from reconcile.remotes.base import Capabilities
 
 FORBIDDEN = ':?*"<>|\\'
@@ -218,6 +219,62 @@ class CollisionWatch:
         where = decode_path(parent[:-1])
         group = self.groups.setdefault((where, decode_path(folded)), [decode_path(parent + first)])
         group.append(decode_path(raw))
+
+
+# --- a folder renamed in case only ---------------------------------------------------
+
+def case_renames(changes: Changes, caps: Capabilities) -> list[Op]:
+    """On a case-insensitive disk, 'photos/' renamed 'Photos/' is a stale
+    'photos' and a needed 'Photos' that the disk holds as one folder: files
+    sent into it would keep the old spelling, and every run would send them
+    again. Rename the folder first (one move each, top folders first) and
+    take what is inside as already there where it has not changed."""
+    if not caps.case_insensitive:
+        return []
+    wanted = {fold(p): p for p, e in changes.needed.items() if e.kind == DIR}
+    if not wanted:
+        return []
+    renames: list[tuple[str, str]] = []
+    ops: list[Op] = []
+    stale_dirs = [p for p, s in changes.stale.items() if s.remote.kind == DIR]
+    for path in sorted(stale_dirs, key=lambda p: (p.count("/"), p.encode("utf-8", "surrogateescape"))):
+        now = _renamed(path, renames)
+        target = wanted.get(fold(now))
+        if target is None or target == now:
+            continue
+        inside = sorted(p[len(path) + 1:] for p, s in changes.stale.items()
+                        if is_inside(p, path) and p != path and s.remote.kind != DIR)
+        renames.append((now, target))
+        ops.append(Op("move", now, DIR, to=target, reason="moved", files=inside))
+    if renames:
+        _rekey(changes, renames, caps)
+    return ops
+
+
+def _renamed(path: str, renames: list[tuple[str, str]]) -> str:
+    for old, new in renames:
+        if is_inside(path, old):
+            path = new + path[len(old):]
+    return path
+
+
+def _rekey(changes: Changes, renames: list[tuple[str, str]], caps: Capabilities) -> None:
+    """the stale entries at their spelling after the renames; those the source
+    has unchanged there are settled."""
+    for path in list(changes.stale):
+        new = _renamed(path, renames)
+        if new == path:
+            continue
+        s = changes.stale.pop(path)
+        s.remote = replace(s.remote, path=new)
+        s.orig = new
+        c = changes.needed.get(new)
+        if c is not None and not file_changed(s.remote, c, caps.mtime_precision_ns, span=caps.mtime_range):
+            del changes.needed[new]
+            changes.unchanged += 1
+            continue
+        s.displaced = c is not None
+        changes.stale[new] = s
 
 
 # --- the refusals of one run ----------------------------------------------------------

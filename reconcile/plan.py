@@ -336,18 +336,28 @@ def _move_blocked(m: _Move, pending: list[_Move], ns: _Namespace) -> bool:
     return False
 
 
-def _clear_target(path: str, kind: str, stale: dict[str, Stale], ops: list[Op]) -> None:
+def _clear_target(path: str, kind: str, stale: dict[str, Stale], ops: list[Op],
+                  folded: dict[str, str] | None = None) -> None:
     """Delete what stands in the way of putting `kind` at path: a stale thing
-    of another kind at path, or a stale file where a parent must be."""
-    s = stale.get(path)
-    if s is not None and (s.remote.kind != kind or kind == DIR):
-        _delete_stale(path, stale, ops, reason="replaced")
+    of another kind at path, or a stale file where a parent must be. folded:
+    on a case-insensitive remote, the stale paths by casefold, for what
+    stands there under another spelling."""
+    key = _stale_key(path, stale, folded)
+    if key is not None and (stale[key].remote.kind != kind or (kind == DIR and key == path)):
+        _delete_stale(key, stale, ops, reason="replaced")
     parent = parent_of(path)
     while parent:
-        s = stale.get(parent)
-        if s is not None and s.remote.kind != DIR:
-            _delete_stale(parent, stale, ops, reason="replaced")
+        key = _stale_key(parent, stale, folded)
+        if key is not None and stale[key].remote.kind != DIR:
+            _delete_stale(key, stale, ops, reason="replaced")
         parent = parent_of(parent)
+
+
+def _stale_key(path: str, stale: dict[str, Stale], folded: dict[str, str] | None) -> str | None:
+    if path in stale:
+        return path
+    other = folded.get(path.casefold()) if folded is not None else None
+    return other if other is not None and other in stale else None
 
 
 def _delete_stale(path: str, stale: dict[str, Stale], ops: list[Op], reason: str) -> None:
@@ -392,8 +402,9 @@ def make_plan(changes: Changes, caps: Capabilities, delete: bool = False, tag: s
 def _add_transfers(changes: Changes, caps: Capabilities, ops: list[Op]) -> None:
     needed = sorted(changes.needed.values(), key=lambda e: e.path.encode("utf-8", "surrogateescape"))
     parents_of_needed = {parent_of(e.path) for e in needed}
+    folded = {p.casefold(): p for p in changes.stale} if caps.case_insensitive else None
     for c in needed:
-        _clear_target(c.path, c.kind, changes.stale, ops)
+        _clear_target(c.path, c.kind, changes.stale, ops, folded)
     for c in needed:
         if c.kind == DIR:
             if caps.empty_dirs and c.path not in parents_of_needed:
@@ -415,10 +426,22 @@ def _add_deletes(changes: Changes, ops: list[Op], caps: Capabilities) -> None:
     # deleting the old spelling would delete what this plan just wrote
     written = {(o.to or o.path).casefold() for o in ops if o.op in ("upload", "move", "mkdir", "link")} \
         if caps.case_insensitive else set()
+    # ... and a folder 'Docs' holding what this plan writes under 'docs/': deleted
+    # whole, it would take the new files with it; its stale files go one by one
+    holding = {parent for w in written for parent in _parents(w)}
     # top-most stale paths first, each taking its stale subtree with it
     for path in sorted(changes.stale, key=lambda p: p.encode("utf-8", "surrogateescape")):
-        if path in changes.stale and path.casefold() not in written:
-            _delete_stale(path, changes.stale, ops, reason="deleted")
+        if path not in changes.stale or path.casefold() in written:
+            continue
+        if path.casefold() in holding:
+            del changes.stale[path]  # the folder stays; what is inside is decided entry by entry
+            continue
+        _delete_stale(path, changes.stale, ops, reason="deleted")
+
+
+def _parents(path: str) -> Iterable[str]:
+    while (path := parent_of(path)):
+        yield path
 
 
 def iter_ops_json(ops: Iterable[Op]) -> list[dict]:

@@ -222,3 +222,33 @@ def test_collision_watch_finds_case_twins_per_folder_only():
     watch = CollisionWatch()
     assert list(watch.rows(rows)) == rows  # every row passes through
     assert sorted(watch.groups.values()) == [["A", "a"], ["DOCS2", "docs2"], ["É", "é"]]
+
+
+def test_folder_renamed_in_case_with_a_changed_file_inside_keeps_the_new_file(usb):
+    """found by the mirror property on exFAT: the stale 'a/' was deleted whole
+    after 'A/a' was written into it, taking the new file with it"""
+    src, dst, state = usb
+    write(src / "a" / "a", b"one", T0)
+    write(src / "a" / "gone", b"gone", T0)
+    apply(src, dst, state, "--delete")
+    write(src / "a" / "a", b"two, longer", T0 + 10**9)
+    (src / "a" / "gone").unlink()
+    (src / "a").rename(src / "A")
+    p = apply(src, dst, state, "--delete")
+    assert os.listdir(dst) == ["A"]
+    assert os.listdir(dst / "A") == ["a"]
+    assert (dst / "A" / "a").read_bytes() == b"two, longer"
+    assert plan_json(src, dst, state, "--delete")["operations"] == [], p.stderr
+
+
+def test_folder_that_became_a_file_of_another_case(usb):
+    src, dst, state = usb
+    write(src / "a" / "a", b"in a folder", T0)
+    apply(src, dst, state, "--delete")
+    (src / "a" / "a").unlink()
+    (src / "a").rmdir()
+    write(src / "A", b"now a file", T0)
+    write(src / "other", b"other", T0)
+    apply(src, dst, state, "--delete", "--max-delete", "1")
+    assert sorted(os.listdir(dst)) == ["A", "other"] and (dst / "A").read_bytes() == b"now a file"
+    assert plan_json(src, dst, state, "--delete")["operations"] == []
