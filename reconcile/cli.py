@@ -199,7 +199,7 @@ def _run(command: str, source: str, dest: str, kw: dict, mapping: str | None = N
             result = run.plan()
             if json_out:
                 print(plan_json(result.source, result.dest, result.plan, controls=controls(opts),
-                                unreadable=result.unreadable, mapping=mapping))
+                                unreadable=result.unreadable, mapping=mapping, not_stored=result.not_stored))
             elif not quiet:
                 from rich.console import Console
 
@@ -220,7 +220,7 @@ def _run(command: str, source: str, dest: str, kw: dict, mapping: str | None = N
         print(plan_json(result.source, result.dest, result.plan, outcome.results if outcome else {},
                         controls(opts), unreadable=result.unreadable,
                         resumed=(result.resumed_ops, result.resumed.results) if result.resumed else None,
-                        mapping=mapping))
+                        mapping=mapping, not_stored=result.not_stored))
     word = exit_word(result)
     sent = human_bytes_of(reporter.bytes_sent)
     resumed = _resumed_line(result)
@@ -468,6 +468,7 @@ def verify(source: Optional[str] = NameArg, dest: Optional[str] = OptDestArg,
            retry_for: RetryFor = "5m", s3_endpoint: S3Endpoint = None, profile: Profile = None,
            links: Annotated[str, typer.Option("--links", callback=_links, metavar="skip|follow|store",
                                               help="symlinks as the mirror treats them: skip, follow or store")] = "skip",
+           name_encoding: NameEncoding = False,
            all_: AllOpt = False, config: ConfigOpt = None):
     """Read-only audit that the remote matches SOURCE: exit 0 when equal, 1 with the differences."""
     from reconcile.jobs import verify_jobs

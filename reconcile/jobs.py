@@ -164,6 +164,8 @@ def _verify_options(kw: dict[str, Any]):
     from reconcile.cli import parse_duration
     from reconcile.remotes.base import RemoteOptions
 
-    return RemoteOptions(transfers=kw["transfers"], ssh_key=kw["ssh_key"], known_hosts=kw["known_hosts"],
-                         retry_for=parse_duration(kw["retry_for"]), s3_endpoint=kw["s3_endpoint"],
-                         profile=kw["profile"])
+    options = RemoteOptions(transfers=kw["transfers"], ssh_key=kw["ssh_key"], known_hosts=kw["known_hosts"],
+                            retry_for=parse_duration(kw["retry_for"]), s3_endpoint=kw["s3_endpoint"],
+                            profile=kw["profile"])
+    options.extra["name_encoding"] = bool(kw.get("name_encoding"))
+    return options

@@ -170,12 +170,15 @@ def print_plan_lines(plan: Plan, controls: dict | None = None, out=None) -> None
 
 def plan_json(source: str, dest: str, plan: Plan, results: dict | None = None,
               controls: dict | None = None, unreadable: list[tuple[str, str]] | None = None,
-              resumed: tuple[list[Op], dict] | None = None, mapping: str | None = None) -> str:
+              resumed: tuple[list[Op], dict] | None = None, mapping: str | None = None,
+              not_stored: list[tuple[str, str]] | None = None) -> str:
     doc = {**({"mapping": mapping} if mapping else {}), "source": source, "dest": dest, "operations": _ops_json(plan.ops, results), "summary": plan.summary()}
     if controls is not None:
         doc["controls"] = controls
     # source files and folders (ending in /) that could not be read: not sent, counted as skipped
     doc["unreadable"] = [{"path": printable(p), "reason": why} for p, why in unreadable or []]
+    # what the destination cannot hold (a forbidden name, a case twin, a file too big): not sent, skipped
+    doc["not_stored"] = [{"path": printable(p), "reason": why} for p, why in not_stored or []]
     if resumed is not None:
         # what this run finished for an interrupted one, before its own plan
         ops, carried_out = resumed
@@ -183,7 +186,7 @@ def plan_json(source: str, dest: str, plan: Plan, results: dict | None = None,
     if results is not None:
         everything = list(results.values()) + (list(resumed[1].values()) if resumed else [])
         doc["totals"] = {k: sum(1 for r, _ in everything if r == k) for k in ("done", "skipped", "failed")}
-        doc["totals"]["skipped"] += len(doc["unreadable"])
+        doc["totals"]["skipped"] += len(doc["unreadable"]) + len(doc["not_stored"])
     return json.dumps(doc, ensure_ascii=False, default=str)
 
 

@@ -134,6 +134,9 @@ def test_each_forbidden_name_is_reported_with_its_reason_and_the_rest_goes_on(us
     assert p.stderr.count("bad:folder") == 1
     assert "15 not stored" in p.stderr.splitlines()[-1]
     assert sorted(os.listdir(dst / "Docs")) == ["fine.txt"]
+    doc = plan_json(src, dst, state)
+    assert {d["path"] for d in doc["not_stored"]} >= {"Docs/a:b.txt", "bad:folder"}
+    assert len(doc["not_stored"]) == 15
     # no write was tried: the disk's own 'No such file or directory' never shows
     assert "No such file" not in p.stderr
 
@@ -154,6 +157,8 @@ def test_name_encoding_stores_rclone_names_and_restore_maps_them_back(usb, tmp_p
             "a‛：b full-width already.txt", "‛‛quote-mark.txt", "plain.txt"} <= on_disk
     assert len(on_disk) == len(names)
     assert plan_json(src, dst, state, "--name-encoding")["operations"] == []
+    v = reconcile("verify", src, dst, "--state-dir", state, "--name-encoding", "--json", check=0)
+    assert json.loads(v.stdout)["differences"] == []
     out = tmp_path / "restored"
     reconcile("restore", dst, out, "--name-encoding", check=0)
     assert sorted(os.listdir(out / "Docs")) == sorted(names)
