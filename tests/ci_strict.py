@@ -13,7 +13,8 @@ import re
 import pytest
 
 # the reasons our skips give when something is not installed or not allowed
-MISSING = re.compile(r"not installed|missing|is unavailable|not possible here|here for the wrapper", re.I)
+MISSING = re.compile(r"not installed|missing|is unavailable|not possible here|here for the wrapper|no system python",
+                     re.I)
 
 
 def strict() -> bool:

@@ -327,7 +327,8 @@ class Campaign:
                     self.report.count(self.report.landed, fault)
             before = self.converge(trial, fault)
             seen = len(self.report.violations)
-            self.log(f"{self.t.kind} trial {trial} {fault}: landed={self.report.landed.get(fault, 0)} "
+            count = self.report.replays if fault == REPLAY else self.report.landed.get(fault, 0)
+            self.log(f"{self.t.kind} trial {trial} {fault}: {'replayed' if fault == REPLAY else 'landed'}={count} "
                      f"losses={self.report.losses} violations={seen}")
             for v in self.report.violations[shown:]:
                 self.log(f"  {v}")
