@@ -11,10 +11,12 @@ remote's state folder, so one destination is probed once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
 from dataclasses import asdict, dataclass, replace
+from typing import Iterator
 
 from reconcile.entry import TEMP_MARK
 from reconcile.remotes.base import Capabilities
@@ -95,47 +97,53 @@ def probe(folder: str) -> DestFacts:
     )
 
 
+@contextlib.contextmanager
+def _probe_file(folder: str, label: str) -> Iterator[str | None]:
+    """an empty temp file in folder (hidden from listings, removed after);
+    None when none can be written there."""
+    path = os.path.join(folder, f"{TEMP_MARK}{label}-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(path, "wb"):
+            pass
+    except OSError:
+        yield None
+        return
+    try:
+        yield path
+    finally:
+        _remove(path)
+
+
 def probe_precision(folder: str) -> int | None:
     """the finest step of mtime the folder's file system keeps, in ns: set
     times that need 1 ns, 10 ns, ... 100 ms, then an odd second, and take the
     first read back unchanged; 2 s when not even an odd second is kept (FAT).
     None when no probe file can be written there."""
-    path = os.path.join(folder, f"{TEMP_MARK}probe-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(path, "wb"):
-            pass
-    except OSError:
-        return None
-    try:
-        step = 1
-        while step <= SECOND:
-            t = PROBE_BASE_NS + step
-            os.utime(path, ns=(t, t))
-            if os.stat(path).st_mtime_ns == t:
-                return step
-            step *= 10
-        return 2 * SECOND
-    except OSError:
-        return None
-    finally:
-        _remove(path)
+    with _probe_file(folder, "probe") as path:
+        if path is None:
+            return None
+        try:
+            step = 1
+            while step <= SECOND:
+                t = PROBE_BASE_NS + step
+                os.utime(path, ns=(t, t))
+                if os.stat(path).st_mtime_ns == t:
+                    return step
+                step *= 10
+            return 2 * SECOND
+        except OSError:
+            return None
 
 
 def probe_case_insensitive(folder: str) -> bool | None:
     """does the folder find 'Ab' under 'aB'? None when it cannot be written."""
-    tag = uuid.uuid4().hex[:8]
-    path = os.path.join(folder, f"{TEMP_MARK}case-{tag}-Ab")
-    try:
-        with open(path, "wb"):
-            pass
-    except OSError:
-        return None
-    try:
+    with _probe_file(folder, "case-Ab") as path:
+        if path is None:
+            return None
         # the tag is new: 'aB' can only be found as 'Ab' itself (FUSE gives
         # each spelling its own inode number, so samefile cannot tell)
-        return os.path.lexists(os.path.join(folder, f"{TEMP_MARK}case-{tag}-aB"))
-    finally:
-        _remove(path)
+        head, name = os.path.split(path)
+        return os.path.lexists(os.path.join(head, name.replace("case-Ab-", "case-aB-")))
 
 
 def probe_symlinks(folder: str) -> bool:
