@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Iterable, Iterator
 
 from reconcile.diff import Changes, clamp_mtime, file_changed
-from reconcile.entry import DIR, FILE, decode_path, is_inside, parent_of
+from reconcile.entry import DIR, FILE, LINK, decode_path, is_inside, parent_of
 from reconcile.plan import Op
 from reconcile.remotes.base import Capabilities
 
@@ -287,7 +287,7 @@ def refusals(changes: Changes, caps: Capabilities, encoding: bool,
     out: list[tuple[str, str]] = []
     for group in collisions:
         out += _settle_collision(group, changes, caps)
-    if caps.windows_names or caps.max_file_size is not None:
+    if caps.windows_names or caps.max_file_size is not None:  # USB disks: FAT, exFAT, NTFS
         out += _unstorable(changes, caps, encoding)
     return out
 
@@ -330,6 +330,9 @@ def _unstorable(changes: Changes, caps: Capabilities, encoding: bool) -> list[tu
         if reason is not None:
             mendable = not encoding and "reserved" not in reason and "longer" not in reason
             message = cannot_store(path, fs, reason, mendable)
+        elif e.kind == LINK and not caps.symlinks:
+            message = (f"cannot store the symlink {path} on this destination ({fs}): it cannot hold symlinks; "
+                       "use --links follow to copy what it points to, or --links skip")
         elif e.kind == FILE and caps.max_file_size is not None and e.size > caps.max_file_size:
             message = (f"cannot store {path} on this destination ({fs}): it is {e.size:,} bytes, over the "
                        f"FAT32 file size limit of {caps.max_file_size:,} bytes (4 GiB - 1); "

@@ -257,3 +257,13 @@ def test_folder_that_became_a_file_of_another_case(usb):
     apply(src, dst, state, "--delete", "--max-delete", "1")
     assert sorted(os.listdir(dst)) == ["A", "other"] and (dst / "A").read_bytes() == b"now a file"
     assert plan_json(src, dst, state, "--delete")["operations"] == []
+
+
+def test_links_store_onto_exfat_reports_each_symlink_it_cannot_hold(usb):
+    src, dst, state = usb
+    write(src / "real.txt", b"real", T0)
+    os.symlink("real.txt", src / "link")
+    p = apply(src, dst, state, "--links", "store", check=3)
+    assert ("cannot store the symlink link on this destination (exfat): it cannot hold symlinks; "
+            "use --links follow to copy what it points to, or --links skip") in p.stderr
+    assert os.listdir(dst) == ["real.txt"]
