@@ -17,11 +17,16 @@ REPO = Path(__file__).resolve().parent.parent
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 
+BACKUP = "/mnt/backup/Pictures"
+
+
 def readme_install_command() -> str:
+    """the first of the README's two commands: install, then mirror ~/Pictures to BACKUP."""
     text = (REPO / "README.md").read_text()
-    section = text.split("\n## Install\n", 1)[1]
+    section = text.split("\n## Two commands\n", 1)[1]
     block = re.search(r"```\n(.*?)\n```", section, re.S)
-    assert block, "the README's Install section has no command block"
+    assert block, "the README's Two commands section has no command block"
+    assert block.group(1).endswith(f" apply ~/Pictures {BACKUP}"), block.group(1)
     return block.group(1)
 
 
@@ -46,9 +51,14 @@ def test_readme_install_command_works_with_the_system_python(tmp_path):
             env[name] = os.environ[name]  # how this machine reaches PyPI, if it is told
     assert subprocess.run(["python3", "-c", "import sys; print(sys.executable)"], env=env, capture_output=True,
                           text=True).stdout.strip() == SYSTEM_PYTHON
-    p = subprocess.run(["bash", "-c", readme_install_command()], cwd=clone, env=env, capture_output=True,
-                       text=True, timeout=1200)
+    (home / "Pictures").mkdir()
+    (home / "Pictures" / "first.jpg").write_bytes(b"first photo")
+    backup = tmp_path / "mnt-backup" / "Pictures"  # the README's /mnt/backup/Pictures, kept in tmp_path
+    command = readme_install_command().replace(BACKUP, str(backup))
+    p = subprocess.run(["bash", "-c", command], cwd=clone, env=env, capture_output=True, text=True, timeout=1200)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert (backup / "first.jpg").read_bytes() == b"first photo"
+    assert "ok: 1 done" in p.stderr, p.stderr[-3000:]
 
     assert "reconcile" in (home / ".bashrc").read_text()  # tab completion, for bash here
 
