@@ -509,7 +509,8 @@ class Campaign:
     def fault_statefull(self, trial: int, before: dict, local: dict) -> bool:
         from reconcile import journal, snapshot
 
-        if self.rng.random() < 0.5:  # leave a journal behind first, which must survive
+        killed_first = self.rng.random() < 0.5
+        if killed_first:  # leave a journal behind first, which must survive
             self.report.count(self.report.attempted, "kill-upload")
             if self._kill(trial, "statefull", "upload"):
                 self.report.count(self.report.landed, "kill-upload")
@@ -522,7 +523,9 @@ class Campaign:
             return False
         _mount_small(self.state, 8 << 20)  # room to start; filled up once the apply is under way
         try:
-            point = self.rng.choice(["upload", f"op:{self.rng.randint(1, 20)}"])
+            # after a kill, the resumed run may finish in a few operations, its upload resumed near
+            # the end: its first operation is the point sure to come
+            point = "op:1" if killed_first else self.rng.choice(["upload", f"op:{self.rng.randint(1, 20)}"])
             landed = self._fault_mid_apply(trial, "statefull", point, lambda: _fill(self.state / "zz-ballast", 0))
             rc = self.last_rc
             if rc != 0 and snap.read_bytes() != snap_before:
