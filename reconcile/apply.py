@@ -1,7 +1,7 @@
 """Carry out a plan against a remote, under the journal.
 
 Moves, deletes and folder creation run in plan order (their order matters);
-runs of uploads go through a thread pool. Every operation re-checks the
+runs of uploads and touches go through a thread pool. Every operation re-checks the
 source first, so replaying a journal after a crash is harmless.
 """
 
@@ -56,6 +56,7 @@ class _RemoteGone(Exception):
     pass
 
 
+PARALLEL = ("upload", "touch")  # ops on one file each, run by the transfer threads
 FORK_SMALL_FROM = 1000  # small files from which half go to a child process (upload_child)
 
 
@@ -79,9 +80,9 @@ class Executor:
         i = 0
         try:
             while i < len(todo):
-                if ops[todo[i]].op == "upload":
+                if ops[todo[i]].op in PARALLEL:
                     j = i
-                    while j < len(todo) and ops[todo[j]].op == "upload":
+                    while j < len(todo) and ops[todo[j]].op in PARALLEL:
                         j += 1
                     self._uploads(ops, todo[i:j], resume)
                     i = j
@@ -234,7 +235,7 @@ class Executor:
     @staticmethod
     def _batchable(op: Op, i: int, resume: dict[int, dict], limit: int) -> bool:
         e = op.entry
-        return e is not None and e.size <= limit and not op.backup and i not in resume
+        return op.op == "upload" and e is not None and e.size <= limit and not op.backup and i not in resume
 
     def _small_uploads(self, upload_many, ops: list[Op], work, take: threading.Lock) -> None:
         """one pipelined stream of small uploads; each op is recorded done only
@@ -336,6 +337,19 @@ class Executor:
         got = self.remote.upload(local, op.path, e, progress=self.reporter.sent, resume=state,
                                  checkpoint=lambda st: self.journal.checkpoint(i, st))
         self._sent(op, local, getattr(got, "hash", None))
+        return "done"
+
+    def _do_touch(self, i: int, op: Op, state: dict | None):
+        """the remote holds this content: set its mtime only. Where it no
+        longer holds it (changed or gone since the plan), the file is sent."""
+        assert op.entry is not None
+        moved = self._source_moved(op)
+        if moved:
+            return "skipped", moved
+        try:
+            self.remote.touch(op.path, op.entry)
+        except NotFound:
+            return self._do_upload(i, op, state)
         return "done"
 
     def _do_mkdir(self, i: int, op: Op, state: dict | None):

@@ -342,7 +342,8 @@ class Run:
             files.append(inner)
 
     def _plan(self, changes: Changes, tag: str) -> Plan:
-        plan = make_plan(changes, self.remote.capabilities, self.opts.delete, tag)
+        plan = make_plan(changes, self.remote.capabilities, self.opts.delete, tag,
+                         perms=bool(self.opts.remote.extra.get("perms")))
         plan.ops[:0] = self.case_moves  # folders renamed in case only, before what goes into them
         if self.trash:
             keep_copies(plan, f"{self.trash}/{self.run_name}")
@@ -371,10 +372,11 @@ class Run:
         return bool(self.opts.remote.extra.get("name_encoding"))
 
     def hash_needed(self, changes: Changes) -> dict[str, bytes | None]:
-        """Hash what the plan needs to find moves (plan.needs_hash); the other
+        """Hash what the plan needs to find moves and touches (plan.needs_hash); the other
         files to send are hashed as they are sent. A file that cannot be read
         or keeps changing is left out of this run and its remote copy left alone."""
-        todo = needs_hash(changes, self.remote.capabilities.mtime_precision_ns)
+        caps = self.remote.capabilities
+        todo = needs_hash(changes, caps.mtime_precision_ns, touch=caps.set_mtime)
         results = self._hash_files(todo, warn=True)
         for e in changes.needed.values():
             if e.kind == FILE and e.hash is None and e.path not in results and not os.access(self._local(e), os.R_OK):

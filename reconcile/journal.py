@@ -35,7 +35,7 @@ def _op_to_row(op: Op) -> dict:
     }
 
 
-OPS = {"upload", "mkdir", "link", "move", "delete"}
+OPS = {"upload", "touch", "mkdir", "link", "move", "delete"}
 KINDS = {FILE, DIR, LINK}
 
 

@@ -18,12 +18,13 @@ from reconcile.remotes.base import Capabilities
 
 @dataclass
 class Op:
-    op: str  # upload | mkdir | link | move | delete
+    op: str  # upload | touch | mkdir | link | move | delete
     path: str  # the remote path acted on; for a move, its source
     kind: str = FILE
     to: str | None = None  # move target
     size: int = 0
     reason: str = ""  # upload: new | changed; delete: deleted | replaced; move: moved | temp
+    # touch: the remote holds this content already (same xxh3); only its mtime is set
     files: list[str] = field(default_factory=list)  # dir move / dir delete: remote files inside, relative
     dirs: list[str] = field(default_factory=list)  # dir delete: subdirs inside, relative, deepest first
     entry: Entry | None = None  # upload/link: the local entry
@@ -52,6 +53,8 @@ class Op:
             return d
         if self.op == "upload":
             return {"op": "upload", "path": self.path, "size": self.size, "reason": self.reason}
+        if self.op == "touch":
+            return {"op": "touch", "path": self.path, "size": self.size}
         return {"op": self.op, "path": self.path}
 
 
@@ -87,6 +90,7 @@ class Plan:
             "upload": {"count": self.count("upload"), "bytes": self.upload_bytes},
             "move": {"count": sum(1 for o in self.ops if o.op == "move" and o.reason != "temp"),
                      "files": self.moved_files, "bytes_saved": self.moved_bytes},
+            "touch": {"count": self.count("touch"), "bytes_saved": sum(o.size for o in self.ops if o.op == "touch")},
             "delete": {"count": self.count("delete"), "files": self.deleted_files},
             "mkdir": {"count": self.count("mkdir")},
         }
@@ -126,16 +130,43 @@ def _inode_vouches(s: Stale, new: Entry) -> bool:
     return not _needs_content_check(s, new) or (new.hash is not None and new.hash == _known_hash(s))
 
 
-def needs_hash(changes: Changes, precision_ns: int) -> list[Entry]:
+def remote_hash(s: Stale, precision_ns: int) -> bytes | None:
+    """the content hash of the remote file: its own (S3 metadata), else the
+    one the last snapshot recorded, while the remote still holds what we sent."""
+    if s.remote.hash is not None:
+        return s.remote.hash
+    return s.prev.hash if _source_trusted(s, precision_ns) else None
+
+
+def _may_touch(s: Stale | None, c: Entry, precision_ns: int) -> bool:
+    """the remote file at c's path is c's size and we know its content hash:
+    if c hashes alike, setting its mtime (a touch) is all it needs."""
+    return (s is not None and s.displaced and s.remote.kind == FILE and c.kind == FILE
+            and s.remote.size == c.size and remote_hash(s, precision_ns) is not None)
+
+
+def _is_touch(s: Stale | None, c: Entry, caps: Capabilities, perms: bool) -> bool:
+    if not caps.set_mtime or s is None or c.hash is None or not _may_touch(s, c, caps.mtime_precision_ns):
+        return False
+    if perms and s.remote.mode and c.mode and (s.remote.mode & 0o7777) != (c.mode & 0o7777):
+        return False  # the mode must be sent too: an upload
+    return remote_hash(s, caps.mtime_precision_ns) == c.hash
+
+
+def needs_hash(changes: Changes, precision_ns: int, touch: bool = False) -> list[Entry]:
     """Local files the plan needs a content hash for, to pair them with a
     remote file as a move: those whose inode a renamed file left, unless the
     inode alone vouches, and those the size of a stale remote file whose
-    content hash is known. The other files to send are hashed as they are
-    sent, for the next snapshot (engine.Run.hashes_of_sent)."""
+    content hash is known. touch: also those whose remote copy is the same
+    size with a known hash (a new mtime on the same content: _is_touch).
+    The other files to send are hashed as they are sent, for the next
+    snapshot (engine.Run.hashes_of_sent)."""
     by_inode, by_hash = _move_sources(changes, precision_ns)
     sizes = {size for size, _ in by_hash}
 
     def wanted(c: Entry) -> bool:
+        if touch and _may_touch(changes.stale.get(c.path), c, precision_ns):
+            return True
         s = by_inode.get(inode_key(c))
         return _needs_content_check(s, c) if s is not None else c.size in sizes
 
@@ -375,8 +406,10 @@ def _delete_stale(path: str, stale: dict[str, Stale], ops: list[Op], reason: str
 
 # --- the plan ----------------------------------------------------------------
 
-def make_plan(changes: Changes, caps: Capabilities, delete: bool = False, tag: str = "0") -> Plan:
-    """tag makes this plan's temp names unique on the remote."""
+def make_plan(changes: Changes, caps: Capabilities, delete: bool = False, tag: str = "0",
+              perms: bool = False) -> Plan:
+    """tag makes this plan's temp names unique on the remote; perms: modes are
+    mirrored too (a touch sets no mode)."""
     precision = caps.mtime_precision_ns
     moves: list[_Move] = []
     hashes: dict[str, bytes] = {}
@@ -393,13 +426,13 @@ def make_plan(changes: Changes, caps: Capabilities, delete: bool = False, tag: s
     ops: list[Op] = []
     ns = _Namespace()
     _order_moves(moves, ns, changes.stale, ops, tag)
-    _add_transfers(changes, caps, ops)
+    _add_transfers(changes, caps, ops, perms)
     if delete:
         _add_deletes(changes, ops, caps)
     return Plan(ops, hashes)
 
 
-def _add_transfers(changes: Changes, caps: Capabilities, ops: list[Op]) -> None:
+def _add_transfers(changes: Changes, caps: Capabilities, ops: list[Op], perms: bool = False) -> None:
     needed = sorted(changes.needed.values(), key=lambda e: e.path.encode("utf-8", "surrogateescape"))
     parents_of_needed = {parent_of(e.path) for e in needed}
     folded = {p.casefold(): p for p in changes.stale} if caps.case_insensitive else None
@@ -417,6 +450,9 @@ def _add_transfers(changes: Changes, caps: Capabilities, ops: list[Op]) -> None:
             reason = "changed" if s is not None and s.displaced else "new"
             if s is not None:
                 del changes.stale[c.path]  # overwritten in place, not deleted
+            if _is_touch(s, c, caps, perms):
+                ops.append(Op("touch", c.path, FILE, size=c.size, entry=c))
+                continue
             ops.append(Op("upload", c.path, FILE, size=c.size, reason=reason, entry=c,
                           overwrites=reason == "changed"))
 
@@ -424,7 +460,7 @@ def _add_transfers(changes: Changes, caps: Capabilities, ops: list[Op]) -> None:
 def _add_deletes(changes: Changes, ops: list[Op], caps: Capabilities) -> None:
     # on a case-insensitive remote 'Photo.JPG' and 'photo.jpg' are one file:
     # deleting the old spelling would delete what this plan just wrote
-    written = {(o.to or o.path).casefold() for o in ops if o.op in ("upload", "move", "mkdir", "link")} \
+    written = {(o.to or o.path).casefold() for o in ops if o.op in ("upload", "touch", "move", "mkdir", "link")} \
         if caps.case_insensitive else set()
     # ... and a folder 'Docs' holding what this plan writes under 'docs/': deleted
     # whole, it would take the new files with it; its stale files go one by one

@@ -61,6 +61,9 @@ def plan_summary(plan: Plan) -> str:
     parts = []
     if s["upload"]["count"]:
         parts.append(f"{s['upload']['count']} to send ({human_bytes(s['upload']['bytes'])})")
+    if s["touch"]["count"]:
+        parts.append(f"{count(s['touch']['count'], 'file')} to touch (same content, new mtime: "
+                     f"{human_bytes(s['touch']['bytes_saved'])} not resent)")
     if s["move"]["count"]:
         parts.append(f"{count(s['move']['count'], 'move')} ({count(s['move']['files'], 'file')}, "
                      f"{human_bytes(s['move']['bytes_saved'])} not resent)")
@@ -79,6 +82,8 @@ def _row(op: Op) -> tuple[str, str, str, str]:
         return what, path, printable(op.to or ""), detail
     if op.op == "upload":
         return f"upload ({op.reason})", path, "", human_bytes(op.size)
+    if op.op == "touch":
+        return "touch", path, "", human_bytes(op.size)
     if op.op == "delete":
         detail = f"{len(op.files)} files" if op.kind == DIR else ""
         return "delete" + (" (replaced)" if op.reason == "replaced" else ""), path, "", detail

@@ -27,6 +27,7 @@ class Capabilities:
     server_move: bool = True  # move(src, dst) for files without re-sending data
     dir_move: bool = True  # move(src, dst) of a whole directory in one request
     server_copy: bool = False
+    set_mtime: bool = False  # touch(path, entry): set a file's mtime without sending its content
     empty_dirs: bool = True  # directories exist on their own (not on S3)
     case_insensitive: bool = False
     mtime_precision_ns: int = 1  # 1_000_000_000 on SFTP; probed on a local folder (fsprobe.py)
@@ -89,6 +90,13 @@ class Remote(Protocol):
         real name until complete (temp name, then rename). Sets the remote
         mtime to entry.mtime_ns and stores entry.hash where the remote can.
         Returns the entry as now on the remote.
+        """
+
+    def touch(self, path: str, entry: Entry) -> None:
+        """Only where capabilities.set_mtime: set the mtime of the file at path
+        (which holds entry's content) to entry.mtime_ns, sending no content.
+        Raises NotFound when path is not a file of entry.size (or, where the
+        remote keeps one, of entry.hash): the caller uploads instead.
         """
 
     def mkdir(self, path: str) -> None:

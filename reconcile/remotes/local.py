@@ -39,7 +39,7 @@ def _map_oserror(exc: OSError, what: str) -> Exception:
 
 class LocalRemote:
     BASE_CAPABILITIES = Capabilities(
-        server_move=True, dir_move=True, server_copy=True, empty_dirs=True, symlinks=True
+        server_move=True, dir_move=True, server_copy=True, empty_dirs=True, symlinks=True, set_mtime=True
     )
 
     def __init__(self, root: str, options: RemoteOptions | None = None) -> None:
@@ -177,8 +177,7 @@ class LocalRemote:
                     # never put a mix of two versions under the real name
                     raise SourceChanged(f"{path} changed while being copied; left for the next run")
                 if entry.mtime_ns is not None:
-                    span = self.capabilities.mtime_range  # FAT, exFAT: a time out of it is stored clamped
-                    t = entry.mtime_ns if span is None else clamp_mtime(entry.mtime_ns, span)
+                    t = self._stored_mtime(entry.mtime_ns)
                     os.utime(dst, ns=(t, t))
                 os.chmod(dst, final_mode(entry.mode, bool(self.options.extra.get("perms")), self._umask))
             finally:
@@ -187,6 +186,28 @@ class LocalRemote:
         except BaseException:
             _remove_quietly(parent, tmp)
             raise
+
+    def _stored_mtime(self, ns: int) -> int:
+        span = self.capabilities.mtime_range  # FAT, exFAT: a time out of it is stored clamped
+        return ns if span is None else clamp_mtime(ns, span)
+
+    def touch(self, path: str, entry: Entry) -> None:
+        """the file's mtime only, never through a symlink (base.Remote.touch)"""
+        if entry.mtime_ns is None:
+            return
+        t = self._stored_mtime(entry.mtime_ns)
+        try:
+            with self._parent(path) as p:
+                s = os.lstat(p.target, dir_fd=p.fd)
+                if not st.S_ISREG(s.st_mode) or s.st_size != entry.size:
+                    raise NotFound(f"cannot touch {path}: not the file the plan saw")
+                # lstat said a regular file; never follow a link swapped in since
+                nofollow = {"dir_fd": p.fd, "follow_symlinks": False} if p.fd is not None else {}
+                os.utime(p.target, ns=(t, t), **nofollow)
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(f"cannot touch {path}: it is gone") from None
+        except OSError as exc:
+            raise _map_oserror(exc, f"cannot touch {path}") from None
 
     def symlink(self, target: str, path: str) -> None:
         try:

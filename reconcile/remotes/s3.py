@@ -401,6 +401,7 @@ class S3Remote:
         case_insensitive=False,
         mtime_precision_ns=1,
         symlinks=False,
+        set_mtime=True,
     )
 
     def __init__(self, bucket: str, prefix: str, options: RemoteOptions, client=None) -> None:
@@ -972,6 +973,39 @@ class S3Remote:
             raise
         return _etag(resp.get("ETag"))
 
+    def touch(self, path: str, entry: Entry) -> None:
+        """a new mtime in the object's metadata, no data sent (base.Remote.touch):
+        CopyObject onto itself with REPLACE, its xxh3 and mode kept. Only onto
+        the object whose ETag says it holds entry's xxh3 (CopySourceIfMatch)."""
+        if entry.mtime_ns is None:
+            return
+        rec = self._recorded(path)
+        if not _holds(rec, entry):
+            rec = self._head_record(path)  # our record may be older than the object
+            if not _holds(rec, entry):
+                raise NotFound(f"cannot touch {path}: the object does not hold the content the plan saw")
+        size, etag, _, digest, mode = rec
+        key = self._key(path)
+        meta = self._metadata(entry.mtime_ns, digest, mode)
+        if size > self.copy_threshold:
+            new_etag = self._copy_multipart(key, key, size, meta)
+        else:
+            with self._errors(f"touch {path}"):
+                try:
+                    resp = self.client.copy_object(
+                        Bucket=self.bucket, Key=key, CopySource={"Bucket": self.bucket, "Key": key},
+                        CopySourceIfMatch=f'"{etag}"', Metadata=meta, MetadataDirective="REPLACE",
+                        **self._extra_args())
+                except bex.ClientError as exc:
+                    if (exc.response.get("ResponseMetadata", {}) or {}).get("HTTPStatusCode") == 412:
+                        self._remember(path, None)
+                        raise NotFound(f"cannot touch {path}: the object changed since it was listed") from None
+                    raise
+            new_etag = _etag((resp.get("CopyObjectResult") or {}).get("ETag"))
+        if not new_etag:
+            raise Transient(f"touch {path}: the server did not confirm it")
+        self._remember(path, (size, new_etag, entry.mtime_ns, digest, mode))
+
     def copy(self, src: str, dst: str) -> None:
         """server-side copy of one file."""
         self._copy_one(src, dst)
@@ -1154,6 +1188,11 @@ class S3Remote:
 
 def _changed(before: os.stat_result, after: os.stat_result) -> bool:
     return (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns)
+
+
+def _holds(rec: Record | None, entry: Entry) -> bool:
+    """the recorded object is entry's size and content (by our xxh3 metadata)"""
+    return rec is not None and rec[0] == entry.size and rec[3] is not None and rec[3] == entry.hash
 
 
 def _etag(value: str | None) -> str:

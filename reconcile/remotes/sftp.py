@@ -551,7 +551,7 @@ def _parse_url(url: str, options: RemoteOptions) -> tuple[_Target, str, str]:
 class SftpRemote:
     capabilities = Capabilities(
         server_move=True, dir_move=True, server_copy=False, empty_dirs=True,
-        mtime_precision_ns=1_000_000_000, symlinks=True,
+        mtime_precision_ns=1_000_000_000, symlinks=True, set_mtime=True,
     )
 
     def __init__(self, target: _Target, root: str, options: RemoteOptions, url: str) -> None:
@@ -1246,7 +1246,7 @@ class SftpRemote:
             if got != size:
                 raise Transient(f"cannot finish {path}: the server holds {got} of {size} bytes")
             if entry.mtime_ns is not None:
-                secs = min(max(entry.mtime_ns // 1_000_000_000, 0), MAX_MTIME)
+                secs = _wire_mtime(entry.mtime_ns)
                 sftp.utime(tmp, (secs, secs))
             self._final_mode(sftp, tmp, entry)
             self._replace(sftp, tmp, self._abs(path))
@@ -1256,6 +1256,20 @@ class SftpRemote:
             digest = None  # what was sent is not the version the plan saw
         result.hash = entry.hash or digest
         return result
+
+    def touch(self, path: str, entry: Entry) -> None:
+        """the file's mtime only, one SETSTAT (base.Remote.touch). SETSTAT
+        follows a symlink: the file and the folders above it are checked first."""
+        if entry.mtime_ns is None:
+            return
+        with self._op(f"cannot touch {path}"):
+            sftp = self._sftp()
+            attr = _lstat_or_none(sftp, self._abs(path))
+            if attr is None or not st.S_ISREG(attr.st_mode or 0) or attr.st_size != entry.size:
+                raise NotFound(f"cannot touch {path}: not the file the plan saw")
+            self._refuse_links_above(sftp, path)
+            secs = _wire_mtime(entry.mtime_ns)
+            sftp.utime(self._abs(path), (secs, secs))
 
     def _final_mode(self, sftp: paramiko.SFTPClient, tmp: bytes, entry: Entry) -> None:
         perms = bool(self.options.extra.get("perms"))
@@ -1595,7 +1609,7 @@ class SftpRemote:
         mode = final_mode(e.mode, bool(self.options.extra.get("perms")), UMASK)
         flags, body = ATTR_PERMS, struct.pack(">I", mode)
         if e.mtime_ns is not None:
-            secs = min(max(e.mtime_ns // 1_000_000_000, 0), MAX_MTIME)
+            secs = _wire_mtime(e.mtime_ns)
             flags, body = flags | ATTR_TIMES, body + struct.pack(">II", secs, secs)
         return struct.pack(">I", flags) + body
 
@@ -1903,6 +1917,11 @@ def _create_exclusive(sftp: paramiko.SFTPClient, path: bytes) -> paramiko.SFTPFi
     if t != CMD_HANDLE:
         raise paramiko.sftp.SFTPError("expected a handle")
     return paramiko.SFTPFile(sftp, msg.get_binary(), "w", -1)
+
+
+def _wire_mtime(ns: int) -> int:
+    """an mtime as SFTP v3 carries it: whole seconds in a uint32"""
+    return min(max(ns // 1_000_000_000, 0), MAX_MTIME)
 
 
 def _lstat_or_none(sftp: paramiko.SFTPClient, path: bytes) -> SFTPAttributes | None:

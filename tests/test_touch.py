@@ -1,0 +1,139 @@
+"""Same content, new mtime: a `touch` that sets the remote's mtime and sends
+no content (issue 26, item 1). On every remote kind; SFTP and S3 go through a
+byte-counting TCP proxy, and every check reads the storage itself."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from tests.cli import reconcile
+from tests.mirror import write
+from tests.servers_sftp import TcpProxy, sftp_url
+from tests.storage import SEC, read_dest
+
+T0 = 1_600_000_000 * SEC
+LATER = T0 + 86_400 * SEC  # a day later: a new mtime on every file system
+N = 20
+SIZE = 50_000
+
+
+@pytest.fixture
+def proxied(dest, request, tmp_path):
+    """dest, with SFTP and S3 reached through a byte-counting proxy (None on local)."""
+    if dest.kind == "sftp":
+        server = request.getfixturevalue("sshd_server")
+        proxy = TcpProxy(server.port)
+        kh = server.write_known_hosts(tmp_path / "known_hosts_proxy", port=proxy.port)
+        root = Path(unquote(urlsplit(dest.url).path))
+        cli_args = ["--ssh-key", server.user_key, "--known-hosts", kh]
+        d = dataclasses.replace(dest, url=sftp_url(server, root, port=proxy.port), cli_args=cli_args)
+    elif dest.kind == "s3":
+        seaweed = request.getfixturevalue("seaweed")
+        proxy = TcpProxy(seaweed.ports["s3"])
+        endpoint = f"http://127.0.0.1:{proxy.port}"
+        d = dataclasses.replace(dest, cli_args=["--s3-endpoint", endpoint])
+    else:
+        proxy, d = None, dest
+    yield d, proxy
+    if proxy is not None:
+        proxy.close()
+
+
+def cli(dest, *args, check=0):
+    return reconcile(*args, *dest.cli_args, env=dest.env, check=check)
+
+
+def plan_json(dest, src, state) -> dict:
+    return json.loads(cli(dest, "plan", src, dest.url, "--state-dir", state, "--json").stdout)
+
+
+def identity(dest, path: str):
+    """what says a remote file was not rewritten: its inode on a folder, its
+    ETag on S3 (SFTP: its inode in the folder the test sshd serves)"""
+    if dest.kind == "s3":
+        return None  # S3 rewrites keep the same MD5 ETag: the proxy's byte count tells instead
+    root = dest.url if dest.kind == "local" else unquote(urlsplit(dest.url).path)
+    return os.stat(os.path.join(root, path)).st_ino
+
+
+def s3_metadata(dest, path: str) -> dict:
+    from tests.servers_s3 import boto3_client
+
+    bucket, _, prefix = dest.url[len("s3://"):].partition("/")
+    return boto3_client(dest.options.s3_endpoint).head_object(Bucket=bucket, Key=f"{prefix}/{path}")["Metadata"]
+
+
+def test_touched_files_send_no_content_and_get_the_new_mtime(proxied, tmp_path):
+    dest, proxy = proxied
+    src, state = tmp_path / "src", tmp_path / "state"
+    data = {f"photos/p{i:02}.jpg": os.urandom(SIZE) for i in range(N)}
+    for path, body in data.items():
+        write(src / path, body, T0)
+    write(src / "notes.txt", b"A" * SIZE, T0)
+    cli(dest, "apply", src, dest.url, "--state-dir", state)
+    before = {p: identity(dest, p) for p in data}
+    meta_before = {p: s3_metadata(dest, p) for p in data} if dest.kind == "s3" else {}
+
+    for i, path in enumerate(data):  # touch: same bytes, new mtime
+        os.utime(src / path, ns=(LATER + i * SEC, LATER + i * SEC))
+    write(src / "notes.txt", b"B" * SIZE, LATER)  # same size, new mtime, other content
+
+    doc = plan_json(dest, src, state)
+    ops = {o["path"]: o for o in doc["operations"]}
+    assert sorted(p for p, o in ops.items() if o["op"] == "touch") == sorted(data)
+    assert [p for p, o in ops.items() if o["op"] == "upload"] == ["notes.txt"]
+    assert doc["summary"]["touch"] == {"count": N, "bytes_saved": N * SIZE}
+    assert doc["summary"]["upload"]["count"] == 1
+    table = cli(dest, "plan", src, dest.url, "--state-dir", state)
+    assert sum(1 for line in table.stdout.splitlines() if line.startswith("touch\t")) == N
+    assert f"{N} files to touch" in table.stderr + table.stdout
+
+    sent_before = proxy.bytes_up if proxy else 0
+    cli(dest, "apply", src, dest.url, "--state-dir", state)
+    if proxy is not None:
+        sent = proxy.bytes_up - sent_before
+        # notes.txt's 50 KB plus protocol; the touched files' 1 MB must not travel
+        assert SIZE <= sent < SIZE + N * 2_000 + 60_000, sent
+
+    stored = read_dest(dest)
+    for i, (path, body) in enumerate(data.items()):
+        assert stored.files[path] == body
+        assert stored.mtime_s[path] == LATER // SEC + i
+        assert identity(dest, path) == before[path]  # never rewritten
+    assert stored.files["notes.txt"] == b"B" * SIZE
+    assert stored.mtime_s["notes.txt"] == LATER // SEC
+    if dest.kind == "s3":
+        for path in data:  # the xxh3 (and everything else) kept, only the mtime new
+            after = s3_metadata(dest, path)
+            assert after["xxh3"] == meta_before[path]["xxh3"]
+            assert {k: v for k, v in after.items() if k != "mtime"} == \
+                {k: v for k, v in meta_before[path].items() if k != "mtime"}
+    assert plan_json(dest, src, state)["operations"] == []
+
+
+def test_s3_touch_holds_without_the_state_folder(s3_dest, tmp_path):
+    """the bucket's xxh3 metadata is enough: a lost state folder still touches."""
+    dest = s3_dest
+    src, state = tmp_path / "src", tmp_path / "state"
+    data = {f"p{i}.bin": os.urandom(SIZE) for i in range(5)}
+    for path, body in data.items():
+        write(src / path, body, T0)
+    cli(dest, "apply", src, dest.url, "--state-dir", state)
+    shutil.rmtree(state)
+    shutil.rmtree(dest.options.state_dir, ignore_errors=True)
+    for path in data:
+        os.utime(src / path, ns=(LATER, LATER))
+    doc = plan_json(dest, src, state)
+    assert sorted(o["path"] for o in doc["operations"] if o["op"] == "touch") == sorted(data)
+    assert not [o for o in doc["operations"] if o["op"] == "upload"]
+    cli(dest, "apply", src, dest.url, "--state-dir", state)
+    stored = read_dest(dest)
+    assert all(stored.mtime_s[p] == LATER // SEC and stored.files[p] == data[p] for p in data)
+    assert plan_json(dest, src, state)["operations"] == []
