@@ -233,6 +233,10 @@ def _run(command: str, source: str, dest: str, kw: dict, mapping: str | None = N
         done, failed = (sum(o.count(k) for o in both) for k in ("done", "failed"))
         skipped = sum(o.count("skipped") for o in both) + len(result.unreadable) + len(result.not_stored)
         line = f"{tag}{word}: {done} done"
+        touched = sum(1 for i, op in enumerate(result.plan.ops)
+                      if op.op == "touch" and outcome.results.get(i, ("",))[0] == "done")
+        if touched:
+            line += f" ({touched} touched: mtime set, no content sent)"
         if result.resumed and result.resumed.count("done"):
             line += f" ({result.resumed.count('done')} finishing the interrupted run)"
         line += f", {skipped} skipped, {failed} failed; {sent} sent"

@@ -96,7 +96,8 @@ def test_touched_files_send_no_content_and_get_the_new_mtime(proxied, tmp_path):
     assert f"{N} files to touch" in table.stderr + table.stdout
 
     sent_before = proxy.bytes_up if proxy else 0
-    cli(dest, "apply", src, dest.url, "--state-dir", state)
+    applied = cli(dest, "apply", src, dest.url, "--state-dir", state)
+    assert f"{N + 1} done ({N} touched: mtime set, no content sent)" in applied.stderr
     if proxy is not None:
         sent = proxy.bytes_up - sent_before
         # notes.txt's 50 KB plus protocol; the touched files' 1 MB must not travel
@@ -137,3 +138,66 @@ def test_s3_touch_holds_without_the_state_folder(s3_dest, tmp_path):
     stored = read_dest(dest)
     assert all(stored.mtime_s[p] == LATER // SEC and stored.files[p] == data[p] for p in data)
     assert plan_json(dest, src, state)["operations"] == []
+
+
+def test_touch_again_is_harmless_and_another_file_is_not_touched(dest, tmp_path):
+    """a journal replays a touch: the second one changes nothing. A remote file
+    that is not the plan's (other size; on S3 other xxh3) is refused with
+    NotFound, which apply answers with an upload."""
+    import xxhash
+
+    from reconcile.entry import Entry
+    from reconcile.errors import NotFound
+    from reconcile.remotes import open_remote
+
+    body = os.urandom(SIZE)
+    local = tmp_path / "f.bin"
+    write(local, body, T0)
+    digest = xxhash.xxh3_128_digest(body)
+    remote = open_remote(dest.url, dest.options)
+    try:
+        remote.upload(str(local), "d/f.bin", Entry("d/f.bin", size=SIZE, mtime_ns=T0, hash=digest))
+        touched = Entry("d/f.bin", size=SIZE, mtime_ns=LATER, hash=digest)
+        remote.touch("d/f.bin", touched)
+        remote.touch("d/f.bin", touched)
+        stored = read_dest(dest)
+        assert stored.files["d/f.bin"] == body and stored.mtime_s["d/f.bin"] == LATER // SEC
+        with pytest.raises(NotFound):
+            remote.touch("d/f.bin", Entry("d/f.bin", size=SIZE + 1, mtime_ns=T0, hash=digest))
+        with pytest.raises(NotFound):
+            remote.touch("d/gone.bin", touched)
+        if dest.kind == "s3":
+            with pytest.raises(NotFound):
+                remote.touch("d/f.bin", Entry("d/f.bin", size=SIZE, mtime_ns=T0, hash=b"\0" * 16))
+        assert read_dest(dest).mtime_s["d/f.bin"] == LATER // SEC
+    finally:
+        remote.close()
+
+
+def test_s3_object_replaced_behind_our_back_is_not_touched(s3_dest, tmp_path):
+    """our record still says the object holds our xxh3, but another tool wrote
+    other bytes of the same size since: the copy is conditional on the ETag we
+    recorded, so the object is refused (NotFound: apply uploads instead) and
+    never labelled with a hash it does not hold."""
+    import xxhash
+
+    from reconcile.entry import Entry
+    from reconcile.errors import NotFound
+    from reconcile.remotes import open_remote
+    from tests.servers_s3 import boto3_client
+
+    dest = s3_dest
+    body, other = os.urandom(SIZE), os.urandom(SIZE)
+    write(tmp_path / "f.bin", body, T0)
+    digest = xxhash.xxh3_128_digest(body)
+    remote = open_remote(dest.url, dest.options)
+    try:
+        remote.upload(str(tmp_path / "f.bin"), "f.bin", Entry("f.bin", size=SIZE, mtime_ns=T0, hash=digest))
+        bucket, _, prefix = dest.url[len("s3://"):].partition("/")
+        boto3_client(dest.options.s3_endpoint).put_object(Bucket=bucket, Key=f"{prefix}/f.bin", Body=other)
+        with pytest.raises(NotFound):
+            remote.touch("f.bin", Entry("f.bin", size=SIZE, mtime_ns=LATER, hash=digest))
+    finally:
+        remote.close()
+    assert "xxh3" not in s3_metadata(dest, "f.bin")
+    assert read_dest(dest).files["f.bin"] == other
