@@ -201,3 +201,46 @@ def test_s3_object_replaced_behind_our_back_is_not_touched(s3_dest, tmp_path):
         remote.close()
     assert "xxh3" not in s3_metadata(dest, "f.bin")
     assert read_dest(dest).files["f.bin"] == other
+
+
+def test_apply_sends_the_file_where_the_remote_no_longer_holds_it(dest, tmp_path):
+    """between plan and apply the remote file changed (other size): the touch
+    op uploads it instead; the other touch op, run twice as a replayed journal
+    would, only sets the mtime."""
+    import xxhash
+
+    from reconcile import journal as journal_mod
+    from reconcile.apply import Executor
+    from reconcile.entry import FILE, Entry
+    from reconcile.plan import Op
+    from reconcile.remotes import open_remote
+    from reconcile.remotes.retry import RetryingRemote, RetryPolicy
+    from tests.mirror import SilentReporter
+
+    src = tmp_path / "src"
+    data = {"same.bin": os.urandom(SIZE), "changed.bin": os.urandom(SIZE)}
+    remote = RetryingRemote(open_remote(dest.url, dest.options), RetryPolicy(5, sleep=lambda _: None))
+    try:
+        for path, body in data.items():
+            write(src / path, body, T0)
+            remote.upload(str(src / path), path, Entry(path, size=SIZE, mtime_ns=T0,
+                                                       hash=xxhash.xxh3_128_digest(body)))
+        write(tmp_path / "other", b"x" * 10, T0)
+        remote.upload(str(tmp_path / "other"), "changed.bin", Entry("changed.bin", size=10, mtime_ns=T0))
+        ops = []
+        for path, body in data.items():
+            os.utime(src / path, ns=(LATER, LATER))
+            e = Entry(path, FILE, SIZE, LATER, hash=xxhash.xxh3_128_digest(body))
+            ops.append(Op("touch", path, FILE, size=SIZE, entry=e))
+        for _ in range(2):
+            j = journal_mod.Journal(str(tmp_path / "journal"))
+            j.start({"plan_id": "t"}, ops)
+            reporter = SilentReporter()
+            outcome = Executor(remote, str(src), j, reporter).run(ops, [0, 1])
+            j.finish()
+            assert outcome.complete and reporter.failed == []
+    finally:
+        remote.close()
+    stored = read_dest(dest)
+    assert stored.files == data
+    assert stored.mtime_s == {p: LATER // SEC for p in data}
