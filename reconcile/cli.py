@@ -17,7 +17,8 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from reconcile.errors import EXIT_ERROR, EXIT_PARTIAL, ReconcileError
+from reconcile import units
+from reconcile.errors import EXIT_ERROR, EXIT_PARTIAL, ConfigError, ReconcileError
 from reconcile.remotes import findlist
 from reconcile.remotes.base import RemoteOptions
 
@@ -35,26 +36,19 @@ OptDestArg = typer.Argument(None, show_default=False, metavar="DEST",
 
 
 def parse_duration(text: str) -> float:
-    units = {"s": 1, "m": 60, "h": 3600}
+    """units.parse_duration, its error shown as typer shows a bad flag."""
     try:
-        if text[-1:] in units:
-            return float(text[:-1]) * units[text[-1]]
-        return float(text)
-    except ValueError:
-        raise typer.BadParameter(f"{text!r} is not a duration; use e.g. 30s, 5m, 1h") from None
+        return units.parse_duration(text)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def parse_rate(text: str) -> float:
-    units = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-    t = text.strip().lower().removesuffix("b").removesuffix("/s")
-    unit = t[-1:] if t[-1:] in units else ""
+    """units.parse_rate, its error shown as typer shows a bad flag."""
     try:
-        value = float(t[: len(t) - len(unit)]) * units[unit]
-    except ValueError:
-        raise typer.BadParameter(f"{text!r} is not a rate; use bytes per second like 500K or 4M") from None
-    if value <= 0:
-        raise typer.BadParameter("--bwlimit must be more than 0")
-    return value
+        return units.parse_rate(text)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def _choice(value: str, allowed: tuple[str, ...]) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 
 from reconcile.errors import ConfigError
 from reconcile.remotes import findlist
+from reconcile.units import parse_rate
 
 # key -> (expected python type, what to tell the user); the names are the
 # command-line flags' names, so a mapping maps one to one onto the flags.
@@ -275,7 +276,7 @@ def _control_problem(key: str, value: Any) -> str | None:
         return f"{value!r} is not skip, follow or store"
     if key == "ssh_find" and value not in findlist.WAYS:
         return f"{value!r} is not {', '.join(findlist.WAYS[:-1])} or {findlist.WAYS[-1]}"
-    if key == "bwlimit" and not _flag_accepts(_parse_rate, value):
+    if key == "bwlimit" and not _flag_accepts(parse_rate, value):
         return f"{value!r} is not a rate"
     if key == "backup_keep" and value <= 0:
         return "must be more than 0"
@@ -286,12 +287,6 @@ def _control_problem(key: str, value: Any) -> str | None:
     return None
 
 
-def _parse_rate(value: str) -> object:
-    from reconcile.cli import parse_rate  # the flag's own rule
-
-    return parse_rate(value)
-
-
 def _trash_root(value: str) -> object:
     from reconcile.engine import trash_root  # the flag's own rule
 
@@ -299,11 +294,9 @@ def _trash_root(value: str) -> object:
 
 
 def _flag_accepts(parse, value: str) -> bool:
-    import typer
-
     try:
         parse(value)
-    except (ConfigError, typer.BadParameter):
+    except ConfigError:
         return False
     return True
 
