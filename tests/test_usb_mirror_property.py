@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 import tests.test_mirror_property as base
 from reconcile.names import fold
@@ -56,6 +56,16 @@ def test_random_changes_end_in_exact_mirror_on_usb_disks(fs, request):
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(setup=st.lists(base.change_st, min_size=1, max_size=8),
            rounds=st.lists(st.lists(base.change_st, min_size=1, max_size=6), min_size=1, max_size=4))
+    # found on exFAT in CI: a file that becomes a folder, a case-only rename and a swap in one round
+    @example(setup=[("create", 0, 0, 0, b""), ("create", 1, 1, 0, b"")],
+             rounds=[[("create", 0, 0, 0, b""), ("create", 0, 0, 0, b""), ("create", 0, 0, 0, b""),
+                      ("dir_to_file", 0, 0, 0, b""), ("rename_case", 1, 0, 0, b""), ("swap", 0, 0, 0, b"")],
+                     [("create", 0, 0, 0, b"")]])
+    # found on NTFS in CI: a folder that becomes a file, an older edit, a case-only rename and a swap
+    @example(setup=[("create", 0, 0, 0, b"")],
+             rounds=[[("create", 0, 59, 0, b""), ("dir_to_file", 0, 0, 0, b""), ("modify_older", 121, 0, 0, b""),
+                      ("rename_case", 5, 0, 0, b""), ("swap", 19, 413, 0, b"")],
+                     [("create", 0, 0, 0, b"")]])
     def prop(setup, rounds):
         with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as mp:
             mp.setattr(base, "NAMES", NAMES)
