@@ -325,13 +325,17 @@ class _Move:
     size: int
 
 
-def _order_moves(moves: list[_Move], ns: _Namespace, stale: dict[str, Stale], ops: list[Op], tag: str) -> None:
+def _order_moves(moves: list[_Move], ns: _Namespace, stale: dict[str, Stale], ops: list[Op], tag: str,
+                 folded: dict[str, str] | None = None) -> None:
+    """folded: on a case-insensitive remote, the stale paths by casefold
+    (_clear_target): a target or a source under another spelling is the same name."""
+    fold = str.casefold if folded is not None else _same
     pending = sorted(moves, key=lambda m: (m.dst.count("/"), m.dst))
     temps = 0
     while pending:
         ready = None
         for m in pending:
-            if not _move_blocked(m, pending, ns):
+            if not _move_blocked(m, pending, ns, fold):
                 ready = m
                 break
         if ready is None:
@@ -344,25 +348,31 @@ def _order_moves(moves: list[_Move], ns: _Namespace, stale: dict[str, Stale], op
             ns.rename(src, tmp)
             continue
         pending.remove(ready)
-        _clear_target(ready.dst, ready.kind, stale, ops)
+        _clear_target(ready.dst, ready.kind, stale, ops, folded)
         src = ns.now(ready.orig)
-        replaced = stale.pop(ready.dst, None) if ready.kind == FILE else None
+        key = _stale_key(ready.dst, stale, folded) if ready.kind == FILE else None
+        replaced = stale.pop(key) if key is not None else None
         ops.append(Op("move", src, ready.kind, to=ready.dst, files=ready.files, size=ready.size,
                       reason="moved", overwrites=replaced is not None))
         ns.rename(src, ready.dst)
 
 
-def _move_blocked(m: _Move, pending: list[_Move], ns: _Namespace) -> bool:
+def _same(path: str) -> str:
+    return path
+
+
+def _move_blocked(m: _Move, pending: list[_Move], ns: _Namespace, fold=_same) -> bool:
     src = ns.now(m.orig)
     if is_inside(m.dst, src) or is_inside(src, m.dst):
         return True  # into itself, or onto its own parent: needs a temp name
+    dst = fold(m.dst)
     for m2 in pending:
         if m2 is m:
             continue
-        src2 = ns.now(m2.orig)
-        if is_inside(m.dst, src2) or is_inside(src2, m.dst):
+        src2 = fold(ns.now(m2.orig))
+        if is_inside(dst, src2) or is_inside(src2, dst):
             return True  # the target is still in use by something that moves away
-        if m2.kind == DIR and is_inside(m.dst, m2.dst) and m.dst != m2.dst:
+        if m2.kind == DIR and is_inside(dst, fold(m2.dst)) and dst != fold(m2.dst):
             return True  # its new parent directory arrives with m2
     return False
 
@@ -425,7 +435,8 @@ def make_plan(changes: Changes, caps: Capabilities, delete: bool = False, tag: s
             _carry_hash(s, c, hashes)
     ops: list[Op] = []
     ns = _Namespace()
-    _order_moves(moves, ns, changes.stale, ops, tag)
+    folded = {p.casefold(): p for p in changes.stale} if caps.case_insensitive else None
+    _order_moves(moves, ns, changes.stale, ops, tag, folded)
     _add_transfers(changes, caps, ops, perms)
     if delete:
         _add_deletes(changes, ops, caps)
