@@ -202,6 +202,8 @@ def merge_rows(
                 if c[2] != r[2] or cm is None or rm is None or (
                         cm != rm and not same_mtime(cm, rm, precision_ns)):
                     break
+                if cm != rm and p is not None and p[0] == key and p[1] == FILE and p[3] != c[3]:
+                    break  # changed since the last run within the remote's mtime step: _changed_in_step
                 if excluded is not None and excluded(key, False):
                     break
                 files += 1
@@ -238,6 +240,17 @@ def merge_rows(
     changes.remote_files += files
     changes.unchanged += files + dirs
     return changes
+
+
+def _changed_in_step(p: Entry | None, c: Entry, r: Entry) -> bool:
+    """the source file's mtime moved since the last run, though the remote's
+    coarser step (exFAT 1 s, NTFS 100 ns, SFTP 1 s) holds the old and the
+    new alike: a same-size edit to an older time, or a swap of two files,
+    lands in the step the remote copy's time is in. The exact time the
+    snapshot recorded tells it; the file is sent once, then the snapshot
+    holds its new time."""
+    return (p is not None and c.kind == FILE and p.kind == FILE and c.mtime_ns is not None
+            and p.mtime_ns is not None and c.mtime_ns != p.mtime_ns and c.mtime_ns != r.mtime_ns)
 
 
 def _carry_hash(c: tuple, p: tuple) -> tuple:
@@ -287,7 +300,8 @@ def _merge_key(c: Entry | None, p: Entry | None, r: Entry | None, changes: Chang
         if record:
             record(row_of(c))
     if c is not None and r is not None and not file_changed(
-            _with_known_hash(r, p) if checksum else r, c, precision_ns, checksum, perms, span):
+            _with_known_hash(r, p) if checksum else r, c, precision_ns, checksum, perms, span) \
+            and not (not checksum and _changed_in_step(p, c, r)):
         changes.unchanged += 1
         return
     if c is not None:
