@@ -181,7 +181,8 @@ JOB_FLAGS = ("source", "dest", "all_", "config", "log_file", "log_format")
 def _run(command: str, source: str, dest: str, kw: dict, mapping: str | None = None) -> int:
     """one run; mapping (under --all) names it on the summary line and in --json."""
     from reconcile.engine import Run, exit_word
-    from reconcile.report import ApplyReporter, controls, count, plan_json, plan_summary, print_plan
+    from reconcile.report import (ApplyReporter, bytes_line, controls, count, plan_json, plan_summary,
+                                  print_plan)
 
     json_out, quiet, verbose = kw.pop("json_out"), kw.pop("quiet"), kw.pop("verbose")
     tag = f"[{mapping}] " if mapping else ""
@@ -215,9 +216,8 @@ def _run(command: str, source: str, dest: str, kw: dict, mapping: str | None = N
         print(plan_json(result.source, result.dest, result.plan, outcome.results if outcome else {},
                         controls(opts), unreadable=result.unreadable,
                         resumed=(result.resumed_ops, result.resumed.results) if result.resumed else None,
-                        mapping=mapping, not_stored=result.not_stored))
+                        mapping=mapping, not_stored=result.not_stored, counted=result.counted))
     word = exit_word(result)
-    sent = human_bytes_of(reporter.bytes_sent)
     resumed = _resumed_line(result)
     if resumed:
         print(resumed, file=sys.stderr)
@@ -234,7 +234,7 @@ def _run(command: str, source: str, dest: str, kw: dict, mapping: str | None = N
             line += f" ({touched} touched: mtime set, no content sent)"
         if result.resumed and result.resumed.count("done"):
             line += f" ({result.resumed.count('done')} finishing the interrupted run)"
-        line += f", {skipped} skipped, {failed} failed; {sent} sent"
+        line += f", {skipped} skipped, {failed} failed; {bytes_line(result.counted)}"
         if outcome.remote_gone:
             line += f"; the remote went away ({outcome.remote_gone}); the next run resumes"
         line += unreadable_note(result.unreadable) + not_stored_note(result.not_stored)
@@ -280,12 +280,6 @@ def not_stored_note(not_stored: list[tuple[str, str]]) -> str:
     if not not_stored:
         return ""
     return f"; {len(not_stored)} not stored: the destination cannot hold them (see the warnings above)"
-
-
-def human_bytes_of(n: int) -> str:
-    from reconcile.report import human_bytes
-
-    return human_bytes(n)
 
 
 def _apply_with_progress(run, reporter):

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from reconcile import forked
 from reconcile import journal as journal_mod
 from reconcile import snapshot
-from reconcile.apply import Executor, Outcome, Reporter
+from reconcile.apply import Counted, Executor, Outcome, Reporter
 from reconcile.bwlimit import Bandwidth, ThrottledReporter
 from reconcile.diff import Changes, merge_rows, with_implied_dirs
 from reconcile.entry import DIR, FILE, LINK, Entry, encode_path, entry_of, is_inside, is_safe_path, row_of, row_path
@@ -78,6 +78,7 @@ class RunResult:
     not_stored: list[tuple[str, str]] = field(default_factory=list)
     started: float = field(default_factory=time.time)
     ended: float = 0.0
+    counted: Counted = field(default_factory=Counted)  # bytes sent and saved, resumed ops included
 
 
 OUTAGE_GAP = 5.0  # seconds past a retry's due time after which the next one starts a new wait
@@ -522,6 +523,7 @@ class Run:
                 result = self._result(Plan(), report, Changes())
                 result.resumed = resumed
                 result.resumed_ops = self._executors[0][0]
+                result.counted = self._counted()
                 return result
             report = WalkReport()
             walk_tmp = self.state.walk_snapshot
@@ -660,19 +662,26 @@ class Run:
         out, those that finished an interrupted run included."""
         result.ended = time.time()
         outcomes = [(ops, ex.outcome) for ops, ex in self._executors]
+        result.counted = self._counted()
         record = {
             "source": result.source, "dest": result.dest, "started": result.started,
             "ended": result.ended, "result": word or exit_word(result),
             "done": sum(o.count("done") for _, o in outcomes),
             "failed": sum(o.count("failed") for _, o in outcomes),
-            "bytes": sum(op.size for ops, o in outcomes for i, op in enumerate(ops)
-                         if op.op == "upload" and o.results.get(i, ("",))[0] == "done"),
+            "bytes": result.counted.sent,
+            "bytes_saved": result.counted.saved,
             "resumed": self._executors[0][1].outcome.count("done") if result.resumed_ops else 0,
         }
         try:
             write_private(self.state.last_run, json.dumps(record).encode())
         except OSError as exc:
             self.reporter.warn(f"could not record the run in {self.state.last_run}: {exc.strerror}")
+
+    def _counted(self) -> Counted:
+        counted = Counted()
+        for ops, executor in self._executors:
+            counted.add(ops, executor.outcome)
+        return counted
 
     def close(self) -> None:
         if self._remote is not None:

@@ -256,6 +256,8 @@ class RunLog:
             "done": last.get("done", 0) if last else 0,
             "failed": last.get("failed", 0) if last else 0,
             "bytes": last.get("bytes", 0) if last else 0,
+            "bytes_saved_move": last.get("bytes_saved", {}).get("move", 0) if last else 0,
+            "bytes_saved_touch": last.get("bytes_saved", {}).get("touch", 0) if last else 0,
             "duration_s": round(time.monotonic() - self._t0, 3),
         }
 

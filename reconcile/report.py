@@ -13,6 +13,7 @@ from reconcile.entry import DIR
 from reconcile.plan import Op, Plan
 
 if TYPE_CHECKING:
+    from reconcile.apply import Counted
     from rich.console import Console
     from rich.progress import Progress
 # rich is imported where a table or a bar is drawn: a quiet run never needs it
@@ -72,6 +73,17 @@ def plan_summary(plan: Plan) -> str:
     if s["mkdir"]["count"]:
         parts.append(f"{count(s['mkdir']['count'], 'folder')} to create")
     return ", ".join(parts) if parts else "nothing to do"
+
+
+def bytes_line(counted: "Counted") -> str:
+    """the summary line's account of bytes: sent, and not resent thanks to moves and touches"""
+    line = f"{human_bytes(counted.sent)} sent"
+    causes = [f"{what} {human_bytes(n)}" for what, n in (("moves", counted.saved_move),
+                                                         ("touches", counted.saved_touch)) if n]
+    if causes:
+        line += (f", {human_bytes(counted.saved_move + counted.saved_touch)} not resent"
+                 f" ({', '.join(causes)})")
+    return line
 
 
 def _row(op: Op) -> tuple[str, str, str, str]:
@@ -176,7 +188,7 @@ def print_plan_lines(plan: Plan, controls: dict | None = None, out=None) -> None
 def plan_json(source: str, dest: str, plan: Plan, results: dict | None = None,
               controls: dict | None = None, unreadable: list[tuple[str, str]] | None = None,
               resumed: tuple[list[Op], dict] | None = None, mapping: str | None = None,
-              not_stored: list[tuple[str, str]] | None = None) -> str:
+              not_stored: list[tuple[str, str]] | None = None, counted: "Counted | None" = None) -> str:
     doc = {**({"mapping": mapping} if mapping else {}), "source": source, "dest": dest, "operations": _ops_json(plan.ops, results), "summary": plan.summary()}
     if controls is not None:
         doc["controls"] = controls
@@ -192,6 +204,9 @@ def plan_json(source: str, dest: str, plan: Plan, results: dict | None = None,
         everything = list(results.values()) + (list(resumed[1].values()) if resumed else [])
         doc["totals"] = {k: sum(1 for r, _ in everything if r == k) for k in ("done", "skipped", "failed")}
         doc["totals"]["skipped"] += len(doc["unreadable"]) + len(doc["not_stored"])
+        if counted is not None:
+            doc["totals"]["bytes_sent"] = counted.sent
+            doc["totals"]["bytes_saved"] = counted.saved
     return json.dumps(doc, ensure_ascii=False, default=str)
 
 
@@ -211,7 +226,6 @@ class ApplyReporter:
         self.tty = self.stream.isatty() and not quiet
         self._lock = threading.Lock()
         self._progress: "Progress | None" = None
-        self.bytes_sent = 0
         self.started = time.monotonic()
 
     def start(self, total_ops: int, total_bytes: int) -> None:
@@ -248,8 +262,6 @@ class ApplyReporter:
         pass
 
     def sent(self, n: int) -> None:
-        with self._lock:
-            self.bytes_sent += n
         if self._progress is not None and self._by_bytes:
             self._progress.advance(self._task, n)
             if self.binary_rate:
