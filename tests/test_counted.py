@@ -122,3 +122,23 @@ def test_a_touch_that_had_to_send_the_file_counts_as_sent(local_dest, tmp_path):
     assert "; 4.0 KB sent" in summary and "not resent" not in summary, summary
     assert "bytes=4000 bytes_saved_move=0 bytes_saved_touch=0 " in (tmp_path / "run.log").read_text()
     assert read_dest(dest).files["notes.txt"] == (src / "notes.txt").read_bytes()
+
+
+def test_a_move_an_interrupted_run_left_is_counted_by_the_run_that_finishes_it(local_dest, tmp_path):
+    dest, src, state = local_dest, tmp_path / "src", tmp_path / "state"
+    first_run(dest, src, state)
+    os.rename(src / "album", src / "album-2024")
+    args = [sys.executable, "-m", "reconcile", "apply", str(src), dest.url, "--state-dir", str(state)]
+    start_stalled(args, "move", state, tmp_path / "marker").kill()  # killed just before the move
+    write(src / "new.txt", os.urandom(NEW), T0)  # and the next run's own plan sends this
+
+    p = cli(dest, "apply", src, dest.url, "--state-dir", state, "--json", "--log-file", tmp_path / "run.log")
+    doc = json.loads(p.stdout)
+    assert [(o["op"], o["result"]) for o in doc["resumed"]] == [("move", "done")]
+    assert [(o["op"], o["result"]) for o in doc["operations"]] == [("upload", "done")]
+    assert doc["totals"]["bytes_sent"] == NEW
+    assert doc["totals"]["bytes_saved"] == {"move": 6_000, "touch": 0, "delta": 0}
+    assert "; 500 B sent, 6.0 KB not resent (moves 6.0 KB)" in p.stderr.strip().splitlines()[-1]
+    assert "bytes=500 bytes_saved_move=6000 bytes_saved_touch=0 " in (tmp_path / "run.log").read_text()
+    assert sorted(read_dest(dest).files) == ["album-2024/a.jpg", "album-2024/b.jpg", "album-2024/c.jpg",
+                                             "new.txt", "notes.txt"]
