@@ -73,7 +73,8 @@ def test_json_contract(pair):
     assert doc["summary"]["delete"]["count"] == 1
     out = json.loads(reconcile("apply", src, dst, "--state-dir", state, "--delete", "--json", check=0).stdout)
     assert [o["result"] for o in out["operations"]] == ["done", "done", "done"]
-    assert out["totals"] == {"done": 3, "skipped": 0, "failed": 0}
+    assert out["totals"] == {"done": 3, "skipped": 0, "failed": 0, "bytes_sent": 5,
+                             "bytes_saved": {"move": 3, "touch": 0, "delta": 0}}
     assert tree(dst) == tree(src)
 
 
