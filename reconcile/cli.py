@@ -7,6 +7,7 @@ error; 3 partial (the journal keeps the rest); 4 refused by a safety guard;
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -362,10 +363,18 @@ def apply(source: Optional[str] = NameArg, dest: Optional[str] = OptDestArg,
 
 def _jobs(command: str, source, dest, all_: bool, config, log_file, log_format: str, kw: dict) -> int:
     """SOURCE DEST, a mapping name or --all, each run logged (reconcile/jobs.py)."""
-    from reconcile.jobs import run_jobs
+    from reconcile.jobs import Driver, run_jobs
     from reconcile.logs import LogSettings
 
-    return run_jobs(command, source, dest, all_, config, LogSettings(log_file, log_format), kw)
+    driver = Driver(flag_defaults(plan if command == "plan" else apply),
+                    lambda job, all_: _run(command, job.source, job.dest, dict(job.kw), job.name if all_ else None),
+                    _guarded, typer.BadParameter)
+    return run_jobs(command, source, dest, all_, config, LogSettings(log_file, log_format), kw, driver)
+
+
+def flag_defaults(command) -> dict:
+    """the defaults of a typer command's flags, to tell given flags apart."""
+    return {name: p.default for name, p in inspect.signature(command).parameters.items()}
 
 
 @command(short_help="Last run, pending work and snapshot of a pair, a mapping, or --all.",
@@ -377,7 +386,10 @@ def status(source: Optional[str] = NameArg, dest: Optional[str] = OptDestArg,
     """Last run, pending work and snapshot of one SOURCE+DEST pair, a mapping, or --all."""
     from reconcile.jobs import status_jobs
 
-    raise typer.Exit(_guarded(lambda: status_jobs(source, dest, all_, config, state_dir, json_out), False))
+    def show(job) -> int:
+        return _status(job.source, job.dest, job.kw.get("state_dir"), json_out)
+
+    raise typer.Exit(_guarded(lambda: status_jobs(source, dest, all_, config, state_dir, json_out, show), False))
 
 
 def _status(source: str, dest: str, state_dir: str | None, json_out: bool) -> int:
@@ -464,10 +476,21 @@ def verify(source: Optional[str] = NameArg, dest: Optional[str] = OptDestArg,
            name_encoding: NameEncoding = False,
            all_: AllOpt = False, config: ConfigOpt = None):
     """Read-only audit that the remote matches SOURCE: exit 0 when equal, 1 with the differences."""
-    from reconcile.jobs import verify_jobs
+    from reconcile.jobs import Driver, verify_jobs
 
     kw = {k: v for k, v in locals().items() if k not in JOB_FLAGS}
-    raise typer.Exit(_guarded(lambda: verify_jobs(source, dest, all_, config, kw), False))
+    driver = Driver(flag_defaults(verify), _verify_one, _guarded, typer.BadParameter)
+    raise typer.Exit(_guarded(lambda: verify_jobs(source, dest, all_, config, kw, driver), False))
+
+
+def _verify_one(job, all_: bool) -> int:
+    from reconcile.verify import run
+
+    options = RemoteOptions(transfers=job.kw["transfers"], ssh_key=job.kw["ssh_key"],
+                            known_hosts=job.kw["known_hosts"], retry_for=parse_duration(job.kw["retry_for"]),
+                            s3_endpoint=job.kw["s3_endpoint"], profile=job.kw["profile"])
+    options.extra["name_encoding"] = bool(job.kw.get("name_encoding"))
+    return run(job.source, job.dest, options, {**job.kw, "mapping": job.name})
 
 
 config_app = typer.Typer(help="The config file of named mappings.", no_args_is_help=True)

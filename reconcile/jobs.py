@@ -1,10 +1,12 @@
 """Which runs a command line asks for: SOURCE DEST, one mapping name from the
-config file, or --all of them; and running each under its RunLog."""
+config file, or --all of them; and running each under its RunLog.
+
+The command layer (cli.py) calls in with a Driver: how one run goes and how
+its errors end are the command line's; this module never imports it."""
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import io
 import os
 import sys
@@ -24,9 +26,13 @@ class Job:
     kw: dict[str, Any]  # the command's flags, the mapping's values filled in
 
 
-def flag_defaults(command: Callable) -> dict[str, Any]:
-    """the defaults of a typer command's flags, to tell given flags apart."""
-    return {name: p.default for name, p in inspect.signature(command).parameters.items()}
+@dataclass
+class Driver:
+    """what the command layer lends the jobs of one command."""
+    defaults: dict[str, Any]  # the command's flag defaults, to tell given flags apart
+    run: Callable[[Job, bool], int]  # one job; the flag is --all (name the run on its summary line)
+    guard: Callable[[Callable[[], int], bool | None], int]  # errors end in one line and an exit code
+    usage_error: type[Exception]  # a bad flag: logged, then re-raised for the command line to show
 
 
 def resolve(command: str, source: str | None, dest: str | None, all_: bool, config: str | None,
@@ -71,47 +77,40 @@ def _job(m: Mapping, kw: dict[str, Any], defaults: dict[str, Any]) -> Job:
 
 
 def run_jobs(command: str, source: str | None, dest: str | None, all_: bool, config: str | None,
-             log: LogSettings, kw: dict[str, Any]) -> int:
+             log: LogSettings, kw: dict[str, Any], driver: Driver) -> int:
     """plan or apply, for each run asked for; the exit code is the first
     failure's, and every mapping is tried even after one fails."""
-    from reconcile import cli
-
     verbose = kw.get("verbose", False)
     # the config's warnings are held back so that they reach the first run's log
     held = io.StringIO()
     try:
         with contextlib.redirect_stderr(held):
-            jobs = resolve(command, source, dest, all_, config, kw, flag_defaults(getattr(cli, command)))
+            jobs = resolve(command, source, dest, all_, config, kw, driver.defaults)
     except ConfigError as exc:
         # a broken config must reach the log too: cron users read only that
-        return _logged(log, command, source, None, None, None, _raiser(exc), verbose, held.getvalue())
+        return _logged(log, command, source, None, None, None, _raiser(exc), verbose, driver, held.getvalue())
     code = 0
     for i, job in enumerate(jobs):
         rc = _logged(log, command, job.name, job.source, job.dest, job.kw.get("state_dir"),
-                     lambda j=job: cli._run(command, j.source, j.dest, dict(j.kw), j.name if all_ else None), verbose,
-                     held.getvalue() if i == 0 else "")
+                     lambda j=job: driver.run(j, all_), verbose, driver, held.getvalue() if i == 0 else "")
         code = code or rc
     return code
 
 
 def _logged(log: LogSettings, command: str, name: str | None, source: str | None, dest: str | None,
-            state_dir: str | None, fn: Callable[[], int], verbose: bool, preamble: str = "") -> int:
-    import typer
-
-    from reconcile import cli
-
+            state_dir: str | None, fn: Callable[[], int], verbose: bool, driver: Driver, preamble: str = "") -> int:
     run_log = RunLog(log, command, name, source, dest, state_dir)
     try:
         run_log.__enter__()
     except ReconcileError as exc:  # the log file itself cannot be written
-        return cli._guarded(_raiser(exc), verbose)
+        return driver.guard(_raiser(exc), verbose)
     try:
         sys.stderr.write(preamble)
         try:
-            rc = cli._guarded(run_log.guard(fn), verbose)
-        except typer.BadParameter as exc:
-            # typer prints it with the usage; the log still gets its summary line
-            run_log.error = ConfigError(exc.format_message())
+            rc = driver.guard(run_log.guard(fn), verbose)
+        except driver.usage_error as exc:
+            # the command line prints it with the usage; the log still gets its summary line
+            run_log.error = ConfigError(exc.format_message())  # type: ignore[attr-defined]
             run_log.finish(2)
             raise
         run_log.finish(rc)
@@ -128,16 +127,15 @@ def _raiser(exc: Exception) -> Callable[[], int]:
 
 
 def status_jobs(source: str | None, dest: str | None, all_: bool, config: str | None,
-                state_dir: str | None, json_out: bool) -> int:
-    from reconcile import cli
-
+                state_dir: str | None, json_out: bool, show: Callable[[Job], int]) -> int:
+    """show(job) prints one pair's status and gives its exit code."""
     kw = {"state_dir": state_dir}
     jobs = resolve("status", source, dest, all_, config, kw, {"state_dir": None})
     code = 0
     for job in jobs:
         if job.name and not json_out:
             print(f"[{job.name}]")
-        code = code or cli._status(job.source, job.dest, job.kw.get("state_dir"), json_out)
+        code = code or show(job)
         if job.name and not json_out and len(jobs) > 1:
             print()
     sys.stdout.flush()
@@ -145,27 +143,12 @@ def status_jobs(source: str | None, dest: str | None, all_: bool, config: str | 
 
 
 def verify_jobs(source: str | None, dest: str | None, all_: bool, config: str | None,
-                kw: dict[str, Any]) -> int:
-    from reconcile import cli
-    from reconcile.verify import run
-
-    jobs = resolve("verify", source, dest, all_, config, kw, flag_defaults(cli.verify))
+                kw: dict[str, Any], driver: Driver) -> int:
+    jobs = resolve("verify", source, dest, all_, config, kw, driver.defaults)
     code = 0
     for job in jobs:
         if job.name and not kw.get("json_out"):
             print(f"[{job.name}]", flush=True)
-        rc = cli._guarded(lambda j=job: run(j.source, j.dest, _verify_options(j.kw), {**j.kw, "mapping": j.name}),
-                          False)
+        rc = driver.guard(lambda j=job: driver.run(j, all_), False)
         code = code or rc
     return code
-
-
-def _verify_options(kw: dict[str, Any]):
-    from reconcile.cli import parse_duration
-    from reconcile.remotes.base import RemoteOptions
-
-    options = RemoteOptions(transfers=kw["transfers"], ssh_key=kw["ssh_key"], known_hosts=kw["known_hosts"],
-                            retry_for=parse_duration(kw["retry_for"]), s3_endpoint=kw["s3_endpoint"],
-                            profile=kw["profile"])
-    options.extra["name_encoding"] = bool(kw.get("name_encoding"))
-    return options
