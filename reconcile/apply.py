@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
+from reconcile import forked
 from reconcile.entry import DIR, Entry
 from reconcile.errors import NotFound, NotSupported, ReconcileError, Transient
 from reconcile.journal import Journal
@@ -215,12 +216,14 @@ class Executor:
         work = iter([i for i in batch if not self._batchable(ops[i], i, resume, limit)] if small else batch)
         threads_here = min(self.transfers, len(batch))
         child = None
-        if self.fork_small and len(small) >= FORK_SMALL_FROM and self.transfers >= 2:
-            from reconcile.upload_child import UploadChild
-
+        forking = self.fork_small and len(small) >= FORK_SMALL_FROM and self.transfers >= 2
+        if forking:
             # no thread of ours may be inside OpenSSL at the fork (its locks
             # would stay held in the child): close our connections first
             self.remote.close()
+        if forking and forked.quiet():  # any other thread may hold a lock the child needs
+            from reconcile.upload_child import UploadChild
+
             # alternate files, so both halves hold alike sizes and folders
             share, small = small[::2], small[1::2]
             child = UploadChild(self, ops, share, self.transfers // 2)

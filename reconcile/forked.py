@@ -9,6 +9,14 @@ memory stays flat whatever the tree size.
 A ReconcileError raised in the child is raised here, same type and message,
 at the same point of the stream; a child that dies without finishing is a
 Transient error, never a short listing taken for the whole.
+
+A fork copies only the forking thread: a lock another thread held at that
+moment (OpenSSL's, an import's, paramiko's) stays held in the child forever,
+and the child hangs on it. So the fork happens only while no other thread of
+this process runs, except threads parked at the gate (parkable, working);
+otherwise the rows are listed in this process, the slow but correct way.
+The same goes for upload_child (quiet). A child that sends nothing for SILENCE seconds is killed all the same: before its first
+byte the listing is done here instead, after it the run fails as Transient.
 """
 
 from __future__ import annotations
@@ -16,8 +24,11 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import select
 import signal
 import sys
+import threading
+import time
 from itertools import chain
 from typing import Callable, Iterator
 
@@ -31,7 +42,19 @@ if sys.platform != "win32":
 BATCH = 2048  # rows per frame
 PIPE_SIZE = 1 << 20  # how far the child may run ahead (Linux default is 64 KiB)
 F_SETPIPE_SZ = 1031
-ROWS, END, ERROR, TAIL = 0, 1, 2, 3
+ROWS, END, ERROR, TAIL, ALIVE = 0, 1, 2, 3, 4
+# a child silent this long is stuck: longer than a connect (socket, handshake,
+# authentication) and a silent server (IO_TIMEOUT); a child waiting on a
+# server's sort says it is alive (alive()) every HEARTBEAT
+SILENCE = 180.0
+HEARTBEAT = 10.0
+
+_gate = threading.Lock()  # held by a parked thread while it works, by a fork across os.fork
+_parked: set[threading.Thread] = set()  # threads that take the gate around their work
+_child_pipe: int | None = None  # in a listing child: its pipe, for alive()
+_last_alive = 0.0
+
+log = logging.getLogger(__name__)
 
 
 def available() -> bool:
@@ -42,39 +65,119 @@ def available() -> bool:
 
 
 Tail = tuple[Callable[[], object], Callable[[object], None]]
+Runs = Callable[[], Iterator[list[tuple]]]
 
 
-def rows(produce: Callable[[], Iterator[list[tuple]]], tail: Tail | None = None) -> Iterator[tuple]:
+def rows(produce: Runs, tail: Tail | None = None, here: Runs | None = None) -> Iterator[tuple]:
     """the rows of produce()'s runs (lists of rows), produced in a child
     process; the child starts on the first next() and is always reaped,
     however the iteration ends. With tail=(make, take), make()'s value in the
-    child, taken once the runs are done, reaches take() here before the end."""
-    return chain.from_iterable(_batches(produce, tail))
+    child, taken once the runs are done, reaches take() here before the end.
+    Where no child may be forked, or it stalls before sending anything,
+    here()'s runs are the rows (default: produce() and its tail, run here)."""
+    return chain.from_iterable(_batches(produce, tail, here or (lambda: _in_process(produce, tail))))
 
 
-def _batches(produce: Callable[[], Iterator[list[tuple]]], tail: Tail | None) -> Iterator[tuple[tuple, ...]]:
-    r, w = os.pipe()
-    try:
-        fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_SIZE)
-    except OSError:
-        pass  # a smaller pipe only means less run-ahead
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover (the child never returns)
-        os.close(r)
-        _child(produce, w, tail[0] if tail else None)
-    os.close(w)
+def _in_process(produce: Runs, tail: Tail | None) -> Iterator[list[tuple]]:
+    yield from produce()
+    if tail is not None:
+        tail[1](tail[0]())
+
+
+def _batches(produce: Runs, tail: Tail | None, here: Runs) -> Iterator[list[tuple] | tuple[tuple, ...]]:
+    with _gate:  # parked threads stay parked across the fork
+        if not _alone():
+            pid = None
+        else:
+            r, w = os.pipe()
+            try:
+                fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_SIZE)
+            except OSError:
+                pass  # a smaller pipe only means less run-ahead
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover (the child never returns)
+                os.close(r)
+                _child(produce, w, tail[0] if tail else None)
+            os.close(w)
+    if pid is None:
+        yield from here()
+        return
     child = _Child(pid)
     try:
         yield from _read(r, child, tail[1] if tail else None)
+    except _Stalled:
+        log.warning("the listing process sent nothing for %.0f s and was stopped; listing here instead", SILENCE)
+    else:
+        return
     finally:
         os.close(r)
         child.stop()
+    yield from here()
+
+
+def _alone() -> bool:
+    """no thread of this process runs but the caller and parked ones (they
+    wait at the gate, which the caller holds)."""
+    return quiet(sum(t.is_alive() for t in _parked))
+
+
+def quiet(parked: int = 0) -> bool:
+    """no other thread runs in this process now (but parked ones): a fork
+    copies no held lock. With none to start one, none starts before the
+    caller forks. /proc counts the threads Python does not know of too."""
+    try:
+        threads = len(os.listdir("/proc/self/task"))
+    except OSError:
+        return False
+    return threads == 1 + parked and threading.active_count() == 1 + parked
+
+
+def parkable(thread: threading.Thread) -> None:
+    """let thread run while a child is forked: it must do all its work inside
+    working(), and hold no lock between. Call before start()."""
+    _parked.add(thread)
+
+
+def unpark(thread: threading.Thread) -> None:
+    _parked.discard(thread)
+
+
+def working() -> threading.Lock:
+    """the gate, held by a parkable thread around each piece of its work: a
+    fork waits for that piece to end, and the thread waits for the fork."""
+    return _gate
+
+
+def alive() -> None:
+    """in a listing child that waits on something slow but alive (a server
+    sorting): tell the parent, every HEARTBEAT. Elsewhere, nothing."""
+    global _last_alive
+    if _child_pipe is None or time.monotonic() - _last_alive < HEARTBEAT:
+        return
+    _last_alive = time.monotonic()
+    _write(_child_pipe, msgpack.packb((ALIVE,)))
+
+
+class _Stalled(Exception):
+    """the child sent nothing at all for SILENCE seconds"""
 
 
 def _read(r: int, child: "_Child", take: Callable[[object], None] | None) -> Iterator[tuple[tuple, ...]]:
     unpacker = msgpack.Unpacker(use_list=False, raw=False, unicode_errors="surrogateescape",
                                 max_buffer_size=1 << 26)
-    while data := os.read(r, 1 << 18):
+    poll = select.poll()
+    poll.register(r, select.POLLIN)
+    heard = False
+    while True:
+        if not poll.poll(SILENCE * 1000):
+            child.stop()
+            if not heard:
+                raise _Stalled
+            raise errors.Transient(f"the listing process made no progress for {SILENCE:.0f} s and was "
+                                   "stopped; run again")
+        if not (data := os.read(r, 1 << 18)):
+            break
+        heard = True
         unpacker.feed(data)
         for frame in unpacker:
             if frame[0] == ROWS:
@@ -85,7 +188,7 @@ def _read(r: int, child: "_Child", take: Callable[[object], None] | None) -> Ite
             elif frame[0] == END:
                 child.wait()
                 return
-            else:
+            elif frame[0] != ALIVE:
                 raise _error(frame[1], frame[2])
     raise errors.Transient(f"the listing stopped early: its process {child.wait()}")
 
@@ -127,6 +230,7 @@ class _Child:
 
 def _child(produce: Callable[[], Iterator[list[tuple]]], w: int, make: Callable[[], object] | None) -> None:
     """list, send, and leave by os._exit: never run the parent's cleanup."""
+    global _child_pipe, _last_alive
     code = 0
     try:
         gc.disable()  # no finalizer of a parent object may run here
@@ -136,6 +240,7 @@ def _child(produce: Callable[[], Iterator[list[tuple]]], w: int, make: Callable[
         # keep no descriptor of the parent's: its run lock must die with it
         os.closerange(3, w)
         os.closerange(w + 1, _max_fd())
+        _child_pipe, _last_alive = w, time.monotonic()
         _send(produce, w, make)
     except BrokenPipeError:
         code = 1  # the parent stopped reading

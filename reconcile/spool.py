@@ -20,6 +20,7 @@ from typing import Iterator
 
 import msgpack
 
+from reconcile import forked
 from reconcile.errors import ReconcileError
 
 MEMORY_ROWS = 4096  # rows kept in memory; more go to the temp file
@@ -88,36 +89,43 @@ def walk_while_waiting(walk: Iterator[tuple], remote: Iterator[tuple],
     stop = threading.Event()
 
     def run_ahead() -> None:
+        # each chunk under the fork gate: the remote may fork a listing child
+        # now, which must not happen while this thread holds any lock
         rows: list[tuple] = []
         try:
             while not stop.is_set():
-                for row in walk:
-                    rows.append(row)
-                    if len(rows) == CHUNK:
-                        break
-                else:
+                with forked.working():
+                    for row in walk:
+                        rows.append(row)
+                        if len(rows) == CHUNK:
+                            break
+                    else:
+                        spool.add(rows)
+                        return  # the whole walk is in
                     spool.add(rows)
-                    return  # the whole walk is in
-                spool.add(rows)
-                rows = []
+                    rows = []
         except BaseException as exc:  # raised again in the merge, where the walk's rows end
-            try:
-                if rows:
-                    spool.add(rows)
-            except BaseException as again:
-                exc = again
-            spool.fail(exc)
+            with forked.working():
+                try:
+                    if rows:
+                        spool.add(rows)
+                except BaseException as again:
+                    exc = again
+                spool.fail(exc)
 
     ahead = threading.Thread(target=run_ahead, name="walk-ahead", daemon=True)
+    forked.parkable(ahead)
     ahead.start()
     try:
         first = next(remote, _END)
     except BaseException:
         stop.set()
         ahead.join()
+        forked.unpark(ahead)
         spool.close()
         raise
     stop.set()
     ahead.join()
+    forked.unpark(ahead)
     rest = chain(spool.drain(), walk) if spool.error is None else spool.drain()
     return rest, iter(()) if first is _END else chain((first,), remote)

@@ -25,7 +25,6 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, event, example, given, settings, strategies as st
 
-from reconcile import forked
 from reconcile.remotes.base import RemoteOptions
 from tests.conftest import Dest
 from tests.mirror import run, tree, write
@@ -226,11 +225,9 @@ def property_test(kind: str):
     @given(setup=st.lists(change_st, min_size=1, max_size=8),
            rounds=st.lists(st.lists(change_st, min_size=1, max_size=6), min_size=1, max_size=4))
     def test(request, setup, rounds):
-        if kind != "local":
-            # runs here are in-process, beside the servers' client threads of earlier examples:
-            # a forked SFTP lister then hung once on a lock held at the fork (docs/testing.md,
-            # "Found"). The listing without the child is the same SFTP; the CLI tests fork.
-            request.getfixturevalue("monkeypatch").setattr(forked, "available", lambda: False)
+        # runs here are in-process, beside the servers' client threads of earlier examples: a
+        # forked SFTP lister hung once on a lock held at the fork (docs/testing.md, "Found").
+        # forked.py now forks only with no other thread running, else lists in this process.
         mirror_property(request.getfixturevalue(f"_{kind}_dest_for"), setup, rounds)
 
     return test

@@ -31,7 +31,26 @@ def listing_way(request, monkeypatch) -> str:
     if where == "thread":
         monkeypatch.setattr(forked, "available", lambda: False)
     monkeypatch.setattr(SftpRemote, "_lists_by_find", lambda self: how == "find")
-    return request.param
+    forks = count_forks(monkeypatch)
+    yield request.param
+    if where == "forked" and "sftp_proxy" not in request.fixturenames:
+        # the cutting proxy's threads run in this process: with them the listing runs here
+        assert forks, "no child was forked: another thread was running (forked._alone)"
+
+
+def count_forks(monkeypatch) -> list[int]:
+    """the pids of the children forked from here on"""
+    forks: list[int] = []
+    real = os.fork
+
+    def fork() -> int:
+        pid = real()
+        if pid:
+            forks.append(pid)
+        return pid
+
+    monkeypatch.setattr(forked.os, "fork", fork)
+    return forks
 
 
 def fill(root: Path) -> None:
@@ -168,7 +187,18 @@ def test_on_a_terminal_the_parent_signs_in_before_the_child_lists(remote, root, 
         pytest.skip("no fork here (not Linux, or one core)")
     fill(root)
     monkeypatch.setattr(SftpRemote, "_may_prompt", lambda self: True)
+    connects_here: list[int] = []
+    real_connect = SftpRemote._connect
+
+    def connect(self):
+        connects_here.append(os.getpid())
+        return real_connect(self)
+
+    monkeypatch.setattr(SftpRemote, "_connect", connect)
+    forks = count_forks(monkeypatch)
     assert not remote._connected()
     rows = list(remote.list_rows())
-    assert remote._connected()  # this process's own connection, made before the fork
+    assert connects_here == [os.getpid()]  # signed in here, before the fork (the child's is its own)
+    assert forks  # and closed again: no connection's thread runs at the fork
+    assert not remote._connected()
     assert [(r[0], r[1], r[2], r[3], r[8]) for r in rows] == expected(root)

@@ -71,6 +71,7 @@ logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 CONNECT_TIMEOUT = 20.0
 IO_TIMEOUT = 60.0  # a silent server for this long counts as a lost connection
+CLOSE_WAIT = 5.0  # for a closed connection's thread to end
 WINDOW = 32 << 20  # ssh channel window: large, so pipelined writes never stall on it
 SAFE_CHUNK = 1 << 15  # every SFTP server takes 32 KiB reads and writes
 MAX_CHUNK = 255 << 10  # larger requests where the server says it takes them (limits@openssh.com)
@@ -131,6 +132,9 @@ class _Conn:
         except Exception:
             pass
         self.transport.close()
+        if self.transport is not threading.current_thread():
+            # paramiko does not wait for its thread: a fork (forked.py) must see it gone
+            self.transport.join(CLOSE_WAIT)
 
 
 class _Acks:
@@ -927,9 +931,22 @@ class SftpRemote:
             if self._may_prompt() and not self._connected():
                 with self._op(f"cannot list {self.url}"):
                     self._sftp()  # a prompted secret is asked here once, and kept for later connections
-            yield from forked.rows(lambda: self._child_runs(temps), tail=(lambda: temps, temps.extend))
-            self._seen_temps = temps
-            return
+            self._close_for_fork()
+            yield from forked.rows(lambda: self._child_runs(temps), tail=(lambda: temps, temps.extend),
+                                   here=lambda: self._runs_here(temps))
+        else:
+            for run in self._runs_here(temps):
+                yield from run
+        self._seen_temps = temps
+
+    def _close_for_fork(self) -> None:
+        """no thread of a connection of ours may run at the fork (forked.py):
+        close them; the next call connects afresh."""
+        if self._conns or self._pool is not None:
+            self.close()
+
+    def _runs_here(self, temps: list[str]) -> Iterator[list[tuple]]:
+        """the listing in this process, in runs of rows."""
         conn = self._connect()
         with self._lock:
             self._conns.add(conn)
@@ -945,8 +962,7 @@ class SftpRemote:
             while (batch := out.get()) is not None:
                 if isinstance(batch, BaseException):
                     raise batch
-                yield from batch
-            self._seen_temps = temps
+                yield batch
         finally:
             stop.set()
             with self._lock:
@@ -1062,6 +1078,7 @@ class SftpRemote:
                 except socket.timeout:
                     pass
             quiet, since_check = quiet + FIND_POLL, since_check + FIND_POLL
+            forked.alive()  # a forked lister is waiting, not stuck
             if not parser.started and quiet >= IO_TIMEOUT:
                 raise findlist.Unusable("no answer")  # our script prints its head line at once
             if parser.last and quiet >= IO_TIMEOUT:
