@@ -192,3 +192,29 @@ def test_the_walk_ahead_thread_parks_so_the_listing_still_forks(tmp_path, monkey
                                         LocalRemote(str(dst)).list_rows(), None)
     assert [r[0] for r in listed] == [r[0] for r in walked]
     assert len(forks) == 1  # the walk-ahead thread ran, parked at the gate: still forked
+
+
+@needs_fork
+def test_with_another_thread_running_no_upload_child_is_forked(sftp_dest, tmp_path, monkeypatch):
+    import threading
+
+    from reconcile import apply
+    from tests.mirror import run, tree
+    from tests.test_sftp_batch import make_src
+    from tests.test_upload_child import pids_uploading
+
+    monkeypatch.setattr(apply, "FORK_SMALL_FROM", 20)
+    src, state, root = tmp_path / "src-tree", tmp_path / "state", tmp_path / "sftp-root"
+    make_src(src, 200, seed=21)
+    pids = pids_uploading(monkeypatch, tmp_path)
+    done = threading.Event()
+    other = threading.Thread(target=done.wait, daemon=True)  # may hold any lock at a fork
+    other.start()
+    try:
+        result = run(src, sftp_dest.url, state, options=sftp_dest.options)
+    finally:
+        done.set()
+        other.join()
+    assert result.outcome.complete
+    assert set(pids.read_text().split()) == {str(os.getpid())}  # all sent from here: no child
+    assert tree(root) == tree(src)
