@@ -15,8 +15,10 @@ moment (OpenSSL's, an import's, paramiko's) stays held in the child forever,
 and the child hangs on it. So the fork happens only while no other thread of
 this process runs, except threads parked at the gate (parkable, working);
 otherwise the rows are listed in this process, the slow but correct way.
-The same goes for upload_child (quiet). A child that sends nothing for SILENCE seconds is killed all the same: before its first
-byte the listing is done here instead, after it the run fails as Transient.
+The same goes for upload_child (quiet). A child that sends nothing for
+SILENCE seconds, its main thread using no CPU, is killed all the same:
+before its first byte the listing is done here instead, after it the run
+fails as Transient.
 """
 
 from __future__ import annotations
@@ -43,9 +45,10 @@ BATCH = 2048  # rows per frame
 PIPE_SIZE = 1 << 20  # how far the child may run ahead (Linux default is 64 KiB)
 F_SETPIPE_SZ = 1031
 ROWS, END, ERROR, TAIL, ALIVE = 0, 1, 2, 3, 4
-# a child silent this long is stuck: longer than a connect (socket, handshake,
-# authentication) and a silent server (IO_TIMEOUT); a child waiting on a
-# server's sort says it is alive (alive()) every HEARTBEAT
+# a child silent this long, its main thread idle, is stuck: longer than a
+# connect (socket, handshake, authentication) and a silent server
+# (IO_TIMEOUT); a child waiting on a server's sort says it is alive
+# (alive()) every HEARTBEAT
 SILENCE = 180.0
 HEARTBEAT = 10.0
 
@@ -168,8 +171,12 @@ def _read(r: int, child: "_Child", take: Callable[[object], None] | None) -> Ite
     poll = select.poll()
     poll.register(r, select.POLLIN)
     heard = False
+    worked = _cpu_time(child.pid)
     while True:
         if not poll.poll(SILENCE * 1000):
+            if (now := _cpu_time(child.pid)) != worked:
+                worked = now  # busy on a slow disk (one huge folder), not stuck
+                continue
             child.stop()
             if not heard:
                 raise _Stalled
@@ -191,6 +198,18 @@ def _read(r: int, child: "_Child", take: Callable[[object], None] | None) -> Ite
             elif frame[0] != ALIVE:
                 raise _error(frame[1], frame[2])
     raise errors.Transient(f"the listing stopped early: its process {child.wait()}")
+
+
+def _cpu_time(pid: int) -> int | None:
+    """the CPU ticks the child's main thread (the one that lists) has used: a
+    child stuck on a lock uses none, one reading a slow disk some. Its other
+    threads do not count: paramiko's wakes ten times a second whatever."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime, stime
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _error(name: str, message: str) -> Exception:

@@ -218,3 +218,17 @@ def test_with_another_thread_running_no_upload_child_is_forked(sftp_dest, tmp_pa
     assert result.outcome.complete
     assert set(pids.read_text().split()) == {str(os.getpid())}  # all sent from here: no child
     assert tree(root) == tree(src)
+
+
+@needs_fork
+def test_a_child_busy_on_one_huge_folder_is_not_taken_for_stuck(monkeypatch):
+    monkeypatch.setattr(forked, "SILENCE", 1.0)
+
+    def produce():
+        end = time.monotonic() + 3 * forked.SILENCE
+        n = 0
+        while time.monotonic() < end:  # working (as on a slow disk), nothing to send yet
+            n += 1
+        yield [row(b"busy")]
+
+    assert list(forked.rows(produce, here=lambda: pytest.fail("a busy child was taken for stuck"))) == [row(b"busy")]
