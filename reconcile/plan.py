@@ -366,6 +366,8 @@ def _move_blocked(m: _Move, pending: list[_Move], ns: _Namespace, fold=_same) ->
     if is_inside(m.dst, src) or is_inside(src, m.dst):
         return True  # into itself, or onto its own parent: needs a temp name
     dst = fold(m.dst)
+    if dst != fold(src) and (is_inside(dst, fold(src)) or is_inside(fold(src), dst)):
+        return True  # the same, spelled otherwise: 'a' into 'A/x' on a case-insensitive disk
     for m2 in pending:
         if m2 is m:
             continue

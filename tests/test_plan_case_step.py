@@ -30,6 +30,15 @@ def test_a_move_onto_a_case_twin_waits_until_that_file_has_moved_away():
                    {"op": "move", "kind": "file", "from": "x", "to": "B", "files": 1}]
 
 
+def test_a_file_moved_under_a_folder_spelled_like_itself_goes_through_a_temp_name():
+    prev = [f("a", inode=1)]
+    cur = [d("A"), f("A/x", inode=1)]  # on exFAT 'A' is the file 'a' until it has moved away
+    got = ops(plan_for(cur, prev, remote_copy(prev), caps=EXFAT))
+    assert [(o["from"], o["to"]) for o in got if o["op"] == "move"] == [
+        ("a", got[0]["to"]), (got[0]["to"], "A/x")]
+    assert got[0]["to"].startswith(".reconcile-tmp-move-")
+
+
 def stored(entries, step):
     """the remote copy as a disk of this mtime step keeps it"""
     return [e.__class__(e.path, e.kind, e.size, e.mtime_ns // step * step) for e in remote_copy(entries)]

@@ -66,6 +66,11 @@ def test_random_changes_end_in_exact_mirror_on_usb_disks(fs, request):
              rounds=[[("create", 0, 59, 0, b""), ("dir_to_file", 0, 0, 0, b""), ("modify_older", 121, 0, 0, b""),
                       ("rename_case", 5, 0, 0, b""), ("swap", 19, 413, 0, b"")],
                      [("create", 0, 0, 0, b"")]])
+    # found on exFAT with the names a, b, A, B, a-b: the file 'a' moves into a folder 'A' (here a -> b/a,
+    # b -> a, a -> A)
+    @example(setup=[("create", 0, 0, 0, b"")],
+             rounds=[[("move_file", 0, 1, 1, b""), ("move_dir", 0, 0, 0, b""), ("rename_case", 1, 0, 0, b"")],
+                     [("create", 0, 0, 0, b"")]])
     def prop(setup, rounds):
         with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as mp:
             mp.setattr(base, "NAMES", NAMES)
