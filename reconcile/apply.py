@@ -106,6 +106,8 @@ class Executor:
         self._lock = threading.Lock()
         self._crash: BaseException | None = None  # a bug in a worker thread, raised on the caller's
         self.fork_small = fork_small
+        # in the upload child: sends each result to the parent, which records it
+        self._send: Callable[[int, str, str | None, bytes | None], None] | None = None
 
     def run(self, ops: list[Op], todo: list[int], resume: dict[int, dict] | None = None) -> Outcome:
         resume = resume or {}
@@ -129,6 +131,9 @@ class Executor:
     # --- bookkeeping ---------------------------------------------------------
 
     def _record(self, i: int, op: Op, result: str, error: str | None = None) -> None:
+        if self._send is not None:
+            self._record_in_child(i, op, result, error, self._send)
+            return
         with self._lock:
             self.outcome.results[i] = (result, error)
             if result != "failed":
@@ -167,15 +172,15 @@ class Executor:
         self.reporter, self.transfers, self.fork_small = reporter, transfers, False
         self._lock = threading.Lock()  # another thread may have held it at the fork
         self.journal = None  # type: ignore[assignment]
+        self._send = send
 
-        def record(i: int, op: Op, result: str, error: str | None = None) -> None:
-            with self._lock:
-                self.outcome.results[i] = (result, error)
-            send(i, result, error, op.entry.hash if op.entry is not None else None)
-            if self.outcome.remote_gone:
-                raise _RemoteGone
-
-        self._record = record  # type: ignore[method-assign]
+    def _record_in_child(self, i: int, op: Op, result: str, error: str | None,
+                         send: Callable[[int, str, str | None, bytes | None], None]) -> None:
+        with self._lock:
+            self.outcome.results[i] = (result, error)
+        send(i, result, error, op.entry.hash if op.entry is not None else None)
+        if self.outcome.remote_gone:
+            raise _RemoteGone
 
     def upload_share(self, ops: list[Op], share: list[int]) -> str | None:
         """in the child: send the share; why the remote went away, if it did."""

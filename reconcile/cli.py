@@ -7,6 +7,7 @@ error; 3 partial (the journal keeps the rest); 4 refused by a safety guard;
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -208,7 +209,7 @@ def _run(command: str, source: str, dest: str, kw: dict, mapping: str | None = N
                      f"{not_stored_note(result.not_stored)}", result, started)
             return 0
         reporter.start(0, 0)
-        result = _apply_with_progress(run, reporter)
+        result = run.apply(lambda plan: _progress_of(reporter, plan))
     finally:
         reporter.stop()
         run.close()
@@ -283,20 +284,14 @@ def not_stored_note(not_stored: list[tuple[str, str]]) -> str:
     return f"; {len(not_stored)} not stored: the destination cannot hold them (see the warnings above)"
 
 
-def _apply_with_progress(run, reporter):
-    # the progress bar needs the plan's size, known only once planned: the
-    # engine calls back through reporter.start via this small hook
-    original = run._execute
-
-    def execute(plan, tag):
-        reporter.start(len(plan.ops), plan.upload_bytes)
-        try:
-            return original(plan, tag)
-        finally:
-            reporter.stop()
-
-    run._execute = execute
-    return run.apply()
+@contextlib.contextmanager
+def _progress_of(reporter, plan):
+    """the progress bar needs the plan's size, known only once planned"""
+    reporter.start(len(plan.ops), plan.upload_bytes)
+    try:
+        yield
+    finally:
+        reporter.stop()
 
 
 def _summary(line: str, result, started: float) -> None:

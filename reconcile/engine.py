@@ -7,6 +7,8 @@ import json
 import os
 import time
 import uuid
+from contextlib import AbstractContextManager, nullcontext
+from typing import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -499,9 +501,11 @@ class Run:
         result.pending_journal = len(pending.remaining) if pending else 0
         return result
 
-    def apply(self) -> RunResult:
+    def apply(self, executing: Callable[[Plan], AbstractContextManager] = nullcontext) -> RunResult:
+        """executing(plan) is entered while the new plan is carried out: the command
+        line sizes its progress bar there, since the plan's size is known only then."""
         try:
-            return self._apply()
+            return self._apply(executing)
         except KeyboardInterrupt:
             # Ctrl-C: the journal keeps the rest; status and the log say what was done
             self._save_last_run(self._result(Plan(), WalkReport(), Changes()), "interrupted")
@@ -513,7 +517,7 @@ class Run:
                 f"cannot write the state folder {self.state.path} ({exc.strerror}); free space there, "
                 "fix its permissions or pass --state-dir DIR. Nothing was lost: the next run resumes") from None
 
-    def _apply(self) -> RunResult:
+    def _apply(self, executing: Callable[[Plan], AbstractContextManager]) -> RunResult:
         self.guard_reverse()
         with RunLock(self.state.lock):
             self.state.remove_stale_temps()
@@ -546,7 +550,8 @@ class Run:
                 tag = uuid.uuid4().hex[:8]
                 plan = self._plan(changes, tag)
                 self.guard(changes, plan)
-                outcome = self._execute(plan, tag)
+                with executing(plan):
+                    outcome = self._execute(plan, tag)
                 self._record_destination(changes, plan, outcome)
                 if outcome.complete:
                     self._commit_snapshot(walk_tmp, {**plan.hashes, **hashes, **self.hashes_of_sent(plan, outcome)})
