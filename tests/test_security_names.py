@@ -54,7 +54,7 @@ def test_an_endlessly_deep_server_tree_is_a_clear_error(sftp_dest, tmp_path, mon
 
 
 def test_a_nul_or_escape_in_a_listed_name_is_skipped_by_restore(tmp_path, monkeypatch):
-    from reconcile import restore
+    from reconcile import restore, restore_output
     from reconcile.entry import FILE, Entry
     from reconcile.remotes.local import LocalRemote
 
@@ -67,7 +67,7 @@ def test_a_nul_or_escape_in_a_listed_name_is_skipped_by_restore(tmp_path, monkey
     write(remote_root / "ok", b"fine", T0)
     monkeypatch.setattr(restore, "open_remote", lambda url, opts: Hostile(url, opts))
     warnings = []
-    rep = restore.Reporter(quiet=True)
+    rep = restore_output.Reporter(quiet=True)
     monkeypatch.setattr(rep, "warn", warnings.append)
     out = restore.Restore(str(remote_root), restore.RestoreOptions(str(tmp_path / "out")), rep).run()
     assert out.count("done") == 1 and (tmp_path / "out" / "ok").read_bytes() == b"fine"
@@ -80,7 +80,7 @@ def test_a_download_is_bounded_by_the_listed_size(request, tmp_path, monkeypatch
     import os
     from urllib.parse import unquote, urlsplit
 
-    from reconcile import restore
+    from reconcile import restore, restore_output
     from reconcile.remotes import open_remote
 
     dest = request.getfixturevalue(f"{kind}_dest")
@@ -102,7 +102,7 @@ def test_a_download_is_bounded_by_the_listed_size(request, tmp_path, monkeypatch
         return remote
 
     monkeypatch.setattr(restore, "open_remote", lying)
-    rep = restore.Reporter(quiet=True)
+    rep = restore_output.Reporter(quiet=True)
     out = restore.Restore(dest.url, restore.RestoreOptions(str(tmp_path / "out")), rep).run()
     items = {i.rel: i for i in out.survey.todo}
     assert items["small"].result == "done"
