@@ -196,7 +196,8 @@ class TcpProxy:
         self._socks: list[socket.socket] = []
         self._lock = threading.Lock()
         self._closed = False
-        threading.Thread(target=self._accept_loop, daemon=True).start()
+        self._threads = [threading.Thread(target=self._accept_loop, daemon=True)]
+        self._threads[0].start()
 
     def drop_all(self) -> None:
         with self._lock:
@@ -218,9 +219,13 @@ class TcpProxy:
         self._refuse = on
 
     def close(self) -> None:
+        """stop, and wait for every thread of ours to end: a test after this
+        one may need a process with no other thread (forked.py forks only then)."""
         self._closed = True
         _shut(self.listener)
         self.drop_all()
+        for t in list(self._threads):
+            t.join(5)
 
     def _accept_loop(self) -> None:
         while not self._closed:
@@ -241,8 +246,10 @@ class TcpProxy:
             with self._lock:
                 self._socks += [client, server]
                 self.connections += 1
-            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
+            for args in ((client, server, True), (server, client, False)):
+                pump = threading.Thread(target=self._pump, args=args, daemon=True)
+                self._threads.append(pump)
+                pump.start()
 
     def _pump(self, src: socket.socket, dst: socket.socket, upstream: bool) -> None:
         try:
