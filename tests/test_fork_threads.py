@@ -29,7 +29,7 @@ from reconcile.remotes.local import LocalRemote
 from reconcile.spool import walk_while_waiting
 from reconcile.walk import walk_rows
 from tests.servers_sftp import sftp_url
-from tests.test_sftp_listing import count_forks
+from tests.test_sftp_listing import count_forks, wait_until_quiet
 
 needs_fork = pytest.mark.skipif(not forked.available(), reason="the forked listing is Linux-only, two cores")
 T0 = 1_600_000_000_000_000_000
@@ -176,6 +176,7 @@ def test_the_walk_ahead_thread_parks_so_the_listing_still_forks(tmp_path, monkey
         (d / "sub").mkdir(parents=True)
         for i in range(3000):  # several chunks of the walk-ahead
             (d / "sub" / f"f{i:04d}").write_bytes(b"x")
+    wait_until_quiet()
     forks = count_forks(monkeypatch)
     from reconcile.excludes import Excludes
     from reconcile.walk import WalkReport

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -31,11 +33,25 @@ def listing_way(request, monkeypatch) -> str:
     if where == "thread":
         monkeypatch.setattr(forked, "available", lambda: False)
     monkeypatch.setattr(SftpRemote, "_lists_by_find", lambda self: how == "find")
+    if where == "forked" and "sftp_proxy" not in request.fixturenames:
+        wait_until_quiet()
     forks = count_forks(monkeypatch)
     yield request.param
     if where == "forked" and "sftp_proxy" not in request.fixturenames:
         # the cutting proxy's threads run in this process: with them the listing runs here
         assert forks, "no child was forked: another thread was running (forked._alone)"
+
+
+def wait_until_quiet(timeout: float = 15.0) -> None:
+    """a thread an earlier test left ending (a closed connection's, a proxy's)
+    sends the listing down the in-process path; wait for it, and name any
+    that does not end."""
+    deadline = time.monotonic() + timeout
+    while not forked.quiet():
+        if time.monotonic() > deadline:
+            names = [t.name for t in threading.enumerate()]
+            pytest.fail(f"another thread still runs in this process: {names}")
+        time.sleep(0.05)
 
 
 def count_forks(monkeypatch) -> list[int]:
@@ -195,10 +211,11 @@ def test_on_a_terminal_the_parent_signs_in_before_the_child_lists(remote, root, 
         return real_connect(self)
 
     monkeypatch.setattr(SftpRemote, "_connect", connect)
+    wait_until_quiet()
     forks = count_forks(monkeypatch)
     assert not remote._connected()
     rows = list(remote.list_rows())
+    assert forks, f"not forked; threads: {[t.name for t in threading.enumerate()]}"
     assert connects_here == [os.getpid()]  # signed in here, before the fork (the child's is its own)
-    assert forks  # and closed again: no connection's thread runs at the fork
     assert not remote._connected()
     assert [(r[0], r[1], r[2], r[3], r[8]) for r in rows] == expected(root)
