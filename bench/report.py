@@ -102,6 +102,22 @@ def write(path: str, size: str, cases: list[Case], profiles: list[Profile], vers
         lines += ["## Profiles", ""]
         for p in profiles:
             lines += profile_section(p)
+    lines += ["", KEPT_MARK, ""] + kept_sections(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         f.write("\n".join(lines).rstrip() + "\n")
+
+
+# sections below this line come from other bench scripts or by hand (the RTT
+# sweep, watch latency, byte counts): a re-render keeps them as they are
+KEPT_MARK = "<!-- below: sections python -m bench does not write; a re-render keeps them -->"
+
+
+def kept_sections(path: str) -> list[str]:
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return []
+    _, mark, kept = text.partition(KEPT_MARK)
+    return kept.strip("\n").splitlines() if mark else []

@@ -53,3 +53,15 @@ def test_pinned_code_is_byte_compiled_like_an_installed_package(tmp_path, monkey
     sources = {p.relative_to(code).with_suffix("") for p in code.rglob("*.py")}
     compiled = {(p.parent.parent / p.name.split(".")[0]).relative_to(code) for p in code.rglob("__pycache__/*.pyc")}
     assert sources and sources <= compiled
+
+
+def test_a_re_render_keeps_the_sections_written_below_the_mark(tmp_path):
+    from bench.report import KEPT_MARK, write
+
+    page = tmp_path / "benchmarks.md"
+    page.write_text(f"# old figures\n\n{KEPT_MARK}\n\n## RTT sweep\n\n| rtt | ratio |\n")
+    write(str(page), "small", [], [], {"python": "3"}, "", 60.0)
+    text = page.read_text()
+    assert "# old figures" not in text  # the generated part is new
+    assert text.count(KEPT_MARK) == 1
+    assert text.endswith(f"{KEPT_MARK}\n\n## RTT sweep\n\n| rtt | ratio |\n")
