@@ -5,7 +5,8 @@ precision) after each apply, and a second plan is empty.
 
 Two source names that differ only in case are one name on exFAT: a reported
 collision, left out (test_usb_names.py). So before each apply the source
-keeps only the first of such twins, and the property holds for the rest."""
+keeps only the first of such twins, and the property holds for the rest.
+The names include capitals, so case-only renames and twins are drawn often."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import tests.test_mirror_property as base
 from reconcile.names import fold
 from tests.mirror import run, tree
 
-NAMES = ["a", "b", "a-b", "a0", "c d"]
+NAMES = ["a", "b", "A", "B", "a-b", "a0", "c d"]
 EXAMPLES = int(os.environ.get("RECONCILE_USB_PROPERTY_EXAMPLES", "25"))
 PRECISION = {"exfat": 10**9, "ntfs": 100}
 
