@@ -4,46 +4,22 @@ byte-counting TCP proxy, and every check reads the storage itself."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
-from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
 
 from tests.cli import reconcile
 from tests.mirror import write
-from tests.servers_sftp import TcpProxy, sftp_url
+from tests.proxied import proxied  # noqa: F401 (a fixture)
 from tests.storage import SEC, read_dest
 
 T0 = 1_600_000_000 * SEC
 LATER = T0 + 86_400 * SEC  # a day later: a new mtime on every file system
 N = 20
 SIZE = 50_000
-
-
-@pytest.fixture
-def proxied(dest, request, tmp_path):
-    """dest, with SFTP and S3 reached through a byte-counting proxy (None on local)."""
-    if dest.kind == "sftp":
-        server = request.getfixturevalue("sshd_server")
-        proxy = TcpProxy(server.port)
-        kh = server.write_known_hosts(tmp_path / "known_hosts_proxy", port=proxy.port)
-        root = Path(unquote(urlsplit(dest.url).path))
-        cli_args = ["--ssh-key", server.user_key, "--known-hosts", kh]
-        d = dataclasses.replace(dest, url=sftp_url(server, root, port=proxy.port), cli_args=cli_args)
-    elif dest.kind == "s3":
-        seaweed = request.getfixturevalue("seaweed")
-        proxy = TcpProxy(seaweed.ports["s3"])
-        endpoint = f"http://127.0.0.1:{proxy.port}"
-        d = dataclasses.replace(dest, cli_args=["--s3-endpoint", endpoint])
-    else:
-        proxy, d = None, dest
-    yield d, proxy
-    if proxy is not None:
-        proxy.close()
 
 
 def cli(dest, *args, check=0):

@@ -33,7 +33,7 @@ import re
 import socket
 import threading
 from decimal import Decimal, InvalidOperation
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 from urllib.parse import urlsplit
 
 import boto3
@@ -62,8 +62,12 @@ log = logging.getLogger(__name__)
 
 MiB = 1 << 20
 DEFAULT_TRANSFERS = 16
-DEFAULT_MULTIPART_THRESHOLD = 64 * MiB
-DEFAULT_PART_SIZE = 16 * MiB
+# An upload cut by a kill loses only the parts in flight (a stored part is
+# listed on resume): files above the threshold go in parts, and one upload
+# keeps at most RESUME_SLACK of parts in flight, whatever --transfers is.
+RESUME_SLACK = 32 * MiB
+DEFAULT_MULTIPART_THRESHOLD = RESUME_SLACK
+DEFAULT_PART_SIZE = 8 * MiB
 IN_MEMORY_MAX = 8 * MiB  # small bodies are read whole, so we can hash what we send
 MAX_PARTS = 10_000
 COPY_LIMIT = 5 * 1024**3  # CopyObject's own limit; above it UploadPartCopy
@@ -875,18 +879,33 @@ class S3Remote:
         count = max(1, math.ceil(size / part_size))
         if count > MAX_PARTS:
             raise Permanent(f"{key}: {count} parts of {part_size} bytes exceed S3's {MAX_PARTS}")
+        return self._run_parts(range(1, count + 1), lambda n: self._ensure_part(
+            fd, key, upload_id, n, (n - 1) * part_size, min(part_size, size - (n - 1) * part_size),
+            stored.get(n), progress), part_size)
+
+    def _run_parts(self, numbers: Iterable[int], send: Callable[[int], tuple[int, str, int]],
+                   part_size: int) -> list[tuple[int, str]]:
+        """send(n) for every part number, in order, with at most RESUME_SLACK
+        of this upload's parts in flight; (number, etag) sorted."""
+        window = max(1, min(self.part_workers, RESUME_SLACK // part_size))
+        todo = iter(numbers)
         pool = self._parts()
-        futures = {}
-        for n in range(1, count + 1):
-            offset = (n - 1) * part_size
-            length = min(part_size, size - offset)
-            futures[pool.submit(self._ensure_part, fd, key, upload_id, n, offset, length, stored.get(n),
-                                progress)] = n
+        futures: set[cf.Future] = set()
         etags: dict[int, str] = {}
+
+        def more() -> None:
+            while len(futures) < window and (n := next(todo, None)) is not None:
+                futures.add(pool.submit(send, n))
+
         try:
-            for fut in cf.as_completed(futures):
-                n, etag, _ = fut.result()
-                etags[n] = etag
+            more()
+            while futures:
+                done, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    futures.discard(fut)
+                    n, etag, _ = fut.result()
+                    etags[n] = etag
+                more()
         except BaseException:
             for fut in futures:
                 fut.cancel()
