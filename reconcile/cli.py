@@ -21,7 +21,7 @@ import typer
 
 from reconcile import units
 from reconcile.errors import EXIT_ERROR, EXIT_PARTIAL, ConfigError, ReconcileError
-from reconcile.remotes import findlist
+from reconcile.remotes.sftp import findlist
 from reconcile.remotes.base import RemoteOptions
 from reconcile.restore import TRASH_DIR
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconcile.errors import ConfigError
-from reconcile.remotes import findlist
+from reconcile.remotes.sftp import findlist
 from reconcile.units import parse_rate
 
 # key -> (expected python type, what to tell the user); the names are the

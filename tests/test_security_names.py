@@ -35,10 +35,10 @@ def test_an_endlessly_deep_server_tree_is_a_clear_error(sftp_dest, tmp_path, mon
     import os
 
     from reconcile.errors import Permanent
-    from reconcile.remotes import sftp as sftp_mod
+    from reconcile.remotes.sftp import listing as listing_mod
     from reconcile.remotes.sftp import SftpRemote
 
-    monkeypatch.setattr(sftp_mod, "MAX_DEPTH", 40)  # the same guard, reached sooner
+    monkeypatch.setattr(listing_mod, "MAX_DEPTH", 40)  # the same guard, reached sooner
     monkeypatch.setenv("RECONCILE_SSH_CONFIG", str(tmp_path / "none"))
     root = tmp_path / "sftp-root"
     os.makedirs(root / "/".join(["d"] * 60))

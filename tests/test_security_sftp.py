@@ -15,7 +15,7 @@ import pytest
 from reconcile.apply import SmallUpload
 from reconcile.entry import FILE, TEMP_MARK, Entry, encode_path
 from reconcile.errors import ReconcileError
-from reconcile.remotes import sftp as sftp_mod
+from reconcile.remotes.sftp import remote as remote_mod, upload as upload_mod
 from reconcile.remotes.sftp import SftpRemote
 from tests.cli import reconcile
 from tests.mirror import write
@@ -69,7 +69,7 @@ def test_the_temp_file_is_opened_exclusively(remote, tmp_path, monkeypatch, how)
     root = tmp_path / "sftp-root"
     victim = tmp_path / "victim"
     victim.write_bytes(b"keep me")
-    monkeypatch.setattr(sftp_mod.secrets, "token_hex", lambda n: "ab" * n)
+    monkeypatch.setattr(remote_mod.secrets, "token_hex", lambda n: "ab" * n)
     local, e = _local(tmp_path, "g", b"payload")
     os.symlink(victim, root / f"{TEMP_MARK}{'ab' * 8}-g")
     if how == "upload":
@@ -88,8 +88,8 @@ def test_the_temp_file_is_opened_exclusively(remote, tmp_path, monkeypatch, how)
 
 def test_two_uploads_of_one_version_use_different_temp_names(remote, tmp_path, monkeypatch):
     seen = []
-    real = sftp_mod._create_exclusive
-    monkeypatch.setattr(sftp_mod, "_create_exclusive", lambda sftp, path: seen.append(path) or real(sftp, path))
+    real = upload_mod._create_exclusive
+    monkeypatch.setattr(upload_mod, "_create_exclusive", lambda sftp, path: seen.append(path) or real(sftp, path))
     local, e = _local(tmp_path, "h", b"x" * 1000)
     remote.upload(local, "h", e)
     remote.upload(local, "h", e)

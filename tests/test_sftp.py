@@ -21,8 +21,8 @@ import xxhash
 from reconcile.apply import SmallUpload
 from reconcile.entry import FILE, LINK, TEMP_MARK, Entry, entry_key, is_temp_name
 from reconcile.errors import AuthError, ConfigError, NotFound, Permanent, SourceChanged, Transient, Unreachable
-from reconcile.remotes import sftp as sftp_mod
-from reconcile.remotes import ssh_send
+from reconcile.remotes.sftp import session as session_mod, upload as upload_mod, wire
+from reconcile.remotes.sftp import ssh_send
 from reconcile.remotes.base import RemoteOptions
 from reconcile.remotes.retry import RetryingRemote, RetryPolicy
 from reconcile.remotes.sftp import SftpRemote
@@ -124,7 +124,7 @@ def test_changed_host_key_is_refused_even_with_accept_new(sshd_server, sftp_dest
 def test_key_auth_and_fast_cipher(remote):
     assert list(remote.list()) == []
     transport = remote._conn().transport
-    assert transport.local_cipher in sftp_mod.FAST_CIPHERS
+    assert transport.local_cipher in session_mod.FAST_CIPHERS
 
 
 def test_wrong_key_is_auth_error(sftp_dest, tmp_path):
@@ -233,7 +233,7 @@ def test_ssh_config_match_exec(sshd_server, sftp_dest, root, tmp_path, monkeypat
 
 
 def test_importing_the_sftp_remote_leaves_invoke_out():
-    code = "import sys, reconcile.remotes.sftp; print('invoke' in sys.modules)"
+    code = "import sys; from reconcile.remotes.sftp import SftpRemote; print('invoke' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
@@ -380,14 +380,14 @@ def test_a_refused_write_is_raised_and_its_connection_dropped(remote, root, tmp_
 def test_a_file_that_shrinks_while_sent_is_never_put_in_place(remote, root, tmp_path, monkeypatch):
     data = os.urandom(2 << 20)
     local, e = local_file(tmp_path, "big", data)
-    real = sftp_mod._preadv
+    real = wire._preadv
 
     def shrink_then_read(fd, into, pos):
         if pos:
             os.truncate(local, pos)
         return real(fd, into, pos)
 
-    monkeypatch.setattr(sftp_mod, "_preadv", shrink_then_read)
+    monkeypatch.setattr(wire, "_preadv", shrink_then_read)
     with pytest.raises(SourceChanged):
         remote.upload(local, "big", e)
     assert not (root / "big").exists()
@@ -395,7 +395,7 @@ def test_a_file_that_shrinks_while_sent_is_never_put_in_place(remote, root, tmp_
 
 def test_uploads_return_the_hash_of_what_they_sent(remote, root, tmp_path, monkeypatch):
     # taken on the way (one stream) or by the waiting thread (ranges): never a second pass
-    monkeypatch.setattr(sftp_mod, "RANGE_MIN", 4 << 20)
+    monkeypatch.setattr(upload_mod, "RANGE_MIN", 4 << 20)
     ranged = count_calls(monkeypatch, remote, "_send_ranges")
     for name, size in (("one-stream", 3 << 20), ("ranges", 9 << 20)):
         data = os.urandom(size)
@@ -407,7 +407,7 @@ def test_uploads_return_the_hash_of_what_they_sent(remote, root, tmp_path, monke
 def test_uploads_go_through_the_one_copy_sender_across_key_exchanges(remote, root, tmp_path, monkeypatch):
     # a new key exchange every MiB: the sender must pick up each new key and counter
     monkeypatch.setattr(paramiko.packet.Packetizer, "REKEY_BYTES", 1 << 20)
-    monkeypatch.setattr(sftp_mod, "RANGE_MIN", 4 << 20)
+    monkeypatch.setattr(upload_mod, "RANGE_MIN", 4 << 20)
     rekeys = count_calls(monkeypatch, paramiko.packet.Packetizer, "_trigger_rekey")
     packets = count_calls(monkeypatch, ssh_send, "_send_packet")
     small = [local_file(tmp_path, f"s{i}", os.urandom(3000 + i)) for i in range(50)]
@@ -427,7 +427,7 @@ def test_uploads_go_through_the_one_copy_sender_across_key_exchanges(remote, roo
 
 
 def test_a_cipher_other_than_aes_gcm_is_sent_by_paramiko(sftp_dest, root, tmp_path, monkeypatch):
-    monkeypatch.setattr(sftp_mod, "FAST_CIPHERS", ("aes128-ctr",))
+    monkeypatch.setattr(session_mod, "FAST_CIPHERS", ("aes128-ctr",))
     packets = count_calls(monkeypatch, ssh_send, "_send_packet")
     r = SftpRemote.from_url(sftp_dest.url, sftp_dest.options)
     try:
@@ -493,8 +493,8 @@ def cut_then_resume(remote, proxy, root, tmp_path, size: int, cut_after: int) ->
 @pytest.fixture
 def small_steps(monkeypatch):
     # checkpoints and acks every MiB, so a cut after some MiB finds confirmed data
-    monkeypatch.setattr(sftp_mod, "CHECKPOINT_EVERY", 1 << 20)
-    monkeypatch.setattr(sftp_mod, "MAX_INFLIGHT_BYTES", 1 << 20)
+    monkeypatch.setattr(upload_mod, "CHECKPOINT_EVERY", 1 << 20)
+    monkeypatch.setattr(upload_mod, "MAX_INFLIGHT_BYTES", 1 << 20)
 
 
 def test_cut_mid_upload_then_resume(proxied, sftp_proxy, root, tmp_path, small_steps):
@@ -503,7 +503,7 @@ def test_cut_mid_upload_then_resume(proxied, sftp_proxy, root, tmp_path, small_s
 
 
 def test_cut_mid_ranged_upload_then_resume(proxied, sftp_proxy, root, tmp_path, small_steps, monkeypatch):
-    monkeypatch.setattr(sftp_mod, "RANGE_MIN", 4 << 20)
+    monkeypatch.setattr(upload_mod, "RANGE_MIN", 4 << 20)
     state = cut_then_resume(proxied, sftp_proxy, root, tmp_path, size=40 << 20, cut_after=24 << 20)
     assert len(state["ranges"]) == 4
 

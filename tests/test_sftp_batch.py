@@ -18,7 +18,7 @@ from reconcile.apply import Executor, SmallUpload
 from reconcile.entry import FILE, TEMP_MARK, Entry, is_temp_name
 from reconcile.errors import NotFound, Permanent, SourceChanged, Transient
 from reconcile.plan import Op
-from reconcile.remotes import sftp as sftp_mod
+from reconcile.remotes.sftp import batch as batch_mod
 from reconcile.remotes.retry import RetryingRemote, RetryPolicy
 from reconcile.remotes.sftp import SftpRemote
 from tests.mirror import SilentReporter, count_calls, tree, write
@@ -35,7 +35,7 @@ def make_src(src: Path, n: int, seed: int = 1, big: int = 0) -> dict[str, bytes]
         rel = f"a{i % 3}/b{i % 5}/f{i}.bin" if i % 4 else f"top{i}.bin"
         files[rel] = rng.randbytes(rng.randint(0, 40_000))
     for i in range(big):
-        files[f"big/g{i}.bin"] = rng.randbytes(sftp_mod.SMALL_FILE + 1000 + i)
+        files[f"big/g{i}.bin"] = rng.randbytes(batch_mod.SMALL_FILE + 1000 + i)
     for rel, data in files.items():
         write(src / rel, data, MTIME + len(data) * 1_000_000_000)
     return files
@@ -131,7 +131,7 @@ def test_one_bad_file_fails_alone(remote, root, tmp_path):
 
 
 def test_cut_mid_batch_leaves_no_partial_file_then_resumes(proxied, sftp_proxy, root, tmp_path, monkeypatch):
-    monkeypatch.setattr(sftp_mod, "BATCH_FILES", 16)
+    monkeypatch.setattr(batch_mod, "BATCH_FILES", 16)
     src = tmp_path / "src-tree"
     files = make_src(src, 300, seed=2)
     items = items_for(src, files)

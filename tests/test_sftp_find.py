@@ -14,10 +14,11 @@ import pytest
 
 from reconcile.entry import DIR, FILE, LINK, TEMP_MARK
 from reconcile.errors import Permanent
-from reconcile.remotes import findlist
+from reconcile.remotes.sftp import findlist
 from reconcile.remotes.base import RemoteOptions
-from reconcile.remotes.findlist import END, HEAD, BadListing, Parser, Unusable
-from reconcile.remotes.sftp import FIND_FROM, SftpRemote
+from reconcile.remotes.sftp.findlist import END, HEAD, BadListing, Parser, Unusable
+from reconcile.remotes.sftp import SftpRemote
+from reconcile.remotes.sftp.listing import FIND_FROM
 from tests.cli import reconcile
 from tests.mirror import tree
 from tests.servers_sftp import run_sshd, sftp_url

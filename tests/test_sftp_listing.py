@@ -18,7 +18,7 @@ import pytest
 from reconcile import forked
 from reconcile.entry import DIR, FILE, LINK, TEMP_MARK, entry_key, entry_of
 from reconcile.errors import ConfigError, NotFound, Transient
-from reconcile.remotes import sftp as sftp_mod
+from reconcile.remotes.sftp import wire
 from reconcile.remotes.sftp import SftpRemote
 from tests.test_sftp import no_agent_no_config, proxied, remote, root  # noqa: F401
 
@@ -123,7 +123,7 @@ def test_many_folders_go_out_per_flush(remote, root, monkeypatch):
     monkeypatch.setattr(forked, "available", lambda: False)
     fill(root)
     sends: list[int] = [0]  # requests per channel write
-    request, flush = sftp_mod._Pipe.request, sftp_mod._Pipe.flush
+    request, flush = wire._Pipe.request, wire._Pipe.flush
 
     def counted_request(self, *a):
         sends[-1] += 1
@@ -133,8 +133,8 @@ def test_many_folders_go_out_per_flush(remote, root, monkeypatch):
         sends.append(0)
         flush(self)
 
-    monkeypatch.setattr(sftp_mod._Pipe, "request", counted_request)
-    monkeypatch.setattr(sftp_mod._Pipe, "flush", counted_flush)
+    monkeypatch.setattr(wire._Pipe, "request", counted_request)
+    monkeypatch.setattr(wire._Pipe, "flush", counted_flush)
     list(remote.list_rows())
     assert max(sends) >= 20  # the top folders' OPENDIRs go out together
     assert remote._pool is None  # no thread per folder

@@ -8,7 +8,7 @@ import os
 from reconcile.apply import SmallUpload
 from reconcile.entry import FILE, Entry
 from reconcile.errors import SourceChanged
-from reconcile.remotes import sftp as sftp_mod
+from reconcile.remotes.sftp import batch as batch_mod
 from tests.test_sftp import no_agent_no_config, remote, root  # noqa: F401
 
 MTIME = 1_700_000_000_000_000_000
@@ -24,7 +24,7 @@ def test_a_grown_small_file_is_refused_unread(remote, root, tmp_path, monkeypatc
     os.utime(path, ns=(MTIME, MTIME))
     asked: list[int] = []
     real = os.pread
-    monkeypatch.setattr(sftp_mod.os, "pread", lambda fd, n, off: asked.append(n) or real(fd, n, off))
+    monkeypatch.setattr(batch_mod.os, "pread", lambda fd, n, off: asked.append(n) or real(fd, n, off))
     got: dict[int, object] = {}
     remote.upload_many([SmallUpload(0, str(path), "f.bin", entry)], lambda item, err: got.setdefault(item.key, err))
     assert isinstance(got[0], SourceChanged)

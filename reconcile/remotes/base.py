@@ -1,4 +1,4 @@
-"""The small interface every remote implements (local.py, sftp.py, s3.py).
+"""The small interface every remote implements (local.py, sftp/, s3.py).
 
 Paths given to a remote are relative POSIX paths under its root, never empty
 for files, never starting with '/', never containing '..' components.

@@ -20,7 +20,7 @@ import struct
 import threading
 import time
 
-import paramiko
+from reconcile.remotes.sftp.loader import paramiko
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from paramiko.common import MSG_CHANNEL_DATA
 

@@ -5,7 +5,7 @@ formats an `ls -l` line for every name; on 200,000 files that server alone
 takes about a second of CPU. Where the account has a POSIX shell with GNU
 find and sort, one exec request lists the whole tree for about half that, in
 the order the merge reads (sort_key order: byte order, a folder as 'name/').
-sftp.py uses it where the server runs it, and its SFTP listing otherwise.
+listing.py uses it where the server runs it, and its SFTP listing otherwise.
 
 Each line is a head, a '/', then the path, NUL-terminated:
     f 38 1700000000.0000000000 644 /a/b.txt

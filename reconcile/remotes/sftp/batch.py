@@ -1,0 +1,236 @@
+"""Many small files sent to an SFTP destination together (upload_many):
+open, writes, fsetstat, close and rename of many files pipelined over one
+connection."""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Protocol
+
+import xxhash
+
+from reconcile.entry import Entry, parent_of
+from reconcile.errors import NotFound, Permanent, ReconcileError, SourceChanged, Transient
+from reconcile.remotes.base import Progress
+from reconcile.remotes.local import final_mode
+from reconcile.remotes.sftp.calls import _wire_mtime
+from reconcile.remotes.sftp.loader import paramiko
+from reconcile.remotes.sftp.session import _Conn
+from reconcile.remotes.sftp.upload import MAX_INFLIGHT_BYTES, UMASK
+from reconcile.remotes.sftp.wire import (ATTR_PERMS, ATTR_TIMES, FX_NO_SUCH_FILE, FX_OK, FX_OP_UNSUPPORTED, _NO_ATTRS,
+                                         _OPEN_ARGS, _RENAME_EXT, _Pipe, _expected, _handle, _sftp_str, _status)
+from paramiko.sftp import CMD_CLOSE, CMD_EXTENDED, CMD_FSETSTAT, CMD_HANDLE, CMD_MKDIR, CMD_OPEN, CMD_WRITE
+
+SMALL_FILE = 1 << 20  # whole files up to this size may go through upload_many
+BATCH_FILES = 64  # small files in flight per connection
+
+
+class SmallUpload(Protocol):
+    """one whole file for upload_many (apply.SmallUpload)."""
+
+    local_path: str
+    path: str
+    entry: Entry
+    hash: bytes | None  # set here: the xxh3 of what was sent
+
+
+@dataclass(slots=True, eq=False)
+class _Small:
+    item: SmallUpload
+    data: bytes
+    size: int
+    tmp_rel: str
+    tmp: bytes
+    dst: bytes
+    attrs: bytes
+    pending: int = 0  # requests not yet answered
+    ok: bool = True  # every answer so far was OK
+    sent: bool = False  # the temp file is complete
+    reopened: bool = False  # opened again after creating its folder
+
+
+class Batch:
+    """the many-small-files methods of an SftpRemote."""
+
+    # --- many small files ----------------------------------------------------
+
+    batch_max_size = SMALL_FILE  # the executor sends files up to this size through upload_many
+
+    def upload_many(self, items: Iterable[SmallUpload], done: Callable[[SmallUpload, ReconcileError | None], None],
+                    progress: Progress | None = None) -> None:
+        """whole small files over this thread's connection, pipelined: open,
+        writes, fsetstat and close go out together for many files, and each
+        file is renamed into place only once all of its requests are acked, so
+        no partial file ever has its real name. No remote fsync and no
+        checkpoint: a file cut off is sent again whole. done(item, error) once
+        per item, in any order. A lost connection raises Transient and leaves
+        the unreported items to the caller. Anything unusual (a missing folder,
+        a refused write or rename) goes through upload() instead."""
+        slow: list[_Small] = []
+        try:
+            with self._op(f"cannot write to {self.url}", failure=Transient):
+                conn = self._conn()
+                self._root_once(conn.sftp)
+                self._pipeline(conn, iter(items), done, progress, slow)
+        except BaseException:
+            self._drop()  # requests may still be in flight on it
+            raise
+        for f in slow:
+            self._finish_slow(f, done, progress)
+
+    def _pipeline(self, conn: _Conn, items: Iterator[SmallUpload], done, progress: Progress | None,
+                  slow: list[_Small]) -> None:
+        pipe = _Pipe(conn.sftp)
+        waiting: dict[int, tuple[_Small | None, int]] = {}  # request -> (file, stage)
+        made: set[str] = set()  # folders created for this batch
+        files = held = 0
+        more = True
+        while True:
+            while more and files < BATCH_FILES and held < MAX_INFLIGHT_BYTES:
+                item = next(items, None)
+                if item is None:
+                    more = False
+                    break
+                f = self._read_small(item, done)
+                if f is not None:
+                    files, held = files + 1, held + f.size
+                    self._ask_parent(pipe, waiting, f)
+                    waiting[pipe.request(CMD_OPEN, _sftp_str(f.tmp), _OPEN_ARGS)] = (f, 0)
+            if not pipe.ready():
+                pipe.flush()  # only before waiting: fewer, fuller packets both ways
+            if not waiting:
+                if not pipe.idle:
+                    self._drop()  # stray bytes: paramiko must not read them
+                return
+            num, t, body = pipe.next()
+            f, stage = _expected(waiting, num)
+            if f is None:  # a folder made ahead; a failure shows in its files' opens
+                continue
+            if stage == 0:  # opened
+                if t == CMD_HANDLE:
+                    self._send_small(pipe, waiting, conn, f, _handle(body))
+                    continue
+                if _status(t, body) == FX_NO_SUCH_FILE and not f.reopened and self._mkdir_chain(pipe, waiting, f, made):
+                    f.reopened = True
+                    waiting[pipe.request(CMD_OPEN, _sftp_str(f.tmp), _OPEN_ARGS)] = (f, 0)
+                    continue
+            elif stage == 1:  # a write, the fsetstat or the close
+                f.ok = f.ok and _status(t, body) == FX_OK
+                f.pending -= 1
+                if f.pending:
+                    continue
+                if f.ok:
+                    f.sent = True
+                    if progress:
+                        progress(f.size)
+                    if not conn.no_posix_rename:
+                        waiting[pipe.request(CMD_EXTENDED, _RENAME_EXT, _sftp_str(f.tmp), _sftp_str(f.dst))] = (f, 2)
+                        continue
+            else:  # renamed
+                code = _status(t, body)
+                if code == FX_OK:
+                    self._left_temps.discard(f.tmp_rel)
+                    files, held = files - 1, held - f.size
+                    f.item.hash = xxhash.xxh3_128_digest(f.data)
+                    done(f.item, None)
+                    continue
+                conn.no_posix_rename = code == FX_OP_UNSUPPORTED
+            files, held = files - 1, held - f.size
+            f.data = b""
+            slow.append(f)
+
+    def _root_once(self, sftp: paramiko.SFTPClient) -> None:
+        """a missing root would send every file of a first sync down the slow
+        path; one thread makes it while the others wait (their mkdirs of the
+        same folder would fail and be retried)."""
+        with self._root_lock:
+            if not self._root_ready:
+                self._make_root(sftp)
+                self._root_ready = True
+
+    def _ask_parent(self, pipe: _Pipe, waiting: dict, f: _Small) -> None:
+        """a folder not yet seen this run is made ahead of the first open in it
+        (it fails harmlessly when it exists), so its files do not all fail once."""
+        parent = parent_of(f.item.path)
+        if parent and parent not in self._dirs_seen:
+            self._dirs_seen.add(parent)
+            waiting[pipe.request(CMD_MKDIR, _sftp_str(self._abs(parent)), _NO_ATTRS)] = (None, 0)
+
+    def _mkdir_chain(self, pipe: _Pipe, waiting: dict, f: _Small, made: set[str]) -> bool:
+        """after an open found no folder: each folder above the file, top down,
+        ahead of a second open (existing ones fail harmlessly). False when there
+        is nothing to make: upload() then deals with the file."""
+        parts = f.item.path.split("/")[:-1]
+        chain = ["/".join(parts[:k]) for k in range(1, len(parts) + 1)]
+        for d in chain:
+            if d not in made:
+                made.add(d)
+                waiting[pipe.request(CMD_MKDIR, _sftp_str(self._abs(d)), _NO_ATTRS)] = (None, 0)
+        return bool(chain)
+
+    def _read_small(self, item: SmallUpload, done) -> _Small | None:
+        """the whole local file, read once; None (after done) when it cannot be sent."""
+        e = item.entry
+        try:
+            fd = os.open(item.local_path, os.O_RDONLY)
+        except OSError as exc:
+            done(item, NotFound(f"local file {item.local_path} cannot be read: {exc.strerror}"))
+            return None
+        try:
+            before = os.fstat(fd)
+            # the plan's size first: a file that grew since is never read whole into memory
+            data = os.pread(fd, before.st_size, 0) if before.st_size and before.st_size == e.size else b""
+            after = os.fstat(fd)
+        except OSError as exc:
+            done(item, Permanent(f"cannot read the local file {item.local_path}: {exc.strerror}"))
+            return None
+        finally:
+            os.close(fd)
+        if (len(data), after.st_size, after.st_mtime_ns) != (before.st_size, before.st_size, before.st_mtime_ns) \
+                or (e.size, e.mtime_ns) != (before.st_size, before.st_mtime_ns):
+            done(item, SourceChanged(f"{item.path} changed while being uploaded; left for the next run"))
+            return None
+        tmp_rel = self._temp_for(item.path)
+        self._left_temps.add(tmp_rel)
+        return _Small(item, data, len(data), tmp_rel, self._abs(tmp_rel), self._abs(item.path), self._small_attrs(e))
+
+    def _small_attrs(self, e: Entry) -> bytes:
+        """SFTP v3 attributes: permissions, then atime and mtime."""
+        mode = final_mode(e.mode, bool(self.options.extra.get("perms")), UMASK)
+        flags, body = ATTR_PERMS, struct.pack(">I", mode)
+        if e.mtime_ns is not None:
+            secs = _wire_mtime(e.mtime_ns)
+            flags, body = flags | ATTR_TIMES, body + struct.pack(">II", secs, secs)
+        return struct.pack(">I", flags) + body
+
+    def _send_small(self, pipe: _Pipe, waiting: dict, conn: _Conn, f: _Small, handle: bytes) -> None:
+        h = _sftp_str(handle)
+        view, step = memoryview(f.data), conn.write_chunk
+        nums = []
+        for pos in range(0, f.size, step):
+            piece = view[pos:pos + step]
+            nums.append(pipe.request(CMD_WRITE, h, struct.pack(">QI", pos, len(piece)), piece))
+        nums.append(pipe.request(CMD_FSETSTAT, h, f.attrs))
+        nums.append(pipe.request(CMD_CLOSE, h))  # same handle: served after the writes
+        f.pending = len(nums)
+        for num in nums:
+            waiting[num] = (f, 1)
+
+    def _finish_slow(self, f: _Small, done, progress: Progress | None) -> None:
+        """a file the pipeline could not finish: rename what it sent, or send it again."""
+        item = f.item
+        try:
+            if f.sent:
+                with self._op(f"cannot finish {item.path}"):
+                    self._replace(self._sftp(), f.tmp, f.dst)
+                self._left_temps.discard(f.tmp_rel)
+            else:
+                self.upload(item.local_path, item.path, item.entry, progress)
+        except Transient:
+            raise
+        except ReconcileError as exc:
+            done(item, exc)
+            return
+        done(item, None)

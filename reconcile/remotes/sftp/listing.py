@@ -1,0 +1,446 @@
+"""Listing an SFTP destination: many folders' OPENDIR and READDIR in flight
+over one connection (_Lister), or one find | sort over ssh (findlist.py) on
+large trees; in a forked child where it can (forked.py)."""
+
+from __future__ import annotations
+
+import os
+import queue
+import socket
+import stat as st
+import sys
+import threading
+from typing import TYPE_CHECKING, Iterator
+
+from reconcile import forked
+from reconcile.entry import DIR, FILE, LINK, TEMP_MARK, Entry, decode_path, entry_of, is_temp_name, sort_key
+from reconcile.errors import ConfigError, NotFound, Permanent, ReconcileError, Transient
+from reconcile.remotes.sftp import findlist
+from reconcile.remotes.sftp.calls import _raw_entry, _readlink
+from reconcile.remotes.sftp.loader import paramiko
+from reconcile.remotes.sftp.session import IO_TIMEOUT, _Conn
+from reconcile.remotes.sftp.wire import (FX_NO_SUCH_FILE, FX_PERMISSION_DENIED, _Pipe, _expected, _first_name,
+                                         _handle, _parse_names, _readdir, _sftp_str, _status, _status_text)
+from paramiko.sftp import (CMD_CLOSE, CMD_HANDLE, CMD_NAME, CMD_OPENDIR, CMD_READDIR, CMD_READLINK, CMD_REALPATH,
+                           SFTP_EOF)
+
+if TYPE_CHECKING:
+    from reconcile.remotes.sftp.remote import SftpRemote
+
+LIST_PREFETCH = 128  # folders listed ahead of the consumer
+READ_AHEAD = 3  # READDIRs sent together per folder (OpenSSH answers 100 names each)
+FIND_FROM = 10_000  # entries from which a tree is listed by find over ssh (ssh_find = "auto")
+FIND_WINDOW = 4 << 20  # the listing unread in this process stays below this
+FIND_POLL = 1.0  # seconds between looks at stderr while find runs
+FIND_PATIENCE = 3600.0  # a find | sort silent this long (connection alive) is given up
+ROW_BATCH, ROW_BATCHES = 256, 8  # rows handed from the listing thread at a time; batches queued
+MAX_DEPTH = 800  # folders below the root a listing follows (Python's recursion stops near 1000)
+
+
+_TEMP = TEMP_MARK.encode()
+
+
+class _Dir:
+    __slots__ = ("key", "raw", "links", "left", "reads", "ended", "error", "finished")
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key  # encoded path under the root, b"" for the root
+        self.raw: list[tuple[bytes, int, int, int | None]] = []
+        self.links: dict[bytes, str | None] = {}  # symlink name -> target, once read
+        self.left = 0  # READLINKs not yet answered
+        self.reads = 0  # READDIRs not yet answered
+        self.ended = False  # EOF or an error came back
+        self.error: ReconcileError | None = None
+        self.finished = False
+
+
+class _Lister:
+    """many folders listed at once over one connection: OPENDIR, READDIR until
+    EOF, then CLOSE (not waited for) and READLINK for symlinks, all through
+    one _Pipe. take() drives the replies until the folder asked for is done."""
+
+    def __init__(self, remote: "SftpRemote", sftp: paramiko.SFTPClient, temps: list[str]) -> None:
+        self.remote = remote
+        self.pipe = _Pipe(sftp)
+        self.temps = temps
+        self.dirs: dict[bytes, _Dir] = {}
+        self.waiting: dict[int, tuple[_Dir | None, int, bytes]] = {}  # request -> (folder, stage, name)
+
+    @property
+    def pending(self) -> int:
+        return len(self.dirs)
+
+    def want(self, key: bytes) -> None:
+        d = self.dirs[key] = _Dir(key)
+        path = self.remote._abs(decode_path(key))
+        self.waiting[self.pipe.request(CMD_OPENDIR, _sftp_str(path))] = (d, 0, b"")
+
+    def take(self, key: bytes) -> list[tuple]:
+        """the folder's rows, sorted; NotFound when it is gone."""
+        if key not in self.dirs:
+            self.want(key)
+        d = self.dirs[key]
+        while not d.finished:
+            self._step()
+        del self.dirs[key]
+        if d.error is not None:
+            raise d.error
+        return self._rows(d)
+
+    def _step(self) -> None:
+        pipe = self.pipe
+        if not pipe.ready():
+            pipe.flush()
+        num, t, body = pipe.next()
+        d, stage, name = _expected(self.waiting, num)
+        if d is None:
+            return  # a CLOSE
+        if stage == 0:  # opened
+            if t == CMD_HANDLE:
+                self._read_ahead(d, _sftp_str(_handle(body)))
+            else:
+                self._failed(d, t, body)
+        elif stage == 1:  # names, or the end
+            d.reads -= 1
+            if d.ended:
+                pass  # more EOFs after the first
+            elif t == CMD_NAME:
+                _parse_names(body, d.raw)
+                if not d.reads:
+                    self._read_ahead(d, name)
+                return
+            else:
+                d.ended = True
+                self.waiting[pipe.request(CMD_CLOSE, name)] = (None, 0, b"")  # after the reads still out
+                if _status(t, body) != SFTP_EOF:
+                    d.error = self._error(d, t, body)
+            if not d.reads:
+                if d.error is not None:
+                    d.finished = True
+                else:
+                    self._ask_links(d)
+        else:  # a symlink's target
+            d.links[name] = decode_path(_first_name(body)) if t == CMD_NAME else None
+            d.left -= 1
+            d.finished = d.left == 0
+
+    def _read_ahead(self, d: _Dir, handle: bytes) -> None:
+        """several READDIRs at once: a folder of up to ~200 names takes one round trip."""
+        for _ in range(READ_AHEAD):
+            self.waiting[self.pipe.request(CMD_READDIR, handle)] = (d, 1, handle)
+        d.reads += READ_AHEAD
+
+    def _ask_links(self, d: _Dir) -> None:
+        head = d.key + b"/" if d.key else b""
+        for name, mode, _size, _mtime in d.raw:
+            if st.S_ISLNK(mode) and _TEMP not in name:
+                d.left += 1
+                path = self.remote._abs(decode_path(head + name))
+                self.waiting[self.pipe.request(CMD_READLINK, _sftp_str(path))] = (d, 2, name)
+        d.finished = d.left == 0
+
+    def _failed(self, d: _Dir, t: int, body: bytes) -> None:
+        d.error = self._error(d, t, body)
+        d.finished = True
+
+    def _error(self, d: _Dir, t: int, body: bytes) -> ReconcileError:
+        code = _status(t, body)
+        what = f"cannot list {decode_path(d.key) or self.remote.url}"
+        if code == FX_NO_SUCH_FILE:
+            return NotFound(f"{what}: no such file or folder")
+        if code == FX_PERMISSION_DENIED:
+            return Permanent(f"{what}: permission denied")
+        return Permanent(f"{what}: {_status_text(t, body)}")
+
+    def _rows(self, d: _Dir) -> list[tuple]:
+        head = d.key + b"/" if d.key else b""
+        rows = []
+        for name, mode, size, mtime in d.raw:
+            if _TEMP in name:
+                self.temps.append(decode_path(head + name))
+                continue
+            kind = DIR if st.S_ISDIR(mode) else LINK if st.S_ISLNK(mode) else FILE
+            rows.append((head + name + b"/" if kind == DIR else head + name, kind, size if kind == FILE else 0,
+                         None if mtime is None else mtime * 1_000_000_000, 0, 0, mode, None,
+                         d.links.get(name), None))
+        rows.sort(key=_first)
+        return rows
+
+
+def _first(row: tuple) -> bytes:
+    return row[0]
+
+
+class Listing:
+    """the listing methods of an SftpRemote."""
+
+    def list(self) -> Iterator[Entry]:
+        return map(entry_of, self.list_rows())
+
+    def list_rows(self) -> Iterator[tuple]:
+        """the listing as rows (entry.row_of), in sort_key order. Listings are
+        pipelined over a connection of their own: many folders' OPENDIR and
+        READDIR in flight at once, replies parsed with struct. Where it can,
+        a child process lists (its own connection, paramiko's packet work on
+        the second core) while this one walks the source and merges."""
+        rows = self._listed_rows()
+        try:
+            first = next(rows, None)
+        except NotFound:
+            # no root yet, so no temp files in it: none to look for after the run
+            self._seen_temps = []
+            raise
+        if first is not None:
+            yield first
+            yield from rows
+
+    def _listed_rows(self) -> Iterator[tuple]:
+        temps: list[str] = []
+        if forked.available():
+            if self._may_prompt() and not self._connected():
+                with self._op(f"cannot list {self.url}"):
+                    self._sftp()  # a prompted secret is asked here once, and kept for later connections
+            self._close_for_fork()
+            yield from forked.rows(lambda: self._child_runs(temps), tail=(lambda: temps, temps.extend),
+                                   here=lambda: self._runs_here(temps))
+        else:
+            for run in self._runs_here(temps):
+                yield from run
+        self._seen_temps = temps
+
+    def _close_for_fork(self) -> None:
+        """no thread of a connection of ours may run at the fork (forked.py):
+        close them; the next call connects afresh."""
+        if self._conns or self._pool is not None:
+            self.close()
+
+    def _runs_here(self, temps: list[str]) -> Iterator[list[tuple]]:
+        """the listing in this process, in runs of rows."""
+        conn = self._connect()
+        with self._lock:
+            self._conns.add(conn)
+        stop = threading.Event()
+        lister: threading.Thread | None = None
+        try:
+            out: queue.Queue = queue.Queue(ROW_BATCHES)
+            # a thread of its own, so the replies are read while the caller
+            # waits on its own disk (the source walk's lstat)
+            lister = threading.Thread(target=self._list_into, args=(conn, temps, out, stop),
+                                      name="sftp-list", daemon=True)
+            lister.start()
+            while (batch := out.get()) is not None:
+                if isinstance(batch, BaseException):
+                    raise batch
+                yield batch
+        finally:
+            stop.set()
+            with self._lock:
+                self._conns.discard(conn)
+            conn.close()  # wakes a lister waiting on the server
+            if lister is not None:
+                lister.join()
+
+    def _may_prompt(self) -> bool:
+        return sys.stdin is not None and sys.stdin.isatty() and not (
+            os.environ.get("RECONCILE_SFTP_PASSWORD") and os.environ.get("RECONCILE_SSH_KEY_PASSPHRASE"))
+
+    def _child_runs(self, temps: list[str]) -> Iterator[list[tuple]]:
+        """in the forked child: the parent's connections and locks are not ours."""
+        self._fresh_connection_state()
+        return self._row_runs(self._connect(), temps)
+
+    def _row_runs(self, conn: _Conn, temps: list[str]) -> Iterator[list[tuple]]:
+        """the listing over conn, in runs of ROW_BATCH rows; temp names go to temps."""
+        with self._op(f"cannot list {self.url}"):
+            attr = conn.sftp.stat(self._abs(""))
+        if not st.S_ISDIR(attr.st_mode or 0):
+            raise ConfigError(f"destination {self.url} is a file, not a folder")
+        if self._lists_by_find():
+            try:
+                yield from self._find_runs(conn, temps)
+                return
+            except findlist.Unusable:
+                temps.clear()  # nothing was handed out: list over SFTP instead
+        batch: list[tuple] = []
+        for row in self._walk_rows(_Lister(self, conn.sftp, temps), b""):
+            batch.append(row)
+            if len(batch) >= ROW_BATCH:
+                yield batch
+                batch = []
+        yield batch
+
+    def _lists_by_find(self) -> bool:
+        """find over ssh where the tree is large: starting a shell on the
+        server costs more than a small tree's SFTP listing (~0.1 s here)."""
+        way = self.options.extra.get("ssh_find", "auto")
+        return way == "always" or (way == "auto" and self.options.expected_entries >= FIND_FROM)
+
+    def _find_runs(self, conn: _Conn, temps: list[str]) -> Iterator[list[tuple]]:
+        """the listing by one `find | sort` on the server (findlist.py), in
+        runs of rows. findlist.Unusable, raised only before the first row,
+        means the server will not run it: no shell (ForceCommand
+        internal-sftp), no GNU find, a shell that prints its own lines."""
+        what = f"cannot list {self.url}"
+        root = self._find_root(conn, what)
+        with self._op(what):
+            try:
+                chan = conn.transport.open_session(window_size=FIND_WINDOW)
+            except paramiko.ChannelException as exc:
+                raise findlist.Unusable(f"the server opens no session ({exc})") from None
+        try:
+            with self._op(what):
+                try:
+                    chan.exec_command(findlist.COMMAND)
+                    chan.sendall(findlist.script(root))
+                    chan.shutdown_write()
+                except (paramiko.SSHException, EOFError, OSError) as exc:
+                    if not conn.transport.is_active():
+                        raise  # the connection, not the command: Transient
+                    # refused, or closed before it read the script (an SFTP-only server)
+                    raise findlist.Unusable(f"the server runs no commands ({exc})") from None
+                chan.settimeout(FIND_POLL)
+            parser = findlist.Parser(temps)
+            said = findlist.Stderr()
+            pipe = _Pipe(conn.sftp)
+            try:
+                while data := self._find_output(conn, chan, parser, said, root, what):
+                    rows = parser.feed(data)
+                    if rows:
+                        self._read_targets(pipe, rows, what)
+                        yield rows
+                self._find_end(conn, chan, parser, said, what)
+            except findlist.BadListing as exc:
+                if not parser.rows:
+                    raise findlist.Unusable(str(exc)) from None
+                raise Permanent(f"{what}: {exc}; pass --ssh-find never to list over SFTP instead") from None
+        finally:
+            chan.close()
+
+    def _find_root(self, conn: _Conn, what: str) -> bytes:
+        """the root as an absolute path, as SFTP resolves it: find's shell may
+        start elsewhere than sftp-server (internal-sftp -d)."""
+        root = self._abs("")
+        if root.startswith(b"/"):
+            return root
+        with self._op(what):
+            t, msg = conn.sftp._request(CMD_REALPATH, root)
+        if t != CMD_NAME or msg.get_int() != 1:
+            raise findlist.Unusable("the server does not resolve the root")
+        path = msg.get_binary()
+        if not path.startswith(b"/"):
+            raise findlist.Unusable("the server resolves the root to a relative path")
+        return path
+
+    def _find_output(self, conn: _Conn, chan: paramiko.Channel, parser: findlist.Parser,
+                     said: findlist.Stderr, root: bytes, what: str) -> bytes:
+        """the next piece of the listing, b"" at its end; stderr goes to said.
+        Nothing comes while the server sorts (a large tree on a slow disk may
+        take minutes): the connection is checked every IO_TIMEOUT instead.
+        Once names flow, IO_TIMEOUT of silence is a lost connection."""
+        quiet = since_check = 0.0
+        while True:
+            while chan.recv_stderr_ready():
+                said.feed(chan.recv_stderr(1 << 16))
+            with self._op(what):
+                try:
+                    return chan.recv(1 << 18)
+                except socket.timeout:
+                    pass
+            quiet, since_check = quiet + FIND_POLL, since_check + FIND_POLL
+            forked.alive()  # a forked lister is waiting, not stuck
+            if not parser.started and quiet >= IO_TIMEOUT:
+                raise findlist.Unusable("no answer")  # our script prints its head line at once
+            if parser.last and quiet >= IO_TIMEOUT:
+                raise Transient(f"{what}: the server stopped answering")
+            if quiet >= FIND_PATIENCE:
+                raise Transient(f"{what}: find on the server gave no answer in {FIND_PATIENCE / 60:.0f} min")
+            if since_check >= IO_TIMEOUT:
+                since_check = 0.0
+                with self._op(what):
+                    conn.sftp.stat(root)  # the server is there, only busy
+
+    def _find_end(self, conn: _Conn, chan: paramiko.Channel, parser: findlist.Parser,
+                  said: findlist.Stderr, what: str) -> None:
+        """the listing is whole only with its end line, nothing on stderr
+        after our head line, and a command that did not fail."""
+        with self._op(what):
+            chan.settimeout(IO_TIMEOUT)
+            while more := chan.recv_stderr(1 << 16):
+                said.feed(more)
+            chan.status_event.wait(IO_TIMEOUT)
+        if (parser.started and not parser.ended
+                and (chan.exit_status == -1 or not conn.transport.is_active())):
+            raise Transient(f"{what}: connection lost")  # cut before the server finished
+        if not said.seen:
+            raise findlist.BadListing("the server's shell did not run the listing as asked")
+        if said.first_line:
+            raise findlist.BadListing(f"the server said: {said.first_line}")
+        if chan.exit_status not in (0, -1):  # -1: the server sends no exit status
+            raise findlist.BadListing(f"the listing command failed (exit status {chan.exit_status})")
+        parser.finish()
+
+    def _read_targets(self, pipe: _Pipe, rows: list[tuple], what: str) -> None:
+        """symlink targets, asked for together (READLINK), into their rows."""
+        asked: dict[int, int] = {}
+        for i, row in enumerate(rows):
+            if row[1] == LINK:
+                asked[pipe.request(CMD_READLINK, _sftp_str(self._abs(decode_path(row[0]))))] = i
+        if not asked:
+            return
+        with self._op(what):
+            pipe.flush()
+            while asked:
+                num, t, body = pipe.next()
+                i = _expected(asked, num)
+                if t == CMD_NAME:
+                    rows[i] = (*rows[i][:8], decode_path(_first_name(body)), None)
+
+    def _list_into(self, conn: _Conn, temps: list[str], out: queue.Queue, stop: threading.Event) -> None:
+        """rows in batches onto out, then None; an error instead, where one happens."""
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    out.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        try:
+            for batch in self._row_runs(conn, temps):
+                if not put(batch):
+                    return
+            put(None)
+        except BaseException as exc:
+            put(exc)
+
+    def _walk_rows(self, lister: "_Lister", key: bytes, depth: int = 0) -> Iterator[tuple]:
+        if depth > MAX_DEPTH:
+            # an endless tree (a broken or hostile server) ended in a RecursionError
+            raise Permanent(f"cannot list {self.url}: it goes deeper than {MAX_DEPTH} folders at "
+                            f"{decode_path(key)[:200]}...; a broken or hostile server? nothing was changed")
+        with self._op(f"cannot list {decode_path(key) or self.url}"):
+            rows = lister.take(key)
+        for r in rows:
+            if r[1] == DIR and lister.pending < LIST_PREFETCH:
+                lister.want(r[0][:-1])
+        for r in rows:
+            yield r
+            if r[1] == DIR:
+                try:
+                    yield from self._walk_rows(lister, r[0][:-1], depth + 1)
+                except NotFound:
+                    continue  # removed while we listed
+
+    def _read_dir(self, rel: str) -> list[Entry]:
+        """one directory's entries in sort_key order; temp names go to the caller."""
+        with self._op(f"cannot list {rel or self.url}"):
+            sftp = self._sftp()
+            head = f"{rel}/" if rel else ""
+            entries = [_raw_entry(head + decode_path(name), mode, size, mtime)
+                       for name, mode, size, mtime in _readdir(sftp, self._abs(rel))]
+            for e in entries:
+                if e.kind == LINK and not is_temp_name(e.path.rsplit("/", 1)[-1]):
+                    e.target = _readlink(sftp, self._abs(e.path))
+        entries.sort(key=lambda e: sort_key(e.path, e.kind))
+        return entries

@@ -1,0 +1,345 @@
+"""An SFTP server as the destination, over paramiko.
+
+URL: sftp://[user@]host[:port]/path. The path is absolute on the server:
+sftp://nas/backup/x is /backup/x. A path starting with /~ is relative to the
+login directory: sftp://nas/~/backup is backup under the user's home.
+
+Host, port, user and identity files also come from the ssh config
+(~/.ssh/config, or the file named by RECONCILE_SSH_CONFIG or
+options.extra["ssh_config"]), so Host aliases work as they do for ssh.
+
+Each calling thread gets its own Transport and SFTPClient over its own socket
+(sharing one client across threads can deadlock, paramiko issue 1836). After a
+lost connection the thread's client is dropped and the next call reconnects.
+Only this package imports paramiko; callers see reconcile.errors only.
+"""
+
+from __future__ import annotations
+
+import errno
+import secrets
+import stat as st
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import BinaryIO
+
+from reconcile.entry import DIR, LINK, TEMP_MARK, Entry, decode_path, encode_path, is_temp_name, parent_of
+from reconcile.errors import NotFound, Permanent, SourceChanged, Transient
+from reconcile.remotes.base import Capabilities, Progress, RemoteOptions, local_output
+from reconcile.remotes.sftp.batch import Batch
+from reconcile.remotes.sftp.calls import (_entry, _lstat_or_none, _name, _readlink, _remove_quietly, _short,
+                                          _wire_mtime)
+from reconcile.remotes.sftp.listing import Listing
+from reconcile.remotes.sftp.loader import paramiko
+from reconcile.remotes.sftp.session import Session, _Conn, _parse_url, _Target
+from reconcile.remotes.sftp.upload import MAX_INFLIGHT_BYTES, Upload
+from reconcile.remotes.sftp.wire import _Acks, _readdir
+from paramiko.sftp import CMD_READ, int64
+
+
+class SftpRemote(Session, Listing, Upload, Batch):
+    capabilities = Capabilities(
+        server_move=True, dir_move=True, server_copy=False, empty_dirs=True,
+        mtime_precision_ns=1_000_000_000, symlinks=True, set_mtime=True,
+    )
+
+    def __init__(self, target: _Target, root: str, options: RemoteOptions, url: str) -> None:
+        self.target = target
+        self.root = root
+        self.options = options
+        self.url = url
+        self.transfers = options.transfers or 4
+        self._fresh_connection_state()
+        self._trusted_key: bytes | None = None
+        self._secrets: dict[str, str | None] = {}
+        self._seen_temps: list[str] | None = None  # temp names met by the last full list()
+        self._left_temps: set[str] = set()  # temp files our failed uploads left
+        self._dirs_seen: set[str] = set()  # folders upload_many made or found
+        self._root_ready = False  # the destination root is known to exist
+
+    @classmethod
+    def from_url(cls, url: str, options: RemoteOptions) -> "SftpRemote":
+        target, root, shown = _parse_url(url, options)
+        return cls(target, root, options, shown)
+
+    # --- paths -------------------------------------------------------------
+
+    def _abs(self, path: str) -> bytes:
+        if not path:
+            return encode_path(self.root)
+        return encode_path(f"{self.root.rstrip('/')}/{path}" if self.root != "." else path)
+
+    def _temp_for(self, path: str) -> str:
+        """a name no one can guess ahead (a server user could otherwise plant a
+        symlink there); a resumed upload finds its own in the journal."""
+        head, _, name = path.rpartition("/")
+        tmp = f"{TEMP_MARK}{secrets.token_hex(8)}-{_short(name)}"
+        return f"{head}/{tmp}" if head else tmp
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max(4, self.transfers), thread_name_prefix="sftp")
+            return self._pool
+
+    def stat(self, path: str) -> Entry | None:
+        with self._op(f"cannot stat {path}"):
+            sftp = self._sftp()
+            try:
+                attr = sftp.lstat(self._abs(path))
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    return None
+                raise
+            e = _entry(path, attr)
+            if e.kind == LINK:
+                e.target = _readlink(sftp, self._abs(path))
+            return e
+
+    # --- writing -----------------------------------------------------------
+
+    def mkdir(self, path: str) -> None:
+        with self._op(f"cannot create folder {path}"):
+            self._mkdirs(self._sftp(), path)
+
+    def _mkdirs(self, sftp: paramiko.SFTPClient, path: str) -> None:
+        if not path:
+            self._make_root(sftp)
+            return
+        try:
+            sftp.mkdir(self._abs(path))
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                self._mkdirs(sftp, parent_of(path))
+                return self._mkdirs_retry(sftp, path)
+            if exc.errno is not None:
+                raise
+            # "Failure": most often it exists already
+            attr = _lstat_or_none(sftp, self._abs(path))
+            if attr is None or not st.S_ISDIR(attr.st_mode or 0):
+                raise Permanent(f"cannot create folder {path}: a file is in the way") from None
+
+    def _make_root(self, sftp: paramiko.SFTPClient) -> None:
+        # the destination root is created on demand, like any other parent
+        if self.root in ("", ".", "/") or _lstat_or_none(sftp, self._abs("")) is not None:
+            return
+        absolute = self.root.startswith("/")
+        so_far = ""
+        for part in [p for p in self.root.split("/") if p]:
+            so_far = f"{so_far}/{part}" if so_far or absolute else part
+            if _lstat_or_none(sftp, encode_path(so_far)) is None:
+                sftp.mkdir(encode_path(so_far))
+
+    def _mkdirs_retry(self, sftp: paramiko.SFTPClient, path: str) -> None:
+        try:
+            sftp.mkdir(self._abs(path))
+        except OSError as exc:
+            attr = _lstat_or_none(sftp, self._abs(path))
+            if attr is None or not st.S_ISDIR(attr.st_mode or 0):
+                raise exc
+
+    def touch(self, path: str, entry: Entry) -> None:
+        """the file's mtime only, one SETSTAT (base.Remote.touch). SETSTAT
+        follows a symlink: the file and the folders above it are checked first."""
+        if entry.mtime_ns is None:
+            return
+        with self._op(f"cannot touch {path}"):
+            sftp = self._sftp()
+            attr = _lstat_or_none(sftp, self._abs(path))
+            if attr is None or not st.S_ISREG(attr.st_mode or 0) or attr.st_size != entry.size:
+                raise NotFound(f"cannot touch {path}: not the file the plan saw")
+            self._refuse_links_above(sftp, path)
+            secs = _wire_mtime(entry.mtime_ns)
+            sftp.utime(self._abs(path), (secs, secs))
+
+    def _replace(self, sftp: paramiko.SFTPClient, src: bytes, dst: bytes) -> None:
+        """atomic overwrite; plain rename after a remove where posix-rename is missing."""
+        try:
+            sftp.posix_rename(src, dst)
+            return
+        except OSError as exc:
+            if exc.errno is not None or "unsupported" not in str(exc).lower():
+                raise
+        _remove_quietly(sftp, dst)
+        sftp.rename(src, dst)
+
+    def symlink(self, target: str, path: str) -> None:
+        tmp_rel = self._temp_for(path)
+        with self._op(f"cannot link {path}"):
+            sftp = self._sftp()
+            tmp = self._abs(tmp_rel)
+            _remove_quietly(sftp, tmp)
+            try:
+                sftp.symlink(encode_path(target), tmp)
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
+                self._mkdirs(sftp, parent_of(path))
+                sftp.symlink(encode_path(target), tmp)
+            self._replace(sftp, tmp, self._abs(path))
+
+    def move(self, src: str, dst: str) -> None:
+        with self._op(f"cannot move {src} to {dst}"):
+            sftp = self._sftp()
+            a, b = self._abs(src), self._abs(dst)
+            attr = _lstat_or_none(sftp, a)
+            if attr is None:
+                raise NotFound(f"cannot move {src}: it does not exist")
+            if st.S_ISDIR(attr.st_mode or 0) and _lstat_or_none(sftp, b) is not None:
+                # a directory move never merges into an existing directory.
+                raise Permanent(f"cannot move folder {src} to {dst}: target exists")
+            self._refuse_links_above(sftp, dst)
+            try:
+                self._replace(sftp, a, b)
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
+                self._mkdirs(sftp, parent_of(dst))
+                self._replace(sftp, a, b)
+
+    def _refuse_links_above(self, sftp: paramiko.SFTPClient, path: str) -> None:
+        """the server renames through a symlinked folder (the trash swapped for
+        a link, say): check each folder above path first. SFTP has no openat,
+        so a swap right after this check stays possible; a planted link does not."""
+        parts = path.split("/")[:-1]
+        for k in range(1, len(parts) + 1):
+            attr = _lstat_or_none(sftp, self._abs("/".join(parts[:k])))
+            if attr is None:
+                return  # made below by _mkdirs, which never follows a link
+            if st.S_ISLNK(attr.st_mode or 0):
+                raise Permanent(f"cannot move to {path}: {'/'.join(parts[:k])} on the server is a symlink; "
+                                "reconcile never writes through one")
+
+    def delete(self, path: str) -> None:
+        with self._op(f"cannot delete {path}"):
+            sftp = self._sftp()
+            try:
+                sftp.remove(self._abs(path))
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    return
+                attr = _lstat_or_none(sftp, self._abs(path))
+                if attr is not None and st.S_ISDIR(attr.st_mode or 0):
+                    raise Permanent(f"cannot delete {path}: it is a folder") from None
+                raise
+
+    def rmdir(self, path: str) -> None:
+        with self._op(f"cannot remove folder {path}"):
+            try:
+                self._sftp().rmdir(self._abs(path))
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
+
+    # --- reading -----------------------------------------------------------
+
+    def download(self, path: str, local_path: str | BinaryIO, progress: Progress | None = None,
+                 offset: int = 0, limit: int | None = None) -> Entry:
+        try:
+            output = local_output(local_path, offset)
+        except OSError as exc:
+            raise NotFound(f"cannot write local file {local_path}: {exc.strerror}") from None
+        with output as out, self._op(f"cannot read {path}", failure=Transient):
+            sftp = self._sftp()
+            with sftp.open(self._abs(path), "rb") as f:
+                size = f.stat().st_size or 0
+                if limit is not None and size > limit:
+                    # a server's fstat is not trusted to make us read more than the listing said
+                    raise SourceChanged(f"{path} is {size} bytes on the server, not the {limit} listed")
+                out.truncate(offset)
+                out.seek(offset)
+                self._fetch_range(self._conn(), f.handle, out, offset, size, progress)
+        e = self.stat(path)
+        if e is None:
+            raise NotFound(f"{path} vanished during download")
+        return e
+
+    def _fetch_range(self, conn: _Conn, handle: bytes, out, pos: int, end: int,
+                     progress: Progress | None) -> None:
+        """pipelined reads of [pos, end) written to out in order; a short read
+        is followed up before going on."""
+        sftp = conn.sftp
+        acks = _Acks(sftp)
+        pending: deque[tuple[int, int, int]] = deque()  # (request, offset, length)
+        sent = pos
+        while sent < end or pending:
+            while sent < end and len(pending) * conn.read_chunk < MAX_INFLIGHT_BYTES:
+                n = min(conn.read_chunk, end - sent)
+                pending.append((sftp._async_request(acks, CMD_READ, handle, int64(sent), n), sent, n))
+                sent += n
+            num, offset, n = pending.popleft()
+            data = acks.wait(num)
+            if isinstance(data, EOFError):
+                raise SourceChanged("the remote file shrank while it was read")
+            if isinstance(data, BaseException):
+                raise data
+            if len(data) > n:
+                raise Permanent(f"the server sent {len(data)} bytes for a read of {n}")
+            _local_write(out, data, out.name)
+            if progress:
+                progress(len(data))
+            if len(data) < n:
+                # a short read: drain the queue, then carry on from here
+                for later, _, _ in pending:
+                    acks.wait(later)
+                pending.clear()
+                sent = offset + len(data)
+                out.seek(sent)
+
+    # --- cleanup -----------------------------------------------------------
+
+    def remove_temp_files(self, keep: frozenset[str] = frozenset()) -> int:
+        temps = self._seen_temps if self._seen_temps is not None else self._find_temps("")
+        count = 0
+        for rel in dict.fromkeys([*temps, *self._left_temps]):
+            if rel in keep or _name(rel) in keep:
+                continue
+            with self._op(f"cannot remove {rel}"):
+                if self._remove_tree(self._sftp(), rel):
+                    count += 1
+        self._seen_temps = None
+        self._left_temps.clear()
+        return count
+
+    def _find_temps(self, rel: str) -> list[str]:
+        found = []
+        for e in self._read_dir(rel):
+            if is_temp_name(_name(e.path)):
+                found.append(e.path)
+            elif e.kind == DIR:
+                found += self._find_temps(e.path)
+        return found
+
+    def _remove_tree(self, sftp: paramiko.SFTPClient, rel: str) -> bool:
+        """true when something was there to remove."""
+        attr = _lstat_or_none(sftp, self._abs(rel))
+        if attr is None:
+            return False
+        if st.S_ISDIR(attr.st_mode or 0):
+            for name, *_ in _readdir(sftp, self._abs(rel)):
+                self._remove_tree(sftp, f"{rel}/{decode_path(name)}")
+            sftp.rmdir(self._abs(rel))
+        else:
+            _remove_quietly(sftp, self._abs(rel))
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._conns = list(self._conns), set()
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        for conn in conns:
+            conn.close()
+        self._local = threading.local()
+
+
+# --- helpers on one SFTPClient ----------------------------------------------
+
+
+def _local_write(out, chunk: bytes, local_path: str) -> None:
+    try:
+        out.write(chunk)
+    except OSError as exc:
+        raise Permanent(f"cannot write local file {local_path}: {exc.strerror}") from None

@@ -1,0 +1,259 @@
+"""One file sent to an SFTP destination: into a temp file, resumable from
+the journal's checkpoints, as pipelined writes (concurrent ranges over
+several connections for a large file), then renamed into place."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat as st
+import threading
+import time
+from collections import deque
+from concurrent.futures import FIRST_EXCEPTION, wait
+from functools import partial
+
+import xxhash
+
+from reconcile.entry import Entry, is_safe_path, is_temp_name, parent_of
+from reconcile.errors import NotFound, SourceChanged, Transient
+from reconcile.hashing import FileHasher
+from reconcile.remotes.base import Checkpoint, Progress
+from reconcile.remotes.local import current_umask, final_mode
+from reconcile.remotes.sftp.calls import _entry, _lstat_or_none, _name, _remove_quietly, _wire_mtime, is_temp_of
+from reconcile.remotes.sftp.loader import paramiko
+from reconcile.remotes.sftp.session import _Conn
+from reconcile.remotes.sftp.wire import _FSYNC_EXT, _Pipe, _create_exclusive, _sftp_str, _status_error
+from paramiko.sftp import CMD_EXTENDED
+
+MAX_INFLIGHT_BYTES = 4 << 20  # sent before waiting for the oldest ack
+CHECKPOINT_EVERY = 16 << 20
+RANGE_MIN = 64 << 20  # files this large are written as concurrent ranges
+UMASK = current_umask()  # a sent file's mode: the source's, masked by it (rsync without -p)
+
+
+class Upload:
+    """the one-file upload methods of an SftpRemote."""
+
+    def upload(self, local_path: str, path: str, entry: Entry, progress: Progress | None = None,
+               resume: dict | None = None, checkpoint: Checkpoint | None = None) -> Entry:
+        try:
+            src = open(local_path, "rb")
+        except OSError as exc:
+            raise NotFound(f"local file {local_path} cannot be read: {exc.strerror}") from None
+        with src:
+            before = os.fstat(src.fileno())
+            size = before.st_size
+            with self._op(f"cannot write {path}", failure=Transient):
+                state = self._resume_state(self._sftp(), path, resume, size)
+                tmp_rel = state["tmp"] if state else self._temp_for(path)
+                self._left_temps.add(tmp_rel)
+                digest = self._send_file(src.fileno(), size, tmp_rel, progress, state, checkpoint)
+            after = os.fstat(src.fileno())
+        if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+            # never put a mix of two versions under the real name; the temp goes with the tidy-up
+            raise SourceChanged(f"{path} changed while being uploaded; left for the next run")
+        with self._op(f"cannot finish {path}"):
+            sftp = self._sftp()
+            tmp = self._abs(tmp_rel)
+            got = sftp.lstat(tmp).st_size
+            if got != size:
+                raise Transient(f"cannot finish {path}: the server holds {got} of {size} bytes")
+            if entry.mtime_ns is not None:
+                secs = _wire_mtime(entry.mtime_ns)
+                sftp.utime(tmp, (secs, secs))
+            self._final_mode(sftp, tmp, entry)
+            self._replace(sftp, tmp, self._abs(path))
+            self._left_temps.discard(tmp_rel)
+            result = _entry(path, sftp.lstat(self._abs(path)))
+        if (before.st_size, before.st_mtime_ns) != (entry.size, entry.mtime_ns):
+            digest = None  # what was sent is not the version the plan saw
+        result.hash = entry.hash or digest
+        return result
+
+    def _final_mode(self, sftp: paramiko.SFTPClient, tmp: bytes, entry: Entry) -> None:
+        perms = bool(self.options.extra.get("perms"))
+        try:
+            sftp.chmod(tmp, final_mode(entry.mode, perms, UMASK))
+        except OSError:
+            if perms:
+                raise  # else the file stays private (0600): a server without chmod
+
+    def _send_file(self, fd: int, size: int, tmp_rel: str, progress: Progress | None,
+                   state: dict | None, checkpoint: Checkpoint | None) -> bytes | None:
+        """the xxh3 of what was sent, where it went in one stream from the start."""
+        sftp = self._sftp()
+        if state is None and size >= RANGE_MIN and self.transfers > 1:
+            state = {"tmp": tmp_rel, "confirmed": 0, "ranges": _split(size, min(self.transfers, 4))}
+        tmp = self._abs(tmp_rel)
+        if state is not None and "ranges" in state:
+            if state["confirmed"] == 0:
+                self._open_temp(sftp, tmp_rel, truncate=True).close()
+            return self._send_ranges(fd, tmp, state, progress, checkpoint)
+        start = state["confirmed"] if state else 0
+        f = self._open_temp(sftp, tmp_rel, truncate=start == 0)
+        try:
+            if start:
+                f.truncate(start)
+
+            def confirmed(n: int) -> None:
+                if checkpoint:
+                    checkpoint({"tmp": tmp_rel, "confirmed": n})
+
+            hasher = None if start else xxhash.xxh3_128()
+            self._send_range(self._conn(), f.handle, fd, start, size, progress, confirmed,
+                             marks=size >= CHECKPOINT_EVERY, hasher=hasher)
+        finally:
+            f.close()
+        return hasher.digest() if hasher else None
+
+    def _resume_state(self, sftp: paramiko.SFTPClient, path: str, resume: dict | None,
+                      size: int) -> dict | None:
+        """the resume dict when its temp file (named in the journal) still holds
+        what it claims, else None (and a stale temp file is removed)."""
+        if not resume:
+            return None
+        tmp_rel = resume.get("tmp")
+        if not is_temp_of(tmp_rel, path):
+            if isinstance(tmp_rel, str) and is_safe_path(tmp_rel) and is_temp_name(_name(tmp_rel)):
+                _remove_quietly(sftp, self._abs(tmp_rel))  # an older run's: the source changed since
+            return None
+        state = self._resumable(sftp, tmp_rel, resume, size)
+        if state is None:
+            _remove_quietly(sftp, self._abs(tmp_rel))  # the next try starts afresh under a new name
+        return state
+
+    def _resumable(self, sftp: paramiko.SFTPClient, tmp_rel: str, resume: dict, size: int) -> dict | None:
+        attr = _lstat_or_none(sftp, self._abs(tmp_rel))
+        if attr is None or not st.S_ISREG(attr.st_mode or 0):
+            return None  # gone, or a symlink put in its place: never reopened
+        have = attr.st_size or 0
+        if "ranges" in resume:
+            ranges = [list(r) for r in resume["ranges"]]
+            furthest = max((pos for start, _, pos in ranges if pos > start), default=0)
+            ok = furthest <= have and ranges and ranges[-1][1] == size
+            return {"tmp": tmp_rel, "confirmed": resume.get("confirmed", 0), "ranges": ranges} if ok else None
+        confirmed = int(resume.get("confirmed", 0))
+        return {"tmp": tmp_rel, "confirmed": confirmed} if 0 < confirmed <= min(have, size) else None
+
+    def _open_temp(self, sftp: paramiko.SFTPClient, tmp_rel: str, truncate: bool) -> paramiko.SFTPFile:
+        """truncate: a new temp file, created exclusively with mode 0600; else
+        the one a resumed upload checked (_resumable)"""
+        open_ = _create_exclusive if truncate else partial(sftp.open, mode="r+")
+        tmp = self._abs(tmp_rel)
+        try:
+            return open_(sftp, tmp) if truncate else open_(tmp)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+        self._mkdirs(sftp, parent_of(tmp_rel))
+        return open_(sftp, tmp) if truncate else open_(tmp)
+
+    def _send_range(self, conn: _Conn, handle: bytes, fd: int, pos: int, end: int,
+                    progress: Progress | None, confirmed, marks: bool = True, hasher=None) -> None:
+        """pipelined writes of fd[pos:end]; confirmed(n) after each ~16 MiB is
+        acknowledged (and fsynced where the server can). Without marks (a file
+        below the checkpoint size, sent again whole if cut) neither happens."""
+        pipe = _Pipe(conn.sftp)
+        pending: deque[tuple[int, int, bool]] = deque()  # (request, end offset, is fsync)
+        try:
+            self._write_range(pipe, conn, handle, fd, pos, end, pending, progress, confirmed, marks, hasher)
+        except BaseException:
+            if pending or not pipe.idle:
+                self._discard(conn)  # replies still due: paramiko must not read them
+            raise
+
+    def _write_range(self, pipe: _Pipe, conn: _Conn, handle: bytes, fd: int, pos: int, end: int,
+                     pending: deque, progress: Progress | None, confirmed, marks: bool, hasher) -> None:
+        replies: dict[int, tuple[int, bytes]] = {}
+        last_mark = pos
+        while pos < end or pending:
+            while pos < end and len(pending) * conn.write_chunk < MAX_INFLIGHT_BYTES:
+                num, n = pipe.write_from(handle, fd, pos, min(conn.write_chunk, end - pos), hasher)
+                pos += n
+                pending.append((num, pos, False))
+                if progress:
+                    progress(n)
+                if marks and (pos - last_mark >= CHECKPOINT_EVERY or pos == end):
+                    last_mark = pos
+                    # without fsync the write acks before the mark still confirm the data
+                    num = -1 if conn.no_fsync else pipe.request(CMD_EXTENDED, _FSYNC_EXT, _sftp_str(handle))
+                    pending.append((num, pos, True))
+            pipe.flush()
+            num, upto, is_fsync = pending[0]
+            err = _status_error(conn.sftp, *pipe.reply(num, replies, pending)) if num >= 0 else None
+            pending.popleft()
+            if err is not None and not is_fsync:
+                raise err
+            if is_fsync:
+                if isinstance(err, OSError) and err.errno is None:
+                    conn.no_fsync = True
+                confirmed(upto)
+
+    def _send_ranges(self, fd: int, tmp: bytes, state: dict, progress: Progress | None,
+                     checkpoint: Checkpoint | None) -> bytes | None:
+        """concurrent range writers, each over its own connection; the caller's
+        thread reports progress and checkpoints, and hashes the file meanwhile
+        (reads and xxh3 free the GIL). The file's xxh3, or None if it shrank."""
+        ranges: list[list[int]] = state["ranges"]  # [start, end, confirmed up to]
+        lock = threading.Lock()
+        sent = [0]
+
+        def count(n: int) -> None:
+            with lock:
+                sent[0] += n
+
+        def run(r: list[int], conn: _Conn | None) -> None:
+            def confirmed(n: int) -> None:
+                with lock:
+                    r[2] = n
+            with self._op("cannot write range", failure=Transient):
+                conn = conn or self._conn()
+                f = conn.sftp.open(tmp, "r+")
+                try:
+                    self._send_range(conn, f.handle, fd, r[2], r[1], count, confirmed)
+                finally:
+                    f.close()
+
+        # the first range goes over this thread's connection, idle meanwhile: one connection less
+        mine = self._conn()
+        futures = [self._executor().submit(run, r, mine if k == 0 else None)
+                   for k, r in enumerate(r for r in ranges if r[2] < r[1])]
+        reported, marked = 0, sum(r[2] - r[0] for r in ranges)
+        hasher = FileHasher(fd, ranges[-1][1])
+        while futures:
+            if hasher.finished:
+                done, _ = wait(futures, timeout=0.2, return_when=FIRST_EXCEPTION)
+            else:
+                until = time.monotonic() + 0.2
+                while not hasher.finished and time.monotonic() < until:
+                    hasher.step()
+                done = {f for f in futures if f.done()}
+            with lock:
+                delta, reported = sent[0] - reported, sent[0]
+                total = sum(r[2] - r[0] for r in ranges)
+                snapshot = [list(r) for r in ranges]
+            if progress and delta:
+                progress(delta)
+            if checkpoint and (total - marked >= CHECKPOINT_EVERY or len(done) == len(futures)):
+                marked = total
+                checkpoint({"tmp": state["tmp"], "confirmed": total, "ranges": snapshot})
+            failed = [f for f in done if f.exception() is not None]
+            if failed:
+                wait(futures)  # let the other writers stop before we report
+                if checkpoint:
+                    with lock:
+                        snapshot = [list(r) for r in ranges]
+                    checkpoint({"tmp": state["tmp"], "confirmed": sum(r[2] - r[0] for r in snapshot),
+                                "ranges": snapshot})
+                raise failed[0].exception()
+            if len(done) == len(futures):
+                break
+        return hasher.digest()
+
+
+def _split(size: int, n: int) -> list[list[int]]:
+    """n ranges on MiB boundaries as [start, end, confirmed up to]."""
+    step = -(-size // n // (1 << 20)) * (1 << 20)
+    starts = list(range(0, size, step))
+    return [[s, min(s + step, size), s] for s in starts]
