@@ -20,9 +20,9 @@ from reconcile.remotes.sftp.calls import _raw_entry, _readlink
 from reconcile.remotes.sftp.loader import paramiko
 from reconcile.remotes.sftp.session import IO_TIMEOUT, _Conn
 from reconcile.remotes.sftp.wire import (FX_NO_SUCH_FILE, FX_PERMISSION_DENIED, _Pipe, _expected, _first_name,
-                                         _handle, _parse_names, _readdir, _sftp_str, _status, _status_text)
-from paramiko.sftp import (CMD_CLOSE, CMD_HANDLE, CMD_NAME, CMD_OPENDIR, CMD_READDIR, CMD_READLINK, CMD_REALPATH,
-                           SFTP_EOF)
+                                         _handle, _parse_names, _readdir, _realpath, _sftp_str, _status,
+                                         _status_text)
+from paramiko.sftp import CMD_CLOSE, CMD_HANDLE, CMD_NAME, CMD_OPENDIR, CMD_READDIR, CMD_READLINK, SFTP_EOF
 
 if TYPE_CHECKING:
     from reconcile.remotes.sftp.remote import SftpRemote
@@ -323,7 +323,7 @@ class Listing:
         if root.startswith(b"/"):
             return root
         with self._op(what):
-            t, msg = conn.sftp._request(CMD_REALPATH, root)
+            t, msg = _realpath(conn.sftp, root)
         if t != CMD_NAME or msg.get_int() != 1:
             raise findlist.Unusable("the server does not resolve the root")
         path = msg.get_binary()

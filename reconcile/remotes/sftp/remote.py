@@ -34,8 +34,7 @@ from reconcile.remotes.sftp.listing import Listing
 from reconcile.remotes.sftp.loader import paramiko
 from reconcile.remotes.sftp.session import Session, _Conn, _parse_url, _Target
 from reconcile.remotes.sftp.upload import MAX_INFLIGHT_BYTES, Upload
-from reconcile.remotes.sftp.wire import _Acks, _readdir
-from paramiko.sftp import CMD_READ, int64
+from reconcile.remotes.sftp.wire import _Acks, _ask_read, _readdir
 
 
 class SftpRemote(Session, Listing, Upload, Batch):
@@ -266,7 +265,7 @@ class SftpRemote(Session, Listing, Upload, Batch):
         while sent < end or pending:
             while sent < end and len(pending) * conn.read_chunk < MAX_INFLIGHT_BYTES:
                 n = min(conn.read_chunk, end - sent)
-                pending.append((sftp._async_request(acks, CMD_READ, handle, int64(sent), n), sent, n))
+                pending.append((_ask_read(sftp, acks, handle, sent, n), sent, n))
                 sent += n
             num, offset, n = pending.popleft()
             data = acks.wait(num)

@@ -1,7 +1,8 @@
 """The SFTP wire code that reaches into paramiko's private API: requests
 pipelined and replies parsed straight off the channel (_Pipe, _Acks), raw
-requests through SFTPClient._request, and the reply parsing. Everything in
-this package that depends on paramiko internals lives here or in ssh_send.py."""
+requests through SFTPClient._request and _async_request, and the reply
+parsing. Nothing else in this package calls paramiko's private SFTP methods;
+ssh_send.py does the same for its packetizer."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from reconcile.errors import Permanent, SourceChanged
 from reconcile.remotes.sftp import ssh_send
 from reconcile.remotes.sftp.loader import paramiko
 from paramiko.sftp import (CMD_CLOSE, CMD_DATA, CMD_EXTENDED, CMD_EXTENDED_REPLY, CMD_HANDLE, CMD_NAME,
-                           CMD_OPEN, CMD_OPENDIR, CMD_READDIR, CMD_STATUS, CMD_WRITE)
+                           CMD_OPEN, CMD_OPENDIR, CMD_READ, CMD_READDIR, CMD_REALPATH, CMD_STATUS, CMD_WRITE, int64)
 from paramiko.sftp_attr import SFTPAttributes
 
 SAFE_CHUNK = 1 << 15  # every SFTP server takes 32 KiB reads and writes
@@ -269,6 +270,16 @@ def _odd_attrs(data: bytes, pos: int) -> tuple[int, int, int | None, int]:
             (n,) = u32(data, pos)
             pos += 4 + n
     return size, mode, mtime, pos
+
+
+def _realpath(sftp: paramiko.SFTPClient, path: bytes) -> tuple[int, paramiko.Message]:
+    """(reply type, message) of a REALPATH, the name left as bytes."""
+    return sftp._request(CMD_REALPATH, path)
+
+
+def _ask_read(sftp: paramiko.SFTPClient, acks: _Acks, handle: bytes, offset: int, n: int) -> int:
+    """one READ sent without waiting: its reply goes to acks under the number returned."""
+    return sftp._async_request(acks, CMD_READ, handle, int64(offset), n)
 
 
 def _chunk_limits(sftp: paramiko.SFTPClient) -> tuple[int, int]:
