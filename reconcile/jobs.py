@@ -1,7 +1,7 @@
 """Which runs a command line asks for: SOURCE DEST, one mapping name from the
 config file, or --all of them; and running each under its RunLog.
 
-The command layer (cli.py) calls in with a Driver: how one run goes and how
+The command layer (reconcile/cli/) calls in with a Driver: how one run goes and how
 its errors end are the command line's; this module never imports it."""
 
 from __future__ import annotations

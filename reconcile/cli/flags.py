@@ -1,0 +1,122 @@
+"""The flags several commands share, spelled once, and what turns them into
+the core's options."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Annotated, List, Optional
+
+import typer
+
+from reconcile import units
+from reconcile.cli.root import CONNECTION, CONTROLS, GUARDS, JOBS, S3, SFTP
+from reconcile.errors import ConfigError
+from reconcile.remotes.sftp import findlist
+from reconcile.remotes.base import RemoteOptions
+
+# one word instead of SOURCE DEST names a mapping of the config file
+NameArg = typer.Argument(None, show_default=False, metavar="SOURCE|MAPPING",
+                         help="local folder to mirror, or the name of a mapping in the config file")
+OptDestArg = typer.Argument(None, show_default=False, metavar="DEST",
+                            help="folder, file:///path, sftp://[user@]host[:port]/path or s3://bucket[/prefix]")
+
+
+def parse_duration(text: str) -> float:
+    """units.parse_duration, its error shown as typer shows a bad flag."""
+    try:
+        return units.parse_duration(text)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def parse_rate(text: str) -> float:
+    """units.parse_rate, its error shown as typer shows a bad flag."""
+    try:
+        return units.parse_rate(text)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def choice(value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def links_choice(value: str) -> str:
+    if value not in ("skip", "follow", "store"):
+        raise typer.BadParameter(f"--links {value!r}: use skip, follow or store")
+    return value
+
+
+def run_options(delete, exclude, max_delete, allow_empty_source, state_dir, transfers, ssh_key,
+                known_hosts, accept_new_host_key, retry_for, s3_endpoint, profile, s3_storage_class,
+                s3_sse, s3_sse_kms_key_id, offline=False, backup_dir=None, backup_keep=None, bwlimit=None,
+                links="skip", checksum=False, perms=False, ssh_find="auto", allow_new_destination=False,
+                allow_reverse=False, name_encoding=False, exclude_from=None, include=None):
+    from reconcile.engine import RunOptions
+    from reconcile.excludes import all_patterns
+
+    if transfers is not None and transfers < 1:
+        raise typer.BadParameter("--transfers must be 1 or more")
+    if max_delete is not None and max_delete < 0:
+        raise typer.BadParameter("--max-delete must be 0 or more")
+    remote = RemoteOptions(transfers=transfers, ssh_key=ssh_key, known_hosts=known_hosts,
+                           accept_new_host_key=accept_new_host_key, retry_for=parse_duration(retry_for),
+                           s3_endpoint=s3_endpoint, profile=profile, storage_class=s3_storage_class,
+                           sse=s3_sse, sse_kms_key_id=s3_sse_kms_key_id)
+    opts = RunOptions(delete=delete, exclude=all_patterns(exclude, exclude_from, include), max_delete=max_delete,
+                      allow_empty_source=allow_empty_source, offline=offline, state_dir=state_dir,
+                      remote=remote, backup_dir=backup_dir, backup_keep_days=backup_keep,
+                      bwlimit=parse_rate(bwlimit) if bwlimit else None, links=links_choice(links),
+                      checksum=checksum, allow_new_destination=allow_new_destination,
+                      allow_reverse=allow_reverse)
+    remote.extra["perms"] = perms
+    remote.extra["ssh_find"] = choice(ssh_find, findlist.WAYS)
+    remote.extra["name_encoding"] = name_encoding
+    return opts
+
+
+def flag_defaults(command) -> dict:
+    """the defaults of a typer command's flags, to tell given flags apart."""
+    return {name: p.default for name, p in inspect.signature(command).parameters.items()}
+
+
+# the flags that pick and log runs rather than shape one
+JOB_FLAGS = ("source", "dest", "all_", "config", "log_file", "log_format")
+
+Delete = Annotated[bool, typer.Option("--delete", help="mirror deletions (without it the remote keeps files deleted locally)")]
+Exclude = Annotated[Optional[List[str]], typer.Option("--exclude", metavar="PATTERN", help="skip paths matching this gitignore-style pattern (repeatable)")]
+ExcludeFrom = Annotated[Optional[List[str]], typer.Option("--exclude-from", metavar="FILE", help="read --exclude patterns from FILE, one a line (# comments)")]
+Include = Annotated[Optional[List[str]], typer.Option("--include", metavar="PATTERN", help="send paths matching PATTERN even if an --exclude matched them (not inside an excluded folder)")]
+JsonOut = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout")]
+StateDirOpt = Annotated[Optional[str], typer.Option("--state-dir", metavar="DIR", help="where snapshot, journal and lock live (default: one folder per pair in the user's state folder)")]
+MaxDelete = Annotated[Optional[int], typer.Option("--max-delete", metavar="N", rich_help_panel=GUARDS, help="refuse plans deleting more than N files")]
+AllowEmpty = Annotated[bool, typer.Option("--allow-empty-source", rich_help_panel=GUARDS, help="allow an empty source to empty the remote")]
+AllowNewDest = Annotated[bool, typer.Option("--allow-new-destination", rich_help_panel=GUARDS, help="start again a destination that held files at the last run and is now missing, empty or on another disk")]
+AllowReverse = Annotated[bool, typer.Option("--allow-reverse", rich_help_panel=GUARDS, help="copy into a folder that is the SOURCE of another pair that ran before")]
+Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="only warnings, errors and the summary line")]
+Verbose = Annotated[bool, typer.Option("-v", "--verbose", help="every operation, and tracebacks on bugs")]
+Transfers = Annotated[Optional[int], typer.Option("--transfers", metavar="N", rich_help_panel=CONNECTION, help="parallel transfers (default: local 4, sftp 4, s3 16)")]
+SshKey = Annotated[Optional[str], typer.Option("--ssh-key", metavar="FILE", rich_help_panel=SFTP, help="SSH private key file")]
+KnownHosts = Annotated[Optional[str], typer.Option("--known-hosts", metavar="FILE", rich_help_panel=SFTP, help="known_hosts file (default ~/.ssh/known_hosts)")]
+AcceptNew = Annotated[bool, typer.Option("--accept-new-host-key", rich_help_panel=SFTP, help="trust and record an unknown SSH host key")]
+RetryFor = Annotated[str, typer.Option("--retry-for", metavar="DURATION", rich_help_panel=CONNECTION, help="keep retrying a lost connection this long (30s, 5m, 1h)")]
+S3Endpoint = Annotated[Optional[str], typer.Option("--s3-endpoint", metavar="URL", rich_help_panel=S3, help="S3-compatible endpoint URL (or AWS_ENDPOINT_URL)")]
+Profile = Annotated[Optional[str], typer.Option("--profile", metavar="NAME", rich_help_panel=S3, help="AWS profile")]
+StorageClass = Annotated[Optional[str], typer.Option("--s3-storage-class", metavar="CLASS", rich_help_panel=S3, help="e.g. STANDARD_IA, GLACIER_IR")]
+Sse = Annotated[Optional[str], typer.Option("--s3-sse", metavar="AES256|aws:kms", rich_help_panel=S3, help="server-side encryption of every write")]
+SseKey = Annotated[Optional[str], typer.Option("--s3-sse-kms-key-id", metavar="KEY", rich_help_panel=S3, help="KMS key id for --s3-sse aws:kms")]
+BackupDir = Annotated[Optional[str], typer.Option("--backup-dir", metavar="NAME", rich_help_panel=CONTROLS, help="move what is overwritten or deleted to this folder on the destination (e.g. .reconcile-trash)")]
+BackupKeep = Annotated[Optional[float], typer.Option("--backup-keep", metavar="DAYS", rich_help_panel=CONTROLS, help="prune trash run folders older than DAYS")]
+BwLimit = Annotated[Optional[str], typer.Option("--bwlimit", metavar="RATE", rich_help_panel=CONTROLS, help="bytes per second for all transfers together (4M, 500K; K and M are 1024 and 1024²)")]
+Links = Annotated[str, typer.Option("--links", metavar="skip|follow|store", rich_help_panel=CONTROLS, help="symlinks: leave out, copy what they point to, or make links")]
+Checksum = Annotated[bool, typer.Option("--checksum", rich_help_panel=CONTROLS, help="compare content by xxh3, not size and mtime")]
+Perms = Annotated[bool, typer.Option("--perms", rich_help_panel=CONTROLS, help="keep file permissions on the destination")]
+NameEncoding = Annotated[bool, typer.Option("--name-encoding", rich_help_panel=CONTROLS, help="store names a USB disk forbids (a:b, what?) as rclone does: a：b, what？ (restore maps them back)")]
+SshFind = Annotated[str, typer.Option("--ssh-find", metavar="auto|always|never", rich_help_panel=SFTP, help="list a large tree by running find on the server")]
+AllOpt = Annotated[bool, typer.Option("--all", rich_help_panel=JOBS, help="every mapping of the config file")]
+ConfigOpt = Annotated[Optional[str], typer.Option("--config", metavar="FILE", envvar="RECONCILE_CONFIG", rich_help_panel=JOBS, help="config file (default: the platform's config folder)")]
+LogFile = Annotated[Optional[str], typer.Option("--log-file", metavar="FILE", rich_help_panel=JOBS, help="append log lines here (rotated at 10 MB, 5 kept)")]
+LogFormat = Annotated[str, typer.Option("--log-format", metavar="text|json", rich_help_panel=JOBS, callback=lambda v: choice(v, ("text", "json")), help="json: one object per line")]
+DryRun = Annotated[bool, typer.Option("-n", "--dry-run", help="show what would be done and change nothing (the same as plan)")]
