@@ -35,6 +35,8 @@ class Outcome:
     # a touch or move that sent the whole file after all (the remote's copy was
     # gone, or it cannot move): op index -> bytes sent
     sent_instead: dict[int, int] = field(default_factory=dict)
+    # an upload that copied unchanged blocks on the remote (delta): op index -> bytes not sent
+    reused: dict[int, int] = field(default_factory=dict)
 
     def count(self, result: str) -> int:
         return sum(1 for r, _ in self.results.values() if r == result)
@@ -53,6 +55,7 @@ class Counted:
     sent: int = 0
     saved_move: int = 0
     saved_touch: int = 0
+    saved_delta: int = 0
 
     def add(self, ops: list[Op], outcome: Outcome) -> None:
         for i, (result, _) in outcome.results.items():
@@ -62,7 +65,9 @@ class Counted:
             if i in outcome.sent_instead:
                 self.sent += outcome.sent_instead[i]
             elif op.op == "upload":
-                self.sent += op.size
+                reused = outcome.reused.get(i, 0)
+                self.sent += op.size - reused
+                self.saved_delta += reused
             elif op.op == "touch":
                 self.saved_touch += op.size
             elif op.op == "move" and op.reason != "temp":  # a temp step is half of another move
@@ -70,8 +75,7 @@ class Counted:
 
     @property
     def saved(self) -> dict[str, int]:
-        # delta transfer (issue 26 item 3) does not exist yet: its key stays 0
-        return {"move": self.saved_move, "touch": self.saved_touch, "delta": 0}
+        return {"move": self.saved_move, "touch": self.saved_touch, "delta": self.saved_delta}
 
 
 @dataclass
@@ -377,6 +381,8 @@ class Executor:
         got = self.remote.upload(local, op.path, e, progress=self.reporter.sent, resume=state,
                                  checkpoint=lambda st: self.journal.checkpoint(i, st))
         self._sent(op, local, getattr(got, "hash", None))
+        if getattr(got, "reused", 0):
+            self.outcome.reused[i] = got.reused
         return "done"
 
     def _do_touch(self, i: int, op: Op, state: dict | None):

@@ -258,6 +258,7 @@ class RunLog:
             "bytes": last.get("bytes", 0) if last else 0,
             "bytes_saved_move": last.get("bytes_saved", {}).get("move", 0) if last else 0,
             "bytes_saved_touch": last.get("bytes_saved", {}).get("touch", 0) if last else 0,
+            "bytes_saved_delta": last.get("bytes_saved", {}).get("delta", 0) if last else 0,
             "duration_s": round(time.monotonic() - self._t0, 3),
         }
 

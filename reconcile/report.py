@@ -76,12 +76,13 @@ def plan_summary(plan: Plan) -> str:
 
 
 def bytes_line(counted: "Counted") -> str:
-    """the summary line's account of bytes: sent, and not resent thanks to moves and touches"""
+    """the summary line's account of bytes: sent, and not resent thanks to moves, touches and deltas"""
     line = f"{human_bytes(counted.sent)} sent"
     causes = [f"{what} {human_bytes(n)}" for what, n in (("moves", counted.saved_move),
-                                                         ("touches", counted.saved_touch)) if n]
+                                                         ("touches", counted.saved_touch),
+                                                         ("deltas", counted.saved_delta)) if n]
     if causes:
-        line += (f", {human_bytes(counted.saved_move + counted.saved_touch)} not resent"
+        line += (f", {human_bytes(sum(counted.saved.values()))} not resent"
                  f" ({', '.join(causes)})")
     return line
 

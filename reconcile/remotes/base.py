@@ -28,6 +28,9 @@ class Capabilities:
     dir_move: bool = True  # move(src, dst) of a whole directory in one request
     server_copy: bool = False
     set_mtime: bool = False  # touch(path, entry): set a file's mtime without sending its content
+    # upload() of a large changed file copies its unchanged blocks from the old remote file
+    # (blockmap.py) and sends the rest; it sends the whole file wherever it cannot
+    delta: bool = False
     empty_dirs: bool = True  # directories exist on their own (not on S3)
     case_insensitive: bool = False
     mtime_precision_ns: int = 1  # 1_000_000_000 on SFTP; probed on a local folder (fsprobe.py)
@@ -37,6 +40,14 @@ class Capabilities:
     windows_names: bool = False  # no : ? * " < > | \, no CON or NUL..., no trailing dot or space
     max_file_size: int | None = None  # FAT32: 4 GiB - 1
     mtime_range: tuple[int, int] | None = None  # FAT and exFAT: 1980 to 2107, in ns
+
+
+@dataclass
+class Sent(Entry):
+    """what upload() returns: the entry now on the remote, and how many of its
+    bytes were copied on the remote from its old version instead of sent"""
+
+    reused: int = 0
 
 
 @dataclass

@@ -7,6 +7,8 @@ import os
 import shutil
 import stat as st
 import uuid
+from dataclasses import fields
+from functools import partial
 from itertools import chain
 from typing import BinaryIO, Callable, Iterator
 from urllib.parse import unquote, urlsplit
@@ -17,7 +19,8 @@ from reconcile.entry import (DIR, FILE, LINK, TEMP_MARK, Entry, decode_path, enc
                              row_of)
 from reconcile.errors import ConfigError, NotFound, Permanent, SourceChanged, Transient
 from reconcile.excludes import TEMP_MARK_B
-from reconcile.remotes.base import Capabilities, Checkpoint, Progress, RemoteOptions, local_output
+from reconcile.blockmap import BlockMap, BlockStore, block_hash, map_fd, reusable, runs
+from reconcile.remotes.base import Capabilities, Checkpoint, Progress, RemoteOptions, Sent, local_output
 from reconcile.remotes.fsprobe import facts_for, with_facts
 from reconcile.walk import FD_STAT, S_IFDIR, S_IFLNK, S_IFMT, Listing
 
@@ -39,7 +42,8 @@ def _map_oserror(exc: OSError, what: str) -> Exception:
 
 class LocalRemote:
     BASE_CAPABILITIES = Capabilities(
-        server_move=True, dir_move=True, server_copy=True, empty_dirs=True, symlinks=True, set_mtime=True
+        server_move=True, dir_move=True, server_copy=True, empty_dirs=True, symlinks=True, set_mtime=True,
+        delta=True,
     )
 
     def __init__(self, root: str, options: RemoteOptions | None = None) -> None:
@@ -50,6 +54,7 @@ class LocalRemote:
         self._capabilities: Capabilities | None = None
         # --name-encoding: names stored as rclone stores them on Windows (names.py)
         self._stored = names.to_stored if self.options.extra.get("name_encoding") else None
+        self._blocks = BlockStore(self.options.state_dir)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -148,29 +153,67 @@ class LocalRemote:
         return f"{TEMP_MARK}{uuid.uuid4().hex[:12]}-{name[:100]}"
 
     def upload(self, local_path: str, path: str, entry: Entry, progress: Progress | None = None,
-               resume: dict | None = None, checkpoint: Checkpoint | None = None) -> Entry:
+               resume: dict | None = None, checkpoint: Checkpoint | None = None) -> Sent:
         try:
             src = open(local_path, "rb")
         except OSError as exc:
             raise NotFound(f"local file {local_path} vanished: {exc.strerror}") from None
+        reused, bmap = None, None
         try:
             with src, self._parent(path, create=True) as parent:
-                self._write_new(parent, self._temp_name(parent.name), src.fileno(), path, entry, progress)
+                size = os.fstat(src.fileno()).st_size
+                if self._blocks.wants(size):
+                    bmap = map_fd(src.fileno(), size)
+                    if entry.hash is not None and bmap.digest != entry.hash:
+                        raise SourceChanged(f"{path} changed since it was scanned; left for the next run")
+                    reused = self._try_delta(parent, src.fileno(), path, entry, bmap, progress)
+                if reused is None:
+                    reused = 0
+                    self._write_new(parent, self._temp_name(parent.name), src.fileno(), path, entry,
+                                    partial(_copy_fd, progress=progress))
         except OSError as exc:
             raise _map_oserror(exc, f"cannot write {path}") from None
         result = self.stat(path)
         assert result is not None
-        result.hash = entry.hash
-        return result
+        if bmap is not None:
+            self._blocks.put(path, bmap, _tag(result))
+        return Sent(**{f.name: getattr(result, f.name) for f in fields(Entry)}, reused=reused)
+
+    def _try_delta(self, parent: safepath.Parent, src: int, path: str, entry: Entry, bmap: BlockMap,
+                   progress: Progress | None) -> int | None:
+        """bytes reused from the old file, the new one in place; None: send it whole"""
+        known = self._blocks.get(path)
+        if known is None:
+            return None
+        old_map, tag = known
+        flags = reusable(old_map, bmap)
+        if not any(flags):
+            return None
+        try:
+            old = os.open(parent.target, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=parent.fd)
+        except OSError:
+            return None  # gone, or a symlink now: send it whole
+        try:
+            if _tag(os.fstat(old)) != tag:
+                return None  # changed behind our back since the blocks were recorded
+            stretches = runs(flags, bmap.block, bmap.size)
+            try:
+                self._write_new(parent, self._temp_name(parent.name), src, path, entry,
+                                partial(_fill_delta, old=old, stretches=stretches, bmap=bmap, progress=progress))
+            except _NotTheBlocks:
+                return None  # the old file no longer holds what we recorded: the temp is gone, send it whole
+        finally:
+            os.close(old)
+        return sum(n for _, n, same in stretches if same)
 
     def _write_new(self, parent: safepath.Parent, tmp: str, src: int, path: str, entry: Entry,
-                   progress: Progress | None) -> None:
-        """the file under tmp (new, 0600 while written), then renamed to its name"""
+                   fill: Callable[[int, int], None]) -> None:
+        """the file under tmp (new, 0600 while written by fill(src, dst)), then renamed to its name"""
         dst = safepath.create_exclusive(parent, tmp)
         try:
             try:
                 before = os.fstat(src)
-                _copy_fd(src, dst, progress)
+                fill(src, dst)
                 os.fsync(dst)
                 after = os.fstat(src)
                 if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
@@ -360,7 +403,7 @@ def _readlink(path: bytes) -> str | None:
         return None
 
 
-def _copy_fd(src: int, dst: int, progress: Progress | None) -> None:
+def _copy_fd(src: int, dst: int, progress: Progress | None = None) -> None:
     """kernel-side copy where the OS has one; a plain loop elsewhere."""
     if hasattr(os, "sendfile"):
         offset = 0
@@ -381,6 +424,63 @@ def _copy_fd(src: int, dst: int, progress: Progress | None) -> None:
         os.write(dst, chunk)
         if progress:
             progress(len(chunk))
+
+
+
+class _NotTheBlocks(Exception):
+    """the file put together from reused and sent blocks is not the new version"""
+
+
+def _fill_delta(src: int, dst: int, old: int, stretches: list[tuple[int, int, bool]], bmap: BlockMap,
+                progress: Progress | None) -> None:
+    """dst from the old file's unchanged stretches (copy_file_range: a reflink
+    where the file system shares blocks) and src's changed blocks; then read
+    back whole and checked against the new version's xxh3."""
+    for offset, length, same in stretches:
+        if same:
+            _copy_range(old, dst, offset, length)
+            continue
+        for pos in range(offset, offset + length, bmap.block):
+            n = min(bmap.block, offset + length - pos)
+            data = os.pread(src, n, pos)
+            if len(data) != n or block_hash(data) != bmap.blocks[pos // bmap.block]:
+                raise SourceChanged("the file changed while being copied; left for the next run")
+            os.pwrite(dst, data, pos)
+            if progress:
+                progress(n)
+    written = map_fd(dst, bmap.size, bmap.block)
+    if written.digest != bmap.digest:
+        raise _NotTheBlocks()
+
+
+def _copy_range(src: int, dst: int, offset: int, length: int) -> None:
+    """src[offset:offset+length] to the same place in dst, in the kernel where it can"""
+    end = offset + length
+    pos = offset
+    if hasattr(os, "copy_file_range"):
+        try:
+            while pos < end:
+                n = os.copy_file_range(src, dst, end - pos, pos, pos)
+                if n == 0:
+                    raise _NotTheBlocks()  # the old file is shorter than recorded
+                pos += n
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+    while pos < end:
+        data = os.pread(src, min(CHUNK, end - pos), pos)
+        if not data:
+            raise _NotTheBlocks()
+        os.pwrite(dst, data, pos)
+        pos += len(data)
+
+
+def _tag(s: "os.stat_result | Entry") -> dict:
+    """which file a block map describes: size, mtime and inode"""
+    if isinstance(s, Entry):
+        return {"size": s.size, "mtime_ns": s.mtime_ns, "ino": s.inode}
+    return {"size": s.st_size, "mtime_ns": s.st_mtime_ns, "ino": s.st_ino}
 
 
 def _remove_quietly(parent: safepath.Parent, name: str) -> None:

@@ -32,6 +32,7 @@ import os
 import re
 import socket
 import threading
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import BinaryIO, Callable, Iterable, Iterator
 from urllib.parse import urlsplit
@@ -56,7 +57,8 @@ from reconcile.errors import (
     Unreachable,
     UnresolvedHost,
 )
-from reconcile.remotes.base import Capabilities, Checkpoint, Progress, RemoteOptions, local_output
+from reconcile.blockmap import BlockMap, BlockStore, block_hash, map_fd, reusable
+from reconcile.remotes.base import Capabilities, Checkpoint, Progress, RemoteOptions, Sent, local_output
 
 log = logging.getLogger(__name__)
 
@@ -406,6 +408,7 @@ class S3Remote:
         mtime_precision_ns=1,
         symlinks=False,
         set_mtime=True,
+        delta=True,
     )
 
     def __init__(self, bucket: str, prefix: str, options: RemoteOptions, client=None) -> None:
@@ -434,6 +437,7 @@ class S3Remote:
         self._save_lock = threading.Lock()
         self._record: dict[str, Record] = {}
         self._touched: dict[str, Record | None] | None = None  # changes made while listing
+        self._blocks = BlockStore(options.state_dir)
         self._changes = 0
         self._load_record()
 
@@ -765,7 +769,7 @@ class S3Remote:
         return entry.mode or None if self.options.extra.get("perms") else None
 
     def upload(self, local_path: str, path: str, entry: Entry, progress: Progress | None = None,
-               resume: dict | None = None, checkpoint: Checkpoint | None = None) -> Entry:
+               resume: dict | None = None, checkpoint: Checkpoint | None = None) -> Sent:
         key = self._key(path)
         try:
             f = open(local_path, "rb")
@@ -773,18 +777,51 @@ class S3Remote:
             raise NotFound(f"local file {local_path} vanished") from None
         except OSError as exc:
             raise Permanent(f"cannot read {local_path}: {exc.strerror}") from None
+        reused, bmap = 0, None
         with f:
             before = os.fstat(f.fileno())
             if before.st_size != entry.size:
                 raise SourceChanged(f"{path} changed size since it was scanned; left for the next run")
             if before.st_size > self.multipart_threshold:
-                etag, digest = self._upload_multipart(f.fileno(), key, path, entry, progress, resume, checkpoint)
+                if self._blocks.wants(entry.size):
+                    bmap = map_fd(f.fileno(), entry.size)
+                    if entry.hash is not None and bmap.digest != entry.hash:
+                        raise SourceChanged(f"{path} changed since it was scanned; left for the next run")
+                reuse = self._reusable_parts(path, entry.size, bmap)
+                try:
+                    etag, digest, reused = self._upload_multipart(f.fileno(), key, path, entry, progress, resume,
+                                                                  checkpoint, bmap, reuse)
+                except _NotTheBlocks:
+                    # the old object changed since its blocks were recorded: send it whole
+                    self._blocks.drop(path)
+                    etag, digest, reused = self._upload_multipart(f.fileno(), key, path, entry, progress, None,
+                                                                  checkpoint, bmap, None)
             else:
                 if resume and resume.get("upload_id"):
                     self._abort_quietly(resume.get("key", key), resume["upload_id"])  # superseded
                 etag, digest = self._upload_single(f, key, path, entry, progress)
         self._remember(path, (entry.size, etag, entry.mtime_ns, digest, self._mode_of(entry)))
-        return Entry(path, FILE, entry.size, entry.mtime_ns, hash=digest)
+        if bmap is not None:
+            self._blocks.put(path, bmap, {"etag": etag, "size": entry.size})
+        return Sent(path, FILE, entry.size, entry.mtime_ns, hash=digest, reused=reused)
+
+    def _reusable_parts(self, path: str, size: int, bmap: BlockMap | None) -> _Reuse | None:
+        """which parts of the new version the old object holds, by the block
+        record of the object now listed under path (same ETag), or None"""
+        known = self._blocks.get(path) if bmap is not None else None
+        rec = self._recorded(path)
+        if known is None or rec is None:
+            return None
+        old_map, tag = known
+        if tag.get("etag") != rec[1] or tag.get("size") != rec[0] or old_map.size != rec[0]:
+            return None  # the object changed since (or we never saw it listed)
+        part_size = self._part_size_for(size)
+        if part_size % bmap.block:
+            return None
+        same = reusable(old_map, bmap)
+        per = part_size // bmap.block
+        parts = {n + 1 for n in range(math.ceil(size / part_size)) if all(same[n * per:(n + 1) * per])}
+        return _Reuse(rec[1], parts) if parts else None
 
     def _upload_single(self, f, key: str, path: str, entry: Entry, progress: Progress | None) -> tuple[str, bytes]:
         fd = f.fileno()
@@ -818,9 +855,11 @@ class S3Remote:
         return max(self.part_size, math.ceil(need / MiB) * MiB)
 
     def _upload_multipart(self, fd: int, key: str, path: str, entry: Entry, progress: Progress | None,
-                          resume: dict | None, checkpoint: Checkpoint | None) -> tuple[str, bytes]:
+                          resume: dict | None, checkpoint: Checkpoint | None, bmap: BlockMap | None = None,
+                          reuse: _Reuse | None = None) -> tuple[str, bytes, int]:
+        """(etag, xxh3, bytes copied from the old object instead of sent)"""
         before = os.fstat(fd)
-        digest = entry.hash or hash_file(fd)
+        digest = bmap.digest if bmap is not None else entry.hash or hash_file(fd)
         state = self._resume_state(key, resume)
         if state is None:
             part_size = self._part_size_for(entry.size)
@@ -833,7 +872,13 @@ class S3Remote:
             stored: dict[int, tuple[str, int]] = {}
         else:
             upload_id, part_size, stored = state
-        parts = self._send_parts(fd, key, upload_id, entry.size, part_size, stored, progress)
+        if reuse is not None and part_size != self._part_size_for(entry.size):
+            reuse = None  # a resumed upload cut in other parts
+        try:
+            parts, copied = self._send_parts(fd, key, upload_id, entry.size, part_size, stored, progress, bmap, reuse)
+        except _NotTheBlocks:
+            self._abort_quietly(key, upload_id)
+            raise
         if _changed(before, os.fstat(fd)):
             # parts stay for a resume-free restart; remove_temp_files aborts them.
             raise SourceChanged(f"{path} changed while being uploaded; left for the next run")
@@ -846,7 +891,7 @@ class S3Remote:
                 if exc.response.get("Error", {}).get("Code") == "NoSuchUpload":
                     raise Transient(f"upload of {path} was aborted meanwhile; it will start again") from None
                 raise
-        return _etag(resp.get("ETag")), digest
+        return _etag(resp.get("ETag")), digest, copied
 
     def _resume_state(self, key: str, resume: dict | None) -> tuple[str, int, dict[int, tuple[str, int]]] | None:
         """(upload_id, part_size, stored parts) when the upload can go on, else None."""
@@ -875,13 +920,42 @@ class S3Remote:
         return upload_id, int(resume["part_size"]), stored
 
     def _send_parts(self, fd: int, key: str, upload_id: str, size: int, part_size: int,
-                    stored: dict[int, tuple[str, int]], progress: Progress | None) -> list[tuple[int, str]]:
+                    stored: dict[int, tuple[str, int]], progress: Progress | None, bmap: BlockMap | None = None,
+                    reuse: _Reuse | None = None) -> tuple[list[tuple[int, str]], int]:
+        """the parts' (number, etag), and how many bytes were copied from the old object"""
         count = max(1, math.ceil(size / part_size))
         if count > MAX_PARTS:
             raise Permanent(f"{key}: {count} parts of {part_size} bytes exceed S3's {MAX_PARTS}")
-        return self._run_parts(range(1, count + 1), lambda n: self._ensure_part(
-            fd, key, upload_id, n, (n - 1) * part_size, min(part_size, size - (n - 1) * part_size),
-            stored.get(n), progress), part_size)
+        copied = [0]
+
+        def send(n: int) -> tuple[int, str, int]:
+            offset = (n - 1) * part_size
+            length = min(part_size, size - offset)
+            if reuse is not None and n in reuse.parts and n not in stored:
+                etag = self._copy_part(key, upload_id, n, offset, length, reuse.etag)
+                copied[0] += length
+                return n, etag, 0
+            return self._ensure_part(fd, key, upload_id, n, offset, length, stored.get(n), progress, bmap)
+
+        parts = self._run_parts(range(1, count + 1), send, part_size)
+        return parts, copied[0]
+
+    def _copy_part(self, key: str, upload_id: str, n: int, offset: int, length: int, etag: str) -> str:
+        """part n from the same range of the object now at key, only while it
+        is the version whose blocks we recorded (its ETag): else _NotTheBlocks"""
+        try:
+            with self._errors(f"copy part {n} of {key}"):
+                resp = self.client.upload_part_copy(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=n,
+                    CopySource={"Bucket": self.bucket, "Key": key}, CopySourceIfMatch=f'"{etag}"',
+                    CopySourceRange=f"bytes={offset}-{offset + length - 1}")
+        except NotFound:
+            raise _NotTheBlocks() from None
+        except bex.ClientError as exc:
+            if (exc.response.get("ResponseMetadata", {}) or {}).get("HTTPStatusCode") == 412:
+                raise _NotTheBlocks() from None
+            raise
+        return resp["CopyPartResult"]["ETag"]
 
     def _run_parts(self, numbers: Iterable[int], send: Callable[[int], tuple[int, str, int]],
                    part_size: int) -> list[tuple[int, str]]:
@@ -914,10 +988,16 @@ class S3Remote:
         return sorted(etags.items())
 
     def _ensure_part(self, fd: int, key: str, upload_id: str, n: int, offset: int, length: int,
-                     stored: tuple[str, int] | None, progress: Progress | None = None) -> tuple[int, str, int]:
+                     stored: tuple[str, int] | None, progress: Progress | None = None,
+                     bmap: BlockMap | None = None) -> tuple[int, str, int]:
         """(part number, etag, bytes sent): a stored part of the right size and
-        content is kept, where its ETag is the MD5 we can check."""
+        content is kept, where its ETag is the MD5 we can check. With a block
+        map, the part must still hold the blocks it describes."""
         data = pread_exact(fd, length, offset)
+        if bmap is not None and offset % bmap.block == 0:
+            for pos in range(0, length, bmap.block):
+                if block_hash(data[pos:pos + bmap.block]) != bmap.blocks[(offset + pos) // bmap.block]:
+                    raise SourceChanged(f"{key} changed while being uploaded; left for the next run")
         if stored is not None and stored[1] == length:
             etag = _etag(stored[0])
             if self.options.sse == "aws:kms" or not re.fullmatch(r"[0-9a-f]{32}", etag):
@@ -1203,6 +1283,16 @@ class S3Remote:
             if p is not None:
                 p.shutdown(wait=True, cancel_futures=True)
         self.save_record()
+
+
+class _NotTheBlocks(Exception):
+    """the object under the key is no longer the one whose blocks were recorded"""
+
+
+@dataclass
+class _Reuse:
+    etag: str  # of the old object, as recorded with its blocks
+    parts: set[int]  # part numbers the old object holds at the same place
 
 
 def _changed(before: os.stat_result, after: os.stat_result) -> bool:

@@ -1,0 +1,147 @@
+"""Per-block xxh3 of large files, kept in the state folder, so that a changed
+large file sends only its changed blocks (delta transfer, issue 26 item 3).
+
+A remote that can copy ranges on the server (capabilities.delta) records,
+after each upload of a file of DELTA_MIN or more, the file's block map (its
+xxh3_128 and one xxh3_128 per BLOCK bytes) beside a tag saying which remote
+file the map describes (size and mtime on SFTP, the ETag on S3, size, mtime
+and inode on a folder). The next upload of a changed version maps the local
+file again; a block whose hash and length are unchanged is copied from the
+old remote file, the others are sent. The remote falls back to a full upload
+whenever its old file no longer carries the recorded tag.
+
+Records live in <state>/blocks/<xxh3_64 of the path>.msgpack, mode 0600.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import msgpack
+import xxhash
+
+from reconcile.errors import SourceChanged
+from reconcile.hashing import BUFFER, _buffer
+from reconcile.statefile import open_read, write_private
+
+log = logging.getLogger(__name__)
+
+MiB = 1 << 20
+DELTA_MIN = 64 * MiB  # smaller files are sent whole
+BLOCK = 8 * MiB  # S3 sends delta blocks as parts: at least 5 MiB
+VERSION = 1
+
+
+@dataclass
+class BlockMap:
+    block: int  # bytes per block, a multiple of 1 MiB
+    size: int
+    digest: bytes  # xxh3_128 of the whole file
+    blocks: list[bytes]  # xxh3_128 of each block, the last one maybe short
+
+    def span(self, i: int) -> tuple[int, int]:
+        """(offset, length) of block i"""
+        start = i * self.block
+        return start, min(self.block, self.size - start)
+
+
+def map_fd(fd: int, size: int, block: int = BLOCK) -> BlockMap:
+    """the block map of an open file, read once. SourceChanged if it ends early."""
+    assert block % BUFFER == 0
+    whole, part = xxhash.xxh3_128(), xxhash.xxh3_128()
+    blocks: list[bytes] = []
+    buf = _buffer()
+    pos = 0
+    while pos < size:
+        n = os.preadv(fd, [buf], pos)
+        if not n:
+            raise SourceChanged("the file shrank while it was read")
+        n = min(n, size - pos, block - pos % block)
+        view = memoryview(buf)[:n]
+        whole.update(view)
+        part.update(view)
+        pos += n
+        if pos % block == 0 or pos == size:
+            blocks.append(part.digest())
+            part.reset()
+    return BlockMap(block, size, whole.digest(), blocks)
+
+
+def block_hash(data: bytes | memoryview) -> bytes:
+    return xxhash.xxh3_128_digest(data)
+
+
+def reusable(old: BlockMap, new: BlockMap) -> list[bool]:
+    """for each block of new: the old file holds it, same length, same place"""
+    if old.block != new.block:
+        return [False] * len(new.blocks)
+    return [i < len(old.blocks) and old.span(i) == new.span(i) and old.blocks[i] == h
+            for i, h in enumerate(new.blocks)]
+
+
+def runs(flags: list[bool], block: int, size: int) -> list[tuple[int, int, bool]]:
+    """(offset, length, reused) for each stretch of blocks alike"""
+    out: list[tuple[int, int, bool]] = []
+    for i, flag in enumerate(flags):
+        start, end = i * block, min((i + 1) * block, size)
+        if out and out[-1][2] == flag:
+            out[-1] = (out[-1][0], end - out[-1][0], flag)
+        else:
+            out.append((start, end - start, flag))
+    return out
+
+
+class BlockStore:
+    """block maps by remote path, each with its remote tag; None state_dir: none kept"""
+
+    def __init__(self, state_dir: str | None, block: int = BLOCK, min_size: int = DELTA_MIN) -> None:
+        self.dir = os.path.join(state_dir, "blocks") if state_dir else None
+        self.block, self.min_size = block, min_size
+
+    def wants(self, size: int) -> bool:
+        return self.dir is not None and size >= self.min_size
+
+    def _file(self, path: str) -> str:
+        assert self.dir is not None
+        return os.path.join(self.dir, xxhash.xxh3_64_hexdigest(path.encode("utf-8", "surrogateescape")) + ".msgpack")
+
+    def get(self, path: str) -> tuple[BlockMap, dict] | None:
+        """(map, tag) recorded for path, or None"""
+        if self.dir is None:
+            return None
+        try:
+            with open_read(self._file(path)) as f:
+                rec = msgpack.unpackb(f.read(), raw=False)
+            if rec.get("v") != VERSION or rec.get("path") != path.encode("utf-8", "surrogateescape"):
+                return None
+            m = rec["map"]
+            bmap = BlockMap(int(m[0]), int(m[1]), bytes(m[2]), [bytes(b) for b in m[3]])
+            if bmap.block <= 0 or len(bmap.blocks) != -(-bmap.size // bmap.block) or not isinstance(rec["tag"], dict):
+                return None
+            return bmap, rec["tag"]
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError, IndexError, msgpack.UnpackException) as exc:
+            log.info("ignoring unreadable block record for %s: %s", path, exc)
+            return None
+
+    def put(self, path: str, bmap: BlockMap, tag: dict) -> None:
+        if self.dir is None:
+            return
+        rec = {"v": VERSION, "path": path.encode("utf-8", "surrogateescape"), "tag": tag,
+               "map": [bmap.block, bmap.size, bmap.digest, bmap.blocks]}
+        try:
+            os.makedirs(self.dir, mode=0o700, exist_ok=True)
+            write_private(self._file(path), msgpack.packb(rec, use_bin_type=True))
+        except OSError as exc:  # only the next delta is lost: that upload goes whole
+            log.warning("cannot save block record for %s: %s", path, exc.strerror)
+
+    def drop(self, path: str) -> None:
+        if self.dir is None:
+            return
+        try:
+            os.unlink(self._file(path))
+        except OSError:
+            pass
