@@ -28,6 +28,10 @@ from paramiko.sftp import CMD_EXTENDED
 
 MAX_INFLIGHT_BYTES = 4 << 20  # sent before waiting for the oldest ack
 CHECKPOINT_EVERY = 16 << 20
+# A kill loses what a file's writers sent past their last confirmed mark: at
+# most (mark interval + bytes in flight) per range. Marks come often enough
+# that all ranges together stay below this (the README promises 32 MiB).
+UNCONFIRMED_MAX = 28 << 20
 RANGE_MIN = 64 << 20  # files this large are written as concurrent ranges
 UMASK = current_umask()  # a sent file's mode: the source's, masked by it (rsync without -p)
 
@@ -150,21 +154,23 @@ class Upload:
         return open_(sftp, tmp) if truncate else open_(tmp)
 
     def _send_range(self, conn: _Conn, handle: bytes, fd: int, pos: int, end: int,
-                    progress: Progress | None, confirmed, marks: bool = True, hasher=None) -> None:
-        """pipelined writes of fd[pos:end]; confirmed(n) after each ~16 MiB is
-        acknowledged (and fsynced where the server can). Without marks (a file
-        below the checkpoint size, sent again whole if cut) neither happens."""
+                    progress: Progress | None, confirmed, marks: bool = True, hasher=None,
+                    mark_every: int = CHECKPOINT_EVERY) -> None:
+        """pipelined writes of fd[pos:end]; confirmed(n) after each mark_every
+        bytes are acknowledged (and fsynced where the server can). Without marks
+        (a file below the checkpoint size, sent again whole if cut) neither happens."""
         pipe = _Pipe(conn.sftp)
         pending: deque[tuple[int, int, bool]] = deque()  # (request, end offset, is fsync)
         try:
-            self._write_range(pipe, conn, handle, fd, pos, end, pending, progress, confirmed, marks, hasher)
+            self._write_range(pipe, conn, handle, fd, pos, end, pending, progress, confirmed,
+                              mark_every if marks else 0, hasher)
         except BaseException:
             if pending or not pipe.idle:
                 self._discard(conn)  # replies still due: paramiko must not read them
             raise
 
     def _write_range(self, pipe: _Pipe, conn: _Conn, handle: bytes, fd: int, pos: int, end: int,
-                     pending: deque, progress: Progress | None, confirmed, marks: bool, hasher) -> None:
+                     pending: deque, progress: Progress | None, confirmed, mark_every: int, hasher) -> None:
         replies: dict[int, tuple[int, bytes]] = {}
         last_mark = pos
         while pos < end or pending:
@@ -174,7 +180,7 @@ class Upload:
                 pending.append((num, pos, False))
                 if progress:
                     progress(n)
-                if marks and (pos - last_mark >= CHECKPOINT_EVERY or pos == end):
+                if mark_every and (pos - last_mark >= mark_every or pos == end):
                     last_mark = pos
                     # without fsync the write acks before the mark still confirm the data
                     num = -1 if conn.no_fsync else pipe.request(CMD_EXTENDED, _FSYNC_EXT, _sftp_str(handle))
@@ -203,15 +209,23 @@ class Upload:
             with lock:
                 sent[0] += n
 
+        def note(r: list[int], n: int) -> None:
+            # in the journal as soon as confirmed: a kill then loses only what is unconfirmed
+            with lock:
+                r[2] = n
+                if checkpoint:
+                    snapshot = [list(x) for x in ranges]
+                    checkpoint({"tmp": state["tmp"], "confirmed": sum(x[2] - x[0] for x in snapshot),
+                                "ranges": snapshot})
+
+        every = _mark_every(len(ranges))
+
         def run(r: list[int], conn: _Conn | None) -> None:
-            def confirmed(n: int) -> None:
-                with lock:
-                    r[2] = n
             with self._op("cannot write range", failure=Transient):
                 conn = conn or self._conn()
                 f = conn.sftp.open(tmp, "r+")
                 try:
-                    self._send_range(conn, f.handle, fd, r[2], r[1], count, confirmed)
+                    self._send_range(conn, f.handle, fd, r[2], r[1], count, partial(note, r), mark_every=every)
                 finally:
                     f.close()
 
@@ -219,7 +233,7 @@ class Upload:
         mine = self._conn()
         futures = [self._executor().submit(run, r, mine if k == 0 else None)
                    for k, r in enumerate(r for r in ranges if r[2] < r[1])]
-        reported, marked = 0, sum(r[2] - r[0] for r in ranges)
+        reported = 0
         hasher = FileHasher(fd, ranges[-1][1])
         while futures:
             if hasher.finished:
@@ -231,25 +245,21 @@ class Upload:
                 done = {f for f in futures if f.done()}
             with lock:
                 delta, reported = sent[0] - reported, sent[0]
-                total = sum(r[2] - r[0] for r in ranges)
-                snapshot = [list(r) for r in ranges]
             if progress and delta:
                 progress(delta)
-            if checkpoint and (total - marked >= CHECKPOINT_EVERY or len(done) == len(futures)):
-                marked = total
-                checkpoint({"tmp": state["tmp"], "confirmed": total, "ranges": snapshot})
             failed = [f for f in done if f.exception() is not None]
             if failed:
                 wait(futures)  # let the other writers stop before we report
-                if checkpoint:
-                    with lock:
-                        snapshot = [list(r) for r in ranges]
-                    checkpoint({"tmp": state["tmp"], "confirmed": sum(r[2] - r[0] for r in snapshot),
-                                "ranges": snapshot})
                 raise failed[0].exception()
             if len(done) == len(futures):
                 break
         return hasher.digest()
+
+
+def _mark_every(ranges: int) -> int:
+    """the mark interval that keeps a file's unconfirmed bytes below UNCONFIRMED_MAX"""
+    room = UNCONFIRMED_MAX // ranges - MAX_INFLIGHT_BYTES
+    return max(1 << 20, min(CHECKPOINT_EVERY, room // (1 << 20) * (1 << 20)))
 
 
 def _split(size: int, n: int) -> list[list[int]]:
