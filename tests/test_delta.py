@@ -32,7 +32,7 @@ OVERHEAD = MiB  # protocol bytes of a run beside content: sign-in, listing, head
 T0 = 1_600_000_000 * 10**9
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "sftp", "s3"])
 def dest(request):
     return request.getfixturevalue(f"{request.param}_dest")
 
@@ -153,3 +153,65 @@ def test_a_file_changing_while_its_blocks_are_sent_is_never_mixed(proxied, tmp_p
     final[:10] = b"z" * 10
     stored = read_dest(dest)
     assert stored.files["disk.img"] == final and not stored.temps
+
+
+def entry_of(path: Path, rel: str):
+    from reconcile.entry import Entry
+
+    st = path.stat()
+    return Entry(rel, size=st.st_size, mtime_ns=st.st_mtime_ns)
+
+
+@pytest.fixture(scope="module")
+def sshd_refusing_copies(tmp_path_factory):
+    """an sshd whose sftp-server refuses copy-data requests (-P copy-data)"""
+    from tests.servers_sftp import run_sshd
+
+    yield from run_sshd(tmp_path_factory.mktemp("sshd-no-copy"), "ForceCommand internal-sftp -P copy-data\n")
+
+
+@pytest.fixture(params=["copy-data", "client-off", "server-refuses"])
+def sftp_case(request, tmp_path):
+    """an SFTP destination with copy-data, with it turned off on the client
+    side, and on a server that refuses it"""
+    from dataclasses import replace
+
+    from tests.servers_sftp import sftp_url
+
+    if request.param == "server-refuses":
+        server = request.getfixturevalue("sshd_refusing_copies")
+        root = tmp_path / "refusing-root"
+        root.mkdir()
+        kh = server.write_known_hosts(tmp_path / "known_hosts_refusing")
+        dest = request.getfixturevalue("sftp_dest")
+        dest = replace(dest, url=sftp_url(server, root),
+                       options=replace(dest.options, known_hosts=kh, ssh_key=server.user_key))
+    else:
+        dest = request.getfixturevalue("sftp_dest")
+    off = request.param == "client-off"
+    return dest, replace(dest.options, extra={**dest.options.extra, "sftp_copy_data": not off}), \
+        request.param == "copy-data"
+
+
+def test_sftp_without_copy_data_sends_the_whole_file(sftp_case, tmp_path):
+    """a server without the copy-data extension gets the whole file, as
+    before deltas existed; so does a client told not to use it"""
+    from reconcile.remotes import open_remote
+
+    sftp_dest, options, copy_data = sftp_case
+    local = tmp_path / "disk.img"
+    data = bytearray(random.randbytes(SIZE))
+    write(local, bytes(data), T0)
+    remote = open_remote(sftp_dest.url, options)
+    try:
+        assert remote.capabilities.delta
+        assert remote.upload(str(local), "disk.img", entry_of(local, "disk.img")).reused == 0
+        data[BLOCK:BLOCK + 100] = b"n" * 100
+        write(local, bytes(data), T0 + 10**9)
+        sent: list[int] = []
+        got = remote.upload(str(local), "disk.img", entry_of(local, "disk.img"), progress=sent.append)
+    finally:
+        remote.close()
+    assert (got.reused, sum(sent)) == ((SIZE - BLOCK, BLOCK) if copy_data else (0, SIZE))
+    stored = read_dest(sftp_dest)
+    assert stored.files["disk.img"] == data and not stored.temps

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import BinaryIO, Callable, ContextManager, Iterator, Protocol
 
 from reconcile.entry import Entry
@@ -48,6 +48,10 @@ class Sent(Entry):
     bytes were copied on the remote from its old version instead of sent"""
 
     reused: int = 0
+
+
+def as_sent(entry: Entry, reused: int = 0) -> Sent:
+    return Sent(**{f.name: getattr(entry, f.name) for f in fields(Entry)}, reused=reused)
 
 
 @dataclass

@@ -7,7 +7,6 @@ import os
 import shutil
 import stat as st
 import uuid
-from dataclasses import fields
 from functools import partial
 from itertools import chain
 from typing import BinaryIO, Callable, Iterator
@@ -20,7 +19,7 @@ from reconcile.entry import (DIR, FILE, LINK, TEMP_MARK, Entry, decode_path, enc
 from reconcile.errors import ConfigError, NotFound, Permanent, SourceChanged, Transient
 from reconcile.excludes import TEMP_MARK_B
 from reconcile.blockmap import BlockMap, BlockStore, block_hash, map_fd, reusable, runs
-from reconcile.remotes.base import Capabilities, Checkpoint, Progress, RemoteOptions, Sent, local_output
+from reconcile.remotes.base import Capabilities, Checkpoint, Progress, RemoteOptions, Sent, as_sent, local_output
 from reconcile.remotes.fsprobe import facts_for, with_facts
 from reconcile.walk import FD_STAT, S_IFDIR, S_IFLNK, S_IFMT, Listing
 
@@ -177,7 +176,7 @@ class LocalRemote:
         assert result is not None
         if bmap is not None:
             self._blocks.put(path, bmap, _tag(result))
-        return Sent(**{f.name: getattr(result, f.name) for f in fields(Entry)}, reused=reused)
+        return as_sent(result, reused)
 
     def _try_delta(self, parent: safepath.Parent, src: int, path: str, entry: Entry, bmap: BlockMap,
                    progress: Progress | None) -> int | None:

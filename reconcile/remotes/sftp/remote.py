@@ -26,6 +26,7 @@ from typing import BinaryIO
 
 from reconcile.entry import DIR, LINK, TEMP_MARK, Entry, decode_path, encode_path, is_temp_name, parent_of
 from reconcile.errors import NotFound, Permanent, SourceChanged, Transient
+from reconcile.blockmap import BlockStore
 from reconcile.remotes.base import Capabilities, Progress, RemoteOptions, local_output
 from reconcile.remotes.sftp.batch import Batch
 from reconcile.remotes.sftp.calls import (_entry, _lstat_or_none, _name, _readlink, _remove_quietly, _short,
@@ -40,7 +41,7 @@ from reconcile.remotes.sftp.wire import _Acks, _ask_read, _readdir
 class SftpRemote(Session, Listing, Upload, Batch):
     capabilities = Capabilities(
         server_move=True, dir_move=True, server_copy=False, empty_dirs=True,
-        mtime_precision_ns=1_000_000_000, symlinks=True, set_mtime=True,
+        mtime_precision_ns=1_000_000_000, symlinks=True, set_mtime=True, delta=True,
     )
 
     def __init__(self, target: _Target, root: str, options: RemoteOptions, url: str) -> None:
@@ -56,6 +57,8 @@ class SftpRemote(Session, Listing, Upload, Batch):
         self._left_temps: set[str] = set()  # temp files our failed uploads left
         self._dirs_seen: set[str] = set()  # folders upload_many made or found
         self._root_ready = False  # the destination root is known to exist
+        self._blocks = BlockStore(options.state_dir)  # block maps of large files, for deltas
+        self._copy_data = bool(options.extra.get("sftp_copy_data", True))  # off: as a server without it
 
     @classmethod
     def from_url(cls, url: str, options: RemoteOptions) -> "SftpRemote":

@@ -18,8 +18,10 @@ import xxhash
 from reconcile.entry import Entry, is_safe_path, is_temp_name, parent_of
 from reconcile.errors import NotFound, SourceChanged, Transient
 from reconcile.hashing import FileHasher
-from reconcile.remotes.base import Checkpoint, Progress
+from reconcile.blockmap import BlockMap, map_fd
+from reconcile.remotes.base import Checkpoint, Progress, Sent, as_sent
 from reconcile.remotes.local import current_umask, final_mode
+from reconcile.remotes.sftp.delta import CopyRefused, send_delta, tag_of
 from reconcile.remotes.sftp.calls import _entry, _lstat_or_none, _name, _remove_quietly, _wire_mtime, is_temp_of
 from reconcile.remotes.sftp.loader import paramiko
 from reconcile.remotes.sftp.session import _Conn
@@ -40,19 +42,29 @@ class Upload:
     """the one-file upload methods of an SftpRemote."""
 
     def upload(self, local_path: str, path: str, entry: Entry, progress: Progress | None = None,
-               resume: dict | None = None, checkpoint: Checkpoint | None = None) -> Entry:
+               resume: dict | None = None, checkpoint: Checkpoint | None = None) -> Sent:
         try:
             src = open(local_path, "rb")
         except OSError as exc:
             raise NotFound(f"local file {local_path} cannot be read: {exc.strerror}") from None
+        reused = 0
         with src:
             before = os.fstat(src.fileno())
             size = before.st_size
+            bmap = self._block_map(src.fileno(), size, entry, path)
             with self._op(f"cannot write {path}", failure=Transient):
                 state = self._resume_state(self._sftp(), path, resume, size)
                 tmp_rel = state["tmp"] if state else self._temp_for(path)
                 self._left_temps.add(tmp_rel)
-                digest = self._send_file(src.fileno(), size, tmp_rel, progress, state, checkpoint)
+                copied = self._try_delta(src.fileno(), path, tmp_rel, bmap, state, progress, checkpoint)
+                if copied is None:
+                    digest = self._send_file(src.fileno(), size, tmp_rel, progress, state, checkpoint)
+                elif copied is False:  # the server would not copy: the whole file, under a new temp name
+                    state, tmp_rel = None, self._temp_for(path)
+                    self._left_temps.add(tmp_rel)
+                    digest = self._send_file(src.fileno(), size, tmp_rel, progress, state, checkpoint)
+                else:
+                    reused, digest = copied, bmap.digest
             after = os.fstat(src.fileno())
         if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
             # never put a mix of two versions under the real name; the temp goes with the tidy-up
@@ -73,7 +85,29 @@ class Upload:
         if (before.st_size, before.st_mtime_ns) != (entry.size, entry.mtime_ns):
             digest = None  # what was sent is not the version the plan saw
         result.hash = entry.hash or digest
-        return result
+        if bmap is not None:
+            self._blocks.put(path, bmap, tag_of(result.size, result.mtime_ns))
+        return as_sent(result, reused)
+
+    def _block_map(self, fd: int, size: int, entry: Entry, path: str) -> BlockMap | None:
+        """the file's block map, where it is large enough to be sent as a delta next time"""
+        if not self._blocks.wants(size):
+            return None
+        bmap = map_fd(fd, size)
+        if entry.hash is not None and bmap.digest != entry.hash:
+            raise SourceChanged(f"{path} changed since it was scanned; left for the next run")
+        return bmap
+
+    def _try_delta(self, fd: int, path: str, tmp_rel: str, bmap: BlockMap | None, state: dict | None,
+                   progress: Progress | None, checkpoint: Checkpoint | None) -> int | bool | None:
+        """bytes copied on the server; None: no delta (send it whole into tmp_rel);
+        False: the server refused to copy and tmp_rel is gone"""
+        if bmap is None:
+            return None
+        try:
+            return send_delta(self, fd, path, tmp_rel, bmap, state, progress, checkpoint)
+        except CopyRefused:
+            return False
 
     def _final_mode(self, sftp: paramiko.SFTPClient, tmp: bytes, entry: Entry) -> None:
         perms = bool(self.options.extra.get("perms"))
