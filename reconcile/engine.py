@@ -35,7 +35,7 @@ from reconcile.remotes.retry import RetryingRemote, RetryPolicy, retry_message
 from reconcile.spool import walk_while_waiting
 from reconcile.statedir import StateDir, display_url, pair_id
 from reconcile.statefile import open_read, write_private
-from reconcile.walk import WalkReport, walk_rows
+from reconcile.walk import WalkReport, walk_rows, walk_rows_partial
 
 SNAPSHOT_BYTES_PER_ENTRY = 50  # measured: 49 on the benchmark trees
 # files from this size are hashed on two threads (xxh3 and read() free the GIL
@@ -60,6 +60,8 @@ class RunOptions:
     allow_new_destination: bool = False  # a destination that held files may start again empty
     allow_reverse: bool = False  # SOURCE may be the DEST of another recorded pair
     remote: RemoteOptions = field(default_factory=RemoteOptions)
+    # walk only these source paths and take the rest from the snapshot (reconcile watch)
+    walk_only: list[str] | None = None
 
 
 @dataclass
@@ -278,7 +280,7 @@ class Run:
             if not caps.empty_dirs:
                 entries = with_implied_dirs(entries)
             remote_rows = map(row_of, entries)
-        walked = walk_rows(self.source, self.excludes, report, self.opts.links)
+        walked = self._walked(report)
         if caps.case_insensitive:
             self.collisions = CollisionWatch()
             walked = self.collisions.rows(walked)
@@ -289,6 +291,16 @@ class Run:
                           hasher=self._checksum_hasher if self.opts.checksum else None,
                           perms=bool(self.opts.remote.extra.get("perms")), keep_remote=keep,
                           current_excluded=True, span=caps.mtime_range)
+
+    def _walked(self, report: WalkReport):
+        """the source's rows: walked whole, or (walk_only) only those paths,
+        the rest taken from the last snapshot; with no snapshot, walked whole"""
+        if self.opts.walk_only is not None and os.path.exists(self.state.snapshot):
+            previous = self.previous()
+            if previous:
+                return walk_rows_partial(self.source, self.excludes, report, self.opts.links,
+                                         self.opts.walk_only, previous)
+        return walk_rows(self.source, self.excludes, report, self.opts.links)
 
     def _spill_dir(self) -> str | None:
         """the private state folder, where it exists (a first plan has none yet)"""

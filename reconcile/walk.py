@@ -11,11 +11,13 @@ from __future__ import annotations
 import os
 import stat as st
 from dataclasses import dataclass, field
+import heapq
 from bisect import bisect_left
 from itertools import chain
-from typing import Iterator
+from operator import itemgetter
+from typing import Iterable, Iterator
 
-from reconcile.entry import DIR, FILE, LINK, Entry, decode_path, entry_of, is_inside
+from reconcile.entry import DIR, FILE, LINK, Entry, decode_path, encode_path, entry_of, is_inside
 from reconcile.excludes import TEMP_MARK_B, Excludes
 
 
@@ -77,16 +79,24 @@ class _Walker:
         self.report = report
         self.links = links
 
-    def runs(self) -> Iterator[list[tuple]]:
+    def runs(self, start: bytes = b"", ancestors: list | None = None) -> Iterator[list[tuple]]:
         """the rows in order, as runs of one folder's listing that end where
         a subfolder's own runs come in: depth first, with a stack of open
-        listings instead of a generator per level."""
-        top = os.stat(self.root)
-        ancestors = [(top.st_dev, top.st_ino)]  # of the open folders, for --links follow loops
+        listings instead of a generator per level. start: a folder's key
+        (ending in /) to walk below it only."""
+        if ancestors is None:
+            top = os.stat(self.root)
+            ancestors = [(top.st_dev, top.st_ino)]  # of the open folders, for --links follow loops
         try:
-            stack = [self.read_dir(self.root_b, b"", ancestors)]
+            stack = [self.read_dir(os.path.join(self.root_b, start[:-1]) if start else self.root_b, start,
+                                   ancestors)]
         except OSError as exc:
-            self.report.unreadable.append(f".: {exc.strerror}")
+            if start:
+                ancestors.pop()
+                self.report.unreadable.append(f"{decode_path(start[:-1])}: {exc.strerror}")
+                yield [(start, DIR, 0, None, 0, 0, 0, None, None, exc.strerror or "unreadable")]
+            else:
+                self.report.unreadable.append(f".: {exc.strerror}")
             return
         while stack:
             listing = stack[-1]
@@ -106,6 +116,53 @@ class _Walker:
                 ancestors.pop()
                 self.report.unreadable.append(f"{decode_path(key[:-1])}: {exc.strerror}")
                 yield [(key, DIR, 0, None, 0, 0, 0, None, None, exc.strerror or "unreadable")]
+
+    def path_rows(self, key: bytes) -> Iterator[tuple]:
+        """the rows of one path (no trailing /): its own, then, for a
+        folder, everything below it in order; nothing if it is gone or excluded"""
+        parent, _, name = key.rpartition(b"/")
+        prefix = parent + b"/" if parent else b""
+        ancestors = self._ancestors(parent)
+        if ancestors is None:
+            return
+        try:
+            rows, dirs = self.read_children(os.path.join(self.root_b, parent) if parent else self.root_b,
+                                            [name], None, prefix, ancestors)
+        except OSError:
+            return  # gone since the event: the snapshot's rows go with it
+        yield from rows
+        if dirs:
+            ancestors.append((rows[0][5], rows[0][4]))
+            yield from chain.from_iterable(self.runs(dirs[0], ancestors))
+
+    def own_row(self, row: tuple) -> tuple:
+        """a folder's row read again (the snapshot's if it cannot be)"""
+        parent, _, name = row[0][:-1].rpartition(b"/")
+        try:
+            rows, _ = self.read_children(os.path.join(self.root_b, parent) if parent else self.root_b, [name],
+                                         None, parent + b"/" if parent else b"", [])
+        except OSError:
+            return row
+        if rows and rows[0][0] == row[0]:
+            self.report.dirs -= 1  # counted once, as the snapshot's row was not
+            return rows[0]
+        return row
+
+    def _ancestors(self, parent: bytes) -> list | None:
+        """(dev, inode) of the root and each folder down to parent, for
+        --links follow's loop check; None when one is gone or not a folder"""
+        out = []
+        path = self.root_b
+        for part in [b""] + (parent.split(b"/") if parent else []):
+            path = os.path.join(path, part) if part else path
+            try:
+                s = os.stat(path)
+            except OSError:
+                return None
+            if not st.S_ISDIR(s.st_mode):
+                return None
+            out.append((s.st_dev, s.st_ino))
+        return out
 
     def read_dir(self, abs_dir: bytes, prefix: bytes, ancestors: list) -> Listing:
         """one folder, sorted; OSError when it cannot be read."""
@@ -204,3 +261,20 @@ class _Walker:
             self.report.links_not_followed.append(f"{path}: a loop")
             return None
         return target
+
+
+def walk_rows_partial(root: str, excludes: Excludes, report: WalkReport, links: str, paths: list[str],
+                      previous: Iterable[tuple]) -> Iterator[tuple]:
+    """walk_rows() for a tree where only `paths` may have changed since the
+    snapshot whose rows are `previous`: each path (a file, or a folder and
+    all below it) is read from the disk, every other row is the snapshot's.
+    The caller vouches for the rest (reconcile watch: file events)."""
+    walker = _Walker(root, excludes, report, links)
+    keys = [encode_path(p) for p in paths]
+    exact = frozenset(keys)
+    below = tuple(k + b"/" for k in keys)
+    # the folders above a changed path changed too (their mtime): their own rows are read again
+    above = {k[:i + 1] for k in keys for i in range(len(k)) if k[i:i + 1] == b"/"}
+    kept = (walker.own_row(row) if row[0] in above else row
+            for row in previous if not (row[0] in exact or row[0].startswith(below)))
+    return heapq.merge(kept, *(walker.path_rows(k) for k in keys), key=itemgetter(0))
