@@ -1,4 +1,4 @@
-"""The command line: reconcile plan | apply | status | verify | restore | config.
+"""The command line: reconcile plan | apply | watch | status | verify | restore | config.
 
 Exit codes: 0 done or nothing to do; 1 error; 2 usage or configuration
 error; 3 partial (the journal keeps the rest); 4 refused by a safety guard;
@@ -18,7 +18,7 @@ import sys
 
 from reconcile.cli.root import app
 # in --help order: importing a module registers its commands on app
-from reconcile.cli import mirror, status, verify, config, restore  # noqa: E402,F401  isort: skip
+from reconcile.cli import mirror, watch, status, verify, config, restore  # noqa: E402,F401  isort: skip
 
 __all__ = ["app", "main"]
 

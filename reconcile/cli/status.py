@@ -56,6 +56,9 @@ def _status(source: str, dest: str, state_dir: str | None, json_out: bool) -> in
             info["snapshot"]["error"] = str(exc)
     else:
         info["snapshot"] = None
+    from reconcile.watch.state import read_watch_state, watch_lines
+
+    info["watch"] = read_watch_state(state.path)
     if json_out:
         print(json.dumps(info))
         return 0
@@ -71,4 +74,6 @@ def _status(source: str, dest: str, state_dir: str | None, json_out: bool) -> in
     print(f"pending operations: {info['pending_operations']}")
     snap = info["snapshot"]
     print(f"snapshot: {snap['bytes']} bytes, {snap['age_seconds']}s old" if snap else "snapshot: none")
+    for line in watch_lines(info["watch"]):
+        print(line)
     return 0
