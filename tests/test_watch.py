@@ -133,7 +133,7 @@ def test_sigterm_during_a_run_stops_it_and_the_next_start_finishes(src, local_de
         (src / "big.bin").write_bytes(os.urandom(40 << 20))  # 20 s at 2M/s
         w.wait_log(lambda t: t.count("ok: ") >= 1 and os.path.exists(state / "journal.msgpack"))
     finally:
-        rc = w.stop()
+        rc = w.stop(idle=False)
     assert rc == 130
     assert "big.bin" not in os.listdir(local_dest.url)  # never a partial file under its real name
     w = Watcher(src, local_dest, state, tmp_path / "watch2.log")
@@ -208,3 +208,56 @@ def test_the_watchdog_watcher_works_too(src, local_dest, tmp_path):
         assert w.stop() == 0
     state = json.loads((tmp_path / "state" / "watch.json").read_text())
     assert state["watcher"] == "PortableWatcher"
+
+
+def _sysctl(name: str, value: int | None = None) -> int:
+    path = Path("/proc/sys/fs/inotify") / name
+    old = int(path.read_text())
+    if value is not None:
+        path.write_text(str(value))
+    return old
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="lowering fs.inotify.max_queued_events needs root (CI runs as root)")
+def test_queue_overflow_loses_nothing(src, local_dest, tmp_path):
+    """with the kernel's event queue lowered to 64, 20,000 new files overflow
+    it: the watcher hears IN_Q_OVERFLOW, rescans everything, all arrive"""
+    old = _sysctl("max_queued_events", 64)  # read when the watcher starts its inotify instance
+    try:
+        w = Watcher(src, local_dest, tmp_path / "state", tmp_path / "watch.log", ["--max-wait", "3s"])
+        wait_dest(local_dest, tree_files(src), w)  # it watches (with the low limit) before the first run
+    finally:
+        _sysctl("max_queued_events", old)  # the machine is shared: restore at once
+    try:
+        for d in range(20):
+            folder = src / f"batch{d}"
+            folder.mkdir()
+            for i in range(1000):
+                (folder / f"f{i}").write_bytes(b"%d/%d" % (d, i))
+        wait_dest(local_dest, tree_files(src), w, timeout=300)
+        assert "event queue overflowed" in w.text()
+    finally:
+        w.stop()
+
+
+def test_folders_that_cannot_be_watched_are_rescanned(src, local_dest, tmp_path):
+    """out of inotify watches (the limit lowered to 4 in a user namespace of
+    the watcher's own, so the machine's limit is untouched): the folders
+    without a watch are named, rescanned on the timer, and nothing is lost"""
+    if not shutil.which("unshare"):
+        pytest.skip("unshare (util-linux) is not installed")
+    for d in range(12):
+        (src / f"folder{d}").mkdir()
+    w = Watcher(src, local_dest, tmp_path / "state", tmp_path / "watch.log", ["--rescan-unwatched", "2s"],
+                wrap=["unshare", "-U", "-r", "sh", "-c", 'echo 4 > /proc/sys/user/max_inotify_watches && exec "$@"',
+                      "sh"])
+    try:
+        wait_dest(local_dest, tree_files(src), w)
+        for d in range(12):
+            (src / f"folder{d}" / "new.txt").write_bytes(b"in folder %d" % d)
+        wait_dest(local_dest, tree_files(src), w)
+        assert "cannot watch folder" in w.text() and "max_user_watches" in w.text()
+    finally:
+        w.stop()
+    state = json.loads((tmp_path / "state" / "watch.json").read_text())
+    assert "max_user_watches" in state["last_error"]

@@ -4,6 +4,7 @@ timing) until it holds what they expect."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -17,14 +18,15 @@ FAST = ["--quiet-for", "0.3s", "--max-wait", "5s", "-v"]
 
 
 class Watcher:
-    def __init__(self, src: Path, dest, state: Path, log: Path, args=(), env: dict | None = None) -> None:
+    def __init__(self, src: Path, dest, state: Path, log: Path, args=(), env: dict | None = None,
+                 wrap: list[str] = ()) -> None:
         self.log = log
         self.state = state
         full_env = {**os.environ, **dest.env, **(env or {})}
         full_env.pop("COLUMNS", None)
         self.err = open(log, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "reconcile", "watch", str(src), dest.url, *dest.cli_args,
+            [*wrap, sys.executable, "-m", "reconcile", "watch", str(src), dest.url, *dest.cli_args,
              "--state-dir", str(state), *FAST, *map(str, args)],
             stdout=subprocess.DEVNULL, stderr=self.err, env=full_env)
 
@@ -45,7 +47,30 @@ class Watcher:
             time.sleep(0.1)
         raise AssertionError(f"watch log never matched:\n{self.text()[-3000:]}")
 
-    def stop(self, sig=signal.SIGTERM, timeout: float = 60) -> int:
+    def wait_idle(self, timeout: float = 60) -> None:
+        """until the watcher is between runs with nothing pending (watch.json),
+        for a while: a stop then ends it with 0, not 130"""
+        deadline = time.monotonic() + timeout
+        idle_since = None
+        while time.monotonic() < deadline:
+            try:
+                state = json.loads((self.state / "watch.json").read_text()).get("state")
+            except (OSError, ValueError):
+                state = None
+            if state != "watching":
+                idle_since = None
+            elif idle_since is None:
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since > 1.5:
+                return
+            assert self.proc.poll() is None, f"watch exited {self.proc.returncode}:\n{self.text()}"
+            time.sleep(0.1)
+        raise AssertionError(f"watch never went idle:\n{self.text()[-3000:]}")
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 60, idle: bool = True) -> int:
+        """SIGTERM, by default once the watcher is idle (then it exits 0)"""
+        if idle and self.proc.poll() is None:
+            self.wait_idle()
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:

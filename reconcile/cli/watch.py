@@ -16,7 +16,7 @@ from reconcile.cli.guard import guarded
 from reconcile.cli.mirror import _run
 from reconcile.cli.root import command
 
-WATCH_FLAGS = ("quiet_for", "max_wait", "full_rescan")
+WATCH_FLAGS = ("quiet_for", "max_wait", "full_rescan", "rescan_unwatched")
 
 
 @command(short_help="Mirror changes as they happen: file events start a run that walks only what changed.",
@@ -25,6 +25,7 @@ def watch(source: Optional[str] = NameArg, dest: Optional[str] = OptDestArg,
           quiet_for: Annotated[str, typer.Option("--quiet-for", metavar="DURATION", help="run once no file event came for this long")] = "1s",
           max_wait: Annotated[str, typer.Option("--max-wait", metavar="DURATION", help="run at the latest this long after the first event, even if events keep coming")] = "10s",
           full_rescan: Annotated[str, typer.Option("--full-rescan", metavar="DURATION", help="walk the whole tree about this often (randomised), in case an event was missed")] = "1h",
+          rescan_unwatched: Annotated[str, typer.Option("--rescan-unwatched", metavar="DURATION", help="rescan folders that could not be watched (out of inotify watches) this often")] = "1m",
           delete: Delete = False, exclude: Exclude = None, exclude_from: ExcludeFrom = None, include: Include = None,
           quiet: Quiet = False, verbose: Verbose = False, state_dir: StateDirOpt = None,
           max_delete: MaxDelete = None, allow_empty_source: AllowEmpty = False,
@@ -45,7 +46,8 @@ def watch(source: Optional[str] = NameArg, dest: Optional[str] = OptDestArg,
     from reconcile.watch.loop import WatchSettings
 
     settings = WatchSettings(quiet_for=parse_duration(quiet_for), max_wait=parse_duration(max_wait),
-                             full_rescan=parse_duration(full_rescan))
+                             full_rescan=parse_duration(full_rescan),
+                             unwatched_every=parse_duration(rescan_unwatched))
     driver = Driver(flag_defaults(watch), lambda job, all_: _run("apply", job.source, job.dest, dict(job.kw),
                                                                   job.name if all_ else None),
                     guarded, typer.BadParameter)

@@ -25,6 +25,7 @@ from reconcile.errors import EXIT_USAGE
 from reconcile.watch.changes import Change, DirtySet
 from reconcile.watch.state import WatchState
 
+LOSS_SAID_EVERY = 60.0
 RunOne = Callable[[list[str] | None], int]  # dirty paths (None: everything) -> exit code
 
 
@@ -55,6 +56,7 @@ class PairWatch:
     failures: int = 0
     next_full: float = 0.0
     next_unwatched: float = 0.0
+    said: dict[str, float] = field(default_factory=dict)  # cause of a loss -> when the log last said it
 
     def start(self, now: float) -> None:
         from reconcile.watch import open_watcher
@@ -75,17 +77,28 @@ class PairWatch:
         self.dirty.add(path)
         if self.first_dirty is None:
             self.first_dirty = now
+            if self.state.doc.get("state") == "watching":
+                self.state.update(state="pending")  # status: changes wait for a run
         self.last_event = now
 
     def feed(self, changes: list[Change], now: float) -> None:
         for c in changes:
             if c.lost:
-                self.state.error(c.lost)
+                self._lost(c, now)
             self.mark(c.path, now)
             if c.closed:
                 self.writers.pop(c.path, None)
             elif c.writing:
                 self.writers.setdefault(c.path, (None, now))
+
+    def _lost(self, c: Change, now: float) -> None:
+        """events lost or that cannot come: said in the log (once a minute
+        for the same cause) and in status; the path is rescanned all the same"""
+        self.state.error(c.lost)
+        cause = c.lost.split(":")[0]
+        if now - self.said.get(cause, -LOSS_SAID_EVERY) >= LOSS_SAID_EVERY:
+            self.said[cause] = now
+            print(f"warning: {c.lost}; rescanning {c.path or 'the whole source'}", file=sys.stderr, flush=True)
 
     def poll(self, now: float) -> None:
         self.feed(self.watcher.read(0), now)

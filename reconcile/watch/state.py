@@ -43,7 +43,7 @@ class WatchState:
     def run_ended(self, rc: int | None, dirty: int) -> None:
         result = RESULTS.get(rc, "error") if rc is not None else "interrupted"
         last = {"started": self.doc.get("run_started"), "ended": time.time(), "result": result, "exit_code": rc}
-        fields = {"state": "watching", "last_run": last, "dirty_pending": dirty}
+        fields = {"state": "pending" if dirty else "watching", "last_run": last, "dirty_pending": dirty}
         if rc not in (0, None):
             fields.update(last_error=f"run ended {result} (exit {rc}); retrying", last_error_at=time.time())
         self.update(**fields)
