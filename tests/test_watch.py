@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -261,3 +262,37 @@ def test_folders_that_cannot_be_watched_are_rescanned(src, local_dest, tmp_path)
         w.stop()
     state = json.loads((tmp_path / "state" / "watch.json").read_text())
     assert "max_user_watches" in state["last_error"]
+
+
+def test_watch_all_mirrors_every_mapping(tmp_path):
+    """one process watches each mapping of the config file; each run is logged under its name"""
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "config.toml"
+    pairs = {}
+    text = ""
+    for name in ("photos", "docs"):
+        s, d = tmp_path / f"{name}-src", tmp_path / f"{name}-dst"
+        s.mkdir()
+        (s / "old.txt").write_bytes(name.encode())
+        pairs[name] = (s, d)
+        text += f'[mapping.{name}]\nsource = "{s}"\ndest = "{d}"\nstate_dir = "{tmp_path / name}-state"\n'
+    cfg.write_text(text)
+    log = tmp_path / "watch.log"
+    proc = subprocess.Popen([sys.executable, "-m", "reconcile", "watch", "--all", "--config", str(cfg),
+                             "--quiet-for", "0.3s", "--log-file", str(log)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for name, (s, d) in pairs.items():
+            (s / "sub").mkdir()
+            (s / "sub" / "new.txt").write_bytes(b"new in " + name.encode())
+        deadline = time.monotonic() + 120
+        while any(tree_files(s) != (tree_files(d) if d.exists() else {}) for s, d in pairs.values()):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else ""
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    text = log.read_text()
+    assert "apply photos" in text and "apply docs" in text, text
