@@ -12,7 +12,8 @@ import traceback
 from bench.common import REPO, ROOT, Case, log, rmtree
 
 CASES = ("local", "sftp", "sftp-first", "sftp-nochange", "sftp-big", "sftp-rename",
-         "s3", "s3-first", "s3-rename", "s3-big", "hash", "profile", "bwlimit", "usb")
+         "s3", "s3-first", "s3-rename", "s3-big", "hash", "profile", "bwlimit", "usb",
+         "rtt", "rtt-sftp", "rtt-s3")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -25,6 +26,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--skip-1m", action="store_true", help="leave out the 1,000,000-file tree")
     p.add_argument("--rev", help="benchmark reconcile/ as of this git revision (e.g. HEAD), not the working tree")
     p.add_argument("--render", metavar="PICKLE", help="only re-write the report from a saved run")
+    p.add_argument("--rtt", type=lambda v: tuple(int(x) for x in v.split(",")), metavar="MS,MS,...",
+                   help="round-trip times of the rtt sweep (default 0,10,50,100; small: 0,20)")
     p.add_argument("--keep-data", action="store_true", help=f"keep {ROOT} afterwards (reused next run)")
     return p.parse_args(argv)
 
@@ -71,6 +74,8 @@ def main(argv: list[str]) -> int:
             _guard(failures, "bwlimit", lambda: cases.extend(_bwlimit(size, tools)))
         if wanted(only, "usb"):
             _guard(failures, "usb", lambda: cases.extend(_usb(size)))
+        if wanted(only, "rtt"):
+            _guard(failures, "rtt", lambda: cases.extend(_rtt(size, only, tools, args.rtt)))
     finally:
         out = args.output or os.path.join(REPO, "docs", "benchmarks.md")
         analysis = open(args.analysis).read() if args.analysis else ""
@@ -80,6 +85,7 @@ def main(argv: list[str]) -> int:
         facts = (args.size, cases, profiles, versions(tools), analysis, time.perf_counter() - started)
         _save(facts, partial=bool(args.only))
         write(out, *facts)
+        _plot(cases, out)
         log(f"wrote {out} in {time.perf_counter() - started:.0f} s")
         if not args.keep_data:
             rmtree(ROOT)
@@ -180,6 +186,42 @@ def _profiles(srv, size, scale):
                              *srv.reconcile_args(), "--state-dir", f"{ROOT}/state/sftp-nc", "--delete", "-q"]))
     profs.append(record(f"first sync of {size.sftp_first:,} files to sftp", apply, before=fresh))
     return profs
+
+
+def _rtt(size, only, tools, rtts):
+    """the delay-proxy sweep: SFTP and S3 at each round-trip time."""
+    import dataclasses
+
+    from bench import case_rtt
+    from bench.servers import start_seaweed, start_sshd
+
+    sweep = case_rtt.FULL if size.name == "full" else case_rtt.SMALL
+    if rtts:
+        sweep = dataclasses.replace(sweep, rtts=rtts)
+    cases = []
+    if wanted(only, "rtt-sftp") or "rtt" in only:
+        srv = start_sshd()
+        try:
+            cases += case_rtt.sftp(srv, sweep)
+        finally:
+            srv.stop()
+    if wanted(only, "rtt-s3") or "rtt" in only:
+        server = start_seaweed()
+        try:
+            cases += case_rtt.s3(server, tools["aws"], tools.get("rclone"), sweep)
+        finally:
+            server.stop()
+    return cases
+
+
+def _plot(cases, out: str) -> None:
+    """the RTT sweep's figure, beside the report."""
+    from bench.plot_rtt import draw
+
+    try:
+        draw(cases, os.path.join(os.path.dirname(os.path.abspath(out)), "rtt-sweep.svg"))
+    except Exception:
+        traceback.print_exc()  # a figure that failed must not lose the report
 
 
 def _bwlimit(size, tools):

@@ -7,6 +7,7 @@ import json
 import os
 import random
 import shutil
+from typing import Callable
 
 from bench.common import ROOT, log
 
@@ -23,15 +24,19 @@ def rel_path(i: int) -> str:
     return f"t{i // 10000:03d}/d{(i // 100) % 100:02d}/f{i:07d}.bin"
 
 
-def make_tree(root: str, files: int, min_size: int, max_size: int, seed: int) -> str:
-    """write (once) a tree of `files` files; reused while its recipe matches."""
+def make_tree(root: str, files: int, min_size: int, max_size: int, seed: int,
+              layout: Callable[[int], str] = rel_path) -> str:
+    """write (once) a tree of `files` files; reused while its recipe matches.
+    layout(i) is file i's relative path."""
     recipe = {"files": files, "min": min_size, "max": max_size, "seed": seed, "v": 2}
+    if layout is not rel_path:
+        recipe["layout"] = layout.__name__
     marker = root + ".recipe"
     if os.path.isdir(root) and _read(marker) == recipe:
         return root
     shutil.rmtree(root, ignore_errors=True)
     log(f"generating {files:,} files of {min_size}-{max_size} bytes in {root}")
-    _write_tree(root, files, min_size, max_size, seed)
+    _write_tree(root, files, min_size, max_size, seed, layout)
     with open(marker, "w") as f:
         json.dump(recipe, f)
     return root
@@ -45,13 +50,14 @@ def _read(path: str) -> dict | None:
         return None
 
 
-def _write_tree(root: str, files: int, min_size: int, max_size: int, seed: int) -> None:
+def _write_tree(root: str, files: int, min_size: int, max_size: int, seed: int,
+                layout: Callable[[int], str]) -> None:
     rng = random.Random(seed)
     pool = _pool(seed)
     made: set[str] = set()
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
     for i in range(files):
-        rel = rel_path(i)
+        rel = layout(i)
         parent = os.path.join(root, rel.rsplit("/", 1)[0])
         if parent not in made:
             os.makedirs(parent, exist_ok=True)

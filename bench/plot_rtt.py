@@ -1,0 +1,61 @@
+"""The RTT sweep drawn: one panel per case, seconds against round-trip time,
+one line per tool. matplotlib is a bench-only dependency (pip install matplotlib)."""
+
+from __future__ import annotations
+
+import re
+
+from bench.common import Case, log
+
+PANELS = (("rtt-sftp", "first sync"), ("rtt-sftp", "no-change"), ("rtt-sftp", "rename"),
+          ("rtt-s3", "first sync"), ("rtt-s3", "no-change"), ("rtt-s3", "rename"))
+
+
+def points(cases: list[Case]) -> dict[tuple[str, str], dict[str, list[tuple[int, float]]]]:
+    """(group, case kind) -> tool -> [(rtt ms, median s)]."""
+    out: dict = {}
+    for c in cases:
+        m = re.search(r"RTT (\d+) ms", c.name)
+        kind = next((k for g, k in PANELS if g == c.group and c.name.startswith(k)), None)
+        if not m or kind is None:
+            continue
+        for s in c.series:
+            if s.runs:
+                out.setdefault((c.group, kind), {}).setdefault(s.tool, []).append((int(m.group(1)), s.median))
+    return out
+
+
+def draw(cases: list[Case], path: str) -> bool:
+    """the figure into path (.svg or .png); False where matplotlib is missing or there is nothing to draw."""
+    data = points(cases)
+    if not data:
+        return False
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("no RTT plot: matplotlib is not installed (pip install matplotlib)")
+        return False
+    panels = [p for p in PANELS if p in data]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5), squeeze=False)
+    for ax, (group, kind) in zip(axes.flat, PANELS):
+        if (group, kind) not in data:
+            ax.set_visible(False)
+            continue
+        for tool, pts in sorted(data[(group, kind)].items()):
+            pts.sort()
+            style = "-o" if tool.startswith("reconcile") else "--s"
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=tool, linewidth=1.5, markersize=4)
+        ax.set_title(f"{group.removeprefix('rtt-').upper()}: {kind}", fontsize=10)
+        ax.set_xlabel("round-trip time (ms)")
+        ax.set_ylabel("seconds (median)")
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("reconcile and its peers through a delay proxy (lower is better; log scale)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Date": None} if path.endswith(".svg") else None)
+    plt.close(fig)
+    log(f"wrote {path} ({len(panels)} panels)")
+    return True
