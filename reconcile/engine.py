@@ -194,6 +194,12 @@ class Run:
             self._remote = RetryingRemote(open_remote(self.dest, self.opts.remote), policy)
         return self._remote
 
+    def network(self):
+        """what the run cost on the network where the remote counts it (SFTP's
+        NetStats: connections, sessions, round trips waited on), else None."""
+        counted = getattr(self._remote, "net_stats", None) if self._remote is not None else None
+        return counted() if counted is not None else None
+
     def _on_retry(self, what: str, exc: Exception, wait: float) -> None:
         refuse_unknown_host(exc, self.state, self.dest)
         if not getattr(self.reporter, "tty", False):

@@ -43,8 +43,9 @@ SCRIPT = r"""
 import json, logging, os, sys, threading
 from reconcile import forked
 from reconcile.remotes.base import RemoteOptions
-from reconcile.remotes.sftp import SftpRemote
+from reconcile.remotes.sftp import SftpRemote, listing
 
+listing.FORK_LIST_FROM = 0  # a child lists whatever the tree's size
 url, key, kh, net_only = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "net-only"
 held = threading.Lock()
 took, forked_now = threading.Event(), threading.Event()

@@ -18,7 +18,7 @@ import pytest
 from reconcile import forked
 from reconcile.entry import DIR, FILE, LINK, TEMP_MARK, entry_key, entry_of
 from reconcile.errors import ConfigError, NotFound, Transient
-from reconcile.remotes.sftp import wire
+from reconcile.remotes.sftp import listing, wire
 from reconcile.remotes.sftp import SftpRemote
 from tests.test_sftp import no_agent_no_config, proxied, remote, root  # noqa: F401
 
@@ -32,6 +32,8 @@ def listing_way(request, monkeypatch) -> str:
         pytest.skip("no fork here (not Linux, or one core)")
     if where == "thread":
         monkeypatch.setattr(forked, "available", lambda: False)
+    else:  # a child lists whatever the tree's size
+        monkeypatch.setattr(listing, "FORK_LIST_FROM", 0)
     monkeypatch.setattr(SftpRemote, "_lists_by_find", lambda self: how == "find")
     if where == "forked" and "sftp_proxy" not in request.fixturenames:
         wait_until_quiet()
@@ -138,7 +140,11 @@ def test_many_folders_go_out_per_flush(remote, root, monkeypatch):
     list(remote.list_rows())
     assert max(sends) >= 20  # the top folders' OPENDIRs go out together
     assert remote._pool is None  # no thread per folder
-    assert len(remote._conns) == 0  # the listing's connection is closed
+    # the listing's session, read to its end, is handed on to the next call: no session opened for it
+    assert list(remote._conns) == remote._idle and len(remote._idle) == 1
+    sessions = remote.net_stats().sessions
+    assert remote.stat("d00") is not None
+    assert remote.net_stats().sessions == sessions == 1
 
 
 @pytest.mark.usefixtures("listing_way")
@@ -193,7 +199,8 @@ def test_big_folder_and_abandoned_listing(remote, root):
     next(listing)
     listing.close()  # the consumer gives up: the lister thread (or child) and its connection go
     assert not any(t.name == "sftp-list" for t in threading.enumerate())
-    assert len(remote._conns) == 0
+    # no session in use: the listing's is closed, or idle where its thread had read it all
+    assert all(c in remote._idle for c in remote._conns)
 
 
 
@@ -202,6 +209,7 @@ def test_on_a_terminal_the_parent_signs_in_before_the_child_lists(remote, root, 
     if not forked.available():
         pytest.skip("no fork here (not Linux, or one core)")
     fill(root)
+    monkeypatch.setattr(listing, "FORK_LIST_FROM", 0)
     monkeypatch.setattr(SftpRemote, "_may_prompt", lambda self: True)
     connects_here: list[int] = []
     real_connect = SftpRemote._connect

@@ -18,7 +18,8 @@ from reconcile.cli.flags import (JOB_FLAGS, AcceptNew, AllOpt, AllowEmpty, Allow
                                  run_options)
 from reconcile.cli.guard import guarded
 from reconcile.cli.root import command
-from reconcile.cli.summary import not_stored_note, print_summary, resumed_line, unreadable_note
+from reconcile.cli.summary import (not_stored_note, print_network, print_summary, resumed_line,
+                                   unreadable_note)
 from reconcile.errors import EXIT_PARTIAL
 
 
@@ -100,6 +101,8 @@ def _run(command: str, source: str, dest: str, kw: dict, mapping: str | None = N
             if result.pending_journal:
                 reporter.warn(f"an unfinished run has {count(result.pending_journal, 'operation')} left; "
                               "apply finishes them first")
+            if verbose:
+                print_network(run)
             print_summary(f"{tag}plan: {plan_summary(result.plan)}{unreadable_note(result.unreadable)}"
                           f"{not_stored_note(result.not_stored)}", result, started)
             return 0
@@ -135,6 +138,8 @@ def _run(command: str, source: str, dest: str, kw: dict, mapping: str | None = N
         if outcome.remote_gone:
             line += f"; the remote went away ({outcome.remote_gone}); the next run resumes"
         line += unreadable_note(result.unreadable) + not_stored_note(result.not_stored)
+    if verbose:
+        print_network(run)
     print_summary(line, result, started)
     return EXIT_PARTIAL if word == "partial" else 0
 

@@ -46,6 +46,17 @@ def not_stored_note(not_stored: list[tuple[str, str]]) -> str:
     return f"; {len(not_stored)} not stored: the destination cannot hold them (see the warnings above)"
 
 
+def print_network(run) -> None:
+    """-v: what the run cost on the network (SFTP: connections, round trips), before the summary."""
+    net = run.network()
+    if net is None:
+        return
+    from reconcile.report import count
+
+    print(f"network: {count(net.connections, 'ssh connection')} ({count(net.sessions, 'SFTP session')}), "
+          f"{count(net.round_trips, 'round trip')} waited on", file=sys.stderr)
+
+
 def print_summary(line: str, result, started: float) -> None:
     w = result.walk
     from reconcile.report import count

@@ -1,6 +1,10 @@
 """Listing an SFTP destination: many folders' OPENDIR and READDIR in flight
-over one connection (_Lister), or one find | sort over ssh (findlist.py) on
-large trees; in a forked child where it can (forked.py)."""
+over one session (_Lister), a folder's subfolders asked for as soon as it is
+read (one round trip or two per level of the tree, not per folder), or one
+find | sort over ssh (findlist.py) on large trees. A large tree is listed in
+a forked child where it can (forked.py): its own connection, on the second
+core. A smaller one is listed by a thread over a session on the run's one
+connection, handed on afterwards to the thread that applies the plan."""
 
 from __future__ import annotations
 
@@ -27,9 +31,12 @@ from paramiko.sftp import CMD_CLOSE, CMD_HANDLE, CMD_NAME, CMD_OPENDIR, CMD_READ
 if TYPE_CHECKING:
     from reconcile.remotes.sftp.remote import SftpRemote
 
-LIST_PREFETCH = 128  # folders listed ahead of the consumer
+LIST_PREFETCH = 512  # folders listed ahead of the consumer (~100 names each)
 READ_AHEAD = 3  # READDIRs sent together per folder (OpenSSH answers 100 names each)
 FIND_FROM = 10_000  # entries from which a tree is listed by find over ssh (ssh_find = "auto")
+# entries from which a forked child lists: below, its own connection (a
+# handshake, 7+ round trips) costs more than the second core saves
+FORK_LIST_FROM = 10_000
 FIND_WINDOW = 4 << 20  # the listing unread in this process stays below this
 FIND_POLL = 1.0  # seconds between looks at stderr while find runs
 FIND_PATIENCE = 3600.0  # a find | sort silent this long (connection alive) is given up
@@ -87,6 +94,13 @@ class _Lister:
             raise d.error
         return self._rows(d)
 
+    def drain(self) -> bool:
+        """read the replies still due (the last CLOSEs); True when nothing
+        is left unread, so the session can serve plain calls again."""
+        while self.waiting:
+            self._step()
+        return self.pipe.idle
+
     def _step(self) -> None:
         pipe = self.pipe
         if not pipe.ready():
@@ -137,6 +151,8 @@ class _Lister:
                 d.left += 1
                 path = self.remote._abs(decode_path(head + name))
                 self.waiting[self.pipe.request(CMD_READLINK, _sftp_str(path))] = (d, 2, name)
+            elif st.S_ISDIR(mode) and _TEMP not in name and len(self.dirs) < LIST_PREFETCH:
+                self.want(head + name)  # now, not once the caller reaches it
         d.finished = d.left == 0
 
     def _failed(self, d: _Dir, t: int, body: bytes) -> None:
@@ -196,27 +212,34 @@ class Listing:
 
     def _listed_rows(self) -> Iterator[tuple]:
         temps: list[str] = []
-        if forked.available():
+        if forked.available() and self.options.expected_entries >= FORK_LIST_FROM:
             if self._may_prompt() and not self._connected():
                 with self._op(f"cannot list {self.url}"):
                     self._sftp()  # a prompted secret is asked here once, and kept for later connections
             self._close_for_fork()
-            yield from forked.rows(lambda: self._child_runs(temps), tail=(lambda: temps, temps.extend),
+            yield from forked.rows(lambda: self._child_runs(temps),
+                                   tail=(lambda: (temps, self.net.as_list()), lambda t: self._child_tail(temps, *t)),
                                    here=lambda: self._runs_here(temps))
         else:
             for run in self._runs_here(temps):
                 yield from run
         self._seen_temps = temps
 
+    def _child_tail(self, temps: list[str], child_temps: list[str], child_net: list[int]) -> None:
+        temps.extend(child_temps)
+        self.net.add(child_net)
+
     def _close_for_fork(self) -> None:
         """no thread of a connection of ours may run at the fork (forked.py):
         close them; the next call connects afresh."""
-        if self._conns or self._pool is not None:
+        if self._conns or self._pool is not None or self._home is not None:
             self.close()
 
     def _runs_here(self, temps: list[str]) -> Iterator[list[tuple]]:
-        """the listing in this process, in runs of rows."""
-        conn = self._connect()
+        """the listing in this process, in runs of rows, over a session of
+        its own on the run's connection."""
+        with self._op(f"cannot list {self.url}"):
+            conn = self._session()
         with self._lock:
             self._conns.add(conn)
         stop = threading.Event()
@@ -236,9 +259,21 @@ class Listing:
             stop.set()
             with self._lock:
                 self._conns.discard(conn)
-            conn.close()  # wakes a lister waiting on the server
-            if lister is not None:
-                lister.join()
+            if not (lister is not None and self._handed_on(lister, conn)):
+                conn.close()  # wakes a lister waiting on the server
+                if lister is not None:
+                    lister.join()
+
+    def _handed_on(self, lister: threading.Thread, conn: _Conn) -> bool:
+        """a listing that ended with nothing left unread leaves its session
+        open for the thread that applies the plan (three round trips saved);
+        one cut short or abandoned closes it."""
+        if conn.clean:
+            lister.join(IO_TIMEOUT)  # it has put its last batch: it is ending
+        if lister.is_alive() or not conn.clean or not conn.transport.is_active():
+            return False
+        self._park(conn)
+        return True
 
     def _may_prompt(self) -> bool:
         return sys.stdin is not None and sys.stdin.isatty() and not (
@@ -251,8 +286,12 @@ class Listing:
 
     def _row_runs(self, conn: _Conn, temps: list[str]) -> Iterator[list[tuple]]:
         """the listing over conn, in runs of ROW_BATCH rows; temp names go to temps."""
-        with self._op(f"cannot list {self.url}"):
-            attr = conn.sftp.stat(self._abs(""))
+        try:
+            with self._op(f"cannot list {self.url}"):
+                attr = conn.sftp.stat(self._abs(""))
+        except NotFound:
+            conn.clean = True  # a first sync: the session serves on
+            raise
         if not st.S_ISDIR(attr.st_mode or 0):
             raise ConfigError(f"destination {self.url} is a file, not a folder")
         if self._lists_by_find():
@@ -262,11 +301,14 @@ class Listing:
             except findlist.Unusable:
                 temps.clear()  # nothing was handed out: list over SFTP instead
         batch: list[tuple] = []
-        for row in self._walk_rows(_Lister(self, conn.sftp, temps), b""):
+        lister = _Lister(self, conn.sftp, temps)
+        for row in self._walk_rows(lister, b""):
             batch.append(row)
             if len(batch) >= ROW_BATCH:
                 yield batch
                 batch = []
+        with self._op(f"cannot list {self.url}"):
+            conn.clean = lister.drain()
         yield batch
 
     def _lists_by_find(self) -> bool:
@@ -422,7 +464,7 @@ class Listing:
         with self._op(f"cannot list {decode_path(key) or self.url}"):
             rows = lister.take(key)
         for r in rows:
-            if r[1] == DIR and lister.pending < LIST_PREFETCH:
+            if r[1] == DIR and lister.pending < LIST_PREFETCH and r[0][:-1] not in lister.dirs:
                 lister.want(r[0][:-1])
         for r in rows:
             yield r

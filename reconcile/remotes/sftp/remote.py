@@ -19,7 +19,6 @@ from __future__ import annotations
 import errno
 import secrets
 import stat as st
-import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
@@ -35,7 +34,7 @@ from reconcile.remotes.sftp.listing import Listing
 from reconcile.remotes.sftp.loader import paramiko
 from reconcile.remotes.sftp.session import Session, _Conn, _parse_url, _Target
 from reconcile.remotes.sftp.upload import MAX_INFLIGHT_BYTES, Upload
-from reconcile.remotes.sftp.wire import _Acks, _ask_read, _readdir
+from reconcile.remotes.sftp.wire import _Acks, _ask_read, _lstats, _readdir
 
 
 class SftpRemote(Session, Listing, Upload, Batch):
@@ -185,13 +184,15 @@ class SftpRemote(Session, Listing, Upload, Batch):
         with self._op(f"cannot move {src} to {dst}"):
             sftp = self._sftp()
             a, b = self._abs(src), self._abs(dst)
-            attr = _lstat_or_none(sftp, a)
+            above = _folders_above(dst)
+            # every check in one round trip: the source, the target, each folder above the target
+            attr, target, *folders = _lstats(sftp, [a, b, *map(self._abs, above)])
             if attr is None:
                 raise NotFound(f"cannot move {src}: it does not exist")
-            if st.S_ISDIR(attr.st_mode or 0) and _lstat_or_none(sftp, b) is not None:
+            if st.S_ISDIR(attr.st_mode or 0) and target is not None:
                 # a directory move never merges into an existing directory.
                 raise Permanent(f"cannot move folder {src} to {dst}: target exists")
-            self._refuse_links_above(sftp, dst)
+            _refuse_links(dst, above, folders)
             try:
                 self._replace(sftp, a, b)
             except OSError as exc:
@@ -204,14 +205,8 @@ class SftpRemote(Session, Listing, Upload, Batch):
         """the server renames through a symlinked folder (the trash swapped for
         a link, say): check each folder above path first. SFTP has no openat,
         so a swap right after this check stays possible; a planted link does not."""
-        parts = path.split("/")[:-1]
-        for k in range(1, len(parts) + 1):
-            attr = _lstat_or_none(sftp, self._abs("/".join(parts[:k])))
-            if attr is None:
-                return  # made below by _mkdirs, which never follows a link
-            if st.S_ISLNK(attr.st_mode or 0):
-                raise Permanent(f"cannot move to {path}: {'/'.join(parts[:k])} on the server is a symlink; "
-                                "reconcile never writes through one")
+        above = _folders_above(path)
+        _refuse_links(path, above, _lstats(sftp, [self._abs(p) for p in above]))
 
     def delete(self, path: str) -> None:
         with self._op(f"cannot delete {path}"):
@@ -328,16 +323,29 @@ class SftpRemote(Session, Listing, Upload, Batch):
 
     def close(self) -> None:
         with self._lock:
-            conns, self._conns = list(self._conns), set()
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-        for conn in conns:
-            conn.close()
-        self._local = threading.local()
+        self.close_sessions()
 
 
 # --- helpers on one SFTPClient ----------------------------------------------
+
+
+def _folders_above(path: str) -> list[str]:
+    """a/b/c -> [a, a/b]"""
+    parts = path.split("/")[:-1]
+    return ["/".join(parts[:k]) for k in range(1, len(parts) + 1)]
+
+
+def _refuse_links(path: str, above: list[str], attrs: list) -> None:
+    """a symlink among the folders above path (their lstats, top down) is refused."""
+    for folder, attr in zip(above, attrs):
+        if attr is None:
+            return  # made below by _mkdirs, which never follows a link
+        if st.S_ISLNK(attr.st_mode or 0):
+            raise Permanent(f"cannot move to {path}: {folder} on the server is a symlink; "
+                            "reconcile never writes through one")
 
 
 def _local_write(out, chunk: bytes, local_path: str) -> None:

@@ -1,6 +1,13 @@
 """Where an SFTP remote connects and how: the URL and the ssh config
-(Host aliases, identity files, ProxyCommand), one connection per thread,
-host keys, authentication, and paramiko's errors mapped to ours."""
+(Host aliases, identity files, ProxyCommand), connections and the SFTP
+sessions (channels) threads open on them, host keys, authentication, what
+they cost (NetStats), and paramiko's errors mapped to ours.
+
+One connection (one ssh handshake: seven round trips or more) carries a
+session per thread; one more session costs three round trips. Each session is
+its own SFTPClient (sharing one client across threads can deadlock, paramiko
+issue 1836). A server that refuses a second session gets a connection per
+session, as before."""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ import getpass
 import hashlib
 import os
 import re
+import select
 import socket
 import sys
 import threading
@@ -48,9 +56,14 @@ class _Target:
 
 
 class _Conn:
-    def __init__(self, transport: paramiko.Transport, sftp: paramiko.SFTPClient) -> None:
+    """an SFTP session: its own channel, on a connection (transport) it owns
+    or shares with other sessions."""
+
+    def __init__(self, transport: paramiko.Transport, sftp: paramiko.SFTPClient, owns_transport: bool = True) -> None:
         self.transport = transport
         self.sftp = sftp
+        self.owns_transport = owns_transport
+        self.clean = False  # a listing over it ended with nothing left unread
         self.no_fsync = False
         self.no_posix_rename = False
         self.write_chunk, self.read_chunk = _chunk_limits(sftp)
@@ -60,10 +73,67 @@ class _Conn:
             self.sftp.close()
         except Exception:
             pass
-        self.transport.close()
-        if self.transport is not threading.current_thread():
-            # paramiko does not wait for its thread: a fork (forked.py) must see it gone
-            self.transport.join(CLOSE_WAIT)
+        if self.owns_transport:
+            _close_transport(self.transport)
+
+
+def _close_transport(transport: paramiko.Transport) -> None:
+    transport.close()
+    if transport is not threading.current_thread():
+        # paramiko does not wait for its thread: a fork (forked.py) must see it gone
+        transport.join(CLOSE_WAIT)
+
+
+@dataclass
+class NetStats:
+    """what a run cost on the network, for -v: ssh connections (a handshake
+    each), SFTP sessions (a connection's first included) and round trips
+    waited on (a read that found nothing to read while a request was out)."""
+    connections: int = 0
+    sessions: int = 0
+    round_trips: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, counts: list[int]) -> None:
+        """a forked child's counts (as_list)."""
+        with self.lock:
+            self.connections += counts[0]
+            self.sessions += counts[1]
+            self.round_trips += counts[2]
+
+    def as_list(self) -> list[int]:
+        return [self.connections, self.sessions, self.round_trips]
+
+
+class _Wire:
+    """a connection's socket, counting into stats the round trips waited on."""
+
+    def __init__(self, sock: socket.socket, stats: NetStats) -> None:
+        self._sock = sock
+        self._stats = stats
+        self._asked = False  # something was sent since the last wait
+
+    def send(self, data) -> int:
+        self._asked = True
+        return self._sock.send(data)
+
+    def sendall(self, data) -> None:
+        self._asked = True
+        self._sock.sendall(data)
+
+    def recv(self, n: int) -> bytes:
+        if self._asked and not select.select([self._sock], [], [], 0)[0]:
+            self._asked = False
+            with self._stats.lock:  # every connection's thread counts into one total
+                self._stats.round_trips += 1
+        return self._sock.recv(n)
+
+    def __getattr__(self, name: str):
+        return getattr(self._sock, name)
+
+
+class _NoSession(Exception):
+    """the server would not open one more channel on a connection."""
 
 
 def _fingerprint(key: paramiko.PKey) -> str:
@@ -168,6 +238,12 @@ class Session:
         self._secret_lock = threading.Lock()
         self._root_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+        self._inherited_home = getattr(self, "_home", None)
+        self._home: paramiko.Transport | None = None  # the connection new sessions are opened on
+        self._connecting = threading.Lock()
+        self._one_session = False  # the server allows one session per connection
+        self._idle: list[_Conn] = []  # sessions done with (a listing's), for the next thread
+        self.net = NetStats()  # a forked child counts its own, from 0
 
     def forget_connections(self) -> None:
         """in a forked child (upload_child): the parent's connections are not
@@ -176,16 +252,68 @@ class Session:
 
     # --- connections -------------------------------------------------------
 
-    def _conn(self) -> _Conn:
+    def _conn(self, own: bool = False) -> _Conn:
+        """this thread's SFTP session: on the shared connection, or with own,
+        on a connection of its own (a range writer: its own packet thread)."""
         conn = getattr(self._local, "conn", None)
         if conn is None or not conn.transport.is_active():
             if conn is not None:
                 self._drop()
-            conn = self._connect()
+            conn = self._connect() if own else self._session()
             self._local.conn = conn
             with self._lock:
                 self._conns.add(conn)
         return conn
+
+    def _session(self) -> _Conn:
+        """a new SFTP session: an idle one, or a channel on the connection
+        already open, or else (the first, or a server that allows one
+        session per connection) a connection of its own."""
+        with self._connecting:
+            while self._idle:
+                conn = self._idle.pop()
+                if conn.transport.is_active():
+                    return conn
+            home = self._home
+            if home is not None and not home.is_active():
+                _close_transport(home)
+                home = self._home = None
+            if home is not None and not self._one_session:
+                try:
+                    return self._open_session(home, owns_transport=False)
+                except (_NoSession, Transient):
+                    if not home.is_active():
+                        raise
+                    self._one_session = True  # MaxSessions 1, or a server that refuses a second
+            conn = self._connect()
+            if not self._one_session:
+                conn.owns_transport = False  # closed by close_sessions(), with every session on it
+                self._home = conn.transport
+            return conn
+
+    def _park(self, conn: _Conn) -> None:
+        """a session its user is done with, left open for the next thread."""
+        with self._connecting:
+            self._idle.append(conn)
+        with self._lock:
+            self._conns.add(conn)
+
+    def close_sessions(self) -> None:
+        """close every session, then the shared connection."""
+        with self._lock:
+            conns, self._conns = list(self._conns), set()
+        for conn in conns:
+            conn.close()
+        with self._connecting:
+            home, self._home = self._home, None
+            self._idle = []
+        if home is not None:
+            _close_transport(home)
+        self._local = threading.local()
+
+    def net_stats(self) -> NetStats:
+        """connections, sessions and round trips so far (a forked child's once it ends)."""
+        return self.net
 
     def _sftp(self) -> paramiko.SFTPClient:
         return self._conn().sftp
@@ -241,6 +369,10 @@ class Session:
 
     def _connect(self) -> _Conn:
         sock = self._open_socket()
+        if isinstance(sock, socket.socket):
+            sock = _Wire(sock, self.net)
+        with self.net.lock:
+            self.net.connections += 1
         transport = paramiko.Transport(sock, default_window_size=WINDOW)
         try:
             self._prefer_algorithms(transport)
@@ -251,16 +383,29 @@ class Session:
             self._check_host_key(transport.get_remote_server_key())
             self._authenticate(transport)
             try:
-                sftp = paramiko.SFTPClient.from_transport(transport, window_size=WINDOW)
-            except (paramiko.SSHException, EOFError, OSError) as exc:
+                return self._open_session(transport, owns_transport=True)
+            except _NoSession as exc:
                 raise Transient(f"no sftp subsystem on {self._where()}: {exc}") from None
-            if sftp is None:
-                raise Permanent(f"{self._where()} refused the sftp subsystem")
-            sftp.get_channel().settimeout(IO_TIMEOUT)
-            return _Conn(transport, sftp)
         except BaseException:
             transport.close()
             raise
+
+    def _open_session(self, transport: paramiko.Transport, owns_transport: bool) -> _Conn:
+        """a channel running the sftp subsystem: three round trips (open,
+        subsystem, SFTP's INIT; sshd opens the channel's window only once the
+        subsystem runs, so they cannot go out together)."""
+        with self.net.lock:
+            self.net.sessions += 1
+        try:
+            sftp = paramiko.SFTPClient.from_transport(transport, window_size=WINDOW)
+        except paramiko.ChannelException as exc:
+            raise _NoSession(str(exc)) from None
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise Transient(f"no sftp subsystem on {self._where()}: {exc}") from None
+        if sftp is None:
+            raise Permanent(f"{self._where()} refused the sftp subsystem")
+        sftp.get_channel().settimeout(IO_TIMEOUT)
+        return _Conn(transport, sftp, owns_transport)
 
     def _prefer_algorithms(self, transport: paramiko.Transport) -> None:
         opts = transport.get_security_options()

@@ -256,7 +256,7 @@ class Upload:
 
         def run(r: list[int], conn: _Conn | None) -> None:
             with self._op("cannot write range", failure=Transient):
-                conn = conn or self._conn()
+                conn = conn or self._conn(own=True)  # its own connection: its own packet thread
                 f = conn.sftp.open(tmp, "r+")
                 try:
                     self._send_range(conn, f.handle, fd, r[2], r[1], count, partial(note, r), mark_every=every)

@@ -6,6 +6,7 @@ ssh_send.py does the same for its packetizer."""
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 from functools import partial
@@ -13,7 +14,7 @@ from functools import partial
 from reconcile.errors import Permanent, SourceChanged
 from reconcile.remotes.sftp import ssh_send
 from reconcile.remotes.sftp.loader import paramiko
-from paramiko.sftp import (CMD_CLOSE, CMD_DATA, CMD_EXTENDED, CMD_EXTENDED_REPLY, CMD_HANDLE, CMD_NAME,
+from paramiko.sftp import (CMD_ATTRS, CMD_LSTAT, CMD_CLOSE, CMD_DATA, CMD_EXTENDED, CMD_EXTENDED_REPLY, CMD_HANDLE, CMD_NAME,
                            CMD_OPEN, CMD_OPENDIR, CMD_READ, CMD_READDIR, CMD_REALPATH, CMD_STATUS, CMD_WRITE, int64)
 from paramiko.sftp_attr import SFTPAttributes
 
@@ -270,6 +271,47 @@ def _odd_attrs(data: bytes, pos: int) -> tuple[int, int, int | None, int]:
             (n,) = u32(data, pos)
             pos += 4 + n
     return size, mode, mtime, pos
+
+
+class _Replies:
+    """replies to requests sent together, kept by number (paramiko's own
+    _request waits for each reply before the next request goes out)."""
+
+    def __init__(self, sftp: paramiko.SFTPClient) -> None:
+        self.sftp = sftp
+        self.got: dict[int, tuple[int, paramiko.Message]] = {}
+
+    def ask(self, t: int, *args) -> int:
+        return self.sftp._async_request(self, t, *args)
+
+    def _async_response(self, t: int, msg: paramiko.Message, num: int) -> None:
+        self.got[num] = (t, msg)
+
+    def wait(self, num: int) -> tuple[int, paramiko.Message]:
+        while num not in self.got:
+            self.sftp._read_response()
+        return self.got.pop(num)
+
+
+def _lstats(sftp: paramiko.SFTPClient, paths: list[bytes]) -> list[SFTPAttributes | None]:
+    """the lstat of each path, all asked at once (one round trip); None where missing."""
+    replies = _Replies(sftp)
+    nums = [replies.ask(CMD_LSTAT, p) for p in paths]
+    out: list[SFTPAttributes | None] = []
+    for num in nums:
+        t, msg = replies.wait(num)
+        if t == CMD_ATTRS:
+            out.append(SFTPAttributes._from_msg(msg))
+            continue
+        if t != CMD_STATUS:
+            raise paramiko.sftp.SFTPError(f"an lstat answered with message type {t}")
+        try:
+            sftp._convert_status(msg)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+        out.append(None)
+    return out
 
 
 def _realpath(sftp: paramiko.SFTPClient, path: bytes) -> tuple[int, paramiko.Message]:
