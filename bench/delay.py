@@ -139,8 +139,8 @@ class _Direction:
                 if self.proxy.delay > 0:
                     self._push(now + self.proxy.delay, data)
                 else:
+                    self.proxy._delivered(self.link, self.up)  # before: the answer may come back at once
                     self.dst.sendall(data)
-                    self.proxy._delivered(self.link, self.up)
         except OSError:
             pass
         if self.proxy.delay > 0:
@@ -171,8 +171,8 @@ class _Direction:
                     _shut_write(self.dst)
                     self.proxy._ended(self.link)
                     return
+                self.proxy._delivered(self.link, self.up)  # before: the answer may come back at once
                 self.dst.sendall(data)
-                self.proxy._delivered(self.link, self.up)
         except OSError:
             _shut(self.src)
             _shut(self.dst)

@@ -4,6 +4,8 @@ one line per tool. matplotlib is a bench-only dependency (pip install matplotlib
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 from bench.common import Case, log
 
@@ -25,17 +27,31 @@ def points(cases: list[Case]) -> dict[tuple[str, str], dict[str, list[tuple[int,
     return out
 
 
+def _pyplot():
+    """matplotlib.pyplot, pip-installed when missing (as profile.py does py-spy); None if that fails."""
+    try:
+        import matplotlib
+    except ImportError:
+        log("installing matplotlib with pip (bench only)")
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "matplotlib"], capture_output=True)
+        try:
+            import matplotlib
+        except ImportError:
+            return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def draw(cases: list[Case], path: str) -> bool:
     """the figure into path (.svg or .png); False where matplotlib is missing or there is nothing to draw."""
     data = points(cases)
     if not data:
         return False
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log("no RTT plot: matplotlib is not installed (pip install matplotlib)")
+    plt = _pyplot()
+    if plt is None:
+        log("no RTT plot: matplotlib could not be installed (pip install matplotlib)")
         return False
     panels = [p for p in PANELS if p in data]
     fig, axes = plt.subplots(2, 3, figsize=(13, 7.5), squeeze=False)

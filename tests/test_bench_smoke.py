@@ -12,7 +12,9 @@ REPO = Path(__file__).resolve().parent.parent
 CASE_TITLES = ("local: no-change plan", "hashing: one", "sftp: (a) first sync", "sftp: (b) no-change run",
                "sftp: (c) one", "sftp: (d) rename", "s3: first sync", "s3: no-change run",
                "s3: rename of a folder", "s3: one", "controls: --bwlimit 2M over 3 s to SFTP",
-               "controls: --bwlimit 2M over 3 s to S3", "usb: no-change plan")
+               "controls: --bwlimit 2M over 3 s to S3", "usb: no-change plan",
+               "rtt-sftp: first sync", "rtt-sftp: no-change run", "rtt-sftp: rename of a folder",
+               "rtt-s3: first sync", "rtt-s3: no-change run", "rtt-s3: rename of a folder")
 
 
 def test_bench_suite_runs_at_small_size(tmp_path):
@@ -26,6 +28,42 @@ def test_bench_suite_runs_at_small_size(tmp_path):
     for title in CASE_TITLES:
         assert f"### {title}" in report, title
     assert report.count("| reconcile") >= len(CASE_TITLES)
+    assert (tmp_path / "rtt-sweep.svg").read_text().lstrip().startswith("<?xml")  # the RTT sweep drawn
+
+
+def test_the_delay_proxy_keeps_order_and_counts_waits():
+    # a client that waits for each reply waits once per request; a pipelined burst once
+    import socket
+    import threading
+
+    from bench.delay import DelayProxy
+
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def echo() -> None:
+        conn, _ = server.accept()
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(data)
+
+    threading.Thread(target=echo, daemon=True).start()
+    proxy = DelayProxy(server.getsockname()[1], rtt_ms=40)
+    try:
+        with socket.create_connection(("127.0.0.1", proxy.port)) as c:
+            for i in range(3):
+                c.sendall(b"ping %d" % i)
+                assert c.recv(100) == b"ping %d" % i
+            burst = bytes(range(256)) * 4096  # 1 MiB in many chunks, back in order
+            c.sendall(burst)
+            got = b""
+            while len(got) < len(burst):
+                got += c.recv(1 << 16)
+            assert got == burst
+        connections, waits, up, down = proxy.counts()
+        assert (connections, waits, up, down) == (1, 3, len(burst) + 18, len(burst) + 18)
+    finally:
+        proxy.close()
+        server.close()
 
 
 def test_alternate_takes_turns_and_runs_before_each(monkeypatch):
