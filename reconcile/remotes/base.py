@@ -26,7 +26,6 @@ Checkpoint = Callable[[dict], None]
 class Capabilities:
     server_move: bool = True  # move(src, dst) for files without re-sending data
     dir_move: bool = True  # move(src, dst) of a whole directory in one request
-    server_copy: bool = False
     set_mtime: bool = False  # touch(path, entry): set a file's mtime without sending its content
     # upload() of a large changed file copies its unchanged blocks from the old remote file
     # (blockmap.py) and sends the rest; it sends the whole file wherever it cannot

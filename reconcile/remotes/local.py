@@ -41,7 +41,7 @@ def _map_oserror(exc: OSError, what: str) -> Exception:
 
 class LocalRemote:
     BASE_CAPABILITIES = Capabilities(
-        server_move=True, dir_move=True, server_copy=True, empty_dirs=True, symlinks=True, set_mtime=True,
+        server_move=True, dir_move=True, empty_dirs=True, symlinks=True, set_mtime=True,
         delta=True,
     )
 

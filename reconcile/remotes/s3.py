@@ -402,7 +402,6 @@ class S3Remote:
     capabilities = Capabilities(
         server_move=True,
         dir_move=False,
-        server_copy=True,
         empty_dirs=False,
         case_insensitive=False,
         mtime_precision_ns=1,
@@ -1104,10 +1103,6 @@ class S3Remote:
         if not new_etag:
             raise Transient(f"touch {path}: the server did not confirm it")
         self._remember(path, (size, new_etag, entry.mtime_ns, digest, mode))
-
-    def copy(self, src: str, dst: str) -> None:
-        """server-side copy of one file."""
-        self._copy_one(src, dst)
 
     def move(self, src: str, dst: str) -> None:
         """a file, or a "directory" (every object under src/): copies confirmed

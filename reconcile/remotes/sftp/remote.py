@@ -39,7 +39,7 @@ from reconcile.remotes.sftp.wire import _Acks, _ask_read, _lstats, _readdir
 
 class SftpRemote(Session, Listing, Upload, Batch):
     capabilities = Capabilities(
-        server_move=True, dir_move=True, server_copy=False, empty_dirs=True,
+        server_move=True, dir_move=True, empty_dirs=True,
         mtime_precision_ns=1_000_000_000, symlinks=True, set_mtime=True, delta=True,
     )
 
