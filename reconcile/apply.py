@@ -218,9 +218,8 @@ class Executor:
     def _uploads(self, ops: list[Op], batch: list[int], resume: dict[int, dict]) -> None:
         # workers pull from shared iterators: memory stays flat however
         # many files there are to send. small files first, pipelined where
-        # the remote can (upload_many), then the rest one by one
-        many = getattr(self.remote, "upload_many", None)
-        limit = getattr(self.remote, "batch_max_size", 0) if many else -1
+        # the remote can (upload_many: files up to its batch_max_size), then the rest one by one
+        limit = self.remote.batch_max_size
         small = [i for i in batch if self._batchable(ops[i], i, resume, limit)]
         work = iter([i for i in batch if not self._batchable(ops[i], i, resume, limit)] if small else batch)
         threads_here = min(self.transfers, len(batch))
@@ -242,7 +241,7 @@ class Executor:
 
         def work_all() -> None:
             if small:
-                self._small_uploads(many, ops, small_work, take)
+                self._small_uploads(ops, small_work, take)
             while not self.outcome.remote_gone:
                 with take:
                     i = next(work, None)
@@ -281,7 +280,7 @@ class Executor:
         e = op.entry
         return op.op == "upload" and e is not None and e.size <= limit and not op.backup and i not in resume
 
-    def _small_uploads(self, upload_many, ops: list[Op], work, take: threading.Lock) -> None:
+    def _small_uploads(self, ops: list[Op], work, take: threading.Lock) -> None:
         """one pipelined stream of small uploads; each op is recorded done only
         once the remote reports it in place."""
         taken: dict[int, Op] = {}  # handed to the remote, not yet reported
@@ -312,7 +311,7 @@ class Executor:
         try:
             while not self.outcome.remote_gone:
                 try:
-                    upload_many(items(), done, progress=self.reporter.sent)
+                    self.remote.upload_many(items(), done, progress=self.reporter.sent)
                     return
                 except Transient as exc:
                     self.outcome.remote_gone = str(exc)
@@ -380,7 +379,7 @@ class Executor:
         local = self._local(op.path)
         got = self.remote.upload(local, op.path, e, progress=self.reporter.sent, resume=state,
                                  checkpoint=lambda st: self.journal.checkpoint(i, st))
-        self._sent(op, local, getattr(got, "hash", None))
+        self._sent(op, local, got.hash)
         if getattr(got, "reused", 0):
             self.outcome.reused[i] = got.reused
         return "done"
@@ -428,17 +427,7 @@ class Executor:
         return "done"
 
     def _move_files(self, op: Op) -> None:
-        pairs = [(f"{op.path}/{f}", f"{op.to}/{f}") for f in op.files]
-        move_many = getattr(self.remote, "move_many", None)
-        if move_many is not None:
-            move_many(pairs)
-            return
-        for src, dst in pairs:
-            try:
-                self.remote.move(src, dst)
-            except NotFound:
-                if self.remote.stat(dst) is None:
-                    raise
+        self.remote.move_many([(f"{op.path}/{f}", f"{op.to}/{f}") for f in op.files])
 
     def _move_by_upload(self, i: int, op: Op):
         # slow but safe: send the target from the source, then drop the old copy
@@ -464,13 +453,7 @@ class Executor:
         if op.kind != DIR:
             self.remote.delete(op.path)
             return "done"
-        files = [f"{op.path}/{f}" for f in op.files]
-        delete_many = getattr(self.remote, "delete_many", None)
-        if delete_many is not None:
-            delete_many(files)
-        else:
-            for f in files:
-                self.remote.delete(f)
+        self.remote.delete_many([f"{op.path}/{f}" for f in op.files])
         for d in op.dirs:
             self._rmdir_quietly(f"{op.path}/{d}")
         kept = self._rmdir_quietly(op.path)

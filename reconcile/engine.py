@@ -29,7 +29,7 @@ from reconcile.names import CollisionWatch, case_renames, clamp_warnings, refusa
 from reconcile.pairs import (check_destination, check_reverse, local_dest_path, record_destination,
                              refuse_unknown_host)
 from reconcile.plan import Plan, keep_copies, make_plan, needs_hash, prune_trash
-from reconcile.remotes import dest_kind, open_remote
+from reconcile.remotes import dest_kind, open_remote, remote_class
 from reconcile.remotes.base import RemoteOptions
 from reconcile.remotes.retry import RetryingRemote, RetryPolicy, retry_message
 from reconcile.spool import walk_while_waiting
@@ -144,9 +144,9 @@ def known_trash(state: StateDir) -> list[str]:
 class Run:
     def __init__(self, source: str, dest: str, opts: RunOptions, reporter: Reporter) -> None:
         self.source = check_paths(source, dest)
-        if opts.links == "store" and dest_kind(dest) == "s3":
-            raise ConfigError("--links store: S3 cannot hold symlinks; use --links follow to copy "
-                              "what they point to, or --links skip")
+        if opts.links == "store" and not remote_class(dest).CAPABILITIES.symlinks:
+            raise ConfigError(f"--links store: {remote_class(dest).NAME} cannot hold symlinks; use --links follow "
+                              "to copy what they point to, or --links skip")
         self.dest = dest
         self.opts = opts
         if opts.bwlimit:
@@ -279,13 +279,11 @@ class Run:
             remote_rows = self.previous()
             if not caps.empty_dirs:
                 remote_rows = map(row_of, with_implied_dirs(map(entry_of, remote_rows)))
-        elif hasattr(self.remote, "list_rows"):
+        elif caps.empty_dirs:
             remote_rows, keep = self._listing_rows(), self._keep_remote
         else:
-            entries = self._listing()
-            if not caps.empty_dirs:
-                entries = with_implied_dirs(entries)
-            remote_rows = map(row_of, entries)
+            # bucket-like: unsafe keys are dropped before the folders they imply are added
+            remote_rows = map(row_of, with_implied_dirs(self._listing()))
         walked = self._walked(report)
         if caps.case_insensitive:
             self.collisions = CollisionWatch()
@@ -633,7 +631,8 @@ class Run:
     def _executor(self, j: journal_mod.Journal, ops: list) -> Executor:
         # a child process sends half the small files where it can run on a
         # core of its own; not under --bwlimit, which paces this process's sends
-        fork = forked.available() and not self.opts.bwlimit and hasattr(self.remote, "upload_many")
+        fork = (forked.available() and not self.opts.bwlimit and self.remote.capabilities.fork_safe
+                and self.remote.batch_max_size >= 0)
         executor = Executor(self.remote, self.source, j, self.reporter, self._transfers(), fork_small=fork)
         self._executors.append((ops, executor))  # what it did is counted even if it is interrupted
         return executor
@@ -649,7 +648,7 @@ class Run:
             self.reporter.warn(f"removed {n} temporary files left by an interrupted run")
 
     def _transfers(self) -> int:
-        return self.opts.remote.transfers or {"local": 4, "sftp": 4, "s3": 16}[dest_kind(self.dest)]
+        return self.opts.remote.transfers or remote_class(self.dest).default_transfers
 
     def _commit_snapshot(self, walk_tmp: str, hashes: dict[str, bytes | None]) -> None:
         if not hashes:

@@ -10,7 +10,7 @@ from urllib.parse import unquote, urlsplit
 from reconcile.errors import ConfigError
 from reconcile.remotes.base import Capabilities, Remote, RemoteOptions
 
-__all__ = ["Capabilities", "Remote", "RemoteOptions", "open_remote", "dest_kind", "local_path"]
+__all__ = ["Capabilities", "Remote", "RemoteOptions", "open_remote", "remote_class", "dest_kind", "local_path"]
 
 _DRIVE = re.compile(r"[A-Za-z]:([\\/]|$)")  # C:\backup on Windows
 
@@ -60,16 +60,21 @@ def local_path(url: str) -> str:
     return unquote(parts.path, errors="surrogateescape")
 
 
-def open_remote(url: str, options: RemoteOptions) -> Remote:
+def remote_class(url: str) -> type[Remote]:
+    """the class of the remote url names (imported here, on first use)."""
     kind = dest_kind(url)
     if kind == "local":
         from reconcile.remotes.local import LocalRemote
 
-        return LocalRemote.from_url(url, options)
+        return LocalRemote
     if kind == "sftp":
         from reconcile.remotes.sftp import SftpRemote
 
-        return SftpRemote.from_url(url, options)
+        return SftpRemote
     from reconcile.remotes.s3 import S3Remote
 
-    return S3Remote.from_url(url, options)
+    return S3Remote
+
+
+def open_remote(url: str, options: RemoteOptions) -> Remote:
+    return remote_class(url).from_url(url, options)

@@ -1,4 +1,9 @@
-"""The small interface every remote implements (local.py, sftp/, s3.py).
+"""The contract every remote implements (local.py, sftp/, s3.py): the class
+Remote below. Its abstract methods are what each remote must do; the others
+have defaults that are slow but correct (a loop of single calls, rows from
+entries, NotSupported), which a remote overrides where it has a faster way.
+What a remote can do is said by its Capabilities, never found by probing for
+methods.
 
 Paths given to a remote are relative POSIX paths under its root, never empty
 for files, never starting with '/', never containing '..' components.
@@ -10,10 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, fields
-from typing import BinaryIO, Callable, ContextManager, Iterator, Protocol
+from typing import BinaryIO, Callable, ClassVar, ContextManager, Iterable, Iterator, Protocol
 
-from reconcile.entry import Entry
+from reconcile.entry import Entry, row_of
+from reconcile.errors import NotFound, NotSupported, ReconcileError, Transient
 
 # called with the number of new bytes sent, for progress bars and --bwlimit.
 Progress = Callable[[int], None]
@@ -30,8 +37,10 @@ class Capabilities:
     # upload() of a large changed file copies its unchanged blocks from the old remote file
     # (blockmap.py) and sends the rest; it sends the whole file wherever it cannot
     delta: bool = False
-    empty_dirs: bool = True  # directories exist on their own (not on S3)
-    case_insensitive: bool = False
+    # directories exist on their own; False: bucket-like (S3), keys only, the
+    # folders implied by them (the engine adds them to the listing)
+    empty_dirs: bool = True
+    case_insensitive: bool = False  # 'A' and 'a' name one file: probed on a local folder (fsprobe.py)
     mtime_precision_ns: int = 1  # 1_000_000_000 on SFTP; probed on a local folder (fsprobe.py)
     symlinks: bool = False
     # what a local folder's file system allows (fsprobe.py; names.py applies them)
@@ -39,6 +48,9 @@ class Capabilities:
     windows_names: bool = False  # no : ? * " < > | \, no CON or NUL..., no trailing dot or space
     max_file_size: int | None = None  # FAT32: 4 GiB - 1
     mtime_range: tuple[int, int] | None = None  # FAT and exFAT: 1980 to 2107, in ns
+    # a forked child may go on using it once it called forget_connections()
+    # (upload_child.py): it then connects afresh and needs no thread or lock of the parent
+    fork_safe: bool = False
 
 
 @dataclass
@@ -77,10 +89,39 @@ class RemoteOptions:
     extra: dict = field(default_factory=dict)
 
 
-class Remote(Protocol):
-    url: str  # for display: never holds a secret
-    capabilities: Capabilities
+class SmallUpload(Protocol):
+    """one whole file for upload_many (apply.SmallUpload)."""
 
+    local_path: str
+    path: str
+    entry: Entry
+    hash: bytes | None  # set by the remote: the xxh3 of what was sent
+
+
+class Remote(ABC):
+    NAME: ClassVar[str] = "this destination"  # in messages: "S3", "SFTP", "a local folder"
+    # what every destination of this kind can do; known without opening one
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities()
+    default_transfers: ClassVar[int] = 4  # parallel transfers when --transfers is not given
+    # files up to this size go through upload_many; -1: none do (its default is a loop of upload)
+    batch_max_size: int = -1
+    url: str  # for display: never holds a secret
+
+    @classmethod
+    def from_url(cls, url: str, options: RemoteOptions) -> "Remote":
+        """The remote a destination (URL or folder) names; ConfigError for a
+        bad one. Each kind of remote builds itself (remotes.open_remote)."""
+        raise NotImplementedError(f"{cls.__name__}.from_url")
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """this destination's: CAPABILITIES, unless a remote finds out more
+        (a local folder probes its file system)."""
+        return self.CAPABILITIES
+
+    # --- reading the tree ------------------------------------------------------
+
+    @abstractmethod
     def list(self) -> Iterator[Entry]:
         """Every entry under the root (files and directories, not the root),
         in entry.sort_key order, hiding our own temp names (entry.TEMP_MARK).
@@ -88,9 +129,18 @@ class Remote(Protocol):
         Raises NotFound when the root itself does not exist.
         """
 
+    def list_rows(self) -> Iterator[tuple]:
+        """list() as rows (entry.row_of), in the same order. A remote that
+        lists faster as rows overrides this."""
+        return map(row_of, self.list())
+
+    @abstractmethod
     def stat(self, path: str) -> Entry | None:
         """The entry at path, or None."""
 
+    # --- writing -----------------------------------------------------------------
+
+    @abstractmethod
     def upload(
         self,
         local_path: str,
@@ -103,8 +153,27 @@ class Remote(Protocol):
         """Send local_path to path, creating parents. Never visible under its
         real name until complete (temp name, then rename). Sets the remote
         mtime to entry.mtime_ns and stores entry.hash where the remote can.
-        Returns the entry as now on the remote.
+        Returns the entry as now on the remote, its hash the xxh3 of what
+        was sent where the remote knows it; a Sent where capabilities.delta,
+        counting the bytes copied from the old version instead of sent.
         """
+
+    def upload_many(self, items: Iterable[SmallUpload], done: Callable[[SmallUpload, ReconcileError | None], None],
+                    progress: Progress | None = None) -> None:
+        """Whole small files (at most batch_max_size each): done(item, error)
+        once per item, in any order, item.hash set when it was sent. A lost
+        connection raises Transient and leaves the items not yet reported to
+        the caller. This default sends them one by one with upload()."""
+        for item in items:
+            try:
+                got = self.upload(item.local_path, item.path, item.entry, progress)
+            except Transient:
+                raise
+            except ReconcileError as exc:
+                done(item, exc)
+                continue
+            item.hash = got.hash
+            done(item, None)
 
     def touch(self, path: str, entry: Entry) -> None:
         """Only where capabilities.set_mtime: set the mtime of the file at path
@@ -112,22 +181,49 @@ class Remote(Protocol):
         Raises NotFound when path is not a file of entry.size (or, where the
         remote keeps one, of entry.hash): the caller uploads instead.
         """
+        raise NotSupported(f"{self.NAME} cannot set a file's time without sending it")
 
+    def symlink(self, target: str, path: str) -> None:
+        """Only where capabilities.symlinks: make path a symlink to target
+        (temp name, then rename), creating parents."""
+        raise NotSupported(f"{self.NAME} cannot hold symlinks")
+
+    @abstractmethod
     def mkdir(self, path: str) -> None:
         """Create a directory and its parents; an existing one is fine."""
 
+    @abstractmethod
     def move(self, src: str, dst: str) -> None:
         """Server-side rename of a file or a directory; creates dst's parents;
-        replaces an existing file at dst. Raises NotSupported where absent,
-        NotFound when src is missing.
+        replaces an existing file at dst; never merges a directory into an
+        existing one. Raises NotSupported where absent, NotFound when src is
+        missing.
         """
 
+    def move_many(self, pairs: list[tuple[str, str]]) -> None:
+        """Move each file (src, dst). One already moved (a replay after a
+        crash: src gone, dst there) is fine. This default moves them one by one."""
+        for src, dst in pairs:
+            try:
+                self.move(src, dst)
+            except NotFound:
+                if self.stat(dst) is None:
+                    raise
+
+    @abstractmethod
     def delete(self, path: str) -> None:
         """Remove one file; a missing one is fine."""
 
+    def delete_many(self, paths: Iterable[str]) -> None:
+        """Remove each file; missing ones are fine. This default deletes them one by one."""
+        for path in paths:
+            self.delete(path)
+
+    @abstractmethod
     def rmdir(self, path: str) -> None:
         """Remove an empty directory; a missing one is fine."""
 
+    @abstractmethod
     def download(
         self, path: str, local_path: "str | BinaryIO", progress: Progress | None = None, offset: int = 0,
         limit: int | None = None,
@@ -136,13 +232,22 @@ class Remote(Protocol):
         an open file (restore opens its own, never through a symlink). limit:
         a file the server says is larger than this is refused before reading."""
 
+    @abstractmethod
     def remove_temp_files(self, keep: frozenset[str] = frozenset()) -> int:
         """Remove what killed runs left behind (temp files, temp-named dirs,
         stale multipart uploads), except the resume handles in keep.
         Called only once the journal is finished. Returns how many.
         """
 
-    def close(self) -> None: ...
+    # --- connections ---------------------------------------------------------------
+
+    def forget_connections(self) -> None:
+        """Only where capabilities.fork_safe, in a forked child: the parent's
+        connections are not ours to use or close; the next call connects
+        afresh. This default holds none."""
+
+    def close(self) -> None:
+        """Close connections and pools; the remote may be used again after."""
 
 
 def local_output(local_path: "str | BinaryIO", offset: int) -> "ContextManager[BinaryIO]":

@@ -19,7 +19,8 @@ from reconcile.entry import (DIR, FILE, LINK, TEMP_MARK, Entry, decode_path, enc
 from reconcile.errors import ConfigError, NotFound, Permanent, SourceChanged, Transient
 from reconcile.excludes import TEMP_MARK_B
 from reconcile.blockmap import BlockMap, BlockStore, block_hash, map_fd, reusable, runs
-from reconcile.remotes.base import Capabilities, Checkpoint, Progress, RemoteOptions, Sent, as_sent, local_output
+from reconcile.remotes.base import (Capabilities, Checkpoint, Progress, Remote, RemoteOptions, Sent, as_sent,
+                                    local_output)
 from reconcile.remotes.fsprobe import facts_for, with_facts
 from reconcile.walk import FD_STAT, S_IFDIR, S_IFLNK, S_IFMT, Listing
 
@@ -39,8 +40,9 @@ def _map_oserror(exc: OSError, what: str) -> Exception:
     return Permanent(f"{what}: {exc.strerror}")
 
 
-class LocalRemote:
-    BASE_CAPABILITIES = Capabilities(
+class LocalRemote(Remote):
+    NAME = "a local folder"
+    CAPABILITIES = Capabilities(
         server_move=True, dir_move=True, empty_dirs=True, symlinks=True, set_mtime=True,
         delta=True,
     )
@@ -60,7 +62,7 @@ class LocalRemote:
         """what this folder's file system keeps (mtime precision, case, names):
         probed on first use, recorded in the state folder."""
         if self._capabilities is None:
-            self._capabilities = with_facts(self.BASE_CAPABILITIES, facts_for(self.root, self.options.state_dir))
+            self._capabilities = with_facts(self.CAPABILITIES, facts_for(self.root, self.options.state_dir))
         return self._capabilities
 
     @classmethod

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Callable, TypeVar
+from typing import BinaryIO, Callable, Iterable, Iterator, TypeVar
 
+from reconcile.entry import Entry
 from reconcile.errors import Transient
+from reconcile.remotes.base import Capabilities, Progress, Remote
 
 T = TypeVar("T")
 
@@ -40,31 +42,38 @@ def retry_message(what: str, exc: Exception, wait: float) -> str:
     return f"{what}: {exc}; retrying in {wait:.1f}s"
 
 
-class RetryingRemote:
-    """Wraps a remote; every call retries Transient errors. An upload is retried
-    from the last checkpoint it reported, so confirmed bytes are not resent."""
+class RetryingRemote(Remote):
+    """Wraps a remote; every call retries Transient errors, written out method
+    by method (restic's backend_retry.go). An upload is retried from the last
+    checkpoint it reported, so confirmed bytes are not resent."""
 
-    def __init__(self, remote, policy: RetryPolicy) -> None:
+    def __init__(self, remote: Remote, policy: RetryPolicy) -> None:
         self._remote = remote
         self.policy = policy
         self.url = remote.url
 
     @property
-    def capabilities(self):
+    def capabilities(self) -> Capabilities:
         return self._remote.capabilities  # a local folder probes its file system on first use
 
-    def __getattr__(self, name: str):
-        if name == "upload_many":
-            getattr(self._remote, name)  # AttributeError where the remote has none
-            return self._upload_many
-        attr = getattr(self._remote, name)
-        if not callable(attr) or name in ("list", "close"):
-            return attr
-        return lambda *a, **kw: self.policy.run(lambda: attr(*a, **kw), f"{name} {a[0] if a else ''}")
+    @property
+    def batch_max_size(self) -> int:  # type: ignore[override]
+        return self._remote.batch_max_size
 
-    def list(self):
+    def _run(self, fn: Callable[[], T], what: str) -> T:
+        return self.policy.run(fn, what)
+
+    def list(self) -> Iterator[Entry]:
         # consumed lazily by the merge: the engine retries the whole merge
         return self._remote.list()
+
+    def list_rows(self) -> Iterator[tuple]:
+        # only the start is retried (a local folder checks its root there); the
+        # rows are consumed lazily by the merge, which the engine retries whole
+        return self._run(self._remote.list_rows, "list_rows ")
+
+    def stat(self, path: str) -> Entry | None:
+        return self._run(lambda: self._remote.stat(path), f"stat {path}")
 
     def upload(self, local_path, path, entry, progress=None, resume=None, checkpoint=None):
         state = {"resume": resume}
@@ -78,7 +87,7 @@ class RetryingRemote:
             lambda: self._remote.upload(local_path, path, entry, progress, state["resume"], remember),
             f"upload {path}")
 
-    def _upload_many(self, items, done, progress=None) -> None:
+    def upload_many(self, items, done, progress=None) -> None:
         """the remote's upload_many, retried: items it took but never reported
         are handed to it again first. The retry clock restarts whenever an
         attempt finished something before it failed."""
@@ -109,6 +118,41 @@ class RetryingRemote:
 
         while not self.policy.run(attempt, "upload"):
             pass
+
+    def touch(self, path: str, entry: Entry) -> None:
+        self._run(lambda: self._remote.touch(path, entry), f"touch {path}")
+
+    def symlink(self, target: str, path: str) -> None:
+        self._run(lambda: self._remote.symlink(target, path), f"symlink {target}")
+
+    def mkdir(self, path: str) -> None:
+        self._run(lambda: self._remote.mkdir(path), f"mkdir {path}")
+
+    def move(self, src: str, dst: str) -> None:
+        self._run(lambda: self._remote.move(src, dst), f"move {src}")
+
+    def move_many(self, pairs: list[tuple[str, str]]) -> None:
+        self._run(lambda: self._remote.move_many(pairs), f"move_many {pairs}")
+
+    def delete(self, path: str) -> None:
+        self._run(lambda: self._remote.delete(path), f"delete {path}")
+
+    def delete_many(self, paths: Iterable[str]) -> None:
+        self._run(lambda: self._remote.delete_many(paths), f"delete_many {paths}")
+
+    def rmdir(self, path: str) -> None:
+        self._run(lambda: self._remote.rmdir(path), f"rmdir {path}")
+
+    def download(self, path: str, local_path: "str | BinaryIO", progress: Progress | None = None, offset: int = 0,
+                 limit: int | None = None) -> Entry:
+        return self._run(lambda: self._remote.download(path, local_path, progress, offset, limit),
+                         f"download {path}")
+
+    def remove_temp_files(self, keep: frozenset[str] = frozenset()) -> int:
+        return self._run(lambda: self._remote.remove_temp_files(keep), "remove_temp_files ")
+
+    def forget_connections(self) -> None:
+        self._run(self._remote.forget_connections, "forget_connections ")
 
     def close(self) -> None:
         self._remote.close()

@@ -58,7 +58,7 @@ from reconcile.errors import (
     UnresolvedHost,
 )
 from reconcile.blockmap import BlockMap, BlockStore, block_hash, map_fd, reusable
-from reconcile.remotes.base import Capabilities, Checkpoint, Progress, RemoteOptions, Sent, local_output
+from reconcile.remotes.base import Capabilities, Checkpoint, Progress, Remote, RemoteOptions, Sent, local_output
 
 log = logging.getLogger(__name__)
 
@@ -398,8 +398,10 @@ def _drop_expect_header(params: dict, **_) -> None:
 # --- the remote ---------------------------------------------------------------------
 
 
-class S3Remote:
-    capabilities = Capabilities(
+class S3Remote(Remote):
+    NAME = "S3"
+    default_transfers = DEFAULT_TRANSFERS
+    CAPABILITIES = Capabilities(
         server_move=True,
         dir_move=False,
         empty_dirs=False,
@@ -416,7 +418,7 @@ class S3Remote:
         self.url = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
         self.options = options
         self._extra_args()  # a bad --s3-sse is exit 2 before any request, not a failed upload
-        self.transfers = options.transfers or DEFAULT_TRANSFERS
+        self.transfers = options.transfers or self.default_transfers
         self.part_workers = int(options.extra.get("part_concurrency", min(self.transfers, 8)))
         # engine threads + our copy/head pool + our part pool, each on its own connection.
         pool = 2 * self.transfers + self.part_workers

@@ -7,13 +7,13 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Callable, Iterable, Iterator
 
 import xxhash
 
 from reconcile.entry import Entry, parent_of
 from reconcile.errors import NotFound, Permanent, ReconcileError, SourceChanged, Transient
-from reconcile.remotes.base import Progress
+from reconcile.remotes.base import Progress, SmallUpload
 from reconcile.remotes.local import final_mode
 from reconcile.remotes.sftp.calls import _wire_mtime
 from reconcile.remotes.sftp.loader import paramiko
@@ -25,15 +25,6 @@ from paramiko.sftp import CMD_CLOSE, CMD_EXTENDED, CMD_FSETSTAT, CMD_HANDLE, CMD
 
 SMALL_FILE = 1 << 20  # whole files up to this size may go through upload_many
 BATCH_FILES = 64  # small files in flight per connection
-
-
-class SmallUpload(Protocol):
-    """one whole file for upload_many (apply.SmallUpload)."""
-
-    local_path: str
-    path: str
-    entry: Entry
-    hash: bytes | None  # set here: the xxh3 of what was sent
 
 
 @dataclass(slots=True, eq=False)

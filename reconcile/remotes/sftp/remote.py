@@ -26,7 +26,7 @@ from typing import BinaryIO
 from reconcile.entry import DIR, LINK, TEMP_MARK, Entry, decode_path, encode_path, is_temp_name, parent_of
 from reconcile.errors import NotFound, Permanent, SourceChanged, Transient
 from reconcile.blockmap import BlockStore
-from reconcile.remotes.base import Capabilities, Progress, RemoteOptions, local_output
+from reconcile.remotes.base import Capabilities, Progress, Remote, RemoteOptions, local_output
 from reconcile.remotes.sftp.batch import Batch
 from reconcile.remotes.sftp.calls import (_entry, _lstat_or_none, _name, _readlink, _remove_quietly, _short,
                                           _wire_mtime)
@@ -37,10 +37,11 @@ from reconcile.remotes.sftp.upload import MAX_INFLIGHT_BYTES, Upload
 from reconcile.remotes.sftp.wire import _Acks, _ask_read, _lstats, _readdir
 
 
-class SftpRemote(Session, Listing, Upload, Batch):
-    capabilities = Capabilities(
+class SftpRemote(Session, Listing, Upload, Batch, Remote):
+    NAME = "SFTP"
+    CAPABILITIES = Capabilities(
         server_move=True, dir_move=True, empty_dirs=True,
-        mtime_precision_ns=1_000_000_000, symlinks=True, set_mtime=True, delta=True,
+        mtime_precision_ns=1_000_000_000, symlinks=True, set_mtime=True, delta=True, fork_safe=True,
     )
 
     def __init__(self, target: _Target, root: str, options: RemoteOptions, url: str) -> None:
@@ -48,7 +49,7 @@ class SftpRemote(Session, Listing, Upload, Batch):
         self.root = root
         self.options = options
         self.url = url
-        self.transfers = options.transfers or 4
+        self.transfers = options.transfers or self.default_transfers
         self._fresh_connection_state()
         self._trusted_key: bytes | None = None
         self._secrets: dict[str, str | None] = {}
