@@ -77,6 +77,18 @@ def run_options(delete, exclude, max_delete, allow_empty_source, state_dir, tran
     return opts
 
 
+def with_flags_of(shared):
+    """a command's own parameters (its **flags left out), then shared's: typer
+    reads the joined signature and passes every flag by name, so the shared
+    ones arrive in **flags"""
+    def attach(command):
+        own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind != p.VAR_KEYWORD]
+        command.__signature__ = inspect.Signature(own + list(inspect.signature(shared, eval_str=True).parameters.values()))
+        return command
+
+    return attach
+
+
 def flag_defaults(command) -> dict:
     """the defaults of a typer command's flags, to tell given flags apart."""
     return {name: p.default for name, p in inspect.signature(command).parameters.items()}

@@ -15,7 +15,7 @@ from reconcile.cli.flags import (JOB_FLAGS, AcceptNew, AllOpt, AllowEmpty, Allow
                                  Include, JsonOut, KnownHosts, Links, LogFile, LogFormat, MaxDelete, NameArg,
                                  NameEncoding, OptDestArg, Perms, Profile, Quiet, RetryFor, S3Endpoint, SshFind,
                                  SshKey, Sse, SseKey, StateDirOpt, StorageClass, Transfers, Verbose, flag_defaults,
-                                 run_options)
+                                 run_options, with_flags_of)
 from reconcile.cli.guard import guarded
 from reconcile.cli.root import command
 from reconcile.cli.summary import (not_stored_note, print_network, print_summary, resumed_line,
@@ -23,55 +23,50 @@ from reconcile.cli.summary import (not_stored_note, print_network, print_summary
 from reconcile.errors import EXIT_PARTIAL
 
 
+def mirror_flags(delete: Delete = False, exclude: Exclude = None, exclude_from: ExcludeFrom = None,
+                 include: Include = None, json_out: JsonOut = False, quiet: Quiet = False, verbose: Verbose = False,
+                 state_dir: StateDirOpt = None, max_delete: MaxDelete = None, allow_empty_source: AllowEmpty = False,
+                 allow_new_destination: AllowNewDest = False, allow_reverse: AllowReverse = False,
+                 backup_dir: BackupDir = None, backup_keep: BackupKeep = None, bwlimit: BwLimit = None,
+                 links: Links = "skip", checksum: Checksum = False, perms: Perms = False,
+                 name_encoding: NameEncoding = False, transfers: Transfers = None, retry_for: RetryFor = "5m",
+                 ssh_key: SshKey = None, known_hosts: KnownHosts = None, accept_new_host_key: AcceptNew = False,
+                 ssh_find: SshFind = "auto", s3_endpoint: S3Endpoint = None, profile: Profile = None,
+                 s3_storage_class: StorageClass = None, s3_sse: Sse = None, s3_sse_kms_key_id: SseKey = None,
+                 all_: AllOpt = False, config: ConfigOpt = None, log_file: LogFile = None,
+                 log_format: LogFormat = "text") -> None:
+    """never called: its signature is the one list of the flags plan and apply share, in --help order"""
+
+
 @command(short_help="Show what apply would do; changes nothing.",
          example="reconcile plan ~/Pictures /mnt/backup/Pictures --delete")
+@with_flags_of(mirror_flags)
 def plan(source: Optional[str] = NameArg, dest: Optional[str] = OptDestArg,
          offline: Annotated[bool, typer.Option("--offline", help="plan against the last-known remote state, without connecting")] = False,
-         delete: Delete = False, exclude: Exclude = None, exclude_from: ExcludeFrom = None, include: Include = None,
-         json_out: JsonOut = False, quiet: Quiet = False, verbose: Verbose = False, state_dir: StateDirOpt = None,
-         max_delete: MaxDelete = None, allow_empty_source: AllowEmpty = False,
-         allow_new_destination: AllowNewDest = False, allow_reverse: AllowReverse = False,
-         backup_dir: BackupDir = None, backup_keep: BackupKeep = None, bwlimit: BwLimit = None,
-         links: Links = "skip", checksum: Checksum = False, perms: Perms = False, name_encoding: NameEncoding = False,
-         transfers: Transfers = None, retry_for: RetryFor = "5m",
-         ssh_key: SshKey = None, known_hosts: KnownHosts = None, accept_new_host_key: AcceptNew = False,
-         ssh_find: SshFind = "auto", s3_endpoint: S3Endpoint = None, profile: Profile = None,
-         s3_storage_class: StorageClass = None, s3_sse: Sse = None, s3_sse_kms_key_id: SseKey = None,
-         all_: AllOpt = False, config: ConfigOpt = None, log_file: LogFile = None, log_format: LogFormat = "text"):
+         **flags):
     """Show what apply would do. Changes nothing."""
-    kw = {k: v for k, v in locals().items() if k not in JOB_FLAGS}
-    raise typer.Exit(_jobs("plan", source, dest, all_, config, log_file, log_format, kw))
+    raise typer.Exit(_jobs("plan", source, dest, {**flags, "offline": offline}))
 
 
 @command(short_help="Make the remote an exact copy of SOURCE; a killed run resumes next time.",
          example="reconcile apply ~/Pictures sftp://me@nas.local/backup/Pictures --delete")
-def apply(source: Optional[str] = NameArg, dest: Optional[str] = OptDestArg,
-          dry_run: DryRun = False,
-          delete: Delete = False, exclude: Exclude = None, exclude_from: ExcludeFrom = None, include: Include = None,
-          json_out: JsonOut = False, quiet: Quiet = False, verbose: Verbose = False, state_dir: StateDirOpt = None,
-          max_delete: MaxDelete = None, allow_empty_source: AllowEmpty = False,
-          allow_new_destination: AllowNewDest = False, allow_reverse: AllowReverse = False,
-          backup_dir: BackupDir = None, backup_keep: BackupKeep = None, bwlimit: BwLimit = None,
-          links: Links = "skip", checksum: Checksum = False, perms: Perms = False, name_encoding: NameEncoding = False,
-          transfers: Transfers = None, retry_for: RetryFor = "5m",
-          ssh_key: SshKey = None, known_hosts: KnownHosts = None, accept_new_host_key: AcceptNew = False,
-          ssh_find: SshFind = "auto", s3_endpoint: S3Endpoint = None, profile: Profile = None,
-          s3_storage_class: StorageClass = None, s3_sse: Sse = None, s3_sse_kms_key_id: SseKey = None,
-          all_: AllOpt = False, config: ConfigOpt = None, log_file: LogFile = None, log_format: LogFormat = "text"):
+@with_flags_of(mirror_flags)
+def apply(source: Optional[str] = NameArg, dest: Optional[str] = OptDestArg, dry_run: DryRun = False, **flags):
     """Make the remote an exact copy of SOURCE. A killed run resumes next time."""
-    kw = {k: v for k, v in locals().items() if k not in JOB_FLAGS and k != "dry_run"}
-    raise typer.Exit(_jobs("plan" if dry_run else "apply", source, dest, all_, config, log_file, log_format, kw))
+    raise typer.Exit(_jobs("plan" if dry_run else "apply", source, dest, flags))
 
 
-def _jobs(command: str, source, dest, all_: bool, config, log_file, log_format: str, kw: dict) -> int:
+def _jobs(command: str, source, dest, flags: dict) -> int:
     """SOURCE DEST, a mapping name or --all, each run logged (reconcile/jobs.py)."""
     from reconcile.jobs import Driver, run_jobs
     from reconcile.logs import LogSettings
 
+    kw = {k: v for k, v in flags.items() if k not in JOB_FLAGS}
     driver = Driver(flag_defaults(plan if command == "plan" else apply),
                     lambda job, all_: _run(command, job.source, job.dest, dict(job.kw), job.name if all_ else None),
                     guarded, typer.BadParameter)
-    return run_jobs(command, source, dest, all_, config, LogSettings(log_file, log_format), kw, driver)
+    log = LogSettings(flags["log_file"], flags["log_format"])
+    return run_jobs(command, source, dest, flags["all_"], flags["config"], log, kw, driver)
 
 
 def _run(command: str, source: str, dest: str, kw: dict, mapping: str | None = None) -> int:
