@@ -49,31 +49,44 @@ def links_choice(value: str) -> str:
     return value
 
 
-def run_options(delete, exclude, max_delete, allow_empty_source, state_dir, transfers, ssh_key,
-                known_hosts, accept_new_host_key, retry_for, s3_endpoint, profile, s3_storage_class,
-                s3_sse, s3_sse_kms_key_id, offline=False, backup_dir=None, backup_keep=None, bwlimit=None,
-                links="skip", checksum=False, perms=False, ssh_find="auto", allow_new_destination=False,
-                allow_reverse=False, name_encoding=False, exclude_from=None, include=None):
+def remote_options(flags: dict) -> RemoteOptions:
+    """the connection flags of a command (plan, apply, verify, restore) as the
+    remotes take them; one a command lacks keeps its default"""
+    remote = RemoteOptions(transfers=flags["transfers"], ssh_key=flags["ssh_key"], known_hosts=flags["known_hosts"],
+                           accept_new_host_key=flags.get("accept_new_host_key", False),
+                           retry_for=parse_duration(flags["retry_for"]), s3_endpoint=flags["s3_endpoint"],
+                           profile=flags["profile"], storage_class=flags.get("s3_storage_class"),
+                           sse=flags.get("s3_sse"), sse_kms_key_id=flags.get("s3_sse_kms_key_id"))
+    # names stored as rclone does: restore maps them back
+    remote.extra["name_encoding"] = bool(flags.get("name_encoding"))
+    return remote
+
+
+def check_transfers(transfers: int | None) -> None:
+    if transfers is not None and transfers < 1:
+        raise typer.BadParameter("--transfers must be 1 or more")
+
+
+def run_options(flags: dict):
+    """plan's and apply's flags (a mapping's values filled in) as one run's RunOptions"""
     from reconcile.engine import RunOptions
     from reconcile.excludes import all_patterns
 
-    if transfers is not None and transfers < 1:
-        raise typer.BadParameter("--transfers must be 1 or more")
-    if max_delete is not None and max_delete < 0:
+    check_transfers(flags["transfers"])
+    if flags["max_delete"] is not None and flags["max_delete"] < 0:
         raise typer.BadParameter("--max-delete must be 0 or more")
-    remote = RemoteOptions(transfers=transfers, ssh_key=ssh_key, known_hosts=known_hosts,
-                           accept_new_host_key=accept_new_host_key, retry_for=parse_duration(retry_for),
-                           s3_endpoint=s3_endpoint, profile=profile, storage_class=s3_storage_class,
-                           sse=s3_sse, sse_kms_key_id=s3_sse_kms_key_id)
-    opts = RunOptions(delete=delete, exclude=all_patterns(exclude, exclude_from, include), max_delete=max_delete,
-                      allow_empty_source=allow_empty_source, offline=offline, state_dir=state_dir,
-                      remote=remote, backup_dir=backup_dir, backup_keep_days=backup_keep,
-                      bwlimit=parse_rate(bwlimit) if bwlimit else None, links=links_choice(links),
-                      checksum=checksum, allow_new_destination=allow_new_destination,
-                      allow_reverse=allow_reverse)
-    remote.extra["perms"] = perms
-    remote.extra["ssh_find"] = choice(ssh_find, findlist.WAYS)
-    remote.extra["name_encoding"] = name_encoding
+    remote = remote_options(flags)
+    bwlimit = flags["bwlimit"]
+    opts = RunOptions(delete=flags["delete"], exclude=all_patterns(flags["exclude"], flags["exclude_from"],
+                                                                   flags["include"]),
+                      max_delete=flags["max_delete"], allow_empty_source=flags["allow_empty_source"],
+                      offline=flags.get("offline", False), state_dir=flags["state_dir"], remote=remote,
+                      backup_dir=flags["backup_dir"], backup_keep_days=flags["backup_keep"],
+                      bwlimit=parse_rate(bwlimit) if bwlimit else None, links=links_choice(flags["links"]),
+                      checksum=flags["checksum"], allow_new_destination=flags["allow_new_destination"],
+                      allow_reverse=flags["allow_reverse"])
+    remote.extra["perms"] = flags["perms"]
+    remote.extra["ssh_find"] = choice(flags["ssh_find"], findlist.WAYS)
     return opts
 
 

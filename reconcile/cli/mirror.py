@@ -78,7 +78,7 @@ def _run(command: str, source: str, dest: str, kw: dict, mapping: str | None = N
     json_out, quiet, verbose = kw.pop("json_out"), kw.pop("quiet"), kw.pop("verbose")
     tag = f"[{mapping}] " if mapping else ""
     walk_only = kw.pop("walk_only", None)  # reconcile watch: only the paths its events marked
-    opts = run_options(**kw)
+    opts = run_options(kw)
     opts.walk_only = walk_only
     reporter = ApplyReporter(verbose=verbose, quiet=quiet, binary_rate=bool(opts.bwlimit))
     run = Run(source, dest, opts, reporter)

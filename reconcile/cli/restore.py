@@ -8,10 +8,9 @@ from typing import Annotated, List, Optional
 import typer
 
 from reconcile.cli.flags import (AcceptNew, JsonOut, KnownHosts, NameEncoding, Profile, Quiet, RetryFor,
-                                 S3Endpoint, SshKey, Transfers, Verbose, parse_duration)
+                                 S3Endpoint, SshKey, Transfers, Verbose, check_transfers, remote_options)
 from reconcile.cli.guard import guarded
 from reconcile.cli.root import command
-from reconcile.remotes.base import RemoteOptions
 from reconcile.restore import TRASH_DIR
 
 
@@ -42,16 +41,12 @@ def restore_command(
     from reconcile.restore import RestoreOptions
     from reconcile.restore_output import run_restore
 
-    if transfers is not None and transfers < 1:
-        raise typer.BadParameter("--transfers must be 1 or more")
-    remote = RemoteOptions(transfers=transfers, ssh_key=ssh_key, known_hosts=known_hosts,
-                           accept_new_host_key=accept_new_host_key, retry_for=parse_duration(retry_for),
-                           s3_endpoint=s3_endpoint, profile=profile)
+    check_transfers(transfers)
+    remote = remote_options(locals())  # the connection flags among this command's
     if state_dir is None:  # the pair's own state, found the way apply finds it
         from reconcile.pairs import pair_state_for_dest
 
         state_dir = pair_state_for_dest(remote_url, local_dir)
-    remote.extra["name_encoding"] = name_encoding  # names stored as rclone does: restored as they were
     opts = RestoreOptions(local_dir or "", list(path or []), overwrite, dry_run, from_trash, backup_dir,
                           state_dir, remote)
     raise typer.Exit(guarded(

@@ -9,10 +9,9 @@ import typer
 
 from reconcile.cli.flags import (JOB_FLAGS, AllOpt, ConfigOpt, Exclude, ExcludeFrom, Include, JsonOut, KnownHosts,
                                  NameArg, NameEncoding, OptDestArg, Profile, RetryFor, S3Endpoint, SshKey,
-                                 StateDirOpt, Transfers, flag_defaults, links_choice, parse_duration)
+                                 StateDirOpt, Transfers, flag_defaults, links_choice, remote_options)
 from reconcile.cli.guard import guarded
 from reconcile.cli.root import command
-from reconcile.remotes.base import RemoteOptions
 
 
 @command(short_help="Read-only audit that the remote matches SOURCE (exit 0 equal, 1 differences).",
@@ -40,8 +39,5 @@ def verify(source: Optional[str] = NameArg, dest: Optional[str] = OptDestArg,
 def _verify_one(job, all_: bool) -> int:
     from reconcile.verify import run
 
-    options = RemoteOptions(transfers=job.kw["transfers"], ssh_key=job.kw["ssh_key"],
-                            known_hosts=job.kw["known_hosts"], retry_for=parse_duration(job.kw["retry_for"]),
-                            s3_endpoint=job.kw["s3_endpoint"], profile=job.kw["profile"])
-    options.extra["name_encoding"] = bool(job.kw.get("name_encoding"))
+    options = remote_options(job.kw)
     return run(job.source, job.dest, options, {**job.kw, "mapping": job.name})
