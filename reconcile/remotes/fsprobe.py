@@ -16,7 +16,7 @@ import json
 import os
 import uuid
 from dataclasses import asdict, dataclass, replace
-from typing import Iterator
+from typing import Callable, Iterator
 
 from reconcile.entry import TEMP_MARK
 from reconcile.remotes.base import Capabilities
@@ -63,13 +63,21 @@ def with_facts(caps: Capabilities, facts: DestFacts) -> Capabilities:
 def facts_for(root: str, state_dir: str | None) -> DestFacts:
     """the destination's facts: recorded ones while it is the same disk, else probed."""
     where = _existing_folder(root)
-    device = _device(where)
+    facts = recorded_facts(state_dir, root, _device(where), lambda: probe(where))
+    assert facts is not None  # a local probe always answers (with fallbacks)
+    return facts
+
+
+def recorded_facts(state_dir: str | None, root: str, device: int | str | None,
+                   probe_now: Callable[[], DestFacts | None]) -> DestFacts | None:
+    """the facts recorded for (root, device) in state_dir, else probe_now()'s,
+    recorded when it gives any."""
     record = os.path.join(state_dir, PROBE_RECORD) if state_dir else None
     known = _load(record, root, device)
     if known is not None:
         return known
-    facts = probe(where)
-    if record is not None and os.path.isdir(state_dir or ""):
+    facts = probe_now()
+    if facts is not None and record is not None and device is not None and os.path.isdir(state_dir or ""):
         body = {"v": RECORD_VERSION, "root": root, "device": device, "facts": asdict(facts)}
         try:
             write_private(record, json.dumps(body).encode())
@@ -228,7 +236,7 @@ def _device(folder: str) -> int | None:
         return None
 
 
-def _load(record: str | None, root: str, device: int | None) -> DestFacts | None:
+def _load(record: str | None, root: str, device: int | str | None) -> DestFacts | None:
     if record is None or device is None:
         return None
     try:
