@@ -191,6 +191,7 @@ class Run:
         if self._remote is None:
             policy = RetryPolicy(self.opts.remote.retry_for, on_retry=self._on_retry)
             self.opts.remote.expected_entries = self._snapshot_entries()
+            self.opts.remote.offline = self.opts.offline
             self._remote = RetryingRemote(open_remote(self.dest, self.opts.remote), policy)
         return self._remote
 
@@ -388,7 +389,9 @@ class Run:
         self.case_moves = case_renames(changes, caps)
 
     def _name_encoding(self) -> bool:
-        return bool(self.opts.remote.extra.get("name_encoding"))
+        """--name-encoding, where the destination can store names so (local
+        folders and USB disks; elsewhere names are stored as they are)."""
+        return bool(self.opts.remote.extra.get("name_encoding")) and self.remote.capabilities.name_encoding
 
     def hash_needed(self, changes: Changes) -> dict[str, bytes | None]:
         """Hash what the plan needs to find moves and touches (plan.needs_hash); the other

@@ -328,7 +328,7 @@ def _unstorable(changes: Changes, caps: Capabilities, encoding: bool) -> list[tu
         message = None
         reason = name_problem(path.rsplit("/", 1)[-1], encoding) if caps.windows_names else None
         if reason is not None:
-            mendable = not encoding and "reserved" not in reason and "longer" not in reason
+            mendable = not encoding and caps.name_encoding and "reserved" not in reason and "longer" not in reason
             message = cannot_store(path, fs, reason, mendable)
         elif e.kind == LINK and not caps.symlinks:
             message = (f"cannot store the symlink {path} on this destination ({fs}): it cannot hold symlinks; "

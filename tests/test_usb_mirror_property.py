@@ -20,11 +20,13 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 import tests.test_mirror_property as base
 from reconcile.names import fold
+from reconcile.remotes.base import RemoteOptions
 from tests.mirror import run, tree
+from tests.servers_sftp import sftp_url
 
 NAMES = ["a", "b", "A", "B", "a-b", "a0", "c d"]
 EXAMPLES = int(os.environ.get("RECONCILE_USB_PROPERTY_EXAMPLES", "25"))
-PRECISION = {"exfat": 10**9, "ntfs": 100}
+PRECISION = {"exfat": 10**9, "ntfs": 100, "sftp-exfat": 10**9}
 
 
 def drop_case_twins(root: Path) -> None:
@@ -49,9 +51,20 @@ def differences(dst: dict, src: dict, precision: int) -> list[str]:
     return bad
 
 
-@pytest.mark.parametrize("fs", ["exfat", "ntfs"])
-def test_random_changes_end_in_exact_mirror_on_usb_disks(fs, request):
-    disk = request.getfixturevalue(f"{fs}_disk")
+def destination(fs: str, request, tmp: Path) -> tuple[Path, str, RemoteOptions | None]:
+    """(the folder on the disk, the URL reconcile is given, its options): the
+    disk itself, or an SFTP server whose disk it is (sftp/probe.py)"""
+    disk = request.getfixturevalue(f"{fs.removeprefix('sftp-')}_disk")
+    folder = disk.fresh_folder()
+    if not fs.startswith("sftp-"):
+        return folder, str(folder), None
+    server = request.getfixturevalue("sshd_server")
+    kh = server.write_known_hosts(tmp / "known_hosts")
+    return folder, sftp_url(server, folder), RemoteOptions(ssh_key=server.user_key, known_hosts=kh)
+
+
+@pytest.mark.parametrize("fs", ["exfat", "ntfs", "sftp-exfat"])
+def test_random_changes_end_in_exact_mirror_on_usb_disks(fs, request, tmp_path):
 
     @settings(max_examples=EXAMPLES, deadline=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -76,19 +89,21 @@ def test_random_changes_end_in_exact_mirror_on_usb_disks(fs, request):
         with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as mp:
             mp.setattr(base, "NAMES", NAMES)
             tmp = Path(tmp)
-            src, state, dst = tmp / "src", tmp / "state", disk.fresh_folder()
+            src, state = tmp / "src", tmp / "state"
+            dst, url, options = destination(fs, request, tmp_path)
             src.mkdir()
             clock = base.Clock()
             for c in setup:
                 base.change(src, c, clock)
             for round_changes in rounds:
                 drop_case_twins(src)
-                result = run(src, str(dst), state, delete=True, max_delete=10**9, allow_empty_source=True)
+                result = run(src, url, state, options=options, delete=True, max_delete=10**9,
+                             allow_empty_source=True)
                 assert result.outcome.complete and not result.not_stored, (result.outcome.results,
                                                                            result.not_stored)
                 assert result.outcome.count("skipped") == 0, [o.to_json() for o in result.plan.ops]
                 assert differences(tree(dst), tree(src), PRECISION[fs]) == []
-                again = run(src, str(dst), state, mode="plan", delete=True, max_delete=10**9,
+                again = run(src, url, state, mode="plan", options=options, delete=True, max_delete=10**9,
                             allow_empty_source=True)
                 assert again.plan.ops == [], [o.to_json() for o in again.plan.ops]
                 for c in round_changes:

@@ -43,7 +43,7 @@ class Capabilities:
     case_insensitive: bool = False  # 'A' and 'a' name one file: probed on a local folder (fsprobe.py)
     mtime_precision_ns: int = 1  # 1_000_000_000 on SFTP; probed on a local folder (fsprobe.py)
     symlinks: bool = False
-    # what a local folder's file system allows (fsprobe.py; names.py applies them)
+    # what the destination's file system allows (fsprobe.py, sftp/probe.py; names.py applies them)
     fs_type: str = ""  # exfat, vfat, ntfs, ext4...: named in messages
     windows_names: bool = False  # no : ? * " < > | \, no CON or NUL..., no trailing dot or space
     max_file_size: int | None = None  # FAT32: 4 GiB - 1
@@ -51,6 +51,7 @@ class Capabilities:
     # a forked child may go on using it once it called forget_connections()
     # (upload_child.py): it then connects afresh and needs no thread or lock of the parent
     fork_safe: bool = False
+    name_encoding: bool = False  # stores names as rclone does with --name-encoding (names.py)
 
 
 @dataclass
@@ -76,6 +77,7 @@ class RemoteOptions:
     state_dir: str | None = None  # private folder a remote may keep records in
     retry_for: float = 300.0
     expected_entries: int = 0  # about how many entries the last run saw: a listing may pick its way by it
+    offline: bool = False  # --offline: never connect (a probe takes what is recorded, or nothing)
     # sftp
     ssh_key: str | None = None
     known_hosts: str | None = None

@@ -44,7 +44,7 @@ class LocalRemote(Remote):
     NAME = "a local folder"
     CAPABILITIES = Capabilities(
         server_move=True, dir_move=True, empty_dirs=True, symlinks=True, set_mtime=True,
-        delta=True,
+        delta=True, name_encoding=True,
     )
 
     def __init__(self, root: str, options: RemoteOptions | None = None) -> None:

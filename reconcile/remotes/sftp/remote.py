@@ -26,12 +26,15 @@ from typing import BinaryIO
 from reconcile.entry import DIR, LINK, TEMP_MARK, Entry, decode_path, encode_path, is_temp_name, parent_of
 from reconcile.errors import NotFound, Permanent, SourceChanged, Transient
 from reconcile.blockmap import BlockStore
+from reconcile.names import fold
 from reconcile.remotes.base import Capabilities, Progress, Remote, RemoteOptions, local_output
+from reconcile.remotes.fsprobe import DestFacts, recorded_facts, with_facts
 from reconcile.remotes.sftp.batch import Batch
 from reconcile.remotes.sftp.calls import (_entry, _lstat_or_none, _name, _readlink, _remove_quietly, _short,
                                           _wire_mtime)
 from reconcile.remotes.sftp.listing import Listing
 from reconcile.remotes.sftp.loader import paramiko
+from reconcile.remotes.sftp.probe import probe_folder
 from reconcile.remotes.sftp.session import Session, _Conn, _parse_url, _Target
 from reconcile.remotes.sftp.upload import MAX_INFLIGHT_BYTES, Upload
 from reconcile.remotes.sftp.wire import _Acks, _ask_read, _lstats, _readdir
@@ -59,11 +62,42 @@ class SftpRemote(Session, Listing, Upload, Batch, Remote):
         self._root_ready = False  # the destination root is known to exist
         self._blocks = BlockStore(options.state_dir)  # block maps of large files, for deltas
         self._copy_data = bool(options.extra.get("sftp_copy_data", True))  # off: as a server without it
+        self._capabilities: Capabilities | None = None
 
     @classmethod
     def from_url(cls, url: str, options: RemoteOptions) -> "SftpRemote":
         target, root, shown = _parse_url(url, options)
         return cls(target, root, options, shown)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """what the server's disk keeps (a phone's exFAT card: one name for 'A'
+        and 'a', no ':' in names, no symlinks): probed on first use, recorded
+        in the state folder (probe.py)."""
+        if self._capabilities is None:
+            facts = recorded_facts(self.options.state_dir, self.url, "sftp", self._probe)
+            self._capabilities = with_facts(self.CAPABILITIES, facts) if facts else self.CAPABILITIES
+        return self._capabilities
+
+    def _probe(self) -> DestFacts | None:
+        if self.options.offline:
+            return None  # planned from the last-known state: the server's disk is not asked
+        with self._op(f"cannot check what {self.url} can hold"):
+            sftp = self._sftp()
+            folder = self._existing_folder(sftp)
+            return probe_folder(sftp, folder) if folder is not None else None
+
+    def _existing_folder(self, sftp: paramiko.SFTPClient) -> str | None:
+        """the root, or its nearest existing parent while it is still to be made."""
+        path = self.root
+        while True:
+            attr = _lstat_or_none(sftp, encode_path(path))
+            if attr is not None:
+                return path if st.S_ISDIR(attr.st_mode or 0) else None
+            up = path.rstrip("/").rpartition("/")[0]
+            if up == path or not path.strip("/."):
+                return None
+            path = up or ("/" if path.startswith("/") else ".")
 
     # --- paths -------------------------------------------------------------
 
@@ -190,7 +224,7 @@ class SftpRemote(Session, Listing, Upload, Batch, Remote):
             attr, target, *folders = _lstats(sftp, [a, b, *map(self._abs, above)])
             if attr is None:
                 raise NotFound(f"cannot move {src}: it does not exist")
-            if st.S_ISDIR(attr.st_mode or 0) and target is not None:
+            if st.S_ISDIR(attr.st_mode or 0) and target is not None and not self._case_only(src, dst):
                 # a directory move never merges into an existing directory.
                 raise Permanent(f"cannot move folder {src} to {dst}: target exists")
             _refuse_links(dst, above, folders)
@@ -201,6 +235,10 @@ class SftpRemote(Session, Listing, Upload, Batch, Remote):
                     raise
                 self._mkdirs(sftp, parent_of(dst))
                 self._replace(sftp, a, b)
+
+    def _case_only(self, src: str, dst: str) -> bool:
+        """Readme -> README on a disk that holds both as one name: a rename, not a merge"""
+        return self.capabilities.case_insensitive and src != dst and fold(src) == fold(dst)
 
     def _refuse_links_above(self, sftp: paramiko.SFTPClient, path: str) -> None:
         """the server renames through a symlinked folder (the trash swapped for
