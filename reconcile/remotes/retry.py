@@ -54,7 +54,9 @@ class RetryingRemote(Remote):
 
     @property
     def capabilities(self) -> Capabilities:
-        return self._remote.capabilities  # a local folder probes its file system on first use
+        # a local folder probes its file system on first use, an SFTP server its disk: retried
+        # like any call, so a server still waking up is waited for as the listing would be
+        return self.policy.run(lambda: self._remote.capabilities, "check the destination")
 
     @property
     def batch_max_size(self) -> int:  # type: ignore[override]
