@@ -36,7 +36,8 @@ class Target:
 
 def timed(argv: list[str], env: dict | None = None, check: bool = True) -> tuple[float, str]:
     t = time.perf_counter()
-    p = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    full = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}  # None: unset
+    p = subprocess.run(argv, capture_output=True, text=True, env=full)
     took = time.perf_counter() - t
     if check and p.returncode != 0:
         raise RuntimeError(f"{argv[:3]}... exit {p.returncode}: {p.stderr[-800:]}")
@@ -81,7 +82,7 @@ def targets(work: Path, sshd, weed, bucket: str, stem: str) -> list[Target]:
         f"sftp://root@127.0.0.1:{p.port}{work}/{stem}-sftp", work / f"{stem}-state-sftp",
         ["--ssh-key", sshd.key, "--known-hosts", kh])))
     p = TcpProxy(weed.ports["s3"])
-    env = {k: v for k, v in s3_env(f"http://127.0.0.1:{p.port}").items() if v is not None}
+    env = s3_env(f"http://127.0.0.1:{p.port}")
     out.append(Target("reconcile s3", p, reconcile_sync(
         f"s3://{bucket}/{stem}", work / f"{stem}-state-s3", ["--s3-endpoint", f"http://127.0.0.1:{p.port}"], env)))
     out.append(Target("reconcile local", None, reconcile_sync(str(work / f"{stem}-local"), work / f"{stem}-state-local", [])))
@@ -97,7 +98,7 @@ def targets(work: Path, sshd, weed, bucket: str, stem: str) -> list[Target]:
     out.append(Target("rclone sftp", p, lambda src, renv=renv: timed(
         ["rclone", "sync", str(src), f"bsftp:{work}/{stem}-rclone"], renv)))
     p = TcpProxy(weed.ports["s3"])
-    renv = {k: v for k, v in s3_env(f"http://127.0.0.1:{p.port}").items() if v is not None}
+    renv = s3_env(f"http://127.0.0.1:{p.port}")
     out.append(Target("rclone s3", p, lambda src, renv=renv: timed(
         ["rclone", "sync", str(src), f"bs3:{bucket}/{stem}-rclone"], renv)))
     return out
@@ -152,12 +153,15 @@ def resume_case(work: Path, sshd, weed, bucket: str, mb: int = 300, at: float = 
     src = work / "resume-src"
     src.mkdir(parents=True)
     size = mb * 1_000_000
-    (src / "big.bin").write_bytes(random.randbytes(size))
+    with open(src / "big.bin", "wb") as f:
+        for _ in range(mb // 50):
+            f.write(random.randbytes(50_000_000))
     lines = []
     for t in targets(work, sshd, weed, bucket, "resume")[:2]:
         dest, state, extra, env = _reconcile_parts(t, work, bucket)
         argv = [sys.executable, "-m", "reconcile", "apply", str(src), dest, "--state-dir", str(state), *extra]
-        child = subprocess.Popen(argv, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
+        full = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
+        child = subprocess.Popen(argv, env=full, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL, start_new_session=True)
         while t.proxy.bytes_up < size * at and child.poll() is None:
             time.sleep(0.002)
@@ -179,7 +183,7 @@ def _reconcile_parts(t: Target, work: Path, bucket: str):
         kh = work / f"known_hosts_{t.proxy.port}"
         return (f"sftp://root@127.0.0.1:{t.proxy.port}{work}/resume-sftp", work / "resume-state-sftp",
                 ["--ssh-key", str(Path(ROOT) / "sshd" / "userkey"), "--known-hosts", str(kh)], None)
-    env = {k: v for k, v in s3_env(f"http://127.0.0.1:{t.proxy.port}").items() if v is not None}
+    env = s3_env(f"http://127.0.0.1:{t.proxy.port}")
     return (f"s3://{bucket}/resume", work / "resume-state-s3", ["--s3-endpoint", f"http://127.0.0.1:{t.proxy.port}"],
             env)
 

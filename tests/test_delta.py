@@ -215,3 +215,26 @@ def test_sftp_without_copy_data_sends_the_whole_file(sftp_case, tmp_path):
     assert (got.reused, sum(sent)) == ((SIZE - BLOCK, BLOCK) if copy_data else (0, SIZE))
     stored = read_dest(sftp_dest)
     assert stored.files["disk.img"] == data and not stored.temps
+
+
+def test_a_delta_killed_midway_is_finished_exactly_by_the_next_run(proxied, tmp_path):  # noqa: F811
+    """SIGKILL while the changed blocks go out: the old version stays in
+    place, and the next run (resuming the journal's temp file where it can)
+    leaves the new version, byte for byte, and no temp file"""
+    import sys
+
+    dest, proxy, src, state, data = first_upload(proxied, tmp_path)
+    old = bytes(data)
+    for block in (2, 5, 8):
+        data[block * BLOCK + 7:block * BLOCK + MiB] = random.randbytes(MiB - 7)
+    write(src / "disk.img", bytes(data), T0 + 10**9)
+    args = ["-m", "reconcile", "apply", src, dest.url, "--state-dir", state, *dest.cli_args]
+    stalled = start_stalled([sys.executable, *map(str, args)], "upload:1", state, tmp_path / "marker",
+                            env=dest.env)
+    stalled.kill()
+    assert read_dest(dest).files["disk.img"] == old
+    totals, wire = sent_by(proxy, lambda: apply(dest, src, state))
+    stored = read_dest(dest)
+    assert stored.files["disk.img"] == data and not stored.temps
+    if wire is not None:
+        assert wire <= 3 * BLOCK + OVERHEAD, wire  # at most the changed blocks again
