@@ -13,6 +13,7 @@ import json
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -31,7 +32,8 @@ class Target:
     name: str
     proxy: object | None  # TcpProxy, None for a local folder
     sync: callable  # (src) -> (seconds, stdout)
-    rows: dict[str, tuple[int | None, float, str]] = field(default_factory=dict)  # case -> bytes, s, note
+    fresh: callable = lambda: None  # a new, empty destination and state (reconcile's targets)
+    rows: dict[str, list[tuple[int | None, float, str]]] = field(default_factory=dict)  # case -> [(bytes, s, note)]
 
 
 def timed(argv: list[str], env: dict | None = None, check: bool = True) -> tuple[float, str]:
@@ -54,15 +56,22 @@ def measure(t: Target, case: str, src: Path, note: str = "") -> None:
     if t.name == "reconcile local":
         totals = json.loads(out)["totals"]
         note = note or f"written {totals['bytes_sent'] / MiB:.1f} MiB, copied {totals['bytes_saved']['delta'] / MiB:.1f} MiB"
-    t.rows[case] = (wire, seconds, note)
+    t.rows.setdefault(case, []).append((wire, seconds, note))
     log(f"{t.name:18} {case:28} {'-' if wire is None else f'{wire / MiB:9.2f} MiB'} {seconds:7.2f} s {note}")
 
 
-def reconcile_sync(dest: str, state: Path, extra: list[str], env: dict | None = None):
+def reconcile_target(name: str, proxy, dest: str, state: Path, extra: list[str], env: dict | None = None) -> Target:
+    where = [dest, state, 0]
+
     def sync(src: Path) -> tuple[float, str]:
-        return timed([sys.executable, "-m", "reconcile", "apply", str(src), dest, "--state-dir", str(state),
+        return timed([sys.executable, "-m", "reconcile", "apply", str(src), where[0], "--state-dir", str(where[1]),
                       "--json", *extra], env)
-    return sync
+
+    def fresh() -> None:
+        where[2] += 1
+        where[0], where[1] = f"{dest}-{where[2]}", Path(f"{state}-{where[2]}")
+
+    return Target(name, proxy, sync, fresh)
 
 
 def targets(work: Path, sshd, weed, bucket: str, stem: str) -> list[Target]:
@@ -78,14 +87,13 @@ def targets(work: Path, sshd, weed, bucket: str, stem: str) -> list[Target]:
         return proxy, str(kh)
 
     p, kh = sftp_proxy()
-    out.append(Target("reconcile sftp", p, reconcile_sync(
-        f"sftp://root@127.0.0.1:{p.port}{work}/{stem}-sftp", work / f"{stem}-state-sftp",
-        ["--ssh-key", sshd.key, "--known-hosts", kh])))
+    out.append(reconcile_target("reconcile sftp", p, f"sftp://root@127.0.0.1:{p.port}{work}/{stem}-sftp",
+                                work / f"{stem}-state-sftp", ["--ssh-key", sshd.key, "--known-hosts", kh]))
     p = TcpProxy(weed.ports["s3"])
     env = s3_env(f"http://127.0.0.1:{p.port}")
-    out.append(Target("reconcile s3", p, reconcile_sync(
-        f"s3://{bucket}/{stem}", work / f"{stem}-state-s3", ["--s3-endpoint", f"http://127.0.0.1:{p.port}"], env)))
-    out.append(Target("reconcile local", None, reconcile_sync(str(work / f"{stem}-local"), work / f"{stem}-state-local", [])))
+    out.append(reconcile_target("reconcile s3", p, f"s3://{bucket}/{stem}", work / f"{stem}-state-s3",
+                                ["--s3-endpoint", f"http://127.0.0.1:{p.port}"], env))
+    out.append(reconcile_target("reconcile local", None, str(work / f"{stem}-local"), work / f"{stem}-state-local", []))
     p, kh = sftp_proxy()
     ssh = (f"ssh -p {p.port} -i {sshd.key} -o UserKnownHostsFile={kh} -o StrictHostKeyChecking=yes "
            "-o BatchMode=yes")
@@ -104,30 +112,37 @@ def targets(work: Path, sshd, weed, bucket: str, stem: str) -> list[Target]:
     return out
 
 
-def big_file_cases(work: Path, sshd, weed, bucket: str, mib: int) -> list[Target]:
-    src = work / "big-src"
+def big_file_cases(work: Path, sshd, weed, bucket: str, mib: int, rounds: int) -> list[Target]:
+    """every tool once; reconcile's own targets `rounds` times (times are noisy), each on a fresh copy"""
+    ts = targets(work, sshd, weed, bucket, "big")
+    for r in range(rounds):
+        _big_round(work / f"big-src{r}", [t for t in ts if r == 0 or t.name.startswith("reconcile")], mib, r)
+    return ts
+
+
+def _big_round(src: Path, ts: list[Target], mib: int, r: int) -> None:
     src.mkdir(parents=True)
     path = src / "disk.img"
     size = mib * MiB
     with open(path, "wb") as f:
         for _ in range(mib // 64):
             f.write(random.randbytes(64 * MiB))
-    os.utime(path, (T0, T0))
-    ts = targets(work, sshd, weed, bucket, "big")
+    os.utime(path, (T0 + 100 * r, T0 + 100 * r))
     for t in ts:
+        if r:
+            t.fresh()
         measure(t, "full upload", src)
     with open(path, "r+b") as f:
         f.seek(size // 2 - MiB // 2)
         f.write(random.randbytes(MiB))
-    os.utime(path, (T0 + 10, T0 + 10))
+    os.utime(path, (T0 + 100 * r + 10, T0 + 100 * r + 10))
     for t in ts:
         measure(t, "1 MiB changed in the middle", src)
     with open(path, "ab") as f:
         f.write(random.randbytes(MiB))
-    os.utime(path, (T0 + 20, T0 + 20))
+    os.utime(path, (T0 + 100 * r + 20, T0 + 100 * r + 20))
     for t in ts:
         measure(t, "1 MiB appended", src)
-    return ts
 
 
 def touch_cases(work: Path, sshd, weed, bucket: str) -> list[Target]:
@@ -188,18 +203,26 @@ def _reconcile_parts(t: Target, work: Path, bucket: str):
             env)
 
 
+def median(t: Target, case: str) -> float:
+    return statistics.median(r[1] for r in t.rows[case])
+
+
 def render(big: list[Target], touch: list[Target], resume: list[str], mib: int) -> str:
     def cell(t: Target | None, case: str) -> str:
         if t is None or case not in t.rows:
             return "–"
-        wire, s, note = t.rows[case]
-        b = f"{wire / MiB:.1f} MiB" if wire is not None else "(local)"
-        return f"{b}, {s:.1f} s" + (f" ({note})" if note else "")
+        runs = t.rows[case]
+        wire, _, note = runs[0]
+        b = f"{max(r[0] for r in runs) / MiB:.1f} MiB" if wire is not None else "(local)"
+        many = f" median of {len(runs)}" if len(runs) > 1 else ""
+        return f"{b}, {median(t, case):.1f} s{many}" + (f" ({note})" if note else "")
 
     out = [f"### Bytes on the wire: touch, resume, delta (issue 26)", "",
            "`python -m bench.delta` (bench/delta.py): every tool reaches the loopback sshd or SeaweedFS through a "
-           "byte-counting TCP proxy; bytes are client to server, protocol included. Times are one run each on a "
-           "shared 2-core machine (7 agents at work): bytes are exact, times are noisy.", ""]
+           "byte-counting TCP proxy; bytes are client to server, protocol included. Times are wall-clock seconds of "
+           "the whole command on a shared 2-core machine (7 agents at work): bytes are exact, times are noisy; "
+           "reconcile's big-file times are medians of several rounds (each on a fresh destination), the peers' "
+           "one run.", ""]
     by = {t.name: t for t in big}
     cases = ["full upload", "1 MiB changed in the middle", "1 MiB appended"]
     out += [f"**One {mib} MiB file** (random data; the change is 1 MiB across two 8 MiB blocks)", "",
@@ -208,9 +231,11 @@ def render(big: list[Target], touch: list[Target], resume: list[str], mib: int) 
         out.append(f"| {case} | " + " | ".join(cell(by[n], case) for n in by) + " |")
     out.append("")
     for name in ("reconcile sftp", "reconcile local", "reconcile s3"):
-        full, delta = by[name].rows["full upload"][1], by[name].rows["1 MiB changed in the middle"][1]
-        app = by[name].rows["1 MiB appended"][1]
-        out.append(f"- {name}: delta run {delta / full:.2f}× the full upload's time (append: {app / full:.2f}×)")
+        t = by[name]
+        full, delta, app = (median(t, c) for c in cases)
+        each = ", ".join(f"{d[1] / f[1]:.2f}" for f, d in zip(t.rows[cases[0]], t.rows[cases[1]]))
+        out.append(f"- {name}: 1 MiB changed: {delta / full:.2f}× the full upload's time (medians; "
+                   f"each round: {each}); 1 MiB appended: {app / full:.2f}×")
     out += ["", "**100 files of 50 KB get a new mtime (`touch`)**", "",
             "| tool | first sync | after touch |", "|---|---|---|"]
     for t in touch:
@@ -226,6 +251,7 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.delta")
     p.add_argument("--mib", type=int, default=1024)
     p.add_argument("--output", default="-")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of reconcile's own big-file runs")
     args = p.parse_args(argv)
     work = Path(ROOT) / "delta"
     rmtree(str(work))
@@ -233,7 +259,7 @@ def main(argv: list[str]) -> int:
     sshd, weed = start_sshd(), start_seaweed()
     try:
         bucket = weed.new_bucket("delta")
-        big = big_file_cases(work, sshd, weed, bucket, args.mib)
+        big = big_file_cases(work, sshd, weed, bucket, args.mib, args.rounds)
         touch = touch_cases(work, sshd, weed, bucket)
         resume = resume_case(work, sshd, weed, bucket)
         text = render(big, touch, resume, args.mib)

@@ -103,6 +103,25 @@ class BlockStore:
     def wants(self, size: int) -> bool:
         return self.dir is not None and size >= self.min_size
 
+    def map_new(self, fd: int, size: int, expected: bytes | None, path: str) -> BlockMap | None:
+        """the block map of the version about to be sent, where it is large
+        enough for a delta next time; SourceChanged if it is not the one expected"""
+        if not self.wants(size):
+            return None
+        bmap = map_fd(fd, size, self.block)
+        if expected is not None and bmap.digest != expected:
+            raise SourceChanged(f"{path} changed since it was scanned; left for the next run")
+        return bmap
+
+    def reusable(self, path: str, bmap: BlockMap) -> tuple[list[bool], BlockMap, dict] | None:
+        """(for each block of bmap whether the recorded old version holds it,
+        the old map, its tag), or None when it holds none"""
+        known = self.get(path)
+        if known is None:
+            return None
+        flags = reusable(known[0], bmap)
+        return (flags, *known) if any(flags) else None
+
     def _file(self, path: str) -> str:
         assert self.dir is not None
         return os.path.join(self.dir, xxhash.xxh3_64_hexdigest(path.encode("utf-8", "surrogateescape")) + ".msgpack")

@@ -18,7 +18,7 @@ from reconcile.entry import (DIR, FILE, LINK, TEMP_MARK, Entry, decode_path, enc
                              row_of)
 from reconcile.errors import ConfigError, NotFound, Permanent, SourceChanged, Transient
 from reconcile.excludes import TEMP_MARK_B
-from reconcile.blockmap import BlockMap, BlockStore, block_hash, map_fd, reusable, runs
+from reconcile.blockmap import BlockMap, BlockStore, block_hash, map_fd, runs
 from reconcile.remotes.base import (Capabilities, Checkpoint, Progress, Remote, RemoteOptions, Sent, as_sent,
                                     local_output)
 from reconcile.remotes.fsprobe import facts_for, with_facts
@@ -162,11 +162,8 @@ class LocalRemote(Remote):
         reused, bmap = None, None
         try:
             with src, self._parent(path, create=True) as parent:
-                size = os.fstat(src.fileno()).st_size
-                if self._blocks.wants(size):
-                    bmap = map_fd(src.fileno(), size)
-                    if entry.hash is not None and bmap.digest != entry.hash:
-                        raise SourceChanged(f"{path} changed since it was scanned; left for the next run")
+                bmap = self._blocks.map_new(src.fileno(), os.fstat(src.fileno()).st_size, entry.hash, path)
+                if bmap is not None:
                     reused = self._try_delta(parent, src.fileno(), path, entry, bmap, progress)
                 if reused is None:
                     reused = 0
@@ -183,13 +180,10 @@ class LocalRemote(Remote):
     def _try_delta(self, parent: safepath.Parent, src: int, path: str, entry: Entry, bmap: BlockMap,
                    progress: Progress | None) -> int | None:
         """bytes reused from the old file, the new one in place; None: send it whole"""
-        known = self._blocks.get(path)
+        known = self._blocks.reusable(path, bmap)
         if known is None:
             return None
-        old_map, tag = known
-        flags = reusable(old_map, bmap)
-        if not any(flags):
-            return None
+        flags, _, tag = known
         try:
             old = os.open(parent.target, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=parent.fd)
         except OSError:

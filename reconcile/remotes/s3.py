@@ -57,7 +57,7 @@ from reconcile.errors import (
     Unreachable,
     UnresolvedHost,
 )
-from reconcile.blockmap import BlockMap, BlockStore, block_hash, map_fd, reusable
+from reconcile.blockmap import BlockMap, BlockStore, block_hash
 from reconcile.remotes.base import Capabilities, Checkpoint, Progress, Remote, RemoteOptions, Sent, local_output
 
 log = logging.getLogger(__name__)
@@ -784,10 +784,7 @@ class S3Remote(Remote):
             if before.st_size != entry.size:
                 raise SourceChanged(f"{path} changed size since it was scanned; left for the next run")
             if before.st_size > self.multipart_threshold:
-                if self._blocks.wants(entry.size):
-                    bmap = map_fd(f.fileno(), entry.size)
-                    if entry.hash is not None and bmap.digest != entry.hash:
-                        raise SourceChanged(f"{path} changed since it was scanned; left for the next run")
+                bmap = self._blocks.map_new(f.fileno(), entry.size, entry.hash, path)
                 reuse = self._reusable_parts(path, entry.size, bmap)
                 try:
                     etag, digest, reused = self._upload_multipart(f.fileno(), key, path, entry, progress, resume,
@@ -809,17 +806,16 @@ class S3Remote(Remote):
     def _reusable_parts(self, path: str, size: int, bmap: BlockMap | None) -> _Reuse | None:
         """which parts of the new version the old object holds, by the block
         record of the object now listed under path (same ETag), or None"""
-        known = self._blocks.get(path) if bmap is not None else None
+        known = self._blocks.reusable(path, bmap) if bmap is not None else None
         rec = self._recorded(path)
         if known is None or rec is None:
             return None
-        old_map, tag = known
+        same, old_map, tag = known
         if tag.get("etag") != rec[1] or tag.get("size") != rec[0] or old_map.size != rec[0]:
             return None  # the object changed since (or we never saw it listed)
         part_size = self._part_size_for(size)
         if part_size % bmap.block:
             return None
-        same = reusable(old_map, bmap)
         per = part_size // bmap.block
         parts = {n + 1 for n in range(math.ceil(size / part_size)) if all(same[n * per:(n + 1) * per])}
         return _Reuse(rec[1], parts) if parts else None

@@ -22,7 +22,7 @@ import struct
 import xxhash
 from paramiko.sftp import CMD_EXTENDED
 
-from reconcile.blockmap import BlockMap, reusable, runs
+from reconcile.blockmap import BlockMap, runs
 from reconcile.errors import SourceChanged
 from reconcile.remotes.base import Checkpoint, Progress
 from reconcile.remotes.sftp.calls import _remove_quietly
@@ -51,13 +51,10 @@ def send_delta(remote, fd: int, path: str, tmp_rel: str, bmap: BlockMap, state: 
     the temp file is gone and the whole file goes under a new one."""
     if not remote._copy_data or (state is not None and "ranges" in state):
         return None
-    known = remote._blocks.get(path)
+    known = remote._blocks.reusable(path, bmap)
     if known is None:
         return None
-    old_map, tag = known
-    flags = reusable(old_map, bmap)
-    if not any(flags):
-        return None
+    flags, _, tag = known
     sftp, conn = remote._sftp(), remote._conn()
     try:
         old = sftp.open(remote._abs(path), "r")

@@ -18,7 +18,7 @@ import xxhash
 from reconcile.entry import Entry, is_safe_path, is_temp_name, parent_of
 from reconcile.errors import NotFound, SourceChanged, Transient
 from reconcile.hashing import FileHasher
-from reconcile.blockmap import BlockMap, map_fd
+from reconcile.blockmap import BlockMap
 from reconcile.remotes.base import Checkpoint, Progress, Sent, as_sent
 from reconcile.remotes.local import current_umask, final_mode
 from reconcile.remotes.sftp.delta import CopyRefused, send_delta, tag_of
@@ -51,7 +51,7 @@ class Upload:
         with src:
             before = os.fstat(src.fileno())
             size = before.st_size
-            bmap = self._block_map(src.fileno(), size, entry, path)
+            bmap = self._blocks.map_new(src.fileno(), size, entry.hash, path)
             with self._op(f"cannot write {path}", failure=Transient):
                 state = self._resume_state(self._sftp(), path, resume, size)
                 tmp_rel = state["tmp"] if state else self._temp_for(path)
@@ -88,15 +88,6 @@ class Upload:
         if bmap is not None:
             self._blocks.put(path, bmap, tag_of(result.size, result.mtime_ns))
         return as_sent(result, reused)
-
-    def _block_map(self, fd: int, size: int, entry: Entry, path: str) -> BlockMap | None:
-        """the file's block map, where it is large enough to be sent as a delta next time"""
-        if not self._blocks.wants(size):
-            return None
-        bmap = map_fd(fd, size)
-        if entry.hash is not None and bmap.digest != entry.hash:
-            raise SourceChanged(f"{path} changed since it was scanned; left for the next run")
-        return bmap
 
     def _try_delta(self, fd: int, path: str, tmp_rel: str, bmap: BlockMap | None, state: dict | None,
                    progress: Progress | None, checkpoint: Checkpoint | None) -> int | bool | None:
