@@ -68,7 +68,7 @@ class InotifyWatcher:
         self.path_of: dict[int, str] = {}  # wd -> folder, relative ("" is the root)
         self.wd_of: dict[str, int] = {}
         self.unwatched: dict[str, str] = {}  # folder -> why it has no watch
-        self._moved_from: dict[int, str] = {}  # cookie -> folder moved away, awaiting its IN_MOVED_TO
+        self._moved_from: dict[int, list[int]] = {}  # cookie -> watches of a folder moved away, awaiting IN_MOVED_TO
 
     def fileno(self) -> int:
         return self.fd
@@ -123,14 +123,18 @@ class InotifyWatcher:
         self.unwatched.pop(folder, None)
         return True
 
-    def _forget_tree(self, folder: str) -> None:
-        """drop the watches of a folder moved out of the tree"""
+    def _wds_below(self, folder: str) -> list[int]:
         prefix = folder + "/"
-        for path in [p for p in self.wd_of if p == folder or p.startswith(prefix)]:
-            wd = self.wd_of.pop(path)
-            if self.path_of.get(wd) == path:
-                del self.path_of[wd]
-                self._libc.inotify_rm_watch(self.fd, wd)
+        return [wd for path, wd in self.wd_of.items() if path == folder or path.startswith(prefix)]
+
+    def _forget(self, wds: list[int]) -> None:
+        """drop the watches of a folder moved out of the tree (by wd: a new
+        folder made since under the same name keeps its own)"""
+        for wd in wds:
+            path = self.path_of.pop(wd, None)
+            if path is not None and self.wd_of.get(path) == wd:
+                del self.wd_of[path]
+            self._libc.inotify_rm_watch(self.fd, wd)
 
     def retry_unwatched(self) -> list[Change]:
         """try again the folders that had no watch; each is rescanned (the
@@ -202,15 +206,15 @@ class InotifyWatcher:
             changes.append(Change(path, tree=True))
             return
         if is_dir and mask & IN_MOVED_FROM:
-            self._moved_from[cookie] = path
+            self._moved_from[cookie] = self._wds_below(path)
         changes.append(Change(path, tree=is_dir, writing=bool(mask & IN_MODIFY) or bool(mask & IN_CREATE),
                               closed=bool(mask & IN_CLOSE_WRITE)))
 
     def _drop_unpaired_moves(self) -> None:
         """folders moved out of the tree: no IN_MOVED_TO came before the queue went quiet"""
-        for cookie, folder in list(self._moved_from.items()):
+        for cookie, wds in list(self._moved_from.items()):
             del self._moved_from[cookie]
-            self._forget_tree(folder)
+            self._forget(wds)
 
     def close(self) -> None:
         if self.fd >= 0:
