@@ -28,7 +28,6 @@ import logging
 import os
 import select
 import signal
-import sys
 import threading
 import time
 from itertools import chain
@@ -36,14 +35,11 @@ from typing import Callable, Iterator
 
 import msgpack
 
-from reconcile import errors
-
-if sys.platform != "win32":
-    import fcntl
+from reconcile import errors, portable
+from reconcile.portable import posix_only
 
 BATCH = 2048  # rows per frame
 PIPE_SIZE = 1 << 20  # how far the child may run ahead (Linux default is 64 KiB)
-F_SETPIPE_SZ = 1031
 ROWS, END, ERROR, TAIL, ALIVE = 0, 1, 2, 3, 4
 # a child silent this long, its main thread idle, is stuck: longer than a
 # connect (socket, handshake, authentication) and a silent server
@@ -64,7 +60,7 @@ def available() -> bool:
     """Linux only (on macOS fork is unsafe once system frameworks are
     loaded), and only with a second core to run on: on one core the child
     is pure overhead (packing, unpacking, the pipe)."""
-    return sys.platform.startswith("linux") and hasattr(os, "fork") and len(os.sched_getaffinity(0)) >= 2
+    return portable.FORK and portable.LINUX and len(os.sched_getaffinity(0)) >= 2
 
 
 Tail = tuple[Callable[[], object], Callable[[object], None]]
@@ -89,23 +85,12 @@ def _in_process(produce: Runs, tail: Tail | None) -> Iterator[list[tuple]]:
 
 def _batches(produce: Runs, tail: Tail | None, here: Runs) -> Iterator[list[tuple] | tuple[tuple, ...]]:
     with _gate:  # parked threads stay parked across the fork
-        if not _alone():
-            pid = None
-        else:
-            r, w = os.pipe()
-            try:
-                fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_SIZE)
-            except OSError:
-                pass  # a smaller pipe only means less run-ahead
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover (the child never returns)
-                os.close(r)
-                _child(produce, w, tail[0] if tail else None)
-            os.close(w)
-    if pid is None:
+        started = _start(produce, tail) if _alone() else None
+    if started is None:
+        portable.used["listed_here"] += 1
         yield from here()
         return
-    child = _Child(pid)
+    r, child = started
     try:
         yield from _read(r, child, tail[1] if tail else None)
     except _Stalled:
@@ -118,6 +103,19 @@ def _batches(produce: Runs, tail: Tail | None, here: Runs) -> Iterator[list[tupl
     yield from here()
 
 
+@posix_only
+def _start(produce: Runs, tail: Tail | None) -> tuple[int, "_Child"]:
+    """fork the child (the caller holds the gate); the pipe's read end and the child"""
+    r, w = os.pipe()
+    portable.set_pipe_size(w, PIPE_SIZE)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child never returns)
+        os.close(r)
+        _child(produce, w, tail[0] if tail else None)
+    os.close(w)
+    return r, _Child(pid)
+
+
 def _alone() -> bool:
     """no thread of this process runs but the caller and parked ones (they
     wait at the gate, which the caller holds)."""
@@ -127,11 +125,11 @@ def _alone() -> bool:
 def quiet(parked: int = 0) -> bool:
     """no other thread runs in this process now (but parked ones): a fork
     copies no held lock. With none to start one, none starts before the
-    caller forks. /proc counts the threads Python does not know of too."""
-    try:
-        threads = len(os.listdir("/proc/self/task"))
-    except OSError:
+    caller forks. /proc counts the threads Python does not know of too;
+    without fork (or /proc) never quiet."""
+    if not portable.FORK:
         return False
+    threads = portable.thread_count()
     return threads == 1 + parked and threading.active_count() == 1 + parked
 
 
@@ -165,6 +163,7 @@ class _Stalled(Exception):
     """the child sent nothing at all for SILENCE seconds"""
 
 
+@posix_only
 def _read(r: int, child: "_Child", take: Callable[[object], None] | None) -> Iterator[tuple[tuple, ...]]:
     unpacker = msgpack.Unpacker(use_list=False, raw=False, unicode_errors="surrogateescape",
                                 max_buffer_size=1 << 26)
@@ -204,12 +203,7 @@ def _cpu_time(pid: int) -> int | None:
     """the CPU ticks the child's main thread (the one that lists) has used: a
     child stuck on a lock uses none, one reading a slow disk some. Its other
     threads do not count: paramiko's wakes ten times a second whatever."""
-    try:
-        with open(f"/proc/{pid}/task/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])  # utime, stime
-    except (OSError, IndexError, ValueError):
-        return None
+    return portable.cpu_ticks(pid)
 
 
 def _error(name: str, message: str) -> Exception:
@@ -224,6 +218,7 @@ class _Child:
         self.pid = pid
         self.reaped = False
 
+    @posix_only
     def wait(self) -> str:
         """reap it (it has ended or is ending); say how it ended."""
         if self.reaped:
@@ -234,6 +229,7 @@ class _Child:
             return f"was killed by signal {os.WTERMSIG(status)}"
         return f"exited with code {os.waitstatus_to_exitcode(status)}"
 
+    @posix_only
     def stop(self) -> None:
         """end it if we stopped reading early; never signal a reaped pid (it
         may be reused), and never raise: this runs while another error may
@@ -247,6 +243,7 @@ class _Child:
             self.reaped = True  # someone else reaped it
 
 
+@posix_only
 def _child(produce: Callable[[], Iterator[list[tuple]]], w: int, make: Callable[[], object] | None) -> None:
     """list, send, and leave by os._exit: never run the parent's cleanup."""
     global _child_pipe, _last_alive
@@ -298,6 +295,7 @@ def _write(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
+@posix_only
 def _max_fd() -> int:
     try:
         return os.sysconf("SC_OPEN_MAX")

@@ -412,7 +412,7 @@ def open_partial(p: safepath.Parent, name: str, limit: int) -> tuple[int, int]:
     its size, or a new empty one. Never follows a symlink planted at the name,
     never appends to a file that is not ours: that one is removed."""
     try:
-        fd = os.open(p.of(name), os.O_RDWR | safepath.NOFOLLOW | getattr(os, "O_CLOEXEC", 0), dir_fd=p.fd)
+        fd = safepath.open_file(p, name, os.O_RDWR)
     except FileNotFoundError:
         return safepath.create_exclusive(p, name), 0
     except OSError:  # a symlink (ELOOP) or something we cannot open: not ours

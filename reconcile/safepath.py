@@ -9,18 +9,32 @@ below the root fails with ELOOP/ENOTDIR instead of being followed: the same
 construction rsync adopted for CVE-2024-12747. The root itself is the folder
 the user named and is followed as given.
 
-Where the OS has no dir_fd (Windows), Parent falls back to joined paths.
+Where the OS has no dir_fd (Windows; portable.DIR_FD), the twin walks joined
+paths and looks at each folder below the root (lstat) before using it: a
+symlink, a junction or a mount-point reparse point is refused, as the fd walk
+refuses it. What the twin guarantees is less: a link present when we look is
+never followed, but one swapped in between our look and our use (a window of
+microseconds, by someone who can already write the destination) could be.
+A file's own name is checked the same way (open_file: lstat, open, then the
+open file must be the one lstat saw), and new files are made O_EXCL, which
+never follows a link at their name on any OS.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import stat
 from typing import Callable
 
-DIR_FD = {os.open, os.mkdir, os.rename, os.unlink, os.rmdir, os.stat} <= os.supports_dir_fd
-NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+from reconcile import portable
+
+DIR_FD = portable.DIR_FD
+NOFOLLOW = portable.NOFOLLOW
 DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+# Windows reparse tags that redirect a path (os.lstat does not follow them)
+IO_REPARSE_TAG_MOUNT_POINT = 0xA0000003  # junctions and mounted volumes
+IO_REPARSE_TAG_SYMLINK = 0xA000000C
 
 # a test-only hook: called with each name before its folder is opened, so a
 # test can swap a folder for a symlink at the worst moment
@@ -66,10 +80,7 @@ def open_parent(root: str, rel: str, create: bool = False, dir_mode: int = 0o777
     head, _, name = rel.rpartition("/")
     parts = head.split("/") if head else []
     if not DIR_FD:
-        path = os.path.join(root, *parts)
-        if create:
-            os.makedirs(path, dir_mode, exist_ok=True)
-        return Parent(None, path, name)
+        return Parent(None, _checked_dirs(root, parts, create, dir_mode), name)
     fd = _open_root(root, create, dir_mode)
     for i, part in enumerate(parts):
         fd = _step(fd, part, create, dir_mode, "/".join(parts[:i + 1]))  # closes the fd it is given
@@ -81,11 +92,9 @@ def open_dir(root: str, rel: str, create: bool = False, dir_mode: int = 0o777) -
     has no dir_fd. The caller closes an fd."""
     if not rel:
         return _open_root(root, create, dir_mode) if DIR_FD else root
+    if not DIR_FD:
+        return _checked_dirs(root, rel.split("/"), create, dir_mode)
     with open_parent(root, rel, create, dir_mode) as p:
-        if p.fd is None:
-            if create:
-                os.makedirs(p.target, dir_mode, exist_ok=True)
-            return p.target
         fd, p.fd = p.fd, None
     return _step(fd, p.name, create, dir_mode, rel)
 
@@ -125,12 +134,72 @@ def _step(parent: int, part: str, create: bool, dir_mode: int, rel: str) -> int:
         os.close(parent)
 
 
+def _checked_dirs(root: str, parts: list[str], create: bool, dir_mode: int) -> str:
+    """the twin of the fd walk, where there is no dir_fd: root joined with
+    parts, each folder below the root looked at before it is used"""
+    portable.used["checked_dirs"] += 1
+    if create:
+        os.makedirs(root, dir_mode, exist_ok=True)
+    elif not os.path.isdir(root):
+        os.stat(root)  # FileNotFoundError, as opening it would be
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), root)
+    path = root
+    for i, part in enumerate(parts):
+        rel = "/".join(parts[:i + 1])
+        if before_open is not None:
+            before_open(rel)
+        path = os.path.join(path, part)
+        try:
+            s = os.lstat(path)
+        except FileNotFoundError:
+            if not create:
+                raise
+            try:
+                os.mkdir(path, dir_mode)
+            except FileExistsError:
+                pass  # made meanwhile: looked at below like any other
+            s = os.lstat(path)
+        if is_link(s):
+            raise SymlinkInPath(errno.ELOOP, f"{rel} is a symlink; reconcile never follows a symlink "
+                                "inside the destination or restore folder", rel)
+        if not stat.S_ISDIR(s.st_mode):
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
+    return path
+
+
+def is_link(s: os.stat_result) -> bool:
+    """an lstat result that redirects a path: a symlink, or on Windows a
+    junction or mount point (other reparse points, OneDrive's placeholders,
+    dedup, are plain files and folders)"""
+    tag = getattr(s, "st_reparse_tag", 0)
+    return stat.S_ISLNK(s.st_mode) or tag in (IO_REPARSE_TAG_MOUNT_POINT, IO_REPARSE_TAG_SYMLINK)
+
+
 def _is_link(parent: int, part: str) -> bool:
     try:
         os.readlink(part, dir_fd=parent)
         return True
     except OSError:
         return False
+
+
+def open_file(p: Parent, name: str, flags: int) -> int:
+    """an existing file under p, opened without following a symlink at its name"""
+    flags |= getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    if p.fd is not None and NOFOLLOW:
+        return os.open(p.of(name), flags | NOFOLLOW, dir_fd=p.fd)
+    # the twin: look, open, and check the open file is the one we looked at
+    portable.used["open_file"] += 1
+    path = p.of(name)
+    before = os.lstat(path, dir_fd=p.fd)
+    if is_link(before):
+        raise OSError(errno.ELOOP, "is a symlink; reconcile never follows one", path)
+    fd = os.open(path, flags, dir_fd=p.fd)
+    after = os.fstat(fd)
+    if (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino):
+        os.close(fd)
+        raise OSError(errno.ELOOP, "was replaced while being opened; reconcile never follows a symlink", path)
+    return fd
 
 
 def create_exclusive(p: Parent, name: str, mode: int = 0o600) -> int:

@@ -27,6 +27,7 @@ import msgpack
 
 from reconcile import forked
 from reconcile.plan import Op
+from reconcile.portable import posix_only
 from reconcile.remotes.retry import retry_message
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ class UploadChild:
     """the child's side seen from the parent: results are recorded as they
     arrive, by a reader thread."""
 
+    @posix_only
     def __init__(self, executor: "Executor", ops: list[Op], share: list[int], transfers: int) -> None:
         self.executor, self.ops = executor, ops
         self.ended = False  # the child said it was done
@@ -65,6 +67,7 @@ class UploadChild:
             self.child.stop()
             raise
 
+    @posix_only
     def _read(self) -> None:
         """record what the child reports; never reaps it (join does). Closing
         the pipe on the way out ends a child nobody listens to any more."""
@@ -102,6 +105,7 @@ class UploadChild:
         finally:
             os.close(self.r)
 
+    @posix_only
     def _kill(self) -> None:
         with self._reaping:
             if not self.child.reaped:
@@ -156,6 +160,7 @@ class _Frames:
                 self.size = 0
 
 
+@posix_only
 def _child(executor: "Executor", ops: list[Op], share: list[int], transfers: int, w: int, parent: int) -> None:
     """upload the share, report, and leave by os._exit: never run the parent's cleanup."""
     code = 0

@@ -17,6 +17,7 @@ from itertools import chain
 from operator import itemgetter
 from typing import Iterable, Iterator
 
+from reconcile import portable
 from reconcile.entry import DIR, FILE, LINK, Entry, decode_path, encode_path, entry_of, is_inside
 from reconcile.excludes import TEMP_MARK_B, Excludes
 
@@ -46,7 +47,7 @@ S_ISREG = st.S_ISREG
 S_ISLNK = st.S_ISLNK
 S_IFMT, S_IFREG, S_IFDIR, S_IFLNK = 0o170000, st.S_IFREG, st.S_IFDIR, st.S_IFLNK  # the file type bits
 # stat relative to an open folder: the kernel resolves one name, not the whole path
-FD_STAT = os.stat in os.supports_dir_fd and hasattr(os, "O_DIRECTORY")
+FD_STAT = portable.DIR_FD
 
 
 class Listing:

@@ -12,7 +12,7 @@ from itertools import chain
 from typing import BinaryIO, Callable, Iterator
 from urllib.parse import unquote, urlsplit
 
-from reconcile import forked, names, safepath
+from reconcile import forked, names, portable, safepath
 from reconcile.diff import clamp_mtime
 from reconcile.entry import (DIR, FILE, LINK, TEMP_MARK, Entry, decode_path, encode_path, entry_of, is_temp_name,
                              row_of)
@@ -311,7 +311,7 @@ class LocalRemote(Remote):
                  offset: int = 0, limit: int | None = None) -> Entry:
         try:
             with self._parent(path) as p:
-                fd = os.open(p.target, os.O_RDONLY | safepath.NOFOLLOW, dir_fd=p.fd)
+                fd = safepath.open_file(p, p.name, os.O_RDONLY)
             with os.fdopen(fd, "rb") as f, local_output(local_path, offset) as out:
                 size = os.fstat(f.fileno()).st_size
                 if limit is not None and size > limit:
@@ -400,7 +400,7 @@ def _readlink(path: bytes) -> str | None:
 
 def _copy_fd(src: int, dst: int, progress: Progress | None = None) -> None:
     """kernel-side copy where the OS has one; a plain loop elsewhere."""
-    if hasattr(os, "sendfile"):
+    if portable.SENDFILE:
         offset = 0
         while True:
             try:
@@ -415,6 +415,8 @@ def _copy_fd(src: int, dst: int, progress: Progress | None = None) -> None:
             if progress:
                 progress(n)
         os.lseek(src, 0, os.SEEK_SET)
+    else:
+        portable.used["copy_loop"] += 1
     while chunk := os.read(src, CHUNK):
         os.write(dst, chunk)
         if progress:

@@ -43,6 +43,7 @@ import xxhash
 from botocore import exceptions as bex
 from botocore.config import Config
 
+from reconcile import portable
 from reconcile.entry import DIR, FILE, Entry, is_temp_name
 from reconcile.errors import (
     AuthError,
@@ -178,16 +179,16 @@ def hash_file(fd: int) -> bytes:
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     offset = 0
-    while n := os.preadv(fd, [buf], offset):
+    while n := portable.pread_into(fd, buf, offset):
         h.update(view[:n])
         offset += n
     return h.digest()
 
 
 def pread_exact(fd: int, length: int, offset: int) -> bytes:
-    data = os.pread(fd, length, offset)
+    data = portable.pread(fd, length, offset)
     while len(data) < length:  # short reads are legal; eof means the file shrank
-        more = os.pread(fd, length - len(data), offset + len(data))
+        more = portable.pread(fd, length - len(data), offset + len(data))
         if not more:
             raise SourceChanged("local file shrank while being uploaded; left for the next run")
         data += more
