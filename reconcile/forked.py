@@ -87,7 +87,6 @@ def _batches(produce: Runs, tail: Tail | None, here: Runs) -> Iterator[list[tupl
     with _gate:  # parked threads stay parked across the fork
         started = _start(produce, tail) if _alone() else None
     if started is None:
-        portable.used["listed_here"] += 1
         yield from here()
         return
     r, child = started
