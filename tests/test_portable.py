@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import subprocess
 import sys
 import threading
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -165,6 +167,16 @@ def test_junctions_and_symlinks_are_links_other_reparse_points_are_not():
     assert safepath.is_link(junction) and safepath.is_link(win_link)
     assert not safepath.is_link(onedrive)
     assert not safepath.is_link(SimpleNamespace(st_mode=folder))
+
+
+def test_every_file_of_the_portable_pass_exists():
+    """scripts/test names the files of its second pass: a renamed one would
+    fail only at the end of a CI run"""
+    script = (Path(__file__).parent.parent / "scripts" / "test").read_text()
+    second = script[script.index("RECONCILE_PORTABLE=1 exec"):]
+    files = re.findall(r"tests/\w+\.py", second)
+    assert "tests/test_portable.py" in files and "tests/test_conformance.py" in files
+    assert [f for f in files if not (Path(__file__).parent.parent / f).is_file()] == []
 
 
 # What Windows looks like to the capability probes: the calls they check for
