@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 
+from reconcile import portable
 from reconcile.errors import LockBusy
 
 
@@ -16,7 +17,7 @@ class RunLock:
 
     def acquire(self) -> "RunLock":
         # never through a symlink at the name (it once truncated a root-owned file)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | portable.BINARY | getattr(os, "O_NOFOLLOW", 0), 0o600)
         try:
             _lock(fd)
         except OSError:

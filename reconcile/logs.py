@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from reconcile import portable
 from reconcile.errors import (ConfigError, LockBusy, ReconcileError, SafetyRefusal, Unreachable)
 
 MAX_BYTES = 10 * 1000 * 1000
@@ -102,7 +103,7 @@ class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
     """the new file after a rotation is 0600 too, whatever the umask."""
 
     def _open(self):
-        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND | portable.BINARY, 0o600)
         return open(fd, "a", encoding=self.encoding, errors=self.errors)
 
 
@@ -111,7 +112,7 @@ def open_file_handler(path: str, fmt: str) -> logging.Handler:
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         # paths in the log are private: create it 0600 before the handler opens it
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | portable.BINARY, 0o600))
         handler = _PrivateRotatingFileHandler(path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot write the log file {path}: {exc.strerror}; "

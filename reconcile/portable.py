@@ -35,6 +35,8 @@ PREAD = hasattr(os, "pread") and hasattr(os, "preadv") and not SIMULATED
 DIR_FD = ({os.open, os.mkdir, os.rename, os.unlink, os.rmdir, os.stat} <= os.supports_dir_fd
           and hasattr(os, "O_DIRECTORY") and not SIMULATED)
 NOFOLLOW = 0 if SIMULATED else getattr(os, "O_NOFOLLOW", 0)
+# os.open on Windows is text mode (CRLF and ^Z rewritten by read and write) without it
+BINARY = getattr(os, "O_BINARY", 0)
 # kernel-side file copy (local destination)
 SENDFILE = hasattr(os, "sendfile") and not SIMULATED
 # /proc: threads of this process, CPU time of a child

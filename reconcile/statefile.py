@@ -33,7 +33,7 @@ def atomic_replace(tmp: str, path: str) -> None:
 def fsync_dir(path: str) -> None:
     if os.name != "posix":
         return
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         os.fsync(fd)
     finally:

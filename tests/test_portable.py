@@ -206,7 +206,7 @@ def run_without_posix_calls(*args: str, env: dict | None = None) -> subprocess.C
     return p
 
 
-@pytest.mark.parametrize("kind", ["local", "s3"])
+@pytest.mark.parametrize("kind", ["local", "sftp", "s3"])
 def test_the_command_line_mirrors_with_the_posix_calls_deleted(kind, request, tmp_path):
     dest = request.getfixturevalue(f"{kind}_dest")
     src, state = tmp_path / "src", tmp_path / "state"
@@ -229,7 +229,7 @@ def test_the_command_line_mirrors_with_the_posix_calls_deleted(kind, request, tm
 
 @pytest.mark.skipif(not portable.SIMULATED, reason="checks the second pass of scripts/test "
                     "(RECONCILE_PORTABLE=1), which runs it")
-def test_the_portable_pass_runs_the_twins(monkeypatch, s3_dest, local_dest, tmp_path):
+def test_the_portable_pass_runs_the_twins(monkeypatch, s3_dest, sftp_dest, local_dest, tmp_path):
     assert not (portable.FORK or portable.PREAD or portable.DIR_FD or portable.NOFOLLOW
                 or portable.SENDFILE or portable.PROC or portable.MAP_PRIVATE)
     assert not forked.available()
@@ -240,8 +240,11 @@ def test_the_portable_pass_runs_the_twins(monkeypatch, s3_dest, local_dest, tmp_
     src = tmp_path / "src"
     for i in range(30):
         write(src / f"d{i % 3}" / f"f{i}.bin", os.urandom(2000 + i), T0)
+    write(src / "big.bin", os.urandom(5 << 20), T0)  # sent in ranges over SFTP
     want = {path: v[1] for path, v in tree(src).items() if v[0] == "f"}
-    for dest in (local_dest, s3_dest):
+    twins = {"local": ("checked_dirs", "open_file", "copy_loop"), "sftp": ("pread",), "s3": ("pread",)}
+    for dest in (local_dest, sftp_dest, s3_dest):
+        portable.used.clear()
         run(src, dest.url, tmp_path / f"state-{dest.kind}", options=dest.options)
         r = open_remote(dest.url, dest.options)
         try:
@@ -250,6 +253,6 @@ def test_the_portable_pass_runs_the_twins(monkeypatch, s3_dest, local_dest, tmp_
             assert (tmp_path / "back.bin").read_bytes() == want["d0/f0.bin"]
         finally:
             r.close()
+        for twin in twins[dest.kind] + ("read_buffer",) * (dest.kind == "local"):
+            assert portable.used[twin] > 0, (dest.kind, twin, dict(portable.used))
     assert forks == []
-    for twin in ("pread", "checked_dirs", "open_file", "copy_loop", "read_buffer"):
-        assert portable.used[twin] > 0, (twin, dict(portable.used))

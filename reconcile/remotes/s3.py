@@ -60,6 +60,7 @@ from reconcile.errors import (
 )
 from reconcile.blockmap import BlockMap, BlockStore, block_hash
 from reconcile.remotes.base import Capabilities, Checkpoint, Progress, Remote, RemoteOptions, Sent, local_output
+from reconcile.statefile import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -616,7 +617,7 @@ class S3Remote(Remote):
                 self._changes = 0
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
             tmp = f"{path}.tmp-{os.getpid()}"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | portable.BINARY, 0o600)
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(blob)
@@ -629,11 +630,7 @@ class S3Remote(Remote):
                 log.warning("cannot save S3 record %s: %s", path, exc.strerror)
                 return
             with contextlib.suppress(OSError):
-                dfd = os.open(os.path.dirname(path), os.O_RDONLY)
-                try:
-                    os.fsync(dfd)
-                finally:
-                    os.close(dfd)
+                fsync_dir(os.path.dirname(path))
 
     # --- listing ---------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from typing import Callable, Iterable, Iterator
 
 import xxhash
 
+from reconcile import portable
 from reconcile.entry import Entry, parent_of
 from reconcile.errors import NotFound, Permanent, ReconcileError, SourceChanged, Transient
 from reconcile.remotes.base import Progress, SmallUpload
@@ -165,14 +166,14 @@ class Batch:
         """the whole local file, read once; None (after done) when it cannot be sent."""
         e = item.entry
         try:
-            fd = os.open(item.local_path, os.O_RDONLY)
+            fd = os.open(item.local_path, os.O_RDONLY | portable.BINARY)
         except OSError as exc:
             done(item, NotFound(f"local file {item.local_path} cannot be read: {exc.strerror}"))
             return None
         try:
             before = os.fstat(fd)
             # the plan's size first: a file that grew since is never read whole into memory
-            data = os.pread(fd, before.st_size, 0) if before.st_size and before.st_size == e.size else b""
+            data = portable.pread(fd, before.st_size, 0) if before.st_size and before.st_size == e.size else b""
             after = os.fstat(fd)
         except OSError as exc:
             done(item, Permanent(f"cannot read the local file {item.local_path}: {exc.strerror}"))

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 from urllib.parse import unquote, urlsplit
 
+from reconcile import portable
 from reconcile.errors import AuthError, ConfigError, NotFound, Permanent, ReconcileError
 from reconcile.errors import Transient, Unreachable, UnresolvedHost
 from reconcile.remotes.base import RemoteOptions
@@ -470,7 +471,7 @@ class Session:
         line = f"{name} {key.get_name()} {key.get_base64()}\n"
         try:
             os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | portable.BINARY, 0o600)
             with os.fdopen(fd, "a") as f:
                 if f.tell() > 0 and not _ends_with_newline(path):
                     line = "\n" + line

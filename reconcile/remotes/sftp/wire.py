@@ -11,6 +11,7 @@ import os
 import struct
 from functools import partial
 
+from reconcile import portable
 from reconcile.errors import Permanent, SourceChanged
 from reconcile.remotes.sftp import ssh_send
 from reconcile.remotes.sftp.loader import paramiko
@@ -350,7 +351,7 @@ def _create_exclusive(sftp: paramiko.SFTPClient, path: bytes) -> paramiko.SFTPFi
 
 def _preadv(fd: int, into: memoryview, pos: int) -> int:
     try:
-        n = os.preadv(fd, [into], pos)
+        n = portable.pread_into(fd, into, pos)
     except OSError as exc:
         raise Permanent(f"cannot read the local file: {exc.strerror}") from None
     if not n:
