@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import msgpack
 import xxhash
 
+from reconcile import portable
 from reconcile.errors import SourceChanged
 from reconcile.hashing import BUFFER, _buffer
 from reconcile.statefile import open_read, write_private
@@ -55,7 +56,7 @@ def map_fd(fd: int, size: int, block: int = BLOCK) -> BlockMap:
     buf = _buffer()
     pos = 0
     while pos < size:
-        n = os.preadv(fd, [buf], pos)
+        n = portable.pread_into(fd, buf, pos)
         if not n:
             raise SourceChanged("the file shrank while it was read")
         n = min(n, size - pos, block - pos % block)

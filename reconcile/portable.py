@@ -29,16 +29,17 @@ LINUX = sys.platform.startswith("linux")
 
 # fork: the listing child (forked.py) and the upload child (upload_child.py)
 FORK = hasattr(os, "fork") and not SIMULATED
-# positional reads, which leave the file offset alone and need no lock
-PREAD = hasattr(os, "pread") and hasattr(os, "preadv") and not SIMULATED
+# positional reads and writes, which leave the file offset alone and need no lock
+PREAD = all(hasattr(os, name) for name in ("pread", "preadv", "pwrite")) and not SIMULATED
 # folders opened and used by descriptor, never following a symlink (safepath.py, walk.py)
 DIR_FD = ({os.open, os.mkdir, os.rename, os.unlink, os.rmdir, os.stat} <= os.supports_dir_fd
           and hasattr(os, "O_DIRECTORY") and not SIMULATED)
 NOFOLLOW = 0 if SIMULATED else getattr(os, "O_NOFOLLOW", 0)
 # os.open on Windows is text mode (CRLF and ^Z rewritten by read and write) without it
 BINARY = getattr(os, "O_BINARY", 0)
-# kernel-side file copy (local destination)
+# kernel-side file copies (local destination)
 SENDFILE = hasattr(os, "sendfile") and not SIMULATED
+COPY_RANGE = hasattr(os, "copy_file_range") and not SIMULATED
 # /proc: threads of this process, CPU time of a child
 PROC = LINUX and not SIMULATED
 # private anonymous memory, not shared with a forked child
@@ -81,6 +82,23 @@ def pread(fd: int, length: int, offset: int) -> bytes:
         try:
             os.lseek(fd, offset, os.SEEK_SET)
             return os.read(fd, length)
+        finally:
+            os.lseek(fd, here, os.SEEK_SET)
+
+
+def pwrite(fd: int, data: bytes, offset: int) -> int:
+    """data written at offset, the file offset unchanged"""
+    if PREAD:
+        return os.pwrite(fd, data, offset)
+    used["pwrite"] += 1
+    with _seek_lock:
+        here = os.lseek(fd, 0, os.SEEK_CUR)
+        try:
+            os.lseek(fd, offset, os.SEEK_SET)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            return len(data)
         finally:
             os.lseek(fd, here, os.SEEK_SET)
 

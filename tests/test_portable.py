@@ -50,6 +50,14 @@ def test_pread_twin_reads_at_offset_and_keeps_the_file_offset(no_pread, tmp_path
         assert portable.pread_into(fd, buf, 256 * 64) == 0
     finally:
         os.close(fd)
+    fd = os.open(p, os.O_RDWR)
+    try:
+        os.lseek(fd, 5, os.SEEK_SET)
+        assert portable.pwrite(fd, b"xyz", 1000) == 3
+        assert os.lseek(fd, 0, os.SEEK_CUR) == 5
+    finally:
+        os.close(fd)
+    assert p.read_bytes()[998:1004] == bytes([230, 231]) + b"xyz" + bytes([235])
 
 
 def test_pread_twin_is_right_from_many_threads_on_one_file(no_pread, tmp_path):

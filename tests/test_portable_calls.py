@@ -43,7 +43,8 @@ MISSING = {
 }
 POSIX_MODULES = {"fcntl", "pwd", "grp", "termios", "tty", "pty", "resource", "posix", "syslog", "crypt"}
 # false on Windows: reconcile.portable's capabilities, and the functions built on them
-FALSE_ON_WINDOWS = {"FORK", "PREAD", "DIR_FD", "FD_STAT", "NOFOLLOW", "SENDFILE", "PROC", "MAP_PRIVATE",
+FALSE_ON_WINDOWS = {"FORK", "PREAD", "DIR_FD", "FD_STAT", "NOFOLLOW", "SENDFILE", "COPY_RANGE", "PROC",
+                    "MAP_PRIVATE",
                     "LINUX", "MACOS", "available", "quiet"}
 TRUE_ON_WINDOWS = {"WINDOWS"}
 CAUGHT = {"ImportError", "ModuleNotFoundError", "AttributeError", "NotImplementedError"}

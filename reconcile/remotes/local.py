@@ -185,7 +185,7 @@ class LocalRemote(Remote):
             return None
         flags, _, tag = known
         try:
-            old = os.open(parent.target, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=parent.fd)
+            old = safepath.open_file(parent, parent.name, os.O_RDONLY)
         except OSError:
             return None  # gone, or a symlink now: send it whole
         try:
@@ -439,10 +439,10 @@ def _fill_delta(src: int, dst: int, old: int, stretches: list[tuple[int, int, bo
             continue
         for pos in range(offset, offset + length, bmap.block):
             n = min(bmap.block, offset + length - pos)
-            data = os.pread(src, n, pos)
+            data = portable.pread(src, n, pos)
             if len(data) != n or block_hash(data) != bmap.blocks[pos // bmap.block]:
                 raise SourceChanged("the file changed while being copied; left for the next run")
-            os.pwrite(dst, data, pos)
+            portable.pwrite(dst, data, pos)
             if progress:
                 progress(n)
     written = map_fd(dst, bmap.size, bmap.block)
@@ -454,7 +454,7 @@ def _copy_range(src: int, dst: int, offset: int, length: int) -> None:
     """src[offset:offset+length] to the same place in dst, in the kernel where it can"""
     end = offset + length
     pos = offset
-    if hasattr(os, "copy_file_range"):
+    if portable.COPY_RANGE:
         try:
             while pos < end:
                 n = os.copy_file_range(src, dst, end - pos, pos, pos)
@@ -466,10 +466,10 @@ def _copy_range(src: int, dst: int, offset: int, length: int) -> None:
             if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
                 raise
     while pos < end:
-        data = os.pread(src, min(CHUNK, end - pos), pos)
+        data = portable.pread(src, min(CHUNK, end - pos), pos)
         if not data:
             raise _NotTheBlocks()
-        os.pwrite(dst, data, pos)
+        portable.pwrite(dst, data, pos)
         pos += len(data)
 
 
