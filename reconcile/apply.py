@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from reconcile import forked
+from reconcile import forked, portable, winpath
 from reconcile.entry import DIR, Entry
 from reconcile.errors import NotFound, NotSupported, ReconcileError, Transient
 from reconcile.journal import Journal
@@ -37,6 +37,8 @@ class Outcome:
     sent_instead: dict[int, int] = field(default_factory=dict)
     # an upload that copied unchanged blocks on the remote (delta): op index -> bytes not sent
     reused: dict[int, int] = field(default_factory=dict)
+    # files skipped because another program held them locked (Windows): not backed up
+    locked: set[str] = field(default_factory=set)
 
     def count(self, result: str) -> int:
         return sum(1 for r, _ in self.results.values() if r == result)
@@ -44,7 +46,8 @@ class Outcome:
     @property
     def complete(self) -> bool:
         # an op with no result was never carried out, whatever else went right
-        return self.remote_gone is None and self.count("failed") == 0 and self.expected <= self.results.keys()
+        return (self.remote_gone is None and self.count("failed") == 0 and not self.locked
+                and self.expected <= self.results.keys())
 
 
 @dataclass
@@ -348,6 +351,12 @@ class Executor:
             return "the source file is gone"
         if (s.st_size, s.st_mtime_ns) != (e.size, e.mtime_ns):
             return "the source file changed since the plan; the next run sends it"
+        if portable.LOCKS and winpath.locked(self._local(op.path)):
+            self.outcome.locked.add(op.path)
+            why = ("another program has it locked (a sharing violation); close that program or exclude "
+                   "the file: the next run sends it")
+            self.reporter.warn(f"{op.path} not sent: {why}")
+            return why
         return None
 
     def _sent(self, op: Op, local: str, digest: bytes | None) -> None:

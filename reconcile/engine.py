@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from reconcile import forked
+from reconcile import forked, portable
 from reconcile import journal as journal_mod
 from reconcile import snapshot
 from reconcile.apply import Counted, Executor, Outcome, Reporter
@@ -303,9 +303,9 @@ class Run:
         if self.opts.walk_only is not None and os.path.exists(self.state.snapshot):
             previous = self.previous()
             if previous:
-                return walk_rows_partial(self.source, self.excludes, report, self.opts.links,
+                return walk_rows_partial(portable.native(self.source), self.excludes, report, self.opts.links,
                                          self.opts.walk_only, previous)
-        return walk_rows(self.source, self.excludes, report, self.opts.links)
+        return walk_rows(portable.native(self.source), self.excludes, report, self.opts.links)
 
     def _spill_dir(self) -> str | None:
         """the private state folder, where it exists (a first plan has none yet)"""
@@ -425,7 +425,7 @@ class Run:
         return hashes
 
     def _local(self, e: Entry) -> str:
-        return os.path.join(self.source, *e.path.split("/"))
+        return os.path.join(portable.native(self.source), *e.path.split("/"))
 
     def _hash_files(self, entries: list[Entry], warn: bool) -> dict[str, bytes | None]:
         results: dict[str, bytes | None] = {}
@@ -636,7 +636,8 @@ class Run:
         # core of its own; not under --bwlimit, which paces this process's sends
         fork = (forked.available() and not self.opts.bwlimit and self.remote.capabilities.fork_safe
                 and self.remote.batch_max_size >= 0)
-        executor = Executor(self.remote, self.source, j, self.reporter, self._transfers(), fork_small=fork)
+        executor = Executor(self.remote, portable.native(self.source), j, self.reporter, self._transfers(),
+                            fork_small=fork)
         self._executors.append((ops, executor))  # what it did is counted even if it is interrupted
         return executor
 

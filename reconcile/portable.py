@@ -40,6 +40,8 @@ BINARY = getattr(os, "O_BINARY", 0)
 # kernel-side file copies (local destination)
 SENDFILE = hasattr(os, "sendfile") and not SIMULATED
 COPY_RANGE = hasattr(os, "copy_file_range") and not SIMULATED
+# files another program can lock against reading (Windows' sharing modes)
+LOCKS = WINDOWS
 # /proc: threads of this process, CPU time of a child
 PROC = LINUX and not SIMULATED
 # private anonymous memory, not shared with a forked child
@@ -50,6 +52,16 @@ MAP_PRIVATE = hasattr(mmap, "MAP_PRIVATE") and hasattr(mmap, "MAP_ANONYMOUS") an
 used: Counter[str] = Counter()
 
 F = TypeVar("F", bound=Callable)
+
+
+def native(path: str) -> str:
+    r"""an absolute path as this OS opens it best: on Windows with the \\?\
+    prefix, so paths below it may pass 260 characters (winpath.long_path)"""
+    if not WINDOWS:
+        return path
+    from reconcile import winpath
+
+    return winpath.long_path(path)
 
 
 def posix_only(fn: F) -> F:
@@ -63,6 +75,33 @@ def posix_only(fn: F) -> F:
                                "its caller should have checked portable.FORK)")
         return fn(*args, **kwargs)
     return guarded  # type: ignore[return-value]
+
+
+def prepare_process() -> None:
+    """at the start of a command: output that survives the console's code
+    page, and Ctrl-Break handled as Ctrl-C"""
+    survive_code_page()
+    ctrl_break_as_ctrl_c()
+
+
+def survive_code_page(streams: tuple | None = None) -> None:
+    """a name the console's code page cannot show (cp437, cp1252 on an older
+    Windows console; LANG=C elsewhere) is written with backslash escapes,
+    \\u65e5, instead of ending the run with UnicodeEncodeError"""
+    for stream in streams or (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "").replace("_", "")
+        if encoding != "utf8" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
+def ctrl_break_as_ctrl_c() -> None:
+    """Windows: Ctrl-Break (SIGBREAK) ends a run as Ctrl-C does, through
+    KeyboardInterrupt: the journal is closed and the next run resumes, instead
+    of the process dying where it stands. Nothing elsewhere (no SIGBREAK)."""
+    import signal
+
+    if hasattr(signal, "SIGBREAK"):
+        signal.signal(signal.SIGBREAK, signal.default_int_handler)
 
 
 # --- positional reads -------------------------------------------------------------

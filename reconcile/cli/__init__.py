@@ -2,7 +2,8 @@
 
 Exit codes: 0 done or nothing to do; 1 error; 2 usage or configuration
 error; 3 partial (the journal keeps the rest); 4 refused by a safety guard;
-5 another run holds the lock; 130 interrupted (Ctrl-C; the next run resumes).
+5 another run holds the lock; 130 interrupted (Ctrl-C, or Ctrl-Break on Windows; the next
+run resumes).
 
 This package is the command layer: it owns typer, the flags and what is
 printed, and sits over the core (engine, restore, verify, ...), which never
@@ -16,6 +17,7 @@ import logging
 import os
 import sys
 
+from reconcile import portable
 from reconcile.cli.root import app
 # in --help order: importing a module registers its commands on app
 from reconcile.cli import mirror, watch, status, verify, config, restore  # noqa: E402,F401  isort: skip
@@ -24,6 +26,7 @@ __all__ = ["app", "main"]
 
 
 def main() -> None:
+    portable.prepare_process()
     try:
         app()
         code = 0

@@ -3,16 +3,13 @@ imported only when their remote is used."""
 
 from __future__ import annotations
 
-import re
-import sys
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
+from reconcile import portable, winpath
 from reconcile.errors import ConfigError
 from reconcile.remotes.base import Capabilities, Remote, RemoteOptions
 
 __all__ = ["Capabilities", "Remote", "RemoteOptions", "open_remote", "remote_class", "dest_kind", "local_path"]
-
-_DRIVE = re.compile(r"[A-Za-z]:([\\/]|$)")  # C:\backup on Windows
 
 
 # a relative destination starting with one of these is a URL missing its colon
@@ -31,11 +28,12 @@ def _missing_colon(url: str) -> None:
                       f"(a local folder named {first} is written ./{url})")
 
 
-def dest_kind(url: str) -> str:
+def dest_kind(url: str, windows: bool = portable.WINDOWS) -> str:
+    """local, sftp or s3; on Windows C:\\backup and \\\\nas\\share\\backup are folders"""
     scheme = urlsplit(url).scheme.lower() if "://" in url else ""
     if not scheme:
         _missing_colon(url)
-    if not scheme and ":" in url.split("/", 1)[0] and not (sys.platform == "win32" and _DRIVE.match(url)):
+    if not scheme and ":" in url.split("/", 1)[0] and not (windows and winpath.is_drive_path(url)):
         # s3:/bucket, sftp:nas/x or rsync's host:path would silently become a local folder
         raise ConfigError(
             f"destination {url!r} is neither a folder nor a URL: write sftp://[user@]host[:port]/path "
@@ -50,14 +48,15 @@ def dest_kind(url: str) -> str:
     )
 
 
-def local_path(url: str) -> str:
-    """the folder a local destination names: a path, or a file:// URL decoded."""
+def local_path(url: str, windows: bool = portable.WINDOWS) -> str:
+    """the folder a local destination names: a path, or a file:// URL decoded
+    (file:///C:/backup and file://nas/share/backup on Windows)."""
     if not url.lower().startswith("file://"):
         return url
-    parts = urlsplit(url)
-    if parts.netloc not in ("", "localhost"):
+    path = winpath.file_url_path(url, windows)
+    if path is None:
         raise ConfigError(f"file:// URL {url!r} names a host: use file:///absolute/path")
-    return unquote(parts.path, errors="surrogateescape")
+    return path
 
 
 def remote_class(url: str) -> type[Remote]:

@@ -10,7 +10,6 @@ import uuid
 from functools import partial
 from itertools import chain
 from typing import BinaryIO, Callable, Iterator
-from urllib.parse import unquote, urlsplit
 
 from reconcile import forked, names, portable, safepath
 from reconcile.diff import clamp_mtime
@@ -25,7 +24,7 @@ from reconcile.remotes.fsprobe import facts_for, with_facts
 from reconcile.walk import FD_STAT, S_IFDIR, S_IFLNK, S_IFMT, Listing
 
 CHUNK = 1 << 20
-PATH_MAX = 4096
+PATH_MAX = 32767 if portable.WINDOWS else 4096  # Windows: with the \\?\ prefix (portable.native)
 TEMP_NAME_EXTRA = 1 + len(TEMP_MARK) + 13  # "/", the mark, 12 hex digits and "-"
 
 
@@ -48,8 +47,8 @@ class LocalRemote(Remote):
     )
 
     def __init__(self, root: str, options: RemoteOptions | None = None) -> None:
-        self.root = os.path.abspath(root)
-        self.url = self.root
+        self.url = os.path.abspath(root)
+        self.root = portable.native(self.url)
         self.options = options or RemoteOptions()
         self._umask = current_umask()
         self._capabilities: Capabilities | None = None
@@ -67,12 +66,9 @@ class LocalRemote(Remote):
 
     @classmethod
     def from_url(cls, url: str, options: RemoteOptions) -> "LocalRemote":
-        if url.startswith("file://"):
-            parts = urlsplit(url)
-            if parts.netloc not in ("", "localhost"):
-                raise ConfigError(f"file:// URL {url!r} names a host: use file:///absolute/path")
-            url = unquote(parts.path, errors="surrogateescape")
-        root = os.path.expanduser(url)
+        from reconcile.remotes import local_path
+
+        root = os.path.expanduser(local_path(url))
         if os.path.exists(root) and not os.path.isdir(root):
             raise ConfigError(f"destination {root!r} is a file, not a folder: give a folder path")
         return cls(root, options)
@@ -101,7 +97,7 @@ class LocalRemote(Remote):
 
     def _check_root(self) -> None:
         if not os.path.isdir(self.root):
-            raise NotFound(f"destination folder {self.root} does not exist")
+            raise NotFound(f"destination folder {self.url} does not exist")
 
     def _runs(self) -> Iterator[list[tuple]]:
         """the rows in order, a run of one folder's listing at a time, as walk.py does."""
