@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import stat
 import time
@@ -76,6 +75,8 @@ def wait_until_locked(state_dir, timeout: float = 30) -> None:
         if lock.exists():
             with open(lock, "a") as f:
                 try:
+                    import fcntl  # POSIX only, as the run lock it probes (lock.py)
+
                     fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     fcntl.flock(f, fcntl.LOCK_UN)
                 except OSError:

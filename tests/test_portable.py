@@ -37,7 +37,7 @@ def no_pread(monkeypatch):
 def test_pread_twin_reads_at_offset_and_keeps_the_file_offset(no_pread, tmp_path):
     p = tmp_path / "f"
     p.write_bytes(bytes(range(256)) * 64)
-    fd = os.open(p, os.O_RDONLY)
+    fd = os.open(p, os.O_RDONLY | portable.BINARY)
     try:
         os.lseek(fd, 7, os.SEEK_SET)
         before = portable.used["pread"]
@@ -50,7 +50,7 @@ def test_pread_twin_reads_at_offset_and_keeps_the_file_offset(no_pread, tmp_path
         assert portable.pread_into(fd, buf, 256 * 64) == 0
     finally:
         os.close(fd)
-    fd = os.open(p, os.O_RDWR)
+    fd = os.open(p, os.O_RDWR | portable.BINARY)
     try:
         os.lseek(fd, 5, os.SEEK_SET)
         assert portable.pwrite(fd, b"xyz", 1000) == 3
@@ -64,7 +64,7 @@ def test_pread_twin_is_right_from_many_threads_on_one_file(no_pread, tmp_path):
     data = os.urandom(1 << 20)
     p = tmp_path / "f"
     p.write_bytes(data)
-    fd = os.open(p, os.O_RDONLY)
+    fd = os.open(p, os.O_RDONLY | portable.BINARY)
     wrong = []
 
     def reader(k: int) -> None:
@@ -198,9 +198,13 @@ for name in ("fork", "pread", "preadv", "pwrite", "pwritev", "sendfile", "O_NOFO
         delattr(os, name)
 os.supports_dir_fd = set()
 for name in ("MAP_PRIVATE", "MAP_ANONYMOUS"):
-    delattr(mmap, name)
-import fcntl
-del fcntl.fcntl  # flock stays: the run lock's Windows twin (msvcrt.locking) cannot run here
+    if hasattr(mmap, name):
+        delattr(mmap, name)
+try:
+    import fcntl
+    del fcntl.fcntl  # flock stays: the run lock's Windows twin (msvcrt.locking) cannot run here
+except ImportError:
+    pass  # Windows
 sys.argv[0] = "reconcile"
 runpy.run_module("reconcile", run_name="__main__", alter_sys=True)
 """

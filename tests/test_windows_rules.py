@@ -6,11 +6,13 @@ Ctrl-Break; NFD names from macOS."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import unicodedata
+from pathlib import Path
 
 import pytest
 
@@ -152,6 +154,7 @@ def test_state_and_config_under_appdata_on_windows(monkeypatch):
 def test_state_and_config_under_application_support_on_macos(monkeypatch):
     monkeypatch.setattr(sys, "platform", "darwin")
     monkeypatch.setenv("HOME", "/Users/me")
+    monkeypatch.setenv("USERPROFILE", "/Users/me")  # where the tests run on Windows
     support = "/Users/me/Library/Application Support/reconcile"
     assert statedir.default_root() == support + "/state"
     assert config.default_path() == support + "/config.toml"
@@ -166,6 +169,8 @@ def test_names_survive_a_legacy_console_code_page(tmp_path):
     reconcile("apply", src, tmp_path / "dest", "--state-dir", tmp_path / "state", env=env, check=0)
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="no signal to stand in for Ctrl-Break on Windows "
+                    "(sending a real one stops the whole console group): tested on Linux and macOS")
 def test_ctrl_break_ends_a_run_as_ctrl_c(monkeypatch):
     # no SIGBREAK here: SIGUSR1 stands in for it
     monkeypatch.setattr(signal, "SIGBREAK", signal.SIGUSR1, raising=False)
@@ -189,3 +194,26 @@ def test_nfd_names_from_macos_reach_the_remote_once(local_dest, tmp_path):
     assert tree(local_dest.url, with_mtime=False) == {nfd: ("f", b"photo")}
     p = reconcile("plan", src, local_dest.url, "--state-dir", state, check=0)
     assert "upload" not in p.stdout and "delete" not in p.stdout, p.stdout
+
+
+@pytest.mark.skipif(shutil.which("plutil") is None, reason="plutil is macOS's own tool and this machine has "
+                    "none (the public workflow's macOS job runs it); test_cron.py parses the plist here")
+def test_the_launchd_agent_passes_plutil_lint():
+    agent = Path(__file__).parent.parent / "cron" / "com.example.reconcile.photos.plist"
+    p = subprocess.run(["plutil", "-lint", str(agent)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_a_source_on_ntfs_keeps_move_detection(ntfs_dest, local_dest, tmp_path):
+    """A source on NTFS (here through ntfs-3g, which gives each file its NTFS
+    file ID as inode number, as Windows' stat does): a renamed folder is one
+    move on the destination, nothing sent again."""
+    import json
+
+    src, state = ntfs_dest.url, tmp_path / "state"
+    for i in range(20):
+        write(Path(src) / "album" / f"{i:02}.jpg", os.urandom(100), T0)
+    reconcile("apply", src, local_dest.url, "--state-dir", state, check=0)
+    os.rename(Path(src) / "album", Path(src) / "Album 2026")
+    doc = json.loads(reconcile("plan", src, local_dest.url, "--state-dir", state, "--json", check=0).stdout)
+    assert doc["operations"] == [{"op": "move", "kind": "dir", "from": "album", "to": "Album 2026", "files": 20}]
