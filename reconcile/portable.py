@@ -19,7 +19,8 @@ import os
 import sys
 import threading
 from collections import Counter
-from typing import Callable, TypeVar
+from contextlib import contextmanager
+from typing import Callable, Iterator, TypeVar
 
 # RECONCILE_PORTABLE=1: behave as where the POSIX-only calls are missing
 SIMULATED = os.environ.get("RECONCILE_PORTABLE", "") not in ("", "0")
@@ -116,13 +117,8 @@ def pread(fd: int, length: int, offset: int) -> bytes:
     if PREAD:
         return os.pread(fd, length, offset)
     used["pread"] += 1
-    with _seek_lock:
-        here = os.lseek(fd, 0, os.SEEK_CUR)
-        try:
-            os.lseek(fd, offset, os.SEEK_SET)
-            return os.read(fd, length)
-        finally:
-            os.lseek(fd, here, os.SEEK_SET)
+    with _at(fd, offset):
+        return os.read(fd, length)
 
 
 def pwrite(fd: int, data: bytes, offset: int) -> int:
@@ -130,14 +126,21 @@ def pwrite(fd: int, data: bytes, offset: int) -> int:
     if PREAD:
         return os.pwrite(fd, data, offset)
     used["pwrite"] += 1
+    with _at(fd, offset):
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    return len(data)
+
+
+@contextmanager
+def _at(fd: int, offset: int) -> Iterator[None]:
+    """the file offset at offset, under the lock, and back where it was after"""
     with _seek_lock:
         here = os.lseek(fd, 0, os.SEEK_CUR)
         try:
             os.lseek(fd, offset, os.SEEK_SET)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            return len(data)
+            yield
         finally:
             os.lseek(fd, here, os.SEEK_SET)
 
