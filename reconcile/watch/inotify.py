@@ -19,6 +19,7 @@ import errno
 import os
 import select
 import struct
+import sys
 import time
 from typing import Callable
 
@@ -43,6 +44,8 @@ def available() -> bool:
 
 
 def _libc():
+    if not sys.platform.startswith("linux"):  # CDLL(None) is POSIX's; inotify is Linux's
+        raise OSError(errno.ENOSYS, "inotify is Linux only")
     libc = ctypes.CDLL(None, use_errno=True)
     libc.inotify_init1.argtypes = [ctypes.c_int]
     libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
