@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -32,9 +33,13 @@ OVERHEAD = MiB  # protocol bytes of a run beside content: sign-in, listing, head
 T0 = 1_600_000_000 * 10**9
 
 
+LOCAL_DELTA = {"RECONCILE_TEST_LOCAL_DELTA": "1"}  # the test folders are on ext4: no reflink, no delta else
+
+
 @pytest.fixture(params=["local", "sftp", "s3"])
 def dest(request):
-    return request.getfixturevalue(f"{request.param}_dest")
+    d = request.getfixturevalue(f"{request.param}_dest")
+    return replace(d, env={**d.env, **LOCAL_DELTA}) if d.kind == "local" else d
 
 
 def apply(dest, src, state, *more) -> dict:
@@ -120,7 +125,7 @@ def test_an_old_remote_file_changed_behind_our_back_is_sent_whole(proxied, tmp_p
 
 
 def test_a_local_copy_altered_with_its_mtime_kept_is_caught_by_the_read_back(local_dest, tmp_path):
-    dest, _, src, state, data = first_upload((local_dest, None), tmp_path)
+    dest, _, src, state, data = first_upload((replace(local_dest, env=LOCAL_DELTA), None), tmp_path)
     overwrite_remote(dest, "disk.img", b"\0" * MiB, keep_mtime=True)  # block 0: same size, mtime, inode
     data[-MiB:] = random.randbytes(MiB)
     write(src / "disk.img", bytes(data), T0 + 10**9)
@@ -160,6 +165,16 @@ def entry_of(path: Path, rel: str):
 
     st = path.stat()
     return Entry(rel, size=st.st_size, mtime_ns=st.st_mtime_ns)
+
+
+def test_a_folder_without_reflinks_gets_the_whole_file(local_dest, tmp_path):
+    """on ext4 a delta would write as much as a full copy and read more: none"""
+    dest, _, src, state, data = first_upload((local_dest, None), tmp_path)
+    data[:MiB] = random.randbytes(MiB)
+    write(src / "disk.img", bytes(data), T0 + 10**9)
+    totals = apply(dest, src, state)
+    assert totals["bytes_sent"] == SIZE and totals["bytes_saved"]["delta"] == 0
+    assert read_dest(dest).files["disk.img"] == data
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,12 @@ from reconcile.remotes.fsprobe import facts_for, with_facts
 from reconcile.walk import FD_STAT, S_IFDIR, S_IFLNK, S_IFMT, Listing
 
 CHUNK = 1 << 20
+# File systems where copy_file_range shares the old file's blocks (a reflink)
+# or copies on the server (NFS 4.2, SMB): there a delta costs little. On the
+# others (ext4, exFAT, NTFS...) it would write as much as a full copy and read
+# the old copy and the new one besides, so files go whole.
+CHEAP_COPY_FS = frozenset({"btrfs", "xfs", "zfs", "bcachefs", "ocfs2", "nfs", "nfs4", "cifs", "smb3"})
+DELTA_ANYWHERE = "RECONCILE_TEST_LOCAL_DELTA"  # "1": deltas on any file system (the tests run on ext4)
 PATH_MAX = 32767 if portable.WINDOWS else 4096  # Windows: with the \\?\ prefix (portable.native)
 TEMP_NAME_EXTRA = 1 + len(TEMP_MARK) + 13  # "/", the mark, 12 hex digits and "-"
 
@@ -158,7 +164,8 @@ class LocalRemote(Remote):
         reused, bmap = None, None
         try:
             with src, self._parent(path, create=True) as parent:
-                bmap = self._blocks.map_new(src.fileno(), os.fstat(src.fileno()).st_size, entry.hash, path)
+                if self._delta_pays():
+                    bmap = self._blocks.map_new(src.fileno(), os.fstat(src.fileno()).st_size, entry.hash, path)
                 if bmap is not None:
                     reused = self._try_delta(parent, src.fileno(), path, entry, bmap, progress)
                 if reused is None:
@@ -172,6 +179,9 @@ class LocalRemote(Remote):
         if bmap is not None:
             self._blocks.put(path, bmap, _tag(result))
         return as_sent(result, reused)
+
+    def _delta_pays(self) -> bool:
+        return self.capabilities.fs_type in CHEAP_COPY_FS or os.environ.get(DELTA_ANYWHERE) == "1"
 
     def _try_delta(self, parent: safepath.Parent, src: int, path: str, entry: Entry, bmap: BlockMap,
                    progress: Progress | None) -> int | None:
