@@ -41,6 +41,15 @@ def hash_file(path: str, expect_size: int | None = None, expect_mtime_ns: int | 
     return digest
 
 
+def hash_fd(fd: int, size: int, what: str) -> bytes:
+    """xxh3_128 of the first size bytes of an open file; SourceChanged when
+    it holds fewer."""
+    digest = FileHasher(fd, size).digest()
+    if digest is None:
+        raise SourceChanged(f"{what} shrank while it was read; left for the next run")
+    return digest
+
+
 class FileHasher:
     """xxh3_128 of an open file, a piece at a time, for a thread with other
     work between pieces (sftp range uploads hash while the ranges are sent)."""

@@ -59,8 +59,9 @@ from reconcile.errors import (
     UnresolvedHost,
 )
 from reconcile.blockmap import BlockMap, BlockStore, block_hash
+from reconcile.hashing import hash_fd
+from reconcile.statefile import write_private
 from reconcile.remotes.base import Capabilities, Checkpoint, Progress, Remote, RemoteOptions, Sent, local_output
-from reconcile.statefile import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -173,17 +174,6 @@ def valid_rel(rel: str) -> bool:
         return False
     parts = rel.split("/")
     return not any(p in ("", ".", "..") for p in parts) and not is_temp_name(rel)
-
-
-def hash_file(fd: int) -> bytes:
-    h = xxhash.xxh3_128()
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
-    offset = 0
-    while n := portable.pread_into(fd, buf, offset):
-        h.update(view[:n])
-        offset += n
-    return h.digest()
 
 
 def pread_exact(fd: int, length: int, offset: int) -> bytes:
@@ -616,21 +606,12 @@ class S3Remote(Remote):
                 )
                 self._changes = 0
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-            tmp = f"{path}.tmp-{os.getpid()}"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | portable.BINARY, 0o600)
             try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(blob)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
+                write_private(path, blob)
             except OSError as exc:
                 with contextlib.suppress(OSError):
-                    os.unlink(tmp)
+                    os.unlink(f"{path}.tmp")
                 log.warning("cannot save S3 record %s: %s", path, exc.strerror)
-                return
-            with contextlib.suppress(OSError):
-                fsync_dir(os.path.dirname(path))
 
     # --- listing ---------------------------------------------------------------------
 
@@ -829,7 +810,7 @@ class S3Remote(Remote):
         else:
             # streamed: the body checks itself and fails the request before its
             # last byte if the file no longer hashes to what the metadata says
-            digest = entry.hash or hash_file(fd)
+            digest = entry.hash or hash_fd(fd, entry.size, path)
             body = VerifiedBody(fd, entry.size, digest, path, progress)
             md5 = _file_md5(fd, entry.size)
         before = os.fstat(fd)
@@ -854,7 +835,7 @@ class S3Remote(Remote):
                           reuse: _Reuse | None = None) -> tuple[str, bytes, int]:
         """(etag, xxh3, bytes copied from the old object instead of sent)"""
         before = os.fstat(fd)
-        digest = bmap.digest if bmap is not None else entry.hash or hash_file(fd)
+        digest = bmap.digest if bmap is not None else entry.hash or hash_fd(fd, entry.size, path)
         state = self._resume_state(key, resume)
         if state is None:
             part_size = self._part_size_for(entry.size)
@@ -1140,7 +1121,8 @@ class S3Remote(Remote):
     def move_many(self, pairs: list[tuple[str, str]]) -> None:
         """many file moves: parallel copies, then batched deletes of the sources
         whose copy was confirmed. Pairs must be independent (no dst is another
-        pair's src): NotSupported otherwise, and the caller moves one by one.
+        pair's src): NotSupported otherwise (apply then reports the folder's
+        move failed; a plan never moves a folder into itself).
         On a partial failure the first error is raised with .moved = the pairs
         done (source gone, target present)."""
         srcs = [s for s, _ in pairs]
