@@ -10,8 +10,6 @@ from pathlib import Path
 
 from bench.common import ROOT, log
 
-SSHD = "/usr/sbin/sshd"
-
 
 @dataclass
 class Sshd:
@@ -41,20 +39,12 @@ class Sshd:
 
 
 def start_sshd() -> Sshd:
-    from tests.servers_sftp import _keygen, _sshd_config, _wait_banner, free_port
+    from tests.servers_sftp import start_sshd
 
     d = Path(ROOT) / "sshd"
     subprocess.run(["rm", "-rf", str(d)], check=True)
     d.mkdir(parents=True)
-    _keygen(d / "hostkey")
-    _keygen(d / "userkey")
-    os.makedirs("/run/sshd", exist_ok=True)
-    port = free_port()
-    config = _sshd_config(d, port).replace("LogLevel VERBOSE", "LogLevel ERROR")
-    (d / "sshd_config").write_text(config)
-    log_path = d / "sshd.log"
-    proc = subprocess.Popen([SSHD, "-D", "-f", str(d / "sshd_config"), "-E", str(log_path)])
-    _wait_banner(port, proc, log_path)
+    port, proc = start_sshd(d, log_level="ERROR")
     host_pub = " ".join((d / "hostkey.pub").read_text().split()[:2])
     kh = d / "known_hosts"
     kh.write_text(f"[127.0.0.1]:{port} {host_pub}\n")

@@ -691,18 +691,12 @@ def run_campaign(target: Target, workdir: Path, size: Size, seed: int = 7,
 
 @contextlib.contextmanager
 def sshd(workdir: Path):
-    from tests.servers_sftp import SSHD, SshServer, _keygen, _sshd_config, _wait_banner, free_port
+    from tests.servers_sftp import SshServer, start_sshd
 
     d = workdir / "sshd"
     d.mkdir(parents=True)
-    _keygen(d / "hostkey")
-    _keygen(d / "userkey")
-    os.makedirs("/run/sshd", exist_ok=True)
-    port = free_port()
-    (d / "sshd_config").write_text(_sshd_config(d, port))
-    proc = subprocess.Popen([SSHD, "-D", "-f", str(d / "sshd_config"), "-E", str(d / "sshd.log")])
+    port, proc = start_sshd(d)
     try:
-        _wait_banner(port, proc, d / "sshd.log")
         host_pub = " ".join((d / "hostkey.pub").read_text().split()[:2])
         yield SshServer("127.0.0.1", port, d, host_pub, str(d / "userkey"), None, None)
     finally:

@@ -1,7 +1,7 @@
 """A real OpenSSH sshd for the tests, plus a TCP proxy that can cut connections.
 
 The sshd runs from a temp dir on a free 127.0.0.1 port, with its own ed25519
-host key and user key (see docs/design-notes.md, "Real servers for tests").
+host key and user key (start_sshd: also for the fault campaign and the bench).
 It is skipped only when /usr/sbin/sshd is missing (a failure under CI=true,
 tests/ci_strict.py); CI installs openssh-server.
 
@@ -136,30 +136,47 @@ def sshd_server(tmp_path_factory) -> SshServer:
     yield from run_sshd(tmp_path_factory.mktemp("sshd"))
 
 
+def start_sshd(d: Path, extra_config: str = "", log_level: str = "VERBOSE") -> tuple[int, subprocess.Popen]:
+    """sshd from d (its keys made there: hostkey, userkey) on a free
+    127.0.0.1 port, logging to d/sshd.log; (port, process) once it answers.
+    extra_config is appended to its sshd_config (a ForceCommand, say)."""
+    _keygen(d / "hostkey")
+    _keygen(d / "userkey")
+    os.makedirs("/run/sshd", exist_ok=True)
+    port = free_port()
+    config = _sshd_config(d, port).replace("LogLevel VERBOSE", f"LogLevel {log_level}")
+    (d / "sshd_config").write_text(config + extra_config)
+    log = d / "sshd.log"
+    proc = subprocess.Popen([SSHD, "-D", "-f", str(d / "sshd_config"), "-E", str(log)])
+    try:
+        _wait_banner(port, proc, log)
+    except BaseException:
+        _stop(proc)
+        raise
+    return port, proc
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def run_sshd(d: Path, extra_config: str = "") -> Iterator[SshServer]:
     """a fresh sshd in d for as long as the generator runs; extra_config is
     appended to its sshd_config (a ForceCommand, say)."""
     if not os.path.exists(SSHD):
         pytest.skip("openssh-server is not installed (/usr/sbin/sshd missing)")
-    _keygen(d / "hostkey")
-    _keygen(d / "userkey")
-    os.makedirs("/run/sshd", exist_ok=True)
-    port = free_port()
-    (d / "sshd_config").write_text(_sshd_config(d, port) + extra_config)
-    log = d / "sshd.log"
-    proc = subprocess.Popen([SSHD, "-D", "-f", str(d / "sshd_config"), "-E", str(log)])
+    port, proc = start_sshd(d, extra_config)
     try:
-        _wait_banner(port, proc, log)
         user, password = _password_user()
         host_pub = " ".join((d / "hostkey.pub").read_text().split()[:2])
         yield SshServer("127.0.0.1", port, d, host_pub, str(d / "userkey"), user, password)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
 
 
 def sftp_url(server: SshServer, root: Path, user: str = "root", port: int | None = None) -> str:
