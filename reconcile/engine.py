@@ -198,8 +198,7 @@ class Run:
     def network(self):
         """what the run cost on the network where the remote counts it (SFTP's
         NetStats: connections, sessions, round trips waited on), else None."""
-        counted = getattr(self._remote, "net_stats", None) if self._remote is not None else None
-        return counted() if counted is not None else None
+        return self._remote.net_stats() if self._remote is not None else None
 
     def _on_retry(self, what: str, exc: Exception, wait: float) -> None:
         refuse_unknown_host(exc, self.state, self.dest)

@@ -95,8 +95,9 @@ class UploadChild:
                         self.ended = True
                         if frame[1]:
                             ex.gone(frame[1])
-                        if len(frame) > 2 and frame[2] and hasattr(ex.remote, "net_stats"):
-                            ex.remote.net_stats().add(frame[2])  # the child's connections, for -v
+                        stats = ex.remote.net_stats()
+                        if len(frame) > 2 and frame[2] and stats is not None:
+                            stats.add(frame[2])  # the child's connections, for -v
                     else:
                         self.ended = True
                         ex.crashed(RuntimeError(f"upload process: {frame[1]}"))
@@ -185,7 +186,8 @@ def _child(executor: "Executor", ops: list[Op], share: list[int], transfers: int
         executor.in_child(reporter, transfers,
                           lambda i, result, error, digest: frames.put((REC, i, result, error, digest)))
         gone = executor.upload_share(ops, share)
-        net = remote.net_stats().as_list() if hasattr(remote, "net_stats") else None
+        stats = remote.net_stats()
+        net = stats.as_list() if stats is not None else None
         frames.put((END, gone, net), flush=True)
     except BaseException as exc:  # noqa: BLE001 (a bug: everything must reach the parent)
         code = 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, fields
 from typing import BinaryIO, Callable, ClassVar, ContextManager, Iterable, Iterator, Protocol
@@ -64,6 +65,27 @@ class Sent(Entry):
 
 def as_sent(entry: Entry, reused: int = 0) -> Sent:
     return Sent(**{f.name: getattr(entry, f.name) for f in fields(Entry)}, reused=reused)
+
+
+@dataclass
+class NetStats:
+    """what a run cost on the network, for -v: ssh connections (a handshake
+    each), SFTP sessions (a connection's first included) and round trips
+    waited on (a read that found nothing to read while a request was out)."""
+    connections: int = 0
+    sessions: int = 0
+    round_trips: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, counts: list[int]) -> None:
+        """a forked child's counts (as_list)."""
+        with self.lock:
+            self.connections += counts[0]
+            self.sessions += counts[1]
+            self.round_trips += counts[2]
+
+    def as_list(self) -> list[int]:
+        return [self.connections, self.sessions, self.round_trips]
 
 
 @dataclass
@@ -242,6 +264,12 @@ class Remote(ABC):
         """
 
     # --- connections ---------------------------------------------------------------
+
+    def net_stats(self) -> NetStats | None:
+        """Connections, sessions and round trips so far (a forked child's
+        added once it ends), where the remote counts them (SFTP, for -v);
+        None where it does not."""
+        return None
 
     def forget_connections(self) -> None:
         """Only where capabilities.fork_safe, in a forked child: the parent's

@@ -8,7 +8,7 @@ from typing import BinaryIO, Callable, Iterable, Iterator, TypeVar
 
 from reconcile.entry import Entry
 from reconcile.errors import Transient
-from reconcile.remotes.base import Capabilities, Progress, Remote
+from reconcile.remotes.base import Capabilities, NetStats, Progress, Remote
 
 T = TypeVar("T")
 
@@ -152,6 +152,9 @@ class RetryingRemote(Remote):
 
     def remove_temp_files(self, keep: frozenset[str] = frozenset()) -> int:
         return self._run(lambda: self._remote.remove_temp_files(keep), "remove_temp_files ")
+
+    def net_stats(self) -> NetStats | None:
+        return self._remote.net_stats()  # counters: nothing to retry
 
     def forget_connections(self) -> None:
         self._run(self._remote.forget_connections, "forget_connections ")

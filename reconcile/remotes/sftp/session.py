@@ -29,7 +29,7 @@ from urllib.parse import unquote, urlsplit
 from reconcile import portable
 from reconcile.errors import AuthError, ConfigError, NotFound, Permanent, ReconcileError
 from reconcile.errors import Transient, Unreachable, UnresolvedHost
-from reconcile.remotes.base import RemoteOptions
+from reconcile.remotes.base import NetStats, RemoteOptions
 from reconcile.remotes.sftp.loader import paramiko
 from reconcile.remotes.sftp.wire import _chunk_limits
 
@@ -83,27 +83,6 @@ def _close_transport(transport: paramiko.Transport) -> None:
     if transport is not threading.current_thread():
         # paramiko does not wait for its thread: a fork (forked.py) must see it gone
         transport.join(CLOSE_WAIT)
-
-
-@dataclass
-class NetStats:
-    """what a run cost on the network, for -v: ssh connections (a handshake
-    each), SFTP sessions (a connection's first included) and round trips
-    waited on (a read that found nothing to read while a request was out)."""
-    connections: int = 0
-    sessions: int = 0
-    round_trips: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def add(self, counts: list[int]) -> None:
-        """a forked child's counts (as_list)."""
-        with self.lock:
-            self.connections += counts[0]
-            self.sessions += counts[1]
-            self.round_trips += counts[2]
-
-    def as_list(self) -> list[int]:
-        return [self.connections, self.sessions, self.round_trips]
 
 
 class _Wire:
