@@ -47,6 +47,7 @@ ROWS, END, ERROR, TAIL, ALIVE = 0, 1, 2, 3, 4
 # (alive()) every HEARTBEAT
 SILENCE = 180.0
 HEARTBEAT = 10.0
+SETTLE = 0.05  # for a thread Python has joined to leave /proc/self/task (seen: a fork refused for it)
 
 _gate = threading.Lock()  # held by a parked thread while it works, by a fork across os.fork
 _parked: set[threading.Thread] = set()  # threads that take the gate around their work
@@ -128,8 +129,17 @@ def quiet(parked: int = 0) -> bool:
     without fork (or /proc) never quiet."""
     if not portable.FORK:
         return False
-    threads = portable.thread_count()
-    return threads == 1 + parked and threading.active_count() == 1 + parked
+    deadline = time.monotonic() + SETTLE
+    while threading.active_count() == 1 + parked:
+        count = portable.thread_count()
+        if count is None:
+            return False
+        if count == 1 + parked:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)  # a thread just joined leaves the kernel's list a moment later
+    return False
 
 
 def parkable(thread: threading.Thread) -> None:

@@ -141,7 +141,7 @@ def test_many_folders_go_out_per_flush(remote, root, monkeypatch):
     assert max(sends) >= 20  # the top folders' OPENDIRs go out together
     assert remote._pool is None  # no thread per folder
     # the listing's session, read to its end, is handed on to the next call: no session opened for it
-    assert list(remote._conns) == remote._idle and len(remote._idle) == 1
+    assert remote._handoff is not None and not remote._conns
     sessions = remote.net_stats().sessions
     assert remote.stat("d00") is not None
     assert remote.net_stats().sessions == sessions == 1
@@ -199,8 +199,7 @@ def test_big_folder_and_abandoned_listing(remote, root):
     next(listing)
     listing.close()  # the consumer gives up: the lister thread (or child) and its connection go
     assert not any(t.name == "sftp-list" for t in threading.enumerate())
-    # no session in use: the listing's is closed, or idle where its thread had read it all
-    assert all(c in remote._idle for c in remote._conns)
+    assert len(remote._conns) == 0
 
 
 

@@ -133,3 +133,35 @@ def test_verbose_says_what_the_run_cost_on_the_network(sshd_server, sftp_proxy, 
     assert waited >= 5  # a handshake alone waits on several
     p = reconcile("apply", src, url, *args, env=run_env, check=0)
     assert "network: " not in p.stderr  # only with -v
+
+
+def test_the_listing_asks_the_roots_stat_with_its_first_opendir(sshd_server, tmp_path, monkeypatch):
+    from paramiko.sftp import CMD_OPENDIR, CMD_STAT
+
+    from reconcile import forked
+    from reconcile.remotes.sftp import wire
+
+    monkeypatch.setattr(forked, "available", lambda: False)  # counted in this process
+    root = tmp_path / "r"
+    (root / "a").mkdir(parents=True)
+    kh = sshd_server.write_known_hosts(tmp_path / "kh")
+    remote = SftpRemote.from_url(sftp_url(sshd_server, root), RemoteOptions(ssh_key=sshd_server.user_key,
+                                                                             known_hosts=kh))
+    asked: list[int] = []
+    request, next_reply = wire._Pipe.request, wire._Pipe.next
+
+    def counted_request(self, t, *parts):
+        asked.append(t)
+        return request(self, t, *parts)
+
+    def first_reply(self):
+        asked.append(-1)  # a reply read
+        return next_reply(self)
+
+    monkeypatch.setattr(wire._Pipe, "request", counted_request)
+    monkeypatch.setattr(wire._Pipe, "next", first_reply)
+    try:
+        assert [r[0] for r in remote.list_rows()] == [b"a/"]
+        assert asked[:3] == [CMD_STAT, CMD_OPENDIR, -1]  # both out before the first reply
+    finally:
+        remote.close()

@@ -23,10 +23,12 @@ from reconcile.remotes.sftp import findlist
 from reconcile.remotes.sftp.calls import _raw_entry, _readlink
 from reconcile.remotes.sftp.loader import paramiko
 from reconcile.remotes.sftp.session import IO_TIMEOUT, _Conn
-from reconcile.remotes.sftp.wire import (FX_NO_SUCH_FILE, FX_PERMISSION_DENIED, _Pipe, _expected, _first_name,
+from reconcile.remotes.sftp.wire import (FX_NO_SUCH_FILE, FX_PERMISSION_DENIED, _Pipe, _attrs, _expected, _first_name,
                                          _handle, _parse_names, _readdir, _realpath, _sftp_str, _status,
                                          _status_text)
-from paramiko.sftp import CMD_CLOSE, CMD_HANDLE, CMD_NAME, CMD_OPENDIR, CMD_READDIR, CMD_READLINK, SFTP_EOF
+from paramiko.sftp import (CMD_ATTRS, CMD_CLOSE, CMD_HANDLE, CMD_NAME, CMD_OPENDIR, CMD_READDIR, CMD_READLINK,
+                           CMD_STAT, SFTP_EOF)
+from paramiko.sftp_attr import SFTPAttributes
 
 if TYPE_CHECKING:
     from reconcile.remotes.sftp.remote import SftpRemote
@@ -72,6 +74,7 @@ class _Lister:
         self.temps = temps
         self.dirs: dict[bytes, _Dir] = {}
         self.waiting: dict[int, tuple[_Dir | None, int, bytes]] = {}  # request -> (folder, stage, name)
+        self.root_reply: tuple[int, bytes] | None = None
 
     @property
     def pending(self) -> int:
@@ -94,6 +97,16 @@ class _Lister:
             raise d.error
         return self._rows(d)
 
+    def stat_root(self) -> tuple[int, bytes]:
+        """(type, body) of the root's STAT, sent together with the root's
+        OPENDIR: the listing starts a round trip earlier."""
+        num = self.pipe.request(CMD_STAT, _sftp_str(self.remote._abs("")))
+        self.waiting[num] = (None, 3, b"")
+        self.want(b"")
+        while self.root_reply is None:
+            self._step()
+        return self.root_reply
+
     def drain(self) -> bool:
         """read the replies still due (the last CLOSEs); True when nothing
         is left unread, so the session can serve plain calls again."""
@@ -108,7 +121,9 @@ class _Lister:
         num, t, body = pipe.next()
         d, stage, name = _expected(self.waiting, num)
         if d is None:
-            return  # a CLOSE
+            if stage == 3:
+                self.root_reply = (t, body)
+            return  # else a CLOSE
         if stage == 0:  # opened
             if t == CMD_HANDLE:
                 self._read_ahead(d, _sftp_str(_handle(body)))
@@ -244,6 +259,7 @@ class Listing:
             self._conns.add(conn)
         stop = threading.Event()
         lister: threading.Thread | None = None
+        ended = False
         try:
             out: queue.Queue = queue.Queue(ROW_BATCHES)
             # a thread of its own, so the replies are read while the caller
@@ -253,27 +269,20 @@ class Listing:
             lister.start()
             while (batch := out.get()) is not None:
                 if isinstance(batch, BaseException):
+                    ended = conn.clean  # a first sync's missing root
                     raise batch
                 yield batch
+            ended = True
         finally:
             stop.set()
             with self._lock:
                 self._conns.discard(conn)
-            if not (lister is not None and self._handed_on(lister, conn)):
+            if ended and lister is not None:
+                self._hand_on(lister, conn)  # the apply's session: three round trips saved
+            else:
                 conn.close()  # wakes a lister waiting on the server
                 if lister is not None:
                     lister.join()
-
-    def _handed_on(self, lister: threading.Thread, conn: _Conn) -> bool:
-        """a listing that ended with nothing left unread leaves its session
-        open for the thread that applies the plan (three round trips saved);
-        one cut short or abandoned closes it."""
-        if conn.clean:
-            lister.join(IO_TIMEOUT)  # it has put its last batch: it is ending
-        if lister.is_alive() or not conn.clean or not conn.transport.is_active():
-            return False
-        self._park(conn)
-        return True
 
     def _may_prompt(self) -> bool:
         return sys.stdin is not None and sys.stdin.isatty() and not (
@@ -286,30 +295,51 @@ class Listing:
 
     def _row_runs(self, conn: _Conn, temps: list[str]) -> Iterator[list[tuple]]:
         """the listing over conn, in runs of ROW_BATCH rows; temp names go to temps."""
-        try:
-            with self._op(f"cannot list {self.url}"):
-                attr = conn.sftp.stat(self._abs(""))
-        except NotFound:
-            conn.clean = True  # a first sync: the session serves on
-            raise
+        find = self._lists_by_find()
+        lister = None if find else _Lister(self, conn.sftp, temps)
+        attr = self._root_attr(conn, lister)
         if not st.S_ISDIR(attr.st_mode or 0):
             raise ConfigError(f"destination {self.url} is a file, not a folder")
-        if self._lists_by_find():
+        if find:
             try:
                 yield from self._find_runs(conn, temps)
                 return
             except findlist.Unusable:
                 temps.clear()  # nothing was handed out: list over SFTP instead
+                lister = _Lister(self, conn.sftp, temps)
+        conn.finish = lister.drain  # the replies still due once the rows are out
         batch: list[tuple] = []
-        lister = _Lister(self, conn.sftp, temps)
         for row in self._walk_rows(lister, b""):
             batch.append(row)
             if len(batch) >= ROW_BATCH:
                 yield batch
                 batch = []
-        with self._op(f"cannot list {self.url}"):
-            conn.clean = lister.drain()
         yield batch
+
+    def _root_attr(self, conn: _Conn, lister: "_Lister | None") -> SFTPAttributes:
+        """the root's attributes; with a lister, asked together with the
+        root's OPENDIR. NotFound leaves the session clean (a first sync)."""
+        what = f"cannot list {self.url}"
+        if lister is None:
+            try:
+                with self._op(what):
+                    return conn.sftp.stat(self._abs(""))
+            except NotFound:
+                conn.clean = True
+                raise
+        with self._op(what):
+            t, body = lister.stat_root()
+        if t == CMD_ATTRS:
+            return _attrs(body)
+        with self._op(what):
+            clean = lister.drain()  # the OPENDIR's failure too
+        code = _status(t, body)
+        if code == FX_NO_SUCH_FILE:
+            conn.clean = clean
+            raise NotFound(f"{what}: no such file or folder")
+        if code == FX_PERMISSION_DENIED:
+            raise Permanent(f"{what}: permission denied")
+        raise Permanent(f"{what}: {_status_text(t, body)}")
 
     def _lists_by_find(self) -> bool:
         """find over ssh where the tree is large: starting a shell on the
@@ -453,6 +483,9 @@ class Listing:
                 if not put(batch):
                     return
             put(None)
+            if conn.finish is not None:  # after the rows: the caller goes on meanwhile
+                with self._op(f"cannot list {self.url}"):
+                    conn.clean = conn.finish()
         except BaseException as exc:
             put(exc)
 

@@ -23,7 +23,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 from urllib.parse import unquote, urlsplit
 
 from reconcile import portable
@@ -65,6 +65,7 @@ class _Conn:
         self.sftp = sftp
         self.owns_transport = owns_transport
         self.clean = False  # a listing over it ended with nothing left unread
+        self.finish: Callable[[], bool] | None = None  # reads a listing's last replies: clean after?
         self.no_fsync = False
         self.no_posix_rename = False
         self.write_chunk, self.read_chunk = _chunk_limits(sftp)
@@ -222,7 +223,8 @@ class Session:
         self._home: paramiko.Transport | None = None  # the connection new sessions are opened on
         self._connecting = threading.Lock()
         self._one_session = False  # the server allows one session per connection
-        self._idle: list[_Conn] = []  # sessions done with (a listing's), for the next thread
+        # a listing's session and thread: the session serves the next thread once its last replies are read
+        self._handoff: tuple[threading.Thread, _Conn] | None = None
         self.net = NetStats()  # a forked child counts its own, from 0
 
     def forget_connections(self) -> None:
@@ -250,10 +252,9 @@ class Session:
         already open, or else (the first, or a server that allows one
         session per connection) a connection of its own."""
         with self._connecting:
-            while self._idle:
-                conn = self._idle.pop()
-                if conn.transport.is_active():
-                    return conn
+            conn = self._settled_handoff()
+            if conn is not None:
+                return conn
             home = self._home
             if home is not None and not home.is_active():
                 _close_transport(home)
@@ -271,12 +272,25 @@ class Session:
                 self._home = conn.transport
             return conn
 
-    def _park(self, conn: _Conn) -> None:
-        """a session its user is done with, left open for the next thread."""
+    def _hand_on(self, lister: threading.Thread, conn: _Conn) -> None:
+        """a listing that ended: its session serves the next thread that needs
+        one, once the listing thread has read the last replies (not waited
+        for here: a run with nothing to do never waits for them)."""
         with self._connecting:
-            self._idle.append(conn)
-        with self._lock:
-            self._conns.add(conn)
+            self._handoff = (lister, conn)
+
+    def _settled_handoff(self) -> _Conn | None:
+        """(with _connecting held) the listing's session if it can serve, else None (closed)."""
+        if self._handoff is None:
+            return None
+        lister, conn = self._handoff
+        self._handoff = None
+        lister.join(IO_TIMEOUT)
+        if not lister.is_alive() and conn.clean and conn.transport.is_active():
+            return conn
+        conn.close()  # wakes a listing thread still waiting on the server
+        lister.join(CLOSE_WAIT)
+        return None
 
     def close_sessions(self) -> None:
         """close every session, then the shared connection."""
@@ -286,7 +300,11 @@ class Session:
             conn.close()
         with self._connecting:
             home, self._home = self._home, None
-            self._idle = []
+            handoff, self._handoff = self._handoff, None
+        if handoff is not None:
+            lister, conn = handoff
+            conn.close()  # its last replies are not needed
+            lister.join(CLOSE_WAIT)
         if home is not None:
             _close_transport(home)
         self._local = threading.local()

@@ -294,6 +294,11 @@ class _Replies:
         return self.got.pop(num)
 
 
+def _attrs(body: bytes) -> SFTPAttributes:
+    """the attributes in an ATTRS reply's body."""
+    return SFTPAttributes._from_msg(paramiko.Message(body))
+
+
 def _lstats(sftp: paramiko.SFTPClient, paths: list[bytes]) -> list[SFTPAttributes | None]:
     """the lstat of each path, all asked at once (one round trip); None where missing."""
     replies = _Replies(sftp)
