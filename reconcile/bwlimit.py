@@ -7,20 +7,24 @@ import time
 
 
 class Bandwidth:
-    """A token bucket with a one-second burst: transfers report what they sent
-    and sleep here until the budget has caught up."""
+    """A token bucket with a one-second burst once transfers are under way:
+    transfers report what they sent and sleep here until the budget has caught up."""
 
     def __init__(self, rate: float, clock=time.monotonic, sleep=time.sleep) -> None:
         self.rate = rate
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
-        self._free_at = clock()
+        # the budget starts with the first byte, not when the run began: the
+        # walk, listing and hashing before it must not save up a burst
+        self._free_at: float | None = None
 
     def consume(self, n: int) -> None:
         with self._lock:
             now = self._clock()
-            # at most one second of unused budget may be saved up
+            if self._free_at is None:
+                self._free_at = now
+            # at most one second of unused budget may be saved up between transfers
             self._free_at = max(self._free_at, now - 1.0) + n / self.rate
             wait = self._free_at - now
         if wait > 0:

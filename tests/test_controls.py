@@ -206,6 +206,22 @@ def test_bandwidth_budget_is_shared_and_bounded():
     assert abs(slept[-1] - 2.0) < 1e-9
 
 
+def test_bandwidth_saves_no_budget_before_the_first_transfer():
+    # the walk and the listing took 3 s before anything was sent: no burst at the limit's start
+    from reconcile.bwlimit import Bandwidth
+
+    now = [0.0]
+
+    def sleep(s):
+        now[0] += s
+
+    bw = Bandwidth(1000, clock=lambda: now[0], sleep=sleep)
+    now[0] += 3.0
+    for _ in range(4):
+        bw.consume(500)
+    assert abs(now[0] - 5.0) < 1e-9  # 2,000 bytes at 1,000/s: 2 s after the first
+
+
 def test_plan_shows_the_controls_in_force(tmp_path):
     src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
     write(src / "a.txt", b"new", T0)
