@@ -216,7 +216,8 @@ def render(big: list[Target], touch: list[Target], resume: list[str], mib: int) 
             return "–"
         runs = t.rows[case]
         wire, _, note = runs[0]
-        b = f"{max(r[0] for r in runs) / MiB:.1f} MiB" if wire is not None else "(local)"
+        most = max(r[0] for r in runs) if wire is not None else None
+        b = "(local)" if most is None else f"{most / MiB:.1f} MiB" if most >= MiB else f"{most / 1024:.0f} KiB"
         many = f" median of {len(runs)}" if len(runs) > 1 else ""
         return f"{b}, {median(t, case):.1f} s{many}" + (f" ({note})" if note else "")
 
