@@ -311,18 +311,6 @@ def test_symlink_and_overwrite(remote, root):
     assert [(e.path, e.target) for e in links] == [("l/link", "elsewhere")]
 
 
-def test_move_dir_onto_existing_is_permanent_and_delete_of_dir_is_permanent(remote, root):
-    (root / "a").mkdir()
-    (root / "b").mkdir()
-    with pytest.raises(Permanent):
-        remote.move("a", "b")
-    with pytest.raises(Permanent):
-        remote.delete("a")
-    remote.rmdir("a")
-    remote.rmdir("a")
-    assert os.listdir(root) == ["b"]
-
-
 def test_perms_and_mtime(sftp_dest, root, tmp_path):
     opts = sftp_dest.options
     opts.extra["perms"] = True

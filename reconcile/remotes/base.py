@@ -225,8 +225,10 @@ class Remote(ABC):
         """
 
     def move_many(self, pairs: list[tuple[str, str]]) -> None:
-        """Move each file (src, dst). One already moved (a replay after a
-        crash: src gone, dst there) is fine. This default moves them one by one."""
+        """Move each file (src, dst). This default moves them one by one and
+        takes a pair already moved (a replay after a crash: src gone, dst
+        there) as done; S3's own moves every pair it can, then raises the
+        first error (NotFound for a src gone), which apply then checks."""
         for src, dst in pairs:
             try:
                 self.move(src, dst)
