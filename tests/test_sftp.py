@@ -20,7 +20,7 @@ import xxhash
 
 from reconcile.apply import SmallUpload
 from reconcile.entry import FILE, LINK, TEMP_MARK, Entry, entry_key, is_temp_name
-from reconcile.errors import AuthError, ConfigError, NotFound, Permanent, SourceChanged, Transient, Unreachable
+from reconcile.errors import AuthError, ConfigError, NotFound, SourceChanged, Transient, Unreachable
 from reconcile.remotes.sftp import session as session_mod, upload as upload_mod, wire
 from reconcile.remotes.sftp import ssh_send
 from reconcile.remotes.base import RemoteOptions
