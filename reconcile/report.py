@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from reconcile.entry import DIR
 from reconcile.plan import Op, Plan
+from reconcile.shown import escape_controls, printable
 
 if TYPE_CHECKING:
     from reconcile.apply import Counted
@@ -36,21 +37,6 @@ def rate(bytes_per_s: float) -> str:
         if bytes_per_s >= size:
             return f"{bytes_per_s / size:.4g}{unit}/s"
     return f"{bytes_per_s:.0f} B/s"
-
-
-# every control character (C0, DEL, C1) as an escape: a name holding ESC [ ...
-# would otherwise drive the terminal it is printed on
-_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7f, 0xa0)]}
-_CONTROLS.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
-
-
-def escape_controls(text: str) -> str:
-    return text.translate(_CONTROLS)
-
-
-def printable(path: str) -> str:
-    """names with undecodable bytes or control characters, shown safely."""
-    return escape_controls(path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
 
 
 def count(n: int, word: str) -> str:

@@ -41,6 +41,7 @@ from reconcile.remotes import local_path as local_folder_of
 from reconcile.remotes.base import RemoteOptions
 from reconcile.remotes.local import current_umask, final_mode
 from reconcile.remotes.retry import RetryPolicy
+from reconcile.shown import printable
 from reconcile.statedir import display_url, private_copy
 
 TRASH_DIR = ".reconcile-trash"
@@ -164,8 +165,6 @@ def safe_rel(rel: str) -> bool:
 
 
 def shown(path: str) -> str:
-    from reconcile.report import printable
-
     return printable(path)
 
 

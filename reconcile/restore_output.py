@@ -63,7 +63,7 @@ class Reporter:
         self.line(f"warning: {message}")
 
     def line(self, text: str) -> None:
-        from reconcile.report import escape_controls
+        from reconcile.shown import escape_controls
 
         text = escape_controls(text)  # a remote name inside a message cannot drive the terminal
         with self._lock:

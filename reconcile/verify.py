@@ -1,4 +1,5 @@
-"""`reconcile verify`: a read-only audit that the remote matches the source.
+"""`reconcile verify`: a read-only audit that the remote matches the source
+(what it prints is the command line's: reconcile/cli/verify.py).
 
 The source walk and the remote listing are merged in their shared order and
 compared by size and mtime at the remote's precision (the engine's own
@@ -11,9 +12,7 @@ etag record) are read from a temporary copy.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +29,7 @@ from reconcile.hashing import hash_file
 from reconcile.remotes import open_remote
 from reconcile.remotes.base import RemoteOptions
 from reconcile.remotes.retry import RetryingRemote, RetryPolicy
-from reconcile.report import human_bytes, printable
+from reconcile.shown import printable
 from reconcile.statedir import StateDir, display_url, private_copy
 from reconcile.walk import WalkReport, walk
 
@@ -230,16 +229,17 @@ def _record_hash(pair: _Pair, outcome: bool | str, result: VerifyResult) -> None
 # --- --repair ----------------------------------------------------------------------------
 
 
-def resend(source: str, dest: str, options: RemoteOptions, result: VerifyResult, state_dir: str | None) -> None:
+def resend(source: str, dest: str, options: RemoteOptions, result: VerifyResult, state_dir: str | None,
+           reporter) -> None:
     """send again the files whose remote content differs, under the pair's
     lock and with its real remote records (the S3 etag record): apply cannot
-    see such a difference, since size and mtime match."""
+    see such a difference, since size and mtime match. reporter: an
+    engine.Reporter (the command line's, quiet)"""
     from reconcile.engine import Run, RunOptions
     from reconcile.lock import RunLock
-    from reconcile.report import ApplyReporter
 
     opts = RunOptions(state_dir=state_dir, remote=dataclasses.replace(options, state_dir=None))
-    run = Run(source, dest, opts, ApplyReporter(quiet=True))
+    run = Run(source, dest, opts, reporter)
     try:
         with RunLock(run.state.lock):
             for path in result.content_paths:
@@ -255,61 +255,3 @@ def resend(source: str, dest: str, options: RemoteOptions, result: VerifyResult,
         run.close()
     shown = {printable(p) for p in result.repaired}
     result.differences = [d for d in result.differences if not (d.what == "content" and d.path in shown)]
-
-
-# --- output ----------------------------------------------------------------------------
-
-
-def to_json(result: VerifyResult, mapping: str | None = None) -> str:
-    return json.dumps({
-        **({"mapping": mapping} if mapping else {}),
-        "source": result.source, "dest": result.dest, "equal": result.equal,
-        "checked": {"files": result.files, "hashed": result.hashed, "hashed_bytes": result.hashed_bytes},
-        "differences": [d.to_json() for d in result.differences],
-        "extra_kept": [d.to_json() for d in result.extra_kept],
-        "warnings": result.warnings,
-        "repaired": [printable(p) for p in result.repaired],
-    }, ensure_ascii=False)
-
-
-def text_lines(result: VerifyResult) -> list[str]:
-    lines = [f"{d.what:<8} {d.path}  ({d.detail})" for d in result.differences]
-    lines += [f"extra    {d.path}  (kept: the mirror does not delete)" for d in result.extra_kept]
-    return lines
-
-
-def summary_line(result: VerifyResult) -> str:
-    """the last line: what was found, and how to fix it."""
-    how = f", {result.hashed} read back ({human_bytes(result.hashed_bytes)})" if result.hashed else ""
-    n = len(result.differences)
-    word = "equal" if result.equal else f"{n} {'difference' if n == 1 else 'differences'}"
-    line = f"verify: {word}; {result.files} files compared{how} ({result.seconds:.1f}s)"
-    if result.repaired:
-        line += f"; re-sent {len(result.repaired)} that differed in content"
-    content = sum(1 for d in result.differences if d.what == "content")
-    if content:
-        line += f"; `reconcile verify --hash --repair` re-sends the {content} that differ in content"
-    if n > content:
-        line += f"; `reconcile apply` sends the other {n - content}"
-    return line
-
-
-def run(source: str, dest: str, options: RemoteOptions, kw: dict) -> int:
-    """the command: print the differences (or JSON) and the summary; 0 or 1."""
-    repair = kw.get("repair", False)
-    from reconcile.excludes import all_patterns
-
-    patterns = all_patterns(kw.get("exclude"), kw.get("exclude_from"), kw.get("include"))
-    result = verify(source, dest, options, patterns, kw["by_hash"] or repair, kw["delete"],
-                    kw.get("state_dir"), kw.get("links") or "skip")
-    if repair and result.content_paths:
-        resend(source, dest, options, result, kw.get("state_dir"))
-    if kw["json_out"]:
-        print(to_json(result, kw.get("mapping")))
-    else:
-        for line in text_lines(result):
-            print(line)
-    for w in result.warnings:
-        print(f"warning: {w}", file=sys.stderr)
-    print(summary_line(result), file=sys.stderr, flush=True)
-    return 0 if result.equal else 1

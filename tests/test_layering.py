@@ -3,8 +3,8 @@
 The command layer is the command line (the reconcile/cli/ package and
 __main__) and the modules that draw rich output (RENDERING below): it owns
 typer, rich output and the flag definitions. Every other module of reconcile/
-is the core: it never imports typer, rich (or click, under typer) nor the
-command line, at the top or inside a function.
+is the core: it never imports typer, rich (or click, under typer) nor any
+module of the command layer, at the top or inside a function.
 
 The import graph must have no cycle. Counted: the imports a module runs when
 it is loaded, i.e. `import`/`from ... import` statements at module level
@@ -126,7 +126,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_the_core_never_imports_typer_rich_or_the_command_line():
+def test_the_core_never_imports_typer_rich_or_the_command_layer():
     wrong = set()
     for name, tree in modules().items():
         if in_command_layer(name):
@@ -134,7 +134,7 @@ def test_the_core_never_imports_typer_rich_or_the_command_line():
         for target in imported(name, ast.walk(tree), False):
             if target.split(".")[0] in UI_LIBRARIES:
                 wrong.add(f"{name} imports {target.split('.')[0]}")
-            elif in_command_line(target):
+            elif in_command_layer(target):
                 wrong.add(f"{name} imports {target}")
     assert not wrong, "the core reaches up into the command layer:\n" + "\n".join(sorted(wrong))
 

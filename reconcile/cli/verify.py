@@ -1,9 +1,11 @@
 """reconcile verify: the read-only audit (reconcile/verify.py), for a pair,
-a mapping or --all."""
+a mapping or --all, and what it prints."""
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+import json
+import sys
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -12,6 +14,11 @@ from reconcile.cli.flags import (JOB_FLAGS, AllOpt, ConfigOpt, Exclude, ExcludeF
                                  StateDirOpt, Transfers, flag_defaults, links_choice, remote_options)
 from reconcile.cli.guard import guarded
 from reconcile.cli.root import command
+from reconcile.shown import printable
+
+if TYPE_CHECKING:
+    from reconcile.remotes.base import RemoteOptions
+    from reconcile.verify import VerifyResult
 
 
 @command(short_help="Read-only audit that the remote matches SOURCE (exit 0 equal, 1 differences).",
@@ -37,7 +44,67 @@ def verify(source: Optional[str] = NameArg, dest: Optional[str] = OptDestArg,
 
 
 def _verify_one(job, all_: bool) -> int:
-    from reconcile.verify import run
+    return run(job.source, job.dest, remote_options(job.kw), {**job.kw, "mapping": job.name})
 
-    options = remote_options(job.kw)
-    return run(job.source, job.dest, options, {**job.kw, "mapping": job.name})
+
+# --- what it prints ------------------------------------------------------------------------
+
+
+def to_json(result: VerifyResult, mapping: str | None = None) -> str:
+    return json.dumps({
+        **({"mapping": mapping} if mapping else {}),
+        "source": result.source, "dest": result.dest, "equal": result.equal,
+        "checked": {"files": result.files, "hashed": result.hashed, "hashed_bytes": result.hashed_bytes},
+        "differences": [d.to_json() for d in result.differences],
+        "extra_kept": [d.to_json() for d in result.extra_kept],
+        "warnings": result.warnings,
+        "repaired": [printable(p) for p in result.repaired],
+    }, ensure_ascii=False)
+
+
+def text_lines(result: VerifyResult) -> list[str]:
+    lines = [f"{d.what:<8} {d.path}  ({d.detail})" for d in result.differences]
+    lines += [f"extra    {d.path}  (kept: the mirror does not delete)" for d in result.extra_kept]
+    return lines
+
+
+def summary_line(result: VerifyResult) -> str:
+    """the last line: what was found, and how to fix it."""
+    from reconcile.report import human_bytes
+
+    how = f", {result.hashed} read back ({human_bytes(result.hashed_bytes)})" if result.hashed else ""
+    n = len(result.differences)
+    word = "equal" if result.equal else f"{n} {'difference' if n == 1 else 'differences'}"
+    line = f"verify: {word}; {result.files} files compared{how} ({result.seconds:.1f}s)"
+    if result.repaired:
+        line += f"; re-sent {len(result.repaired)} that differed in content"
+    content = sum(1 for d in result.differences if d.what == "content")
+    if content:
+        line += f"; `reconcile verify --hash --repair` re-sends the {content} that differ in content"
+    if n > content:
+        line += f"; `reconcile apply` sends the other {n - content}"
+    return line
+
+
+def run(source: str, dest: str, options: RemoteOptions, kw: dict) -> int:
+    """one verify: print the differences (or JSON) and the summary; 0 or 1."""
+    from reconcile.excludes import all_patterns
+    from reconcile.report import ApplyReporter
+    from reconcile.verify import resend, verify as audit
+
+    repair = kw.get("repair", False)
+    patterns = all_patterns(kw.get("exclude"), kw.get("exclude_from"), kw.get("include"))
+    result = audit(source, dest, options, patterns, kw["by_hash"] or repair, kw["delete"],
+                   kw.get("state_dir"), kw.get("links") or "skip")
+    if repair and result.content_paths:
+        resend(source, dest, options, result, kw.get("state_dir"), ApplyReporter(quiet=True))
+    if kw["json_out"]:
+        print(to_json(result, kw.get("mapping")))
+    else:
+        for line in text_lines(result):
+            print(line)
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(summary_line(result), file=sys.stderr, flush=True)
+    return 0 if result.equal else 1
+
