@@ -102,8 +102,7 @@ FORK_SMALL_FROM = 1000  # small files from which half go to a child process (upl
 
 class Executor:
     def __init__(self, remote, source_root: str, journal: Journal, reporter: Reporter,
-                 transfers: int = 4, source_exists: Callable[[str], bool] | None = None,
-                 fork_small: bool = False) -> None:
+                 transfers: int = 4, fork_small: bool = False) -> None:
         self.remote = remote
         self.source_root = source_root
         self.journal = journal

@@ -3,7 +3,6 @@
 Each error carries the documented exit code it maps to.
 """
 
-EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_PARTIAL = 3
