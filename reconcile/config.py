@@ -288,7 +288,7 @@ def _control_problem(key: str, value: Any) -> str | None:
 
 
 def _trash_root(value: str) -> object:
-    from reconcile.engine import trash_root  # the flag's own rule
+    from reconcile.trash import trash_root  # the flag's own rule
 
     return trash_root(value)
 

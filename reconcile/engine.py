@@ -34,7 +34,8 @@ from reconcile.remotes.base import RemoteOptions
 from reconcile.remotes.retry import RetryingRemote, RetryPolicy, retry_message
 from reconcile.spool import walk_while_waiting
 from reconcile.statedir import StateDir, display_url, pair_id
-from reconcile.statefile import open_read, write_private
+from reconcile.statefile import write_private
+from reconcile.trash import DEFAULT_TRASH, TRASH_RECORD, known_trash, trash_root
 from reconcile.walk import WalkReport, walk_rows, walk_rows_partial
 
 SNAPSHOT_BYTES_PER_ENTRY = 50  # measured: 49 on the benchmark trees
@@ -93,21 +94,6 @@ def _clock(seconds: float) -> str:
 
 
 RUN_NAME = "%Y-%m-%dT%H%M%SZ"  # trash run folders: UTC, sortable, no colons
-DEFAULT_TRASH = ".reconcile-trash"  # protected even on runs that forget --backup-dir
-
-
-def trash_root(backup_dir: str | None) -> str | None:
-    if not backup_dir:
-        return None
-    path = backup_dir.replace("\\", "/").strip("/")
-    # one name at the top: a nested trash's parent folder would look like a
-    # stale folder to --delete, and deleting it would take the trash along
-    if not path or "/" in path or path in (".", ".."):
-        raise ConfigError(f"--backup-dir {backup_dir!r} must be one folder name at the top of the "
-                          "destination, like .reconcile-trash")
-    return path
-
-
 def check_paths(source: str, dest: str) -> str:
     src = os.path.abspath(os.path.expanduser(source))
     if not os.path.exists(src):
@@ -127,18 +113,6 @@ def check_paths(source: str, dest: str) -> str:
         if is_inside(d, s) or is_inside(s, d):
             raise ConfigError(f"source {src} and destination {d} overlap; choose folders outside each other")
     return src
-
-
-def known_trash(state: StateDir) -> list[str]:
-    """trash folders earlier runs used: protected even when the flag is forgotten"""
-    try:
-        with open_read(state.file("backup-dirs.json")) as f:
-            names = json.loads(f.read())
-    except (OSError, ValueError, TypeError):
-        return []
-    # one folder name at the top each (trash_root's rule): anything else is not ours
-    return [p for p in names if isinstance(p, str) and is_safe_path(p) and "/" not in p] \
-        if isinstance(names, list) else []
 
 
 class Run:
@@ -175,12 +149,12 @@ class Run:
     # --- pieces --------------------------------------------------------------
 
     def _known_trash(self) -> list[str]:
-        return known_trash(self.state)
+        return known_trash(self.state.path)
 
     def _remember_trash(self) -> None:
         known = self._known_trash()
         if self.trash and self.trash not in known:
-            write_private(self.state.file("backup-dirs.json"), json.dumps(known + [self.trash]).encode())
+            write_private(self.state.file(TRASH_RECORD), json.dumps(known + [self.trash]).encode())
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)

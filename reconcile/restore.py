@@ -17,7 +17,6 @@ local folder. Verified, atomic per file, resumable.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import secrets
@@ -43,13 +42,12 @@ from reconcile.remotes.local import current_umask, final_mode
 from reconcile.remotes.retry import RetryPolicy
 from reconcile.shown import printable
 from reconcile.statedir import display_url, private_copy
+from reconcile.trash import DEFAULT_TRASH, known_trash
 
-TRASH_DIR = ".reconcile-trash"
 CORRUPT_SUFFIX = ".reconcile-corrupt"
 # "r" marks our own temp names apart from an upload's (hex never holds an r)
 RESTORE_TEMP = re.compile(re.escape(TEMP_MARK) + r"r[0-9a-f]{16}-")
 DEFAULT_TRANSFERS = {"local": 4, "sftp": 4, "s3": 16}
-TABLE_ROWS = 200
 
 
 @dataclass
@@ -59,7 +57,7 @@ class RestoreOptions:
     overwrite: bool = False
     dry_run: bool = False
     from_trash: str | None = None
-    backup_dir: str = TRASH_DIR
+    backup_dir: str = DEFAULT_TRASH
     state_dir: str | None = None
     remote: RemoteOptions = field(default_factory=RemoteOptions)
 
@@ -212,18 +210,6 @@ def select(entries: Iterable[Entry], paths: list[str], skip: list[str],
         if paths and not any(is_inside(rel, p) for p in paths):
             continue
         yield rel, e
-
-
-def known_trash(state_dir: str | None) -> list[str]:
-    """trash folders apply used for this pair (recorded in its state folder)"""
-    if not state_dir:
-        return []
-    try:
-        with open(os.path.join(os.path.expanduser(state_dir), "backup-dirs.json"), "rb") as f:
-            names = json.loads(f.read())
-    except (OSError, ValueError):
-        return []
-    return [n for n in names if isinstance(n, str) and n] if isinstance(names, list) else []
 
 
 # --- known hashes --------------------------------------------------------------
@@ -691,7 +677,7 @@ class Restore:
         if self.opts.from_trash is not None:
             url, with_state, skip = child_url(self.url, self.backup_dir), False, []
         else:
-            skip = [self.backup_dir, TRASH_DIR, *known_trash(self.opts.state_dir)]
+            skip = [self.backup_dir, DEFAULT_TRASH, *known_trash(self.opts.state_dir)]
             url, with_state = self.url, True
         try:
             remote = self._open(url, with_state)

@@ -9,7 +9,8 @@ import sys
 import threading
 
 from reconcile.errors import ConfigError
-from reconcile.restore import (TABLE_ROWS, Item, Outcome, Restore, RestoreOptions, Survey, child_url, exit_code,
+from reconcile.report import TABLE_ROWS
+from reconcile.restore import (Item, Outcome, Restore, RestoreOptions, Survey, child_url, exit_code,
                                shown)
 from reconcile.statedir import display_url
 

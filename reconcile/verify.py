@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 from reconcile.diff import SortedStream, file_changed, with_implied_dirs
-from reconcile.engine import DEFAULT_TRASH, check_paths, known_trash
+from reconcile.engine import check_paths
 from reconcile.pairs import refuse_unknown_host
 from reconcile.entry import DIR, FILE, LINK, Entry, is_inside
 from reconcile.errors import NotFound, ReconcileError, SourceChanged
@@ -31,6 +31,7 @@ from reconcile.remotes.base import RemoteOptions
 from reconcile.remotes.retry import RetryingRemote, RetryPolicy
 from reconcile.shown import printable
 from reconcile.statedir import StateDir, display_url, private_copy
+from reconcile.trash import DEFAULT_TRASH, known_trash
 from reconcile.walk import WalkReport, walk
 
 HASH_BATCH = 64
@@ -83,7 +84,7 @@ def verify(source: str, dest: str, options: RemoteOptions, exclude: list[str], b
         remote = RetryingRemote(open_remote(dest, options), policy)
         try:
             # the remote trash is not part of the mirror
-            trash = [DEFAULT_TRASH, *known_trash(state)]
+            trash = [DEFAULT_TRASH, *known_trash(state.path)]
             excludes = Excludes(exclude, protected=trash)
             pairs = policy.run(lambda: _compare(src, remote, excludes, delete, result, links), "list")
             if by_hash:

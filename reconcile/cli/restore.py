@@ -11,7 +11,7 @@ from reconcile.cli.flags import (AcceptNew, JsonOut, KnownHosts, NameEncoding, P
                                  S3Endpoint, SshKey, Transfers, Verbose, check_transfers, remote_options)
 from reconcile.cli.guard import guarded
 from reconcile.cli.root import command
-from reconcile.restore import TRASH_DIR
+from reconcile.trash import DEFAULT_TRASH
 
 
 # the flags only restore has; the shared ones are in flags.py
@@ -32,7 +32,7 @@ def restore_command(
         remote_url: str = typer.Argument(..., help="folder, sftp://... or s3://... to restore from"),
         local_dir: Optional[str] = typer.Argument(None, help="folder to restore into"),
         path: Paths = None, overwrite: Overwrite = False, dry_run: RestoreDryRun = False, json_out: JsonOut = False,
-        from_trash: FromTrash = None, list_trash: ListTrash = False, backup_dir: TrashDir = TRASH_DIR,
+        from_trash: FromTrash = None, list_trash: ListTrash = False, backup_dir: TrashDir = DEFAULT_TRASH,
         state_dir: SnapState = None, quiet: Quiet = False, verbose: Verbose = False,
         transfers: Transfers = None, ssh_key: SshKey = None, known_hosts: KnownHosts = None,
         accept_new_host_key: AcceptNew = False, retry_for: RetryFor = "5m", s3_endpoint: S3Endpoint = None,

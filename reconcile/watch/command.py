@@ -8,7 +8,7 @@ import os
 from dataclasses import replace
 from typing import Any, Callable
 
-from reconcile.engine import DEFAULT_TRASH, known_trash, trash_root
+from reconcile.trash import DEFAULT_TRASH, known_trash, trash_root
 from reconcile.errors import ConfigError
 from reconcile.excludes import Excludes, all_patterns
 from reconcile.jobs import Driver, Job, _logged, _raiser, resolve
@@ -49,7 +49,7 @@ def _skip(kw: dict[str, Any], state: StateDir) -> Callable[[str, bool], bool]:
     """the run's own excludes (engine.Run builds the same): what they leave
     out is neither watched nor marked dirty"""
     trash = trash_root(kw.get("backup_dir"))
-    protected = {DEFAULT_TRASH} | set(known_trash(state)) | ({trash} if trash else set())
+    protected = {DEFAULT_TRASH} | set(known_trash(state.path)) | ({trash} if trash else set())
     excludes = Excludes(all_patterns(kw.get("exclude"), kw.get("exclude_from"), kw.get("include")),
                         protected=sorted(protected))
     return excludes.excluded
