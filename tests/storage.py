@@ -99,6 +99,41 @@ def torn(stored: Stored, old: dict[str, bytes], new: dict[str, bytes]) -> list[s
     return sorted(p for p, data in stored.files.items() if data != old.get(p) and data != new.get(p))
 
 
+def plant_resume_temps(dest) -> str:
+    """two unfinished uploads a journal may name, written straight to storage:
+    temp files in a folder (S3: multipart uploads). Returns the handle of
+    the first, as upload's checkpoints name it (the temp path; the UploadId)."""
+    from reconcile.entry import TEMP_MARK as T
+
+    if dest.kind == "s3":
+        from tests.servers_s3 import boto3_client
+
+        bucket, _, prefix = dest.url[len("s3://"):].partition("/")
+        client = boto3_client(dest.options.s3_endpoint)
+        key = f"{prefix.strip('/')}/d/big".lstrip("/")
+        ids = [client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"] for _ in range(2)]
+        return ids[0]
+    root = unquote(urlsplit(dest.url).path) if dest.kind == "sftp" else dest.url
+    os.makedirs(os.path.join(root, "d"))
+    for name in ("keep-me", "drop-me"):
+        with open(os.path.join(root, "d", f"{T}{name}"), "wb") as f:
+            f.write(name.encode())
+    return f"d/{T}keep-me"
+
+
+def resume_handles(dest) -> set[str]:
+    """the unfinished uploads in storage, named as plant_resume_temps names them."""
+    if dest.kind == "s3":
+        from tests.servers_s3 import boto3_client
+
+        bucket, _, prefix = dest.url[len("s3://"):].partition("/")
+        client = boto3_client(dest.options.s3_endpoint)
+        pre = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        uploads = client.list_multipart_uploads(Bucket=bucket, Prefix=pre).get("Uploads", []) or []
+        return {u["UploadId"] for u in uploads}
+    return set(read_dest(dest).temps)
+
+
 def plant_temps(dest) -> int:
     """what a killed run leaves, written straight to storage: a temp file and a
     temp folder with a file in it (S3: an unfinished multipart upload with a

@@ -17,7 +17,7 @@ from reconcile.entry import DIR, FILE, Entry, entry_key, is_temp_name
 from reconcile.errors import NotFound
 from reconcile.errors import ReconcileError, SourceChanged
 from reconcile.remotes import open_remote, remote_class
-from tests.storage import plant_temps, read_dest
+from tests.storage import plant_resume_temps, plant_temps, read_dest, resume_handles
 
 
 @pytest.fixture
@@ -307,3 +307,12 @@ def test_move_many_and_delete_many(remote, tmp_path):
     assert files(remote) == {f"to/f{i}": i + 1 for i in range(4)}
     remote.delete_many(["to/f0", "to/f1", "to/never-was"])
     assert files(remote) == {"to/f2": 3, "to/f3": 4}
+
+
+def test_remove_temp_files_keeps_the_resume_handles_it_is_given(remote, dest):
+    if not remote.capabilities.resumable:
+        pytest.skip("the remote resumes no upload: it gives out no resume handles")
+    keep = plant_resume_temps(dest)
+    assert len(resume_handles(dest)) == 2 and keep in resume_handles(dest)
+    assert remote.remove_temp_files(frozenset({keep})) == 1
+    assert resume_handles(dest) == {keep}

@@ -279,14 +279,6 @@ def test_list_order_over_many_dirs_and_hidden_temps(remote, root):
     assert sorted(os.listdir(root / "d00")) == ["a", "a-b", "a0"]
 
 
-def test_remove_temp_files_keeps_resume_handles(remote, root):
-    (root / "d").mkdir()
-    (root / "d" / f"{TEMP_MARK}keep-me").write_bytes(b"1")
-    (root / "d" / f"{TEMP_MARK}drop-me").write_bytes(b"2")
-    assert remote.remove_temp_files(frozenset({f"d/{TEMP_MARK}keep-me"})) == 1
-    assert os.listdir(root / "d") == [f"{TEMP_MARK}keep-me"]
-
-
 def test_non_utf8_name_round_trips(remote, root, tmp_path):
     raw = os.fsencode(str(root)) + b"/caf\xe9-\xff.bin"
     with open(raw, "wb") as f:

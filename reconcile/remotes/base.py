@@ -49,6 +49,9 @@ class Capabilities:
     windows_names: bool = False  # no : ? * " < > | \, no CON or NUL..., no trailing dot or space
     max_file_size: int | None = None  # FAT32: 4 GiB - 1
     mtime_range: tuple[int, int] | None = None  # FAT and exFAT: 1980 to 2107, in ns
+    # upload() reports checkpoints and resumes from them; remove_temp_files
+    # keeps the temp files or uploads they name (its keep)
+    resumable: bool = False
     # a forked child may go on using it once it called forget_connections()
     # (upload_child.py): it then connects afresh and needs no thread or lock of the parent
     fork_safe: bool = False

@@ -402,6 +402,7 @@ class S3Remote(Remote):
         symlinks=False,
         set_mtime=True,
         delta=True,
+        resumable=True,
     )
 
     def __init__(self, bucket: str, prefix: str, options: RemoteOptions, client=None) -> None:

@@ -45,6 +45,7 @@ class SftpRemote(Session, Listing, Upload, Batch, Remote):
     CAPABILITIES = Capabilities(
         server_move=True, dir_move=True, empty_dirs=True,
         mtime_precision_ns=1_000_000_000, symlinks=True, set_mtime=True, delta=True, fork_safe=True,
+        resumable=True,
     )
 
     def __init__(self, target: _Target, root: str, options: RemoteOptions, url: str) -> None:
