@@ -279,20 +279,25 @@ def test_watch_all_mirrors_every_mapping(tmp_path):
         pairs[name] = (s, d)
         text += f'[mapping.{name}]\nsource = "{s}"\ndest = "{d}"\nstate_dir = "{tmp_path / name}-state"\n'
     cfg.write_text(text)
-    log = tmp_path / "watch.log"
-    proc = subprocess.Popen([sys.executable, "-m", "reconcile", "watch", "--all", "--config", str(cfg),
-                             "--quiet-for", "0.3s", "--log-file", str(log)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log, err = tmp_path / "watch.log", tmp_path / "stderr"
+    with open(err, "wb") as errf:
+        proc = subprocess.Popen([sys.executable, "-m", "reconcile", "watch", "--all", "--config", str(cfg),
+                                 "--quiet-for", "0.3s", "--log-file", str(log)],
+                                stdout=subprocess.DEVNULL, stderr=errf)
     try:
         for name, (s, d) in pairs.items():
             (s / "sub").mkdir()
             (s / "sub" / "new.txt").write_bytes(b"new in " + name.encode())
         deadline = time.monotonic() + 120
         while any(tree_files(s) != (tree_files(d) if d.exists() else {}) for s, d in pairs.values()):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else ""
+            assert proc.poll() is None and time.monotonic() < deadline, err.read_text()
             time.sleep(0.2)
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError(f"watch did not stop on SIGTERM:\n{err.read_text()}") from None
     text = log.read_text()
     assert "apply photos" in text and "apply docs" in text, text
