@@ -10,8 +10,8 @@ import threading
 
 from reconcile.errors import ConfigError
 from reconcile.report import TABLE_ROWS
-from reconcile.restore import (Item, Outcome, Restore, RestoreOptions, Survey, child_url, exit_code,
-                               shown)
+from reconcile.restore import Restore
+from reconcile.restore_model import Item, Outcome, RestoreOptions, Survey, child_url, exit_code, shown
 from reconcile.statedir import display_url
 
 

@@ -18,7 +18,7 @@ import xxhash
 
 from reconcile.entry import FILE, Entry
 from reconcile.remotes import open_remote
-from reconcile.restore import child_url, temp_name
+from reconcile.restore_model import child_url, temp_name
 from tests.cli import reconcile
 from tests.mirror import tree, write
 

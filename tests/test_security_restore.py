@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from reconcile.entry import FILE, Entry
-from reconcile.restore import temp_name
+from reconcile.restore_model import temp_name
 from tests.cli import reconcile
 from tests.mirror import write
 

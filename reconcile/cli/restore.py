@@ -38,7 +38,7 @@ def restore_command(
         accept_new_host_key: AcceptNew = False, retry_for: RetryFor = "5m", s3_endpoint: S3Endpoint = None,
         profile: Profile = None, name_encoding: NameEncoding = False):
     """Fetch the remote copy (or one run of its trash) back into LOCAL_DIR, verified."""
-    from reconcile.restore import RestoreOptions
+    from reconcile.restore_model import RestoreOptions
     from reconcile.restore_output import run_restore
 
     check_transfers(transfers)
