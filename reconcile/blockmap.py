@@ -158,6 +158,15 @@ class BlockStore:
         except OSError as exc:  # only the next delta is lost: that upload goes whole
             log.warning("cannot save block record for %s: %s", path, exc.strerror)
 
+    def retag(self, path: str, size: int, old: dict, new: dict) -> None:
+        """the remote file the map describes got new metadata, same content
+        (a touch): keep its map under the new tag, if it had the old one"""
+        if not self.wants(size):
+            return
+        known = self.get(path)
+        if known is not None and known[1] == old:
+            self.put(path, known[0], new)
+
     def drop(self, path: str) -> None:
         if self.dir is None:
             return

@@ -253,3 +253,17 @@ def test_a_delta_killed_midway_is_finished_exactly_by_the_next_run(proxied, tmp_
     assert stored.files["disk.img"] == data and not stored.temps
     if wire is not None:
         assert wire <= 3 * BLOCK + OVERHEAD, wire  # at most the changed blocks again
+
+
+def test_a_touched_file_keeps_its_blocks_for_the_next_delta(proxied, tmp_path):  # noqa: F811
+    """a touch gives the remote file new metadata (mtime; on S3 a new ETag)
+    and the same content: its block record follows, so a later edit is a delta"""
+    dest, proxy, src, state, data = first_upload(proxied, tmp_path)
+    os.utime(src / "disk.img", ns=(T0, T0 + 50 * 10**9))
+    totals = apply(dest, src, state)
+    assert totals["bytes_saved"]["touch"] == SIZE and totals["bytes_sent"] == 0
+    data[3 * BLOCK:3 * BLOCK + 10] = b"t" * 10
+    write(src / "disk.img", bytes(data), T0 + 60 * 10**9)
+    totals = apply(dest, src, state)
+    assert totals["bytes_sent"] == BLOCK and totals["bytes_saved"]["delta"] == SIZE - BLOCK
+    assert read_dest(dest).files["disk.img"] == data

@@ -248,6 +248,7 @@ class LocalRemote(Remote):
                 # lstat said a regular file; never follow a link swapped in since
                 nofollow = {"dir_fd": p.fd, "follow_symlinks": False} if p.fd is not None else {}
                 os.utime(p.target, ns=(t, t), **nofollow)
+                self._blocks.retag(path, s.st_size, _tag(s), _tag(os.lstat(p.target, dir_fd=p.fd)))
         except (FileNotFoundError, NotADirectoryError):
             raise NotFound(f"cannot touch {path}: it is gone") from None
         except OSError as exc:

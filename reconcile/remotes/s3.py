@@ -1081,6 +1081,7 @@ class S3Remote(Remote):
         if not new_etag:
             raise Transient(f"touch {path}: the server did not confirm it")
         self._remember(path, (size, new_etag, entry.mtime_ns, digest, mode))
+        self._blocks.retag(path, size, {"etag": etag, "size": size}, {"etag": new_etag, "size": size})
 
     def move(self, src: str, dst: str) -> None:
         """a file, or a "directory" (every object under src/): copies confirmed

@@ -30,6 +30,7 @@ from reconcile.names import fold
 from reconcile.remotes.base import Capabilities, Progress, Remote, RemoteOptions, local_output
 from reconcile.remotes.fsprobe import DestFacts, recorded_facts, with_facts
 from reconcile.remotes.sftp.batch import Batch
+from reconcile.remotes.sftp.delta import tag_of
 from reconcile.remotes.sftp.calls import (_entry, _lstat_or_none, _name, _readlink, _remove_quietly, _short,
                                           _wire_mtime)
 from reconcile.remotes.sftp.listing import Listing
@@ -189,6 +190,8 @@ class SftpRemote(Session, Listing, Upload, Batch, Remote):
             self._refuse_links_above(sftp, path)
             secs = _wire_mtime(entry.mtime_ns)
             sftp.utime(self._abs(path), (secs, secs))
+            self._blocks.retag(path, entry.size, tag_of(attr.st_size, (attr.st_mtime or 0) * 10**9),
+                               tag_of(entry.size, secs * 10**9))
 
     def _replace(self, sftp: paramiko.SFTPClient, src: bytes, dst: bytes) -> None:
         """atomic overwrite; plain rename after a remove where posix-rename is missing."""
