@@ -388,7 +388,7 @@ class Executor:
         got = self.remote.upload(local, op.path, e, progress=self.reporter.sent, resume=state,
                                  checkpoint=lambda st: self.journal.checkpoint(i, st))
         self._sent(op, local, got.hash)
-        if getattr(got, "reused", 0):
+        if got.reused:
             self.outcome.reused[i] = got.reused
         return "done"
 

@@ -176,13 +176,13 @@ class Remote(ABC):
         progress: Progress | None = None,
         resume: dict | None = None,
         checkpoint: Checkpoint | None = None,
-    ) -> Entry:
+    ) -> Sent:
         """Send local_path to path, creating parents. Never visible under its
         real name until complete (temp name, then rename). Sets the remote
         mtime to entry.mtime_ns and stores entry.hash where the remote can.
-        Returns the entry as now on the remote, its hash the xxh3 of what
-        was sent where the remote knows it; a Sent where capabilities.delta,
-        counting the bytes copied from the old version instead of sent.
+        Returns the entry as now on the remote (a Sent: as_sent), its hash
+        the xxh3 of what was sent where the remote knows it, its reused the
+        bytes copied from the old version instead of sent (capabilities.delta).
         """
 
     def upload_many(self, items: Iterable[SmallUpload], done: Callable[[SmallUpload, ReconcileError | None], None],
