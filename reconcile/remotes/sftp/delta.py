@@ -25,7 +25,7 @@ from paramiko.sftp import CMD_EXTENDED
 from reconcile.blockmap import BlockMap, runs
 from reconcile.errors import SourceChanged
 from reconcile.remotes.base import Checkpoint, Progress
-from reconcile.remotes.sftp.calls import _remove_quietly
+from reconcile.remotes.sftp.calls import _lstat_or_none, _remove_quietly
 from reconcile.remotes.sftp.session import _Conn
 from reconcile.remotes.sftp.wire import _FSYNC_EXT, _Pipe, _sftp_str, _status
 
@@ -56,6 +56,9 @@ def send_delta(remote, fd: int, path: str, tmp_rel: str, bmap: BlockMap, state: 
         return None
     flags, _, tag = known
     sftp, conn = remote._sftp(), remote._conn()
+    link = _lstat_or_none(sftp, remote._abs(path))
+    if link is None or not st.S_ISREG(link.st_mode or 0):
+        return None  # gone, or a symlink now (OPEN would follow it): send it whole
     try:
         old = sftp.open(remote._abs(path), "r")
     except OSError:
