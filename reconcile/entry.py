@@ -45,6 +45,13 @@ def decode_path(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
+def temp_tail(name: str) -> str:
+    """how a temp name ends (TEMP_MARK, a random part, "-", then this): the
+    file's own name cut to 100 bytes, so that the whole stays under the 255
+    bytes a name may have; one rule for every writer (sftp upload, restore)"""
+    return decode_path(encode_path(name)[:100])
+
+
 def sort_key(path: str, kind: str) -> bytes:
     """The one order all three streams share: byte order of the path, where a
     directory sorts as 'name/' so its children follow it directly.

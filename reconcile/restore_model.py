@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Protocol
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from reconcile.entry import DIR, FILE, TEMP_MARK, Entry, encode_path, is_inside, is_safe_path
+from reconcile.entry import DIR, FILE, TEMP_MARK, Entry, encode_path, is_inside, is_safe_path, temp_tail
 from reconcile.errors import EXIT_ERROR, EXIT_PARTIAL, ConfigError
 from reconcile.remotes import dest_kind
 from reconcile.remotes.base import RemoteOptions
@@ -133,7 +133,7 @@ def temp_name(rel: str, e: Entry) -> str:
 
 
 def _short(rel: str) -> str:
-    return encode_path(rel.rsplit("/", 1)[-1])[:100].decode("utf-8", "surrogateescape")
+    return temp_tail(rel.rsplit("/", 1)[-1])
 
 
 def stem_of(name: str) -> str:

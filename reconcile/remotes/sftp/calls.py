@@ -7,7 +7,7 @@ import errno
 import re
 import stat as st
 
-from reconcile.entry import DIR, FILE, LINK, TEMP_MARK, Entry, decode_path, encode_path, parent_of
+from reconcile.entry import DIR, FILE, LINK, TEMP_MARK, Entry, decode_path, parent_of, temp_tail as _short
 from reconcile.remotes.sftp.loader import paramiko
 from paramiko.sftp_attr import SFTPAttributes
 
@@ -60,10 +60,6 @@ def _raw_entry(path: str, mode: int, size: int, mtime: int | None) -> Entry:
 
 def _name(path: str) -> str:
     return path.rsplit("/", 1)[-1]
-
-
-def _short(name: str) -> str:
-    return decode_path(encode_path(name)[:100])
 
 
 def is_temp_of(tmp: object, path: str) -> bool:
