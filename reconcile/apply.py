@@ -231,7 +231,7 @@ class Executor:
             # no thread of ours may be inside OpenSSL at the fork (its locks
             # would stay held in the child): close our connections first
             self.remote.close()
-        if forking and forked.quiet():  # any other thread may hold a lock the child needs
+        if forking and forked.quiet_soon():  # any other thread may hold a lock the child needs
             from reconcile.upload_child import UploadChild
 
             # alternate files, so both halves hold alike sizes and folders

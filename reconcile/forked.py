@@ -142,6 +142,20 @@ def quiet(parked: int = 0) -> bool:
     return False
 
 
+def quiet_soon(timeout: float = 0.5) -> bool:
+    """quiet() within timeout: threads of connections just closed take a
+    moment to end, longer on a busy machine (an upload child was not forked
+    for one). Names in the log the threads that still run after it."""
+    deadline = time.monotonic() + timeout
+    while not quiet():
+        if time.monotonic() > deadline:
+            names = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+            log.debug("not forking: other threads run (%s)", ", ".join(names) or "not Python's")
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def parkable(thread: threading.Thread) -> None:
     """let thread run while a child is forked: it must do all its work inside
     working(), and hold no lock between. Call before start()."""
