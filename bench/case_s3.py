@@ -120,9 +120,9 @@ def rename(b: S3Bench, files: int, runs: int) -> Case:
     names = ("t000", "renamed")
     state = f"{ROOT}/state/s3-ren"
     rmtree(state)
-    from tests.servers_sftp import TcpProxy
+    from bench.delay import DelayProxy
 
-    wire = TcpProxy(int(b.endpoint.rsplit(":", 1)[1]))  # counts what reconcile sends, on the wire
+    wire = DelayProxy(int(b.endpoint.rsplit(":", 1)[1]), 0)  # counts what reconcile sends, on the wire
     ours = b.ours(src, "r-ren", state, "--delete")
     ours[ours.index("--s3-endpoint") + 1] = f"http://127.0.0.1:{wire.port}"
     tools = [("reconcile apply", ours),

@@ -127,9 +127,9 @@ def rename(srv: Sshd, files: int, runs: int) -> Case:
 
 def _through_counter(srv: Sshd, argv: list[str]):
     """a byte-counting proxy in front of sshd, and argv pointed at it (its port known to ssh)."""
-    from tests.servers_sftp import TcpProxy
+    from bench.delay import DelayProxy
 
-    wire = TcpProxy(srv.port)
+    wire = DelayProxy(srv.port, 0)  # no delay: it only counts
     with open(srv.known_hosts) as f:
         line = f.readline().strip()
     with open(srv.known_hosts, "a") as f:

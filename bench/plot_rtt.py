@@ -75,3 +75,20 @@ def draw(cases: list[Case], path: str) -> bool:
     plt.close(fig)
     log(f"wrote {path} ({len(panels)} panels)")
     return True
+
+
+def table(cases: list[Case]) -> list[str]:
+    """the sweep in one markdown table: per case and RTT, each tool's median
+    and what the proxy saw, and reconcile's ratio to the first peer."""
+    rows = ["| Case | RTT | reconcile | peers (median; connections, waits) | ratio to the first peer |",
+            "|---|---|---|---|---|"]
+    for c in cases:
+        m = re.search(r"^(.*), RTT (\d+) ms$", c.name)
+        if not m or not c.series or not c.group.startswith("rtt-"):
+            continue
+        ours, peers = c.series[0], c.series[1:]
+        seen = lambda s: f"{s.median:.2f} s; {s.note.replace(' connections', ' conn.').replace(' waits', ' w.')}"
+        ratio = f"{ours.median / peers[0].median:.2f}×" if peers else "—"
+        rows.append(f"| {c.group.removeprefix('rtt-').upper()} {m.group(1)} | {m.group(2)} ms | {seen(ours)} | "
+                    + "<br>".join(f"{p.tool}: {seen(p)}" for p in peers) + f" | {ratio} |")
+    return rows
