@@ -325,7 +325,7 @@ def _dest(c: _Checker, where: str, dest: str, base: str) -> str:
 
     try:
         kind = dest_kind(dest)
-    except ConfigError as exc:
+    except ConfigError:
         c.add(where, "dest", "has an unknown scheme",
               "write a folder, file:///path, sftp://[user@]host[:port]/path or s3://bucket[/prefix]")
         return dest

@@ -26,7 +26,7 @@ from reconcile.entry import DIR, FILE, LINK, Entry, is_inside
 from reconcile.errors import NotFound, ReconcileError, SourceChanged
 from reconcile.excludes import Excludes
 from reconcile.hashing import hash_file
-from reconcile.remotes import open_remote
+from reconcile.remotes import open_remote, remote_class
 from reconcile.remotes.base import RemoteOptions
 from reconcile.remotes.retry import RetryingRemote, RetryPolicy
 from reconcile.shown import printable
@@ -88,7 +88,7 @@ def verify(source: str, dest: str, options: RemoteOptions, exclude: list[str], b
             excludes = Excludes(exclude, protected=trash)
             pairs = policy.run(lambda: _compare(src, remote, excludes, delete, result, links), "list")
             if by_hash:
-                _hash_all(src, remote, pairs, tmp, options.transfers or 4, result)
+                _hash_all(src, remote, pairs, tmp, options.transfers or remote_class(dest).default_transfers, result)
         finally:
             remote.close()
     result.seconds = time.monotonic() - started

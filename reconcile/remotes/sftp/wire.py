@@ -7,7 +7,6 @@ ssh_send.py does the same for its packetizer."""
 from __future__ import annotations
 
 import errno
-import os
 import struct
 from functools import partial
 
