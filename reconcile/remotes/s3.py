@@ -332,6 +332,9 @@ def check_endpoint(url: str | None, where: str) -> None:
         host = urlsplit(url).netloc.rpartition("@")[2]
         raise ConfigError(f"{where} holds a user name or key before '@' (…@{host}): remove it and give the "
                           "keys through AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or --profile")
+    if url and urlsplit(url).scheme.lower() not in ("http", "https"):
+        raise ConfigError(f"{where} {url!r} is not an http:// or https:// URL: "
+                          "write it with its scheme, like http://nas.local:8333 or https://s3.example.com")
 
 
 def _endpoint_from_env() -> str | None:

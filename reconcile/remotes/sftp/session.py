@@ -161,6 +161,20 @@ def _config_lookup(config: paramiko.SSHConfig, alias: str) -> paramiko.SSHConfig
         return config.lookup(alias)
 
 
+def _unreadable_key(path: str, exc: Exception) -> str:
+    """why --ssh-key FILE is no private key, and what to give instead"""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as err:
+        return f"cannot read ssh key file {path}: {err.strerror or err}; check the path and its permissions"
+    if path.endswith(".pub") or head.startswith((b"ssh-", b"ecdsa-", b"sk-")):
+        return (f"ssh key file {path} is a public key: give the private key with --ssh-key "
+                "(the file of the same name without .pub)")
+    return (f"cannot read ssh key file {path}: it is not a private key paramiko can load "
+            f"({exc.__class__.__name__}); give an OpenSSH or PEM private key with --ssh-key")
+
+
 def _parse_url(url: str, options: RemoteOptions) -> tuple[_Target, str, str]:
     parts = urlsplit(url)
     if parts.scheme.lower() != "sftp" or not parts.hostname:
@@ -170,7 +184,8 @@ def _parse_url(url: str, options: RemoteOptions) -> tuple[_Target, str, str]:
     try:
         url_port = parts.port
     except ValueError:
-        raise ConfigError(f"bad port in {url!r}") from None
+        raise ConfigError(f"bad port in {url!r}: a port is a number from 1 to 65535, "
+                          "like sftp://me@nas:2222/backup") from None
     path = unquote(parts.path, errors="surrogateescape")
     if not path:
         raise ConfigError(f"{url!r} names no folder: use sftp://host/absolute/path or sftp://host/~/path")
@@ -534,7 +549,7 @@ class Session:
             pass  # encrypted: needs a passphrase
         except (ValueError, OSError, paramiko.SSHException) as exc:
             if explicit:
-                raise ConfigError(f"cannot read ssh key file {path}: {exc.__class__.__name__}") from None
+                raise ConfigError(_unreadable_key(path, exc)) from None
             return None
         passphrase = self._secret("RECONCILE_SSH_KEY_PASSPHRASE", f"passphrase for key {path}: ")
         if passphrase is None:

@@ -1,0 +1,57 @@
+"""Messages a new user met on a first try of the command line (the qa pass):
+each mistake ends in one line saying what is wrong and what to write instead,
+with exit 2, never a bare exception name."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.cli import reconcile
+from tests.mirror import write
+
+T0 = 1_600_000_000_000_000_000
+
+
+def _one_line(p) -> str:
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("endpoint", ["htp://127.0.0.1:9", "127.0.0.1:9", "localhost:8333"])
+def test_s3_endpoint_without_http_scheme_says_how_to_write_it(tmp_path, endpoint):
+    write(tmp_path / "src" / "a.txt", b"a", T0)
+    p = reconcile("apply", tmp_path / "src", "s3://bucket/p", "--s3-endpoint", endpoint, "--retry-for", "1s",
+                  "--state-dir", tmp_path / "state",
+                  env={"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_DEFAULT_REGION": "us-east-1"},
+                  check=2)
+    line = _one_line(p)
+    assert f"--s3-endpoint '{endpoint}' is not an http:// or https:// URL" in line, line
+    assert "like http://nas.local:8333" in line
+
+
+@pytest.mark.parametrize("port", ["notaport", "99999"])
+def test_sftp_bad_port_says_what_a_port_is(tmp_path, port):
+    write(tmp_path / "src" / "a.txt", b"a", T0)
+    p = reconcile("plan", tmp_path / "src", f"sftp://me@nas:{port}/backup", "--state-dir", tmp_path / "state",
+                  check=2)
+    line = _one_line(p)
+    assert "bad port in" in line and "a number from 1 to 65535, like sftp://me@nas:2222/backup" in line, line
+
+
+def test_ssh_public_key_given_as_key_says_give_the_private_one(tmp_path, sftp_dest):
+    write(tmp_path / "src" / "a.txt", b"a", T0)
+    key, known_hosts = sftp_dest.cli_args[1], sftp_dest.cli_args[3]
+    p = reconcile("apply", tmp_path / "src", sftp_dest.url, "--ssh-key", key + ".pub",
+                  "--known-hosts", known_hosts, "--state-dir", tmp_path / "state", check=2)
+    line = _one_line(p)
+    assert f"ssh key file {key}.pub is a public key: give the private key with --ssh-key" in line, line
+    not_a_key = tmp_path / "notes.txt"
+    not_a_key.write_text("hello\n")
+    p = reconcile("apply", tmp_path / "src", sftp_dest.url, "--ssh-key", not_a_key,
+                  "--known-hosts", known_hosts, "--state-dir", tmp_path / "state", check=2)
+    line = _one_line(p)
+    assert "is not a private key" in line and "give an OpenSSH or PEM private key" in line, line
+    # the right key still works
+    reconcile("apply", tmp_path / "src", sftp_dest.url, *sftp_dest.cli_args, "--state-dir", tmp_path / "state",
+              check=0)
