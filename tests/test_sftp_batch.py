@@ -132,6 +132,7 @@ def test_one_bad_file_fails_alone(remote, root, tmp_path):
 
 def test_cut_mid_batch_leaves_no_partial_file_then_resumes(proxied, sftp_proxy, root, tmp_path, monkeypatch):
     monkeypatch.setattr(batch_mod, "BATCH_FILES", 16)
+    monkeypatch.setattr(batch_mod, "BATCH_FILES_MAX", 16)  # whatever the server keeps open
     src = tmp_path / "src-tree"
     files = make_src(src, 300, seed=2)
     items = items_for(src, files)

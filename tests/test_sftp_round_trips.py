@@ -165,3 +165,39 @@ def test_the_listing_asks_the_roots_stat_with_its_first_opendir(sshd_server, tmp
         assert asked[:3] == [CMD_STAT, CMD_OPENDIR, -1]  # both out before the first reply
     finally:
         remote.close()
+
+
+def test_small_files_in_flight_follow_the_servers_open_file_limit(sshd_server, tmp_path, monkeypatch):
+    # OpenSSH says (limits@openssh.com) how many files it keeps open: up to half, at most 256, go out
+    # together instead of 64 (a first sync at RTT 50 ms: a quarter less time)
+    from paramiko.sftp import CMD_OPEN
+
+    from reconcile import forked
+    from reconcile.remotes.sftp import batch, wire
+    from tests.mirror import run
+
+    monkeypatch.setattr(forked, "available", lambda: False)  # every file sent from this process
+    src, root = tmp_path / "src", tmp_path / "sftp-root"
+    src.mkdir()
+    for i in range(300):
+        (src / f"f{i:03d}").write_bytes(b"%d" % i)
+    opens: list[int] = [0]  # OPENs asked before each reply read
+    request, next_reply = wire._Pipe.request, wire._Pipe.next
+
+    def counted_request(self, t, *parts):
+        if t == CMD_OPEN:
+            opens[-1] += 1
+        return request(self, t, *parts)
+
+    def counted_next(self):
+        opens.append(0)
+        return next_reply(self)
+
+    monkeypatch.setattr(wire._Pipe, "request", counted_request)
+    monkeypatch.setattr(wire._Pipe, "next", counted_next)
+    kh = sshd_server.write_known_hosts(tmp_path / "kh")
+    result = run(src, sftp_url(sshd_server, root), tmp_path / "state",
+                 options=RemoteOptions(ssh_key=sshd_server.user_key, known_hosts=kh, transfers=1))
+    assert result.outcome.complete
+    assert tree(root, with_mtime=False) == tree(src, with_mtime=False)
+    assert max(opens) == batch.BATCH_FILES_MAX > batch.BATCH_FILES

@@ -68,7 +68,7 @@ class _Conn:
         self.finish: Callable[[], bool] | None = None  # reads a listing's last replies: clean after?
         self.no_fsync = False
         self.no_posix_rename = False
-        self.write_chunk, self.read_chunk = _chunk_limits(sftp)
+        self.write_chunk, self.read_chunk, self.max_handles = _chunk_limits(sftp)
 
     def close(self) -> None:
         try:

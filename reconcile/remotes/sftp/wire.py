@@ -329,17 +329,19 @@ def _ask_read(sftp: paramiko.SFTPClient, acks: _Acks, handle: bytes, offset: int
     return sftp._async_request(acks, CMD_READ, handle, int64(offset), n)
 
 
-def _chunk_limits(sftp: paramiko.SFTPClient) -> tuple[int, int]:
-    """(write, read) request sizes: 32 KiB unless the server names its limits."""
+def _chunk_limits(sftp: paramiko.SFTPClient) -> tuple[int, int, int]:
+    """(write, read) request sizes: 32 KiB unless the server names its limits;
+    and the files it keeps open at once (limits@openssh.com), 0 when unsaid."""
     try:
         t, msg = sftp._request(CMD_EXTENDED, "limits@openssh.com")
     except OSError:
-        return SAFE_CHUNK, SAFE_CHUNK  # not offered
+        return SAFE_CHUNK, SAFE_CHUNK, 0  # not offered
     if t != CMD_EXTENDED_REPLY:
-        return SAFE_CHUNK, SAFE_CHUNK
+        return SAFE_CHUNK, SAFE_CHUNK, 0
     _packet, read, write = msg.get_int64(), msg.get_int64(), msg.get_int64()
+    handles = msg.get_int64()  # 0 from a shorter reply: paramiko reads past its end as zeros
     return (min(write, MAX_CHUNK) if write >= SAFE_CHUNK else SAFE_CHUNK,
-            min(read, MAX_CHUNK) if read >= SAFE_CHUNK else SAFE_CHUNK)
+            min(read, MAX_CHUNK) if read >= SAFE_CHUNK else SAFE_CHUNK, handles)
 
 
 def _create_exclusive(sftp: paramiko.SFTPClient, path: bytes) -> paramiko.SFTPFile:
