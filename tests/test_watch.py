@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -97,18 +99,17 @@ def test_a_file_written_slowly_is_sent_once_complete(src, local_dest, tmp_path):
     assert len(uploads) == 1, w.text()
 
 
-def test_killed_during_a_triggered_run_loses_nothing(src, local_dest, tmp_path):
+def test_killed_during_a_triggered_run_loses_nothing(src, dest, tmp_path):
     """SIGKILL while the run the events started is half way; a new watch
     resumes the journal and its start-up run catches up"""
     state = tmp_path / "state"
-    w = Watcher(src, local_dest, state, tmp_path / "watch.log")
-    wait_dest(local_dest, tree_files(src), w)
+    w = Watcher(src, dest, state, tmp_path / "watch.log")
+    wait_dest(dest, tree_files(src), w)
     assert w.stop() == 0
-    import sys
 
     marker = tmp_path / "stall"
-    stalled = start_stalled([sys.executable, "-m", "reconcile", "watch", str(src), local_dest.url,
-                             "--state-dir", str(state), *FAST], "op:2", state, marker)
+    stalled = start_stalled([sys.executable, "-m", "reconcile", "watch", str(src), dest.url, *dest.cli_args,
+                             "--state-dir", str(state), *FAST], "op:2", state, marker, env=dest.env)
     try:
         for i in range(30):
             (src / f"n{i}.txt").write_bytes(b"new %d" % i)
@@ -118,9 +119,9 @@ def test_killed_during_a_triggered_run_loses_nothing(src, local_dest, tmp_path):
         if stalled.child.poll() is None:
             stalled.child.kill()
     (src / "after-kill.txt").write_bytes(b"written while nothing watched")
-    w = Watcher(src, local_dest, state, tmp_path / "watch2.log")
+    w = Watcher(src, dest, state, tmp_path / "watch2.log")
     try:
-        wait_dest(local_dest, tree_files(src), w)
+        wait_dest(dest, tree_files(src), w)
         w.wait_log(lambda t: "resuming an unfinished run" in t)
     finally:
         w.stop()
@@ -266,8 +267,6 @@ def test_folders_that_cannot_be_watched_are_rescanned(src, local_dest, tmp_path)
 
 def test_watch_all_mirrors_every_mapping(tmp_path):
     """one process watches each mapping of the config file; each run is logged under its name"""
-    import subprocess
-    import sys
 
     cfg = tmp_path / "config.toml"
     pairs = {}
