@@ -28,6 +28,14 @@ from reconcile.watch.changes import Change, DirtySet
 from reconcile.watch.state import WatchState
 
 LOSS_SAID_EVERY = 60.0
+BOOTTIME = getattr(time, "CLOCK_BOOTTIME", None)
+
+
+def clock() -> float:
+    """the loop's clock. On Linux it counts a laptop's sleep (CLOCK_BOOTTIME):
+    a retry that fell due during the sleep is due at wake-up, not its
+    remaining wait later"""
+    return time.clock_gettime(BOOTTIME) if BOOTTIME is not None else time.monotonic()
 RunOne = Callable[[list[str] | None], int]  # dirty paths (None: everything) -> exit code
 
 
@@ -162,7 +170,7 @@ class PairWatch:
         finally:
             if rc != 0:
                 self.dirty.put_back(paths)  # a failed or interrupted run is done again
-                self.first_dirty = self.first_dirty or time.monotonic()
+                self.first_dirty = self.first_dirty or clock()
             self.state.run_ended(rc, len(self.dirty))
             _give_back_memory()
         if rc == 0:
@@ -171,7 +179,7 @@ class PairWatch:
         else:
             self.failures += 1
             wait = min(self.settings.retry_max, 2.0 ** min(self.failures, 12)) * random.uniform(0.8, 1.2)
-            self.retry_at = time.monotonic() + wait
+            self.retry_at = clock() + wait
         return rc
 
     def close(self) -> None:
@@ -209,21 +217,21 @@ def watch_pairs(pairs: list[PairWatch]) -> int:
     old = _on_sigterm()
     running = False
     try:
-        now = time.monotonic()
+        now = clock()
         for p in pairs:
             p.start(now)
         while True:
-            now = time.monotonic()
+            now = clock()
             for p in pairs:
                 p.poll(now)
             for p in pairs:
-                if p.due(time.monotonic()):
+                if p.due(clock()):
                     running = True
-                    rc = p.run(time.monotonic())
+                    rc = p.run(clock())
                     running = False
                     if rc == EXIT_USAGE and p.state.runs == 1:
                         return rc  # bad flags or config: every run would fail the same way
-            now = time.monotonic()
+            now = clock()
             wait = min(p.next_wake(now) for p in pairs)
             waiting = [p.watcher for p in pairs]
             if all(w.fileno() is not None for w in waiting):
