@@ -300,3 +300,20 @@ def test_watch_all_mirrors_every_mapping(tmp_path):
             raise AssertionError(f"watch did not stop on SIGTERM:\n{err.read_text()}") from None
     text = log.read_text()
     assert "apply photos" in text and "apply docs" in text, text
+
+
+def test_a_source_missing_at_start_is_watched_once_it_appears(tmp_path, local_dest):
+    """an unmounted disk: the start-up run refuses (nothing deleted), the
+    watcher keeps trying, and once the folder is there its changes arrive"""
+    src = tmp_path / "not-mounted-yet"
+    w = Watcher(src, local_dest, tmp_path / "state", tmp_path / "watch.log", ["--rescan-unwatched", "1s"])
+    try:
+        w.wait_log(lambda t: "does not exist" in t)
+        src.mkdir()
+        (src / "first.txt").write_bytes(b"1")
+        wait_dest(local_dest, tree_files(src), w)
+        w.wait_log(lambda t: "ok: " in t)
+        (src / "second.txt").write_bytes(b"2")  # seen through the watch on the new folder
+        wait_dest(local_dest, tree_files(src), w)
+    finally:
+        w.stop(idle=False)

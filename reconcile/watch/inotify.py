@@ -110,7 +110,7 @@ class InotifyWatcher:
         wd = self._libc.inotify_add_watch(self.fd, self._abs(folder), MASK)
         if wd < 0:
             err = ctypes.get_errno()
-            if err in (errno.ENOENT, errno.ENOTDIR):
+            if err in (errno.ENOENT, errno.ENOTDIR) and folder:
                 return False  # gone already: its parent's event covers it
             why = f"cannot watch {folder or '.'}: {os.strerror(err)}"
             if err in LIMIT_ERRORS:
@@ -193,7 +193,9 @@ class InotifyWatcher:
                 del self.wd_of[folder]
             del self.path_of[wd]
             if folder == "":
-                changes.append(Change("", tree=True, lost="the source folder went away (unmounted?)"))
+                why = "the source folder went away (unmounted?); watching it again when it is back"
+                self.unwatched[""] = why
+                changes.append(Change("", tree=True, lost=why))
             return
         if mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT):
             if folder == "":
