@@ -26,7 +26,7 @@ import time
 
 from reconcile.entry import FILE, Entry, is_inside
 from reconcile.errors import ConfigError, NotFound
-from reconcile.remotes import dest_kind, open_remote
+from reconcile.remotes import dest_kind, open_remote, remote_class
 from reconcile.remotes import local_path as local_folder_of
 from reconcile.remotes.base import RemoteOptions
 from reconcile.remotes.retry import RetryPolicy
@@ -36,8 +36,6 @@ from reconcile.restore_model import (Outcome, RestoreOptions, RestoreReporter, S
 from reconcile.restore_survey import snapshot_hashes, survey
 from reconcile.statedir import display_url, private_copy
 from reconcile.trash import DEFAULT_TRASH, known_trash
-
-DEFAULT_TRANSFERS = {"local": 4, "sftp": 4, "s3": 16}
 
 
 class Restore:
@@ -49,7 +47,7 @@ class Restore:
         self.backup_dir = clean_rel(opts.backup_dir, "--backup-dir")
         self.paths = [clean_rel(p, "--path") for p in opts.paths]
         self.policy = RetryPolicy(opts.remote.retry_for, on_retry=self._on_retry)
-        self.transfers = opts.remote.transfers or DEFAULT_TRANSFERS[dest_kind(url)]
+        self.transfers = opts.remote.transfers or remote_class(url).default_transfers
         self.run_name: str | None = None  # the trash run restored, if any
         self._scratch: str | None = None  # temp folder holding the private record copy
 
