@@ -317,3 +317,24 @@ def test_a_source_missing_at_start_is_watched_once_it_appears(tmp_path, local_de
         wait_dest(local_dest, tree_files(src), w)
     finally:
         w.stop(idle=False)
+
+
+def test_the_watchdog_watcher_waits_for_a_missing_source(tmp_path, local_dest):
+    """the watcher of macOS and Windows (watchdog) on a source not mounted
+    yet: it said 'internal error: RuntimeError: cannot join thread before it
+    is started' and exited; now it waits, and once the folder is there its
+    changes arrive, a new folder's too"""
+    src = tmp_path / "not-mounted-yet"
+    w = Watcher(src, local_dest, tmp_path / "state", tmp_path / "watch.log", ["--rescan-unwatched", "1s"],
+                env={"RECONCILE_WATCHER": "watchdog"})
+    try:
+        w.wait_log(lambda t: "does not exist" in t)
+        src.mkdir()
+        (src / "first.txt").write_bytes(b"1")
+        wait_dest(local_dest, tree_files(src), w)
+        (src / "sub").mkdir()
+        (src / "sub" / "second.txt").write_bytes(b"2")
+        wait_dest(local_dest, tree_files(src), w)
+    finally:
+        w.stop(idle=False)
+    assert "internal error" not in w.text() and "full rescan" not in w.text(), w.text()

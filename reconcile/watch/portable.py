@@ -17,6 +17,8 @@ from typing import Callable
 
 from reconcile.watch.changes import Change
 
+SOURCE_GONE = "the source folder is missing (not mounted?); watching it again when it is back"
+
 
 class PortableWatcher:
     reports_close = False  # a file is settled when its size and mtime stay still
@@ -35,12 +37,22 @@ class PortableWatcher:
 
     def watch_tree(self, rel: str = "") -> list[Change]:
         if rel == "" and not self._observer.is_alive():
-            self._observer.schedule(_Handler(self), self.root, recursive=True)
-            self._observer.start()
+            return self._start()
+        return []
+
+    def _start(self) -> list[Change]:
+        try:
+            self._observer = _restart(self._observer, self)
+        except OSError:  # the source folder is missing: tried again by retry_unwatched
+            self.unwatched[""] = SOURCE_GONE
+            return [Change("", tree=True, lost=SOURCE_GONE)]
+        self.unwatched.pop("", None)
         return []
 
     def retry_unwatched(self) -> list[Change]:
-        return []
+        if self.unwatched.pop("", None) is None:
+            return []
+        return self._start() or [Change("", tree=True)]
 
     def _rel(self, path) -> str | None:
         path = os.fsdecode(path)
@@ -56,10 +68,9 @@ class PortableWatcher:
         self.wake.set()
 
     def read(self, timeout: float) -> list[Change]:
-        if not self._observer.is_alive():
+        if not self._observer.is_alive() and "" not in self.unwatched:
             # its thread died (an error it could not handle): everything may have changed
-            self._observer = _restart(self._observer, self)
-            return [Change("", tree=True, lost="the file watcher stopped; restarted it")]
+            return self._start() or [Change("", tree=True, lost="the file watcher stopped; restarted it")]
         out = []
         while True:
             try:
@@ -69,8 +80,9 @@ class PortableWatcher:
                 return out
 
     def close(self) -> None:
-        self._observer.stop()
-        self._observer.join(timeout=5)
+        if self._observer.is_alive():  # never started when the source was missing
+            self._observer.stop()
+            self._observer.join(timeout=5)
 
 
 def _restart(old, watcher: PortableWatcher):
