@@ -207,7 +207,11 @@ def _top_level(c: _Checker, key: str, value: Any) -> None:
         c.secret_found = True
         c.add("", key, "looks like a secret; it is not used", SECRET_FIX, warning=True)
     else:
-        c.add("", key, "unknown top-level key", "put settings inside a [mapping.NAME] table")
+        fix = "put settings inside a [mapping.NAME] table"
+        if isinstance(value, dict) and difflib.get_close_matches(key.lower(), ["mapping"], cutoff=0.7):
+            name = next(iter(value), "NAME")
+            fix = f"did you mean [mapping.{name}]? mapping tables are headed [mapping.NAME], singular"
+        c.add("", key, "unknown top-level key", fix)
 
 
 def _mapping(c: _Checker, name: str, table: Any) -> Mapping | None:

@@ -73,18 +73,22 @@ def bytes_line(counted: "Counted") -> str:
     return line
 
 
+def _files(n: int) -> str:
+    return f"{n} file" if n == 1 else f"{n} files"
+
+
 def _row(op: Op) -> tuple[str, str, str, str]:
     path = printable(op.path) + ("/" if op.kind == DIR else "")
     if op.op == "move":
         what = "move dir" if op.kind == DIR else "move"
-        detail = f"{len(op.files)} files" if op.kind == DIR else human_bytes(op.size)
+        detail = _files(len(op.files)) if op.kind == DIR else human_bytes(op.size)
         return what, path, printable(op.to or ""), detail
     if op.op == "upload":
         return f"upload ({op.reason})", path, "", human_bytes(op.size)
     if op.op == "touch":
         return "touch", path, "", human_bytes(op.size)
     if op.op == "delete":
-        detail = f"{len(op.files)} files" if op.kind == DIR else ""
+        detail = _files(len(op.files)) if op.kind == DIR else ""
         return "delete" + (" (replaced)" if op.reason == "replaced" else ""), path, "", detail
     return op.op, path, "", ""
 

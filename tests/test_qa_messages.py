@@ -55,3 +55,26 @@ def test_ssh_public_key_given_as_key_says_give_the_private_one(tmp_path, sftp_de
     # the right key still works
     reconcile("apply", tmp_path / "src", sftp_dest.url, *sftp_dest.cli_args, "--state-dir", tmp_path / "state",
               check=0)
+
+
+def test_plan_table_says_1_file_not_1_files(tmp_path):
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    write(src / "album" / "b.jpg", b"photo", T0)
+    write(src / "big" / "x", b"1", T0)
+    write(src / "big" / "y", b"2", T0)
+    reconcile("apply", src, dst, "--state-dir", state, check=0)
+    (src / "album").rename(src / "album2")
+    (src / "big").rename(src / "big2")
+    p = reconcile("plan", src, dst, "--state-dir", state, check=0)
+    rows = p.stdout.splitlines()
+    assert "move dir\talbum/\talbum2\t1 file" in rows, p.stdout
+    assert "move dir\tbig/\tbig2\t2 files" in rows, p.stdout
+
+
+def test_config_mappings_plural_says_the_header_to_write(tmp_path):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[mappings.photos]\nsource = "{tmp_path}"\ndest = "/mnt/backup/photos"\n')
+    p = reconcile("config", "check", "--config", cfg, check=2)
+    assert "mappings: unknown top-level key; fix: did you mean [mapping.photos]?" in p.stdout, p.stdout
+    p = reconcile("apply", "photos", "--config", cfg, check=2)
+    assert "did you mean [mapping.photos]?" in p.stderr, p.stderr
