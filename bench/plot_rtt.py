@@ -13,6 +13,9 @@ PANELS = (("rtt-sftp", "first sync"), ("rtt-sftp", "no-change"), ("rtt-sftp", "r
           ("rtt-s3", "first sync"), ("rtt-s3", "no-change"), ("rtt-s3", "rename"))
 
 
+COLORS = (("reconcile", "black"), ("rsync", "tab:green"), ("rclone", "tab:blue"), ("aws", "tab:red"))
+
+
 def points(cases: list[Case]) -> dict[tuple[str, str], dict[str, list[tuple[int, float]]]]:
     """(group, case kind) -> tool -> [(rtt ms, median s)]."""
     out: dict = {}
@@ -39,6 +42,7 @@ def _pyplot():
         except ImportError:
             return None
     matplotlib.use("Agg")
+    matplotlib.rcParams["svg.fonttype"] = "none"  # text as text: a small, greppable SVG
     import matplotlib.pyplot as plt
 
     return plt
@@ -61,15 +65,18 @@ def draw(cases: list[Case], path: str) -> bool:
             continue
         for tool, pts in sorted(data[(group, kind)].items()):
             pts.sort()
-            style = "-o" if tool.startswith("reconcile") else "--s"
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=tool, linewidth=1.5, markersize=4)
+            ours = tool.startswith("reconcile")
+            color = next((c for name, c in COLORS if tool.startswith(name)), None)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o" if ours else "--s", label=tool, color=color,
+                    linewidth=2.0 if ours else 1.2, markersize=4)
         ax.set_title(f"{group.removeprefix('rtt-').upper()}: {kind}", fontsize=10)
         ax.set_xlabel("round-trip time (ms)")
         ax.set_ylabel("seconds (median)")
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle("reconcile and its peers through a delay proxy (lower is better; log scale)", fontsize=11)
+    fig.suptitle("reconcile and its peers through a delay proxy (lower is better; log scale; "
+                 "a peer stopped at 60 s shows 60)", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, metadata={"Date": None} if path.endswith(".svg") else None)
     plt.close(fig)
