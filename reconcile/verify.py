@@ -21,7 +21,7 @@ from typing import Iterable, Iterator
 
 from reconcile.diff import SortedStream, file_changed, with_implied_dirs
 from reconcile.engine import check_paths
-from reconcile.pairs import refuse_unknown_host
+from reconcile.pairs import local_dest_path, refuse_unknown_host
 from reconcile.entry import DIR, FILE, LINK, Entry, is_inside
 from reconcile.errors import NotFound, ReconcileError, SourceChanged
 from reconcile.excludes import Excludes
@@ -87,12 +87,22 @@ def verify(source: str, dest: str, options: RemoteOptions, exclude: list[str], b
             trash = [DEFAULT_TRASH, *known_trash(state.path)]
             excludes = Excludes(exclude, protected=trash)
             pairs = policy.run(lambda: _compare(src, remote, excludes, delete, result, links), "list")
+            _missing_folder(dest, result)
             if by_hash:
                 _hash_all(src, remote, pairs, tmp, options.transfers or remote_class(dest).default_transfers, result)
         finally:
             remote.close()
     result.seconds = time.monotonic() - started
     return result
+
+
+def _missing_folder(dest: str, result: VerifyResult) -> None:
+    """a local destination that is not there is most often a disk not mounted:
+    say so before the list of every file as missing"""
+    folder = local_dest_path(dest)
+    if folder is not None and not os.path.isdir(folder):
+        result.warnings.insert(0, f"the destination {folder} does not exist: is the disk mounted? "
+                                  "every file shows as missing")
 
 
 def _compare(src: str, remote, excludes: Excludes, delete: bool, result: VerifyResult,

@@ -78,3 +78,18 @@ def test_config_mappings_plural_says_the_header_to_write(tmp_path):
     assert "mappings: unknown top-level key; fix: did you mean [mapping.photos]?" in p.stdout, p.stdout
     p = reconcile("apply", "photos", "--config", cfg, check=2)
     assert "did you mean [mapping.photos]?" in p.stderr, p.stderr
+
+
+def test_verify_of_a_destination_not_mounted_says_so(tmp_path):
+    src, state = tmp_path / "src", tmp_path / "state"
+    dst = tmp_path / "usb" / "backup"
+    write(src / "a.txt", b"a", T0)
+    write(src / "b.txt", b"b", T0)
+    reconcile("apply", src, dst, "--state-dir", state, check=0)
+    reconcile("verify", src, dst, "--state-dir", state, check=0)
+    (dst / "a.txt").unlink()
+    (dst / "b.txt").unlink()
+    dst.rmdir()  # the disk's folder is gone: not mounted
+    p = reconcile("verify", src, dst, "--state-dir", state, check=1)
+    assert f"warning: the destination {dst} does not exist: is the disk mounted?" in p.stderr, p.stderr
+    assert "missing  a.txt" in p.stdout
