@@ -93,3 +93,20 @@ def test_verify_of_a_destination_not_mounted_says_so(tmp_path):
     p = reconcile("verify", src, dst, "--state-dir", state, check=1)
     assert f"warning: the destination {dst} does not exist: is the disk mounted?" in p.stderr, p.stderr
     assert "missing  a.txt" in p.stdout
+
+
+def test_refused_sftp_port_asks_whether_the_server_runs_on_that_port(tmp_path):
+    from tests.servers_sftp import free_port
+
+    write(tmp_path / "src" / "a.txt", b"a", T0)
+    port = free_port()  # nothing listens there: a wrong port, or sshd not started
+    p = reconcile("apply", tmp_path / "src", f"sftp://root@127.0.0.1:{port}/tmp/x", "--retry-for", "0s",
+                  "--state-dir", tmp_path / "state", check=3)
+    last = p.stderr.strip().splitlines()[-1]
+    assert last == (f"reconcile: cannot connect to 127.0.0.1:{port}: Connection refused: "
+                    f"is the SSH server running there, and is {port} its port?"), p.stderr
+
+
+def test_restore_usage_names_its_arguments_as_the_help_does(tmp_path):
+    usage = reconcile("restore", "--help", check=0).stdout.splitlines()[0]
+    assert usage.endswith("restore [OPTIONS] {REMOTE_URL} [LOCAL_DIR]"), usage  # {}: typer's mark of a required one

@@ -29,8 +29,8 @@ SnapState = Annotated[Optional[str], typer.Option(
 @command("restore", short_help="Fetch the remote copy (or one run of its trash) back into a folder, verified.",
          example="reconcile restore sftp://me@nas.local/backup/Pictures ~/Pictures-restored")
 def restore_command(
-        remote_url: str = typer.Argument(..., help="folder, sftp://... or s3://... to restore from"),
-        local_dir: Optional[str] = typer.Argument(None, help="folder to restore into"),
+        remote_url: str = typer.Argument(..., metavar="REMOTE_URL", help="folder, sftp://... or s3://... to restore from"),
+        local_dir: Optional[str] = typer.Argument(None, metavar="[LOCAL_DIR]", help="folder to restore into"),
         path: Paths = None, overwrite: Overwrite = False, dry_run: RestoreDryRun = False, json_out: JsonOut = False,
         from_trash: FromTrash = None, list_trash: ListTrash = False, backup_dir: TrashDir = DEFAULT_TRASH,
         state_dir: SnapState = None, quiet: Quiet = False, verbose: Verbose = False,

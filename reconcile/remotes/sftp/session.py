@@ -366,6 +366,9 @@ class Session:
             raise UnresolvedHost(f"cannot resolve host {self.target.host}: {exc.strerror}", self.target.host) from None
         except (socket.timeout, TimeoutError):
             raise Unreachable(f"cannot connect to {self._where()}: timed out") from None
+        except ConnectionRefusedError as exc:
+            raise Unreachable(f"cannot connect to {self._where()}: {exc.strerror}: is the SSH server running "
+                              f"there, and is {self.target.port} its port?") from None
         except OSError as exc:
             raise Unreachable(f"cannot connect to {self._where()}: {exc.strerror or exc}") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
