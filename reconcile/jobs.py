@@ -91,10 +91,21 @@ def run_jobs(command: str, source: str | None, dest: str | None, all_: bool, con
         return _logged(log, command, source, None, None, None, _raiser(exc), verbose, driver, held.getvalue())
     code = 0
     for i, job in enumerate(jobs):
+        one = (lambda j=job: _named_errors(j.name, lambda: driver.run(j, all_))) if all_ \
+            else (lambda j=job: driver.run(j, all_))
         rc = _logged(log, command, job.name, job.source, job.dest, job.kw.get("state_dir"),
-                     lambda j=job: driver.run(j, all_), verbose, driver, held.getvalue() if i == 0 else "")
+                     one, verbose, driver, held.getvalue() if i == 0 else "")
         code = code or rc
     return code
+
+
+def _named_errors(name: str | None, fn: Callable[[], int]) -> int:
+    """under --all, a mapping's one-line error names the mapping, as its summary line does"""
+    try:
+        return fn()
+    except ReconcileError as exc:
+        exc.args = (f"[{name}] {exc}",)
+        raise
 
 
 def _logged(log: LogSettings, command: str, name: str | None, source: str | None, dest: str | None,

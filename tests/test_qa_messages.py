@@ -110,3 +110,14 @@ def test_refused_sftp_port_asks_whether_the_server_runs_on_that_port(tmp_path):
 def test_restore_usage_names_its_arguments_as_the_help_does(tmp_path):
     usage = reconcile("restore", "--help", check=0).stdout.splitlines()[0]
     assert usage.endswith("restore [OPTIONS] {REMOTE_URL} [LOCAL_DIR]"), usage  # {}: typer's mark of a required one
+
+
+def test_apply_all_names_the_mapping_whose_run_failed(tmp_path):
+    write(tmp_path / "photos" / "a.jpg", b"a", T0)
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[mapping.photos]\nsource = "{tmp_path / "photos"}"\ndest = "{tmp_path / "copy-photos"}"\n'
+                   f'[mapping.docs]\nsource = "{tmp_path / "docs"}"\ndest = "{tmp_path / "copy-docs"}"\n')
+    p = reconcile("apply", "--all", "--config", cfg, env={"XDG_STATE_HOME": str(tmp_path / "state")}, check=4)
+    lines = p.stderr.strip().splitlines()
+    assert any(line.startswith("[photos] ok: 1 done") for line in lines), p.stderr
+    assert f"reconcile: [docs] source {tmp_path / 'docs'} does not exist (not mounted?)" in lines[-1], p.stderr
