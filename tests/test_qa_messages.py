@@ -4,6 +4,8 @@ with exit 2, never a bare exception name."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.cli import reconcile
@@ -121,3 +123,23 @@ def test_apply_all_names_the_mapping_whose_run_failed(tmp_path):
     lines = p.stderr.strip().splitlines()
     assert any(line.startswith("[photos] ok: 1 done") for line in lines), p.stderr
     assert f"reconcile: [docs] source {tmp_path / 'docs'} does not exist (not mounted?)" in lines[-1], p.stderr
+
+
+@pytest.mark.parametrize("keep", ["-3", "0"])
+def test_backup_keep_of_zero_or_less_is_refused_and_prunes_nothing(tmp_path, keep):
+    """--backup-keep -3 put the prune cutoff three days in the future: every
+    earlier trash run was deleted ('pruned after -3 days')"""
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    write(src / "a.txt", b"1", T0)
+    args = ("--state-dir", state, "--backup-dir", ".trash")
+    reconcile("apply", src, dst, *args, check=0)
+    write(src / "a.txt", b"2", T0 + 10**9)
+    reconcile("apply", src, dst, *args, check=0)
+    kept = sorted(os.listdir(dst / ".trash"))
+    assert len(kept) == 1
+    write(src / "a.txt", b"3", T0 + 2 * 10**9)
+    for command in ("plan", "apply"):
+        p = reconcile(command, src, dst, *args, "--backup-keep", keep, check=2)
+        assert "--backup-keep must be more than 0 days" in p.stderr, p.stderr
+    assert sorted(os.listdir(dst / ".trash")) == kept
+    assert (dst / ".trash" / kept[0] / "a.txt").read_bytes() == b"1"

@@ -75,6 +75,9 @@ def run_options(flags: dict):
     check_transfers(flags["transfers"])
     if flags["max_delete"] is not None and flags["max_delete"] < 0:
         raise typer.BadParameter("--max-delete must be 0 or more")
+    if flags["backup_keep"] is not None and flags["backup_keep"] <= 0:
+        # 0 or less would put the cutoff at now or later: every earlier trash run pruned
+        raise typer.BadParameter("--backup-keep must be more than 0 days, e.g. --backup-keep 30")
     remote = remote_options(flags)
     bwlimit = flags["bwlimit"]
     opts = RunOptions(delete=flags["delete"], exclude=all_patterns(flags["exclude"], flags["exclude_from"],
