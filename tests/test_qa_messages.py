@@ -143,3 +143,13 @@ def test_backup_keep_of_zero_or_less_is_refused_and_prunes_nothing(tmp_path, kee
         assert "--backup-keep must be more than 0 days" in p.stderr, p.stderr
     assert sorted(os.listdir(dst / ".trash")) == kept
     assert (dst / ".trash" / kept[0] / "a.txt").read_bytes() == b"1"
+
+
+@pytest.mark.parametrize("flag", ["--full-rescan", "--rescan-unwatched"])
+def test_watch_period_of_zero_is_refused(tmp_path, flag):
+    """--full-rescan 0 (meant as 'never') walked the whole tree over and over"""
+    write(tmp_path / "src" / "a.txt", b"a", T0)
+    p = reconcile("watch", tmp_path / "src", tmp_path / "dst", "--state-dir", tmp_path / "state", flag, "0",
+                  timeout=60, check=2)
+    assert f"{flag} must be more than 0" in p.stderr, p.stderr
+    assert not (tmp_path / "dst").exists()

@@ -46,9 +46,17 @@ def watch(source: Optional[str] = NameArg, dest: Optional[str] = OptDestArg,
     from reconcile.watch.loop import WatchSettings
 
     settings = WatchSettings(quiet_for=parse_duration(quiet_for), max_wait=parse_duration(max_wait),
-                             full_rescan=parse_duration(full_rescan),
-                             unwatched_every=parse_duration(rescan_unwatched))
+                             full_rescan=_every(full_rescan, "--full-rescan"),
+                             unwatched_every=_every(rescan_unwatched, "--rescan-unwatched"))
     driver = Driver(flag_defaults(watch), lambda job, all_: _run("apply", job.source, job.dest, dict(job.kw),
                                                                   job.name if all_ else None),
                     guarded, typer.BadParameter)
     raise typer.Exit(watch_jobs(source, dest, all_, config, LogSettings(log_file, log_format), kw, driver, settings))
+
+
+def _every(text: str, flag: str) -> float:
+    """a period: 0 (say, meant as 'never') would walk the whole tree again and again"""
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise typer.BadParameter(f"{flag} must be more than 0, e.g. {flag} 1h; it cannot be turned off")
+    return seconds
