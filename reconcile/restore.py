@@ -87,7 +87,8 @@ class Restore:
         except NotFound:
             if missing_ok:
                 return []
-            raise ConfigError(f"{what} does not exist; check the URL") from None
+            disk = "" if "://" in what else " (is the disk it is on mounted?)"
+            raise ConfigError(f"{what} does not exist; check the URL{disk}") from None
 
     def run(self) -> Outcome:
         self._check_local()

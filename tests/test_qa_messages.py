@@ -153,3 +153,10 @@ def test_watch_period_of_zero_is_refused(tmp_path, flag):
                   timeout=60, check=2)
     assert f"{flag} must be more than 0" in p.stderr, p.stderr
     assert not (tmp_path / "dst").exists()
+
+
+def test_restore_from_a_folder_not_there_asks_whether_the_disk_is_mounted(tmp_path):
+    p = reconcile("restore", tmp_path / "usb" / "backup", tmp_path / "out", check=2)
+    line = _one_line(p)
+    assert line == f"reconcile: {tmp_path / 'usb' / 'backup'} does not exist; check the URL " \
+                   "(is the disk it is on mounted?)", line
