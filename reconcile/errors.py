@@ -54,6 +54,10 @@ class Unreachable(Transient):
     """the remote could not be reached at all (dns, refused, timeout)."""
 
 
+class Refused(Unreachable):
+    """nothing listens at that host and port: a wrong port, or a server down."""
+
+
 class UnresolvedHost(Unreachable):
     """the host name does not resolve: a typo, or no network yet."""
 

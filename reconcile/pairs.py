@@ -22,7 +22,7 @@ import os
 from typing import Callable
 
 from reconcile.entry import is_inside
-from reconcile.errors import ConfigError, SafetyRefusal, UnresolvedHost
+from reconcile.errors import ConfigError, Refused, SafetyRefusal, UnresolvedHost
 from reconcile.remotes import dest_kind, local_path
 from reconcile.statedir import StateDir, default_root, display_url, pair_id
 from reconcile.statefile import write_private
@@ -162,10 +162,14 @@ def pair_state_for_dest(dest: str, local_dir: str | None) -> str | None:
 
 
 def refuse_unknown_host(exc: Exception, state: StateDir, dest: str) -> None:
-    """a host name that does not resolve, for a pair that never reached its
-    destination, is a typo most likely: waiting minutes for it helps nobody."""
-    if not isinstance(exc, UnresolvedHost) or ran_before(state):
-        return  # it worked before: a laptop waking with no network yet
+    """a host name that does not resolve, or a port where nothing listens, for
+    a pair that never reached its destination, is a typo most likely: waiting
+    minutes for it helps nobody."""
+    if not isinstance(exc, (UnresolvedHost, Refused)) or ran_before(state):
+        return  # it worked before: a laptop waking with no network yet, a server restarting
     where = "the S3 endpoint" if dest_kind(dest) == "s3" else display_url(dest)
+    if isinstance(exc, Refused):
+        raise ConfigError(f"{exc}: check the port in {where} "
+                          "(this pair has never connected, so it is not retried)") from None
     raise ConfigError(f"cannot resolve host {exc.host}: check the host name in {where} "
                       "(this pair has never connected, so it is not retried)") from None

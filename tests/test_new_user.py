@@ -455,6 +455,38 @@ def test_wording_of_counts(tmp_path):
     assert "verify: 1 difference;" in p.stderr
 
 
+def test_a_port_where_nothing_listens_fails_at_once_for_a_new_pair(sshd_server, tmp_path):
+    # a wrong port on a pair that never connected: exit 2 at once, not five minutes of retries
+    from tests.servers_sftp import free_port, sftp_url
+
+    src, root = tmp_path / "Pictures", tmp_path / "root"
+    write(src / "a.jpg", b"a", T0)
+    root.mkdir()
+    kh = sshd_server.write_known_hosts(tmp_path / "known_hosts")
+    auth = ("--ssh-key", sshd_server.user_key, "--known-hosts", kh)
+    wrong = sftp_url(sshd_server, root, port=free_port())
+    p = reconcile("apply", src, wrong, "--state-dir", tmp_path / "typo", *auth, timeout=120)
+    assert p.returncode == 2, p.stderr
+    assert "Connection refused: is the SSH server running there" in p.stderr
+    assert "check the port in sftp://" in p.stderr and "retrying" not in p.stderr
+    env = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y", "AWS_DEFAULT_REGION": "us-east-1"}
+    p = reconcile("plan", src, "s3://photos", "--s3-endpoint", f"http://127.0.0.1:{free_port()}",
+                  "--state-dir", tmp_path / "s3-typo", env=env, timeout=120)
+    assert p.returncode == 2, p.stderr
+    assert "check the port in the S3 endpoint" in p.stderr and "retrying" not in p.stderr
+    # a pair that worked before: a server restarting is waited for, as before
+    state, cfg = tmp_path / "state", tmp_path / "ssh_config"
+    url = sftp_url(sshd_server, root).replace(f"{sshd_server.host}:{sshd_server.port}", "nas.local")
+    cfg.write_text(f"Host nas.local\n  HostName {sshd_server.host}\n  Port {sshd_server.port}\n")
+    env = {"RECONCILE_SSH_CONFIG": str(cfg)}
+    reconcile("apply", src, url, "--state-dir", state, *auth, env=env, check=0)
+    cfg.write_text(f"Host nas.local\n  HostName {sshd_server.host}\n  Port {free_port()}\n")
+    write(src / "b.jpg", b"b", T0)
+    p = reconcile("apply", src, url, "--state-dir", state, *auth, "--retry-for", "3s", env=env)
+    assert p.returncode == 3, p.stderr
+    assert "Connection refused" in p.stderr and "retrying in" in p.stderr
+
+
 def test_unresolvable_s3_endpoint_fails_at_once_for_a_new_pair(tmp_path):
     src = tmp_path / "Pictures"
     write(src / "a.jpg", b"a", T0)

@@ -52,6 +52,7 @@ from reconcile.errors import (
     NotSupported,
     Permanent,
     ReconcileError,
+    Refused,
     RemoteError,
     SourceChanged,
     Transient,
@@ -496,9 +497,12 @@ class S3Remote(Remote):
         except bex.ClientError as exc:
             raise self._map_client_error(exc, what) from None
         except (bex.EndpointConnectionError, bex.ConnectTimeoutError) as exc:
-            if _dns_failure(exc):
+            if _lies_under(exc, socket.gaierror):
                 host = urlsplit(self.endpoint).hostname or self.endpoint
                 raise UnresolvedHost(f"{what}: cannot resolve host {host}: {_reason(exc)}", host) from None
+            if _lies_under(exc, ConnectionRefusedError):
+                raise Refused(f"{what}: cannot reach the S3 endpoint {self.endpoint}: {_reason(exc)}: "
+                              "is the server running there, and is that its port?") from None
             raise Unreachable(f"{what}: cannot reach the S3 endpoint {self.endpoint}: {_reason(exc)}") from None
         except (bex.ConnectionError, bex.HTTPClientError, bex.ResponseStreamingError,
                 bex.IncompleteReadError) as exc:
@@ -1312,8 +1316,9 @@ def _total_size(resp: dict, offset: int) -> int:
     return offset + int(resp.get("ContentLength", 0))
 
 
-def _dns_failure(exc: BaseException) -> bool:
-    """whether a socket.gaierror lies under botocore's connection error."""
+def _lies_under(exc: BaseException, kind: type[BaseException]) -> bool:
+    """whether an exception of kind (socket.gaierror, ConnectionRefusedError)
+    lies under botocore's connection error."""
     seen: set[int] = set()
     todo: list = [exc]
     while todo:
@@ -1321,7 +1326,7 @@ def _dns_failure(exc: BaseException) -> bool:
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
-        if isinstance(e, socket.gaierror):
+        if isinstance(e, kind):
             return True
         nested = [e.__cause__, e.__context__, getattr(e, "reason", None), *getattr(e, "args", ()),
                   *(getattr(e, "kwargs", None) or {}).values()]

@@ -28,7 +28,7 @@ from urllib.parse import unquote, urlsplit
 
 from reconcile import portable
 from reconcile.errors import AuthError, ConfigError, NotFound, Permanent, ReconcileError
-from reconcile.errors import Transient, Unreachable, UnresolvedHost
+from reconcile.errors import Refused, Transient, Unreachable, UnresolvedHost
 from reconcile.remotes.base import NetStats, RemoteOptions
 from reconcile.remotes.sftp.loader import paramiko
 from reconcile.remotes.sftp.wire import _chunk_limits
@@ -367,7 +367,7 @@ class Session:
         except (socket.timeout, TimeoutError):
             raise Unreachable(f"cannot connect to {self._where()}: timed out") from None
         except ConnectionRefusedError as exc:
-            raise Unreachable(f"cannot connect to {self._where()}: {exc.strerror}: is the SSH server running "
+            raise Refused(f"cannot connect to {self._where()}: {exc.strerror}: is the SSH server running "
                               f"there, and is {self.target.port} its port?") from None
         except OSError as exc:
             raise Unreachable(f"cannot connect to {self._where()}: {exc.strerror or exc}") from None
