@@ -32,12 +32,14 @@ IMAGE_SIZE = "512M"
 TOOLS = {
     "exfat": (["mkfs.exfat"], "mount.exfat-fuse", "exfatprogs and exfat-fuse"),
     "ntfs": (["mkfs.ntfs", "-F", "-Q"], "ntfs-3g", "ntfs-3g"),
+    # not a USB disk: a NAS or Linux disk whose file system shares blocks (reflink), kernel-mounted
+    "xfs": (["mkfs.xfs", "-q", "-m", "reflink=1"], "mount", "xfsprogs"),
 }
 
 
 @dataclass
 class UsbDisk:
-    fs: str  # exfat | ntfs
+    fs: str  # exfat | ntfs | xfs
     image: Path
     device: str
     mount: Path
@@ -64,8 +66,8 @@ def cannot_mount(reason: str) -> None:
 def _check_machine(fs: str) -> None:
     mkfs, mounter, packages = TOOLS[fs]
     if os.geteuid() != 0:
-        cannot_mount("loop devices and FUSE mounts need root")
-    if not os.path.exists("/dev/fuse"):
+        cannot_mount("loop devices and mounts need root")
+    if fs != "xfs" and not os.path.exists("/dev/fuse"):
         cannot_mount("/dev/fuse is missing (no FUSE in this kernel or container)")
     for tool in (mkfs[0], mounter, "losetup"):
         if not shutil.which(tool):
@@ -123,6 +125,11 @@ def usb_disk(fs: str, base: Path) -> Iterator[UsbDisk]:
 @pytest.fixture(scope="session")
 def exfat_disk(tmp_path_factory) -> Iterator[UsbDisk]:
     yield from usb_disk("exfat", tmp_path_factory.mktemp("exfat"))
+
+
+@pytest.fixture(scope="session")
+def xfs_disk(tmp_path_factory) -> Iterator[UsbDisk]:
+    yield from usb_disk("xfs", tmp_path_factory.mktemp("xfs"))
 
 
 @pytest.fixture(scope="session")
