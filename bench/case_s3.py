@@ -11,7 +11,7 @@ from bench.common import (ROOT, Case, Check, Series, drop_dirty, log, mb, repeat
                           rmtree, run_timed)
 from bench.data import make_big_file, make_tree
 RETRY = "20s"  # a dead server fails the case fast instead of after 5 min
-OUR_TRANSFERS = 16  # reconcile's default for S3 (reconcile/remotes/s3.py DEFAULT_TRANSFERS)
+OUR_TRANSFERS = 16  # reconcile's default for S3 (reconcile/remotes/s3/remote.py DEFAULT_TRANSFERS)
 
 from bench.servers import s3_env
 

@@ -50,7 +50,7 @@ def boto3_client(endpoint: str):
                       request_checksum_calculation="when_required",
                       response_checksum_validation="when_required", connect_timeout=2, read_timeout=20),
     )
-    # see reconcile.remotes.s3._drop_expect_header: a 0-byte PUT stalls the next request.
+    # see reconcile.remotes.s3.client._drop_expect_header: a 0-byte PUT stalls the next request.
     client.meta.events.register("before-call.s3", _drop_expect_header)
     return client
 

@@ -1,4 +1,4 @@
-"""The contract every remote implements (local.py, sftp/, s3.py): the class
+"""The contract every remote implements (local.py, sftp/, s3/): the class
 Remote below. Its abstract methods are what each remote must do; the others
 have defaults that are slow but correct (a loop of single calls, rows from
 entries, NotSupported), which a remote overrides where it has a faster way.
