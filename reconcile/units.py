@@ -4,6 +4,8 @@ into its own usage error."""
 
 from __future__ import annotations
 
+import math
+
 from reconcile.errors import ConfigError
 
 
@@ -11,11 +13,12 @@ def parse_duration(text: str) -> float:
     """seconds in 30s, 5m, 1h or a bare number of seconds."""
     units = {"s": 1, "m": 60, "h": 3600}
     try:
-        if text[-1:] in units:
-            return float(text[:-1]) * units[text[-1]]
-        return float(text)
+        seconds = float(text[:-1]) * units[text[-1]] if text[-1:] in units else float(text)
     except ValueError:
         raise ConfigError(f"{text!r} is not a duration; use e.g. 30s, 5m, 1h") from None
+    if not math.isfinite(seconds) or seconds < 0:  # -5s once meant 'no retry' silently
+        raise ConfigError(f"{text!r} is not a duration: it must be 0 or more, e.g. 30s, 5m, 1h")
+    return seconds
 
 
 def parse_rate(text: str) -> float:
@@ -27,6 +30,6 @@ def parse_rate(text: str) -> float:
         value = float(t[: len(t) - len(unit)]) * units[unit]
     except ValueError:
         raise ConfigError(f"{text!r} is not a rate; use bytes per second like 500K or 4M") from None
-    if value <= 0:
-        raise ConfigError("--bwlimit must be more than 0")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{text!r} is not a rate: it must be more than 0, e.g. 500K or 4M")
     return value

@@ -17,6 +17,8 @@ import logging
 import os
 import sys
 
+import typer
+
 from reconcile import portable
 from reconcile.cli.root import app
 # in --help order: importing a module registers its commands on app
@@ -25,16 +27,60 @@ from reconcile.cli import mirror, watch, status, verify, config, restore  # noqa
 __all__ = ["app", "main"]
 
 
+# click's UsageError (a bad flag, a missing argument), which typer does not export
+_UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
 def main() -> None:
     portable.prepare_process()
     try:
-        app()
-        code = 0
+        code = app(standalone_mode=False, prog_name="reconcile")
+        code = code if isinstance(code, int) else 0
+    except _UsageError as exc:
+        code = _usage_error(exc)
+    except typer.Abort:
+        print("reconcile: aborted", file=sys.stderr)
+        code = 1
     except SystemExit as exc:
         if isinstance(exc.code, str):
             print(exc.code, file=sys.stderr)
         code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     _leave(code)
+
+
+def _usage_error(exc) -> int:
+    """an unknown flag or a bad value in two lines, what and where to look,
+    instead of click's usage block. No arguments at all still shows the help."""
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        exc.show()
+        return exc.exit_code
+    possible = getattr(exc, "possibilities", None)
+    if possible:  # a mistyped option: the closest one, not click's list of three
+        import difflib
+
+        close = difflib.get_close_matches(exc.option_name, possible, 1) or possible[:1]
+        message = f"no such option: {exc.option_name} (did you mean {close[0]}?)"
+    else:
+        message = exc.format_message().replace("\n", " ").removeprefix("Invalid value: ")
+        flag, _, rest = message.removeprefix("Invalid value for '").partition("': ")
+        if rest.startswith(flag):  # our own message names the flag already
+            message = rest
+        message = message[:1].lower() + message[1:] if message[1:2].islower() else message
+    path = exc.ctx.command_path if exc.ctx is not None else _command_path(sys.argv[1:])
+    print(f"reconcile: {message}\nsee `{path} --help`", file=sys.stderr)
+    return exc.exit_code
+
+
+def _command_path(args: list[str]) -> str:
+    """reconcile and the (sub)command named in args, when click's error does not say"""
+    words, group = ["reconcile"], typer.main.get_command(app)
+    for arg in args:
+        sub = getattr(group, "commands", {}).get(arg)
+        if sub is None:
+            break
+        words.append(arg)
+        group = sub
+    return " ".join(words)
 
 
 def _leave(code: int) -> None:

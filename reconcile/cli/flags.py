@@ -21,25 +21,25 @@ OptDestArg = typer.Argument(None, show_default=False, metavar="DEST",
                             help="folder, file:///path, sftp://[user@]host[:port]/path or s3://bucket[/prefix]")
 
 
-def parse_duration(text: str) -> float:
-    """units.parse_duration, its error shown as typer shows a bad flag."""
+def parse_duration(text: str, flag: str) -> float:
+    """units.parse_duration, its error naming the flag, shown as a bad flag."""
     try:
         return units.parse_duration(text)
     except ConfigError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        raise typer.BadParameter(f"{flag}: {exc}") from None
 
 
-def parse_rate(text: str) -> float:
-    """units.parse_rate, its error shown as typer shows a bad flag."""
+def parse_rate(text: str, flag: str = "--bwlimit") -> float:
+    """units.parse_rate, its error naming the flag, shown as a bad flag."""
     try:
         return units.parse_rate(text)
     except ConfigError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        raise typer.BadParameter(f"{flag}: {exc}") from None
 
 
-def choice(value: str, allowed: tuple[str, ...]) -> str:
+def choice(value: str, allowed: tuple[str, ...], flag: str = "") -> str:
     if value not in allowed:
-        raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}")
+        raise typer.BadParameter(f"{flag + ' ' if flag else ''}{value!r} is not one of {', '.join(allowed)}")
     return value
 
 
@@ -54,7 +54,7 @@ def remote_options(flags: dict) -> RemoteOptions:
     remotes take them; one a command lacks keeps its default"""
     remote = RemoteOptions(transfers=flags["transfers"], ssh_key=flags["ssh_key"], known_hosts=flags["known_hosts"],
                            accept_new_host_key=flags.get("accept_new_host_key", False),
-                           retry_for=parse_duration(flags["retry_for"]), s3_endpoint=flags["s3_endpoint"],
+                           retry_for=parse_duration(flags["retry_for"], "--retry-for"), s3_endpoint=flags["s3_endpoint"],
                            profile=flags["profile"], storage_class=flags.get("s3_storage_class"),
                            sse=flags.get("s3_sse"), sse_kms_key_id=flags.get("s3_sse_kms_key_id"))
     # names stored as rclone does: restore maps them back
@@ -75,7 +75,7 @@ def run_options(flags: dict):
     check_transfers(flags["transfers"])
     if flags["max_delete"] is not None and flags["max_delete"] < 0:
         raise typer.BadParameter("--max-delete must be 0 or more")
-    if flags["backup_keep"] is not None and flags["backup_keep"] <= 0:
+    if flags["backup_keep"] is not None and not flags["backup_keep"] > 0:  # nan too
         # 0 or less would put the cutoff at now or later: every earlier trash run pruned
         raise typer.BadParameter("--backup-keep must be more than 0 days, e.g. --backup-keep 30")
     remote = remote_options(flags)
@@ -89,7 +89,7 @@ def run_options(flags: dict):
                       checksum=flags["checksum"], allow_new_destination=flags["allow_new_destination"],
                       allow_reverse=flags["allow_reverse"])
     remote.extra["perms"] = flags["perms"]
-    remote.extra["ssh_find"] = choice(flags["ssh_find"], findlist.WAYS)
+    remote.extra["ssh_find"] = choice(flags["ssh_find"], findlist.WAYS, "--ssh-find")
     return opts
 
 

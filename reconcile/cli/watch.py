@@ -45,7 +45,8 @@ def watch(source: Optional[str] = NameArg, dest: Optional[str] = OptDestArg,
     from reconcile.watch.command import watch_jobs
     from reconcile.watch.loop import WatchSettings
 
-    settings = WatchSettings(quiet_for=parse_duration(quiet_for), max_wait=parse_duration(max_wait),
+    settings = WatchSettings(quiet_for=parse_duration(quiet_for, "--quiet-for"),
+                             max_wait=parse_duration(max_wait, "--max-wait"),
                              full_rescan=_every(full_rescan, "--full-rescan"),
                              unwatched_every=_every(rescan_unwatched, "--rescan-unwatched"))
     driver = Driver(flag_defaults(watch), lambda job, all_: _run("apply", job.source, job.dest, dict(job.kw),
@@ -56,7 +57,7 @@ def watch(source: Optional[str] = NameArg, dest: Optional[str] = OptDestArg,
 
 def _every(text: str, flag: str) -> float:
     """a period: 0 (say, meant as 'never') would walk the whole tree again and again"""
-    seconds = parse_duration(text)
+    seconds = parse_duration(text, flag)
     if seconds <= 0:
         raise typer.BadParameter(f"{flag} must be more than 0, e.g. {flag} 1h; it cannot be turned off")
     return seconds

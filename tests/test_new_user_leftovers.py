@@ -1,0 +1,70 @@
+"""Issue 18, what a new user still hit after the ten items: each through the
+real command line, checking the exit code and the words that say what to do."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.cli import reconcile
+from tests.mirror import write
+
+T0 = 1_600_000_000_000_000_000
+
+
+# --- a bad flag is two short lines, not click's usage block ------------------------------
+
+@pytest.mark.parametrize("args, first", [
+    (("apply", "SRC", "DST", "--frobnicate"), "reconcile: no such option: --frobnicate"),
+    (("apply", "SRC", "DST", "--delet"), "reconcile: no such option: --delet (did you mean --delete?)"),
+    (("plan", "SRC", "DST", "--transfers", "x"), "reconcile: invalid value for '--transfers': 'x' is not a valid int."),
+    (("plan", "SRC", "DST", "--transfers", "0"), "reconcile: --transfers must be 1 or more"),
+    (("apply", "SRC", "DST", "--transfers"), "reconcile: option '--transfers' requires an argument."),
+    (("verify", "SRC", "DST", "--links", "sometimes"), "reconcile: --links 'sometimes': use skip, follow or store"),
+    (("status", "--jsn"), "reconcile: no such option: --jsn (did you mean --json?)"),
+    (("config", "chek"), "reconcile: no such command 'chek'."),
+])
+def test_a_bad_flag_is_what_and_where_to_look_in_two_lines(tmp_path, args, first):
+    (tmp_path / "SRC").mkdir()
+    p = reconcile(*args, cwd=tmp_path, env={"XDG_STATE_HOME": str(tmp_path / "state")}, check=2)
+    lines = p.stderr.splitlines()
+    command = " ".join(a for a in args[:2] if a.islower() and not a.startswith("-") and a != "chek")
+    assert len(lines) == 2, p.stderr
+    assert lines[0].startswith(first), p.stderr
+    assert lines[1] == f"see `reconcile {command} --help`", p.stderr
+    assert "Usage:" not in p.stderr and "Error:" not in p.stderr
+    assert not (tmp_path / "DST").exists()
+
+
+def test_help_and_no_arguments_still_show_the_help():
+    assert reconcile("apply", "--help", check=0).stdout.startswith("Usage: reconcile apply [OPTIONS]")
+    p = reconcile(check=2)  # no command at all: the help, as before
+    assert "Commands:" in p.stdout + p.stderr and "plan" in p.stdout + p.stderr
+
+
+# --- negative durations and rates are refused ----------------------------------------------
+
+@pytest.mark.parametrize("flag, value, what", [
+    ("--retry-for", "-5s", "is not a duration: it must be 0 or more"),
+    ("--retry-for", "-1", "is not a duration: it must be 0 or more"),
+    ("--retry-for", "nan", "is not a duration: it must be 0 or more"),
+    ("--bwlimit", "-4M", "is not a rate: it must be more than 0"),
+    ("--bwlimit", "inf", "is not a rate: it must be more than 0"),
+    ("--backup-keep", "nan", "must be more than 0 days"),
+])
+@pytest.mark.parametrize("command", ["plan", "apply"])
+def test_a_negative_duration_or_rate_is_refused(tmp_path, command, flag, value, what):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    write(src / "a.txt", b"a", T0)
+    p = reconcile(command, src, dst, "--state-dir", tmp_path / "state", flag, value, check=2)
+    first = p.stderr.splitlines()[0]
+    assert first.startswith(f"reconcile: {flag}") and what in first, p.stderr
+    assert not dst.exists()
+
+
+@pytest.mark.parametrize("flag", ["--quiet-for", "--max-wait"])
+def test_watch_refuses_a_negative_wait(tmp_path, flag):
+    (tmp_path / "src").mkdir()
+    p = reconcile("watch", tmp_path / "src", tmp_path / "dst", "--state-dir", tmp_path / "state", flag, "-1s",
+                  timeout=60, check=2)
+    assert f"reconcile: {flag}: '-1s' is not a duration: it must be 0 or more" in p.stderr, p.stderr
+    assert not (tmp_path / "dst").exists()
