@@ -68,3 +68,20 @@ def test_watch_refuses_a_negative_wait(tmp_path, flag):
                   timeout=60, check=2)
     assert f"reconcile: {flag}: '-1s' is not a duration: it must be 0 or more" in p.stderr, p.stderr
     assert not (tmp_path / "dst").exists()
+
+
+# --- help says what each command does with a flag, and cuts nothing ---------------------------
+
+def test_verify_include_help_says_compare_not_send():
+    text = " ".join(reconcile("verify", "--help", check=0).stdout.split())
+    assert "--include PATTERN compare paths matching PATTERN even if an --exclude matched them" in text, text
+    assert "send paths" not in text
+    assert "--include PATTERN send paths matching PATTERN" in " ".join(reconcile("apply", "--help", check=0).stdout.split())
+
+
+@pytest.mark.parametrize("command", [(), ("config",), ("plan",), ("apply",), ("watch",), ("status",), ("verify",),
+                                     ("restore",), ("config", "check")])
+def test_no_help_text_is_cut_with_dots(command):
+    text = reconcile(*command, "--help", check=0).stdout
+    described = [line for line in text.splitlines()[1:] if "..." in line.replace("://...", "")]
+    assert described == [], described

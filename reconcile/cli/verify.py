@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, List, Optional
 
 import typer
 
-from reconcile.cli.flags import (JOB_FLAGS, AllOpt, ConfigOpt, Exclude, ExcludeFrom, Include, JsonOut, KnownHosts,
+from reconcile.cli.flags import (JOB_FLAGS, AllOpt, ConfigOpt, Exclude, ExcludeFrom, JsonOut, KnownHosts,
                                  NameArg, NameEncoding, OptDestArg, Profile, RetryFor, S3Endpoint, SshKey,
                                  StateDirOpt, Transfers, flag_defaults, links_choice, remote_options)
 from reconcile.cli.guard import guarded
@@ -21,13 +21,19 @@ if TYPE_CHECKING:
     from reconcile.verify import VerifyResult
 
 
+# --include as verify means it: it compares, it sends nothing
+VerifyInclude = Annotated[Optional[List[str]], typer.Option(
+    "--include", metavar="PATTERN",
+    help="compare paths matching PATTERN even if an --exclude matched them (not inside an excluded folder)")]
+
+
 @command(short_help="Read-only audit that the remote matches SOURCE (exit 0 equal, 1 differences).",
          example="reconcile verify ~/Pictures sftp://me@nas.local/backup/Pictures --hash")
 def verify(source: Optional[str] = NameArg, dest: Optional[str] = OptDestArg,
            by_hash: Annotated[bool, typer.Option("--hash", help="read the remote content back and compare xxh3")] = False,
            repair: Annotated[bool, typer.Option("--repair", help="with --hash (implied): re-send the files whose remote content differs")] = False,
            delete: Annotated[bool, typer.Option("--delete", help="count files only on the remote as differences (the mirror deletes)")] = False,
-           exclude: Exclude = None, exclude_from: ExcludeFrom = None, include: Include = None,
+           exclude: Exclude = None, exclude_from: ExcludeFrom = None, include: VerifyInclude = None,
            json_out: JsonOut = False, state_dir: StateDirOpt = None,
            transfers: Transfers = None, ssh_key: SshKey = None, known_hosts: KnownHosts = None,
            retry_for: RetryFor = "5m", s3_endpoint: S3Endpoint = None, profile: Profile = None,
