@@ -63,6 +63,9 @@ class RunOptions:
     remote: RemoteOptions = field(default_factory=RemoteOptions)
     # walk only these source paths and take the rest from the snapshot (reconcile watch)
     walk_only: list[str] | None = None
+    # the source's device (st_dev) when reconcile watch started: a run that finds the
+    # source on another one (its disk unmounted, the bare mount point left) refuses
+    source_dev: int | None = None
 
 
 @dataclass
@@ -443,6 +446,16 @@ class Run:
         except (snapshot.CorruptState, OSError):
             return 0
 
+    def guard_source_device(self) -> None:
+        if self.opts.source_dev is None:
+            return
+        try:
+            now = os.stat(self.source).st_dev
+        except OSError:
+            now = None
+        if now != self.opts.source_dev:
+            raise SafetyRefusal(off_disk_message(self.source))
+
     def guard_reverse(self) -> None:
         if not self.opts.allow_reverse:
             check_reverse(self.state, self.dest)
@@ -461,6 +474,7 @@ class Run:
 
     def guard(self, changes: Changes, plan: Plan) -> None:
         self.guard_destination(changes)
+        self.guard_source_device()
         if changes.local_files == 0 and changes.local_dirs == 0 and changes.remote_files > 0 \
                 and not self.opts.allow_empty_source:
             raise SafetyRefusal(
@@ -689,6 +703,12 @@ class Run:
 
 def _pair_text(header: dict) -> str:
     return f"{header.get('source')!s:.200} -> {header.get('dest')!s:.200}"
+
+
+def off_disk_message(source: str) -> str:
+    return (f"source {source} is no longer on the disk it was on when the watch started (unmounted? the "
+            "bare mount-point folder is left); nothing is synced from it and nothing deleted until the "
+            "disk is back. Mount it again, or restart reconcile watch if the folder moved for good")
 
 
 def exit_word(result: RunResult) -> str:

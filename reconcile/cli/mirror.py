@@ -78,8 +78,9 @@ def _run(command: str, source: str, dest: str, kw: dict, mapping: str | None = N
     json_out, quiet, verbose = kw.pop("json_out"), kw.pop("quiet"), kw.pop("verbose")
     tag = f"[{mapping}] " if mapping else ""
     walk_only = kw.pop("walk_only", None)  # reconcile watch: only the paths its events marked
+    source_dev = kw.pop("source_dev", None)  # reconcile watch: the source's disk at its start
     opts = run_options(kw)
-    opts.walk_only = walk_only
+    opts.walk_only, opts.source_dev = walk_only, source_dev
     reporter = ApplyReporter(verbose=verbose, quiet=quiet, binary_rate=bool(opts.bwlimit))
     run = Run(source, dest, opts, reporter)
     started = time.monotonic()

@@ -34,8 +34,8 @@ def _pair(job: Job, all_: bool, log: LogSettings, driver: Driver, settings: Watc
     state = StateDir.for_pair(source, job.dest, job.kw.get("state_dir"))
     verbose = job.kw.get("verbose", False)
 
-    def run_one(only: list[str] | None) -> int:
-        one = replace(job, kw={**job.kw, "walk_only": only})
+    def run_one(only: list[str] | None, source_dev: int | None) -> int:
+        one = replace(job, kw={**job.kw, "walk_only": only, "source_dev": source_dev})
         rc = _logged(log, "apply", job.name, job.source, job.dest, job.kw.get("state_dir"),
                      lambda: driver.run(one, all_), verbose, driver)
         if rc == 130:

@@ -36,7 +36,9 @@ def clock() -> float:
     a retry that fell due during the sleep is due at wake-up, not its
     remaining wait later"""
     return time.clock_gettime(BOOTTIME) if BOOTTIME is not None else time.monotonic()
-RunOne = Callable[[list[str] | None], int]  # dirty paths (None: everything) -> exit code
+# dirty paths (None: everything), the source's device at the start -> exit code
+RunOne = Callable[[list[str] | None, int | None], int]
+OFF_DISK_CHECK = 2.0  # seconds between looks at a source whose disk went away
 
 
 @dataclass
@@ -67,6 +69,8 @@ class PairWatch:
     next_full: float = 0.0
     next_unwatched: float = 0.0
     said: dict[str, float] = field(default_factory=dict)  # cause of a loss -> when the log last said it
+    device: tuple[int, bool] | None = None  # the source's st_dev at the start, and whether it was a mount point
+    off_disk: bool = False  # the source left that device: nothing runs until it is back
 
     def start(self, now: float) -> None:
         from reconcile.watch import open_watcher
@@ -78,6 +82,7 @@ class PairWatch:
         self.last_event = now - self.settings.quiet_for  # the start-up run goes at once
         self.next_full = now + self._full_interval()
         self.next_unwatched = now + self.settings.unwatched_every
+        self.device = _device(self.source)
         self.state.update(watcher=type(self.watcher).__name__, dirty_pending=len(self.dirty))
 
     def _full_interval(self) -> float:
@@ -110,8 +115,46 @@ class PairWatch:
             self.said[cause] = now
             print(f"warning: {c.lost}; rescanning {c.path or 'the whole source'}", file=sys.stderr, flush=True)
 
+    def on_disk(self) -> bool:
+        """the source is on the device it was on at the start (a source that
+        was a mount point may come back under another device number: a disk
+        plugged in again). A missing source counts as on it: the run refuses
+        it on its own (check_paths)."""
+        now = _device(self.source)
+        if now is None:
+            return True
+        if self.device is None or now[0] == self.device[0] or (self.device[1] and now[1]):
+            self.device = now
+            return True
+        return False
+
+    def check_disk(self, now: float) -> bool:
+        """False while the source is off its disk: said once in the log and
+        status; once it is back, watched afresh (the old watches were on the
+        unmounted disk, or on the bare folder) and rescanned whole"""
+        if self.on_disk():
+            if self.off_disk:
+                self.off_disk = False
+                print(f"watch: {self.source} is back on its disk; watching it again and rescanning it whole",
+                      file=sys.stderr, flush=True)
+                self.watcher.close()
+                self.start(now)
+            return True
+        if not self.off_disk:
+            from reconcile.engine import off_disk_message
+
+            self.off_disk = True
+            message = off_disk_message(self.source)
+            print(f"error: {message}", file=sys.stderr, flush=True)
+            self.state.update(state="off-disk")
+            self.state.error(message)
+        self.retry_at = now + OFF_DISK_CHECK
+        return False
+
     def poll(self, now: float) -> None:
-        self.feed(self.watcher.read(0), now)
+        self.feed(self.watcher.read(0), now)  # read while off the disk too: unread events would wake the loop
+        if self.off_disk and now >= self.retry_at and not self.check_disk(now):
+            return
         if now >= self.next_full:
             self.next_full = now + self._full_interval()
             print(f"watch: full rescan of {self.source} (every --full-rescan, in case an event was missed)",
@@ -143,7 +186,7 @@ class PairWatch:
         return True
 
     def due(self, now: float) -> bool:
-        if not self.dirty or now < self.retry_at or self.first_dirty is None:
+        if self.off_disk or not self.dirty or now < self.retry_at or self.first_dirty is None:
             return False
         if now - self.first_dirty >= self.settings.max_wait:
             return True
@@ -151,7 +194,7 @@ class PairWatch:
 
     def next_wake(self, now: float) -> float:
         """seconds until due() may change without an event"""
-        times = [self.next_full, self.next_unwatched]
+        times = [self.next_full, self.next_unwatched] + ([self.retry_at] if self.off_disk else [])
         if self.dirty and self.first_dirty is not None:
             times.append(max(self.retry_at, min(self.first_dirty + self.settings.max_wait,
                                                 self.last_event + self.settings.quiet_for)))
@@ -159,14 +202,17 @@ class PairWatch:
                 times.append(now + min(self.settings.quiet_for, 0.5))
         return max(min(times) - now, 0.01)
 
-    def run(self, now: float) -> int:
+    def run(self, now: float) -> int | None:
+        """one run of the dirty paths; None when the source is off its disk (nothing ran)"""
+        if not self.check_disk(now):
+            return None
         paths = self.dirty.take()
         self.first_dirty = None
         self.writers.clear()
         self.state.run_started(len(paths))
         rc = None
         try:
-            rc = self.run_one(None if "" in paths else paths)
+            rc = self.run_one(None if "" in paths else paths, self.device[0] if self.device else None)
         finally:
             if rc != 0:
                 self.dirty.put_back(paths)  # a failed or interrupted run is done again
@@ -196,6 +242,13 @@ def _give_back_memory() -> None:
             ctypes.CDLL(None).malloc_trim(0)
         except (OSError, AttributeError):
             pass  # not glibc (musl): it keeps them
+
+
+def _device(path: str) -> tuple[int, bool] | None:
+    try:
+        return os.stat(path).st_dev, os.path.ismount(path)
+    except OSError:
+        return None
 
 
 def _signature(path: str) -> tuple | None:

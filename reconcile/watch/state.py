@@ -84,6 +84,8 @@ def watch_lines(doc: dict | None) -> list[str]:
     when = lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "?"  # noqa: E731
     if doc.get("alive"):
         head = f"watch: running (pid {doc.get('pid')}) since {when(doc.get('since'))}"
+        if doc.get("state") == "off-disk":
+            head += "; paused: the source's disk is not mounted (nothing is synced or deleted until it is back)"
     elif doc.get("state") == "stopped":
         head = f"watch: stopped at {when(doc.get('stopped'))}"
     else:
