@@ -226,7 +226,8 @@ class Executor:
         work = iter([i for i in batch if not self._batchable(ops[i], i, resume, limit)] if small else batch)
         threads_here = min(self.transfers, len(batch))
         child = None
-        forking = self.fork_small and len(small) >= FORK_SMALL_FROM and self.transfers >= 2
+        forking = (self.fork_small and len(small) >= FORK_SMALL_FROM and self.transfers >= 2
+                   and not self.remote.link_bound())
         if forking:
             # no thread of ours may be inside OpenSSL at the fork (its locks
             # would stay held in the child): close our connections first

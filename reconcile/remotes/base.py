@@ -276,6 +276,12 @@ class Remote(ABC):
         None where it does not."""
         return None
 
+    def link_bound(self) -> bool:
+        """True where the link's round trips, not this machine's CPU, limit
+        many small uploads (measured on connecting): a second process
+        (upload_child) would only add a connection. This default: False."""
+        return False
+
     def forget_connections(self) -> None:
         """Only where capabilities.fork_safe, in a forked child: the parent's
         connections are not ours to use or close; the next call connects

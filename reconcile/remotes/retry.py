@@ -156,6 +156,9 @@ class RetryingRemote(Remote):
     def net_stats(self) -> NetStats | None:
         return self._remote.net_stats()  # counters: nothing to retry
 
+    def link_bound(self) -> bool:
+        return self._remote.link_bound()  # a measurement: nothing to retry
+
     def forget_connections(self) -> None:
         self._run(self._remote.forget_connections, "forget_connections ")
 

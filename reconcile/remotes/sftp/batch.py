@@ -145,12 +145,17 @@ class Batch:
                 self._root_ready = True
 
     def _ask_parent(self, pipe: _Pipe, waiting: dict, f: _Small) -> None:
-        """a folder not yet seen this run is made ahead of the first open in it
-        (it fails harmlessly when it exists), so its files do not all fail once."""
-        parent = parent_of(f.item.path)
-        if parent and parent not in self._dirs_seen:
-            self._dirs_seen.add(parent)
-            waiting[pipe.request(CMD_MKDIR, _sftp_str(self._abs(parent)), _NO_ATTRS)] = (None, 0)
+        """a folder not yet seen this run is made ahead of the first open in
+        it, and so is each folder above it not yet seen, top down (each fails
+        harmlessly when it exists), so its files do not all fail once."""
+        missing = []
+        folder = parent_of(f.item.path)
+        while folder and folder not in self._dirs_seen:
+            self._dirs_seen.add(folder)
+            missing.append(folder)
+            folder = parent_of(folder)
+        for folder in reversed(missing):
+            waiting[pipe.request(CMD_MKDIR, _sftp_str(self._abs(folder)), _NO_ATTRS)] = (None, 0)
 
     def _mkdir_chain(self, pipe: _Pipe, waiting: dict, f: _Small, made: set[str]) -> bool:
         """after an open found no folder: each folder above the file, top down,

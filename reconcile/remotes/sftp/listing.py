@@ -220,6 +220,7 @@ class Listing:
         except NotFound:
             # no root yet, so no temp files in it: none to look for after the run
             self._seen_temps = []
+            self._root_missing = True
             raise
         if first is not None:
             yield first
@@ -254,7 +255,7 @@ class Listing:
         """the listing in this process, in runs of rows, over a session of
         its own on the run's connection."""
         with self._op(f"cannot list {self.url}"):
-            conn = self._session()
+            conn = self._take_idle_session() or self._session()
         with self._lock:
             self._conns.add(conn)
         stop = threading.Event()

@@ -14,6 +14,9 @@ import uuid
 from reconcile.entry import TEMP_MARK
 from reconcile.remotes.fsprobe import FAT_EPOCH_NS, FAT_END_NS, SECOND, DestFacts
 from reconcile.remotes.sftp.loader import paramiko
+from reconcile.remotes.sftp.wire import OPEN_WRITE, TEMP_MODE, _ok, _Replies
+from paramiko.sftp import CMD_ATTRS, CMD_CLOSE, CMD_FSETSTAT, CMD_FSTAT, CMD_HANDLE, CMD_LSTAT, CMD_OPEN, CMD_REMOVE, CMD_SYMLINK
+from paramiko.sftp_attr import SFTPAttributes
 
 SERVER_DISK = "the server's disk"  # named in messages: the file system type is not known over SFTP
 PROBE_SECONDS = 1_600_000_001  # an odd second: FAT keeps only even ones
@@ -21,18 +24,43 @@ PROBE_SECONDS = 1_600_000_001  # an odd second: FAT keeps only even ones
 
 def probe_folder(sftp: paramiko.SFTPClient, folder: str) -> DestFacts | None:
     """the facts of folder's disk, from a probe file written there and
-    removed; None when no file can be written there (nothing is assumed)."""
+    removed; None when no file can be written there (nothing is assumed).
+    Asked in three round trips (what needs no answer first goes out
+    together), not one per question."""
     tag = uuid.uuid4().hex[:8]
-    path = f"{folder.rstrip('/')}/{TEMP_MARK}probe-Ab-{tag}"
-    if not _create(sftp, path):
-        return None
+    base = folder.rstrip("/")
+    path, odd = f"{base}/{TEMP_MARK}probe-Ab-{tag}", f"{base}/{TEMP_MARK}probe-{tag}-a:b"
+    link = f"{base}/{TEMP_MARK}link-{tag}"
+    replies = _Replies(sftp)
+    opened = [replies.ask(CMD_OPEN, p, OPEN_WRITE, _private()) for p in (path, odd)]
+    linked = replies.ask(CMD_SYMLINK, "target", link)  # paramiko's order, which OpenSSH reads
+    handle, odd_handle = (_handle_of(*replies.wait(num)) for num in opened)
+    symlinks = _ok(*replies.wait(linked))
     try:
-        precision = _precision(sftp, path)
-        case_insensitive = _exists(sftp, path.replace("probe-Ab-", "probe-aB-"))
-        windows_names = not _can_create(sftp, f"{folder.rstrip('/')}/{TEMP_MARK}probe-{tag}-a:b")
-        symlinks = _can_symlink(sftp, f"{folder.rstrip('/')}/{TEMP_MARK}link-{tag}")
+        if handle is None:
+            if odd_handle is not None:
+                replies.wait(replies.ask(CMD_CLOSE, odd_handle))
+            return None
+        times = SFTPAttributes()
+        times.st_atime = times.st_mtime = PROBE_SECONDS
+        # one handle's requests are served in order: the times set, then read back
+        set_num, stat_num, close_num = (replies.ask(CMD_FSETSTAT, handle, times), replies.ask(CMD_FSTAT, handle),
+                                        replies.ask(CMD_CLOSE, handle))
+        variant = replies.ask(CMD_LSTAT, path.replace("probe-Ab-", "probe-aB-"))
+        closing = [replies.ask(CMD_CLOSE, odd_handle)] if odd_handle is not None else []
+        set_ok, (t, msg) = _ok(*replies.wait(set_num)), replies.wait(stat_num)
+        kept = SFTPAttributes._from_msg(msg).st_mtime if t == CMD_ATTRS else None
+        replies.wait(close_num)
+        case_insensitive = replies.wait(variant)[0] == CMD_ATTRS
+        for num in closing:
+            replies.wait(num)
+        # a server without FSETSTAT: by path, as before
+        precision = (SECOND if kept == PROBE_SECONDS else 2 * SECOND) if set_ok else _precision(sftp, path)
     finally:
-        _remove(sftp, path)
+        gone = [p for p, made in ((path, handle), (odd, odd_handle), (link, symlinks)) if made]
+        for num in [replies.ask(CMD_REMOVE, p) for p in gone]:
+            replies.wait(num)  # removed, or left for the tidy-up (temp names)
+    windows_names = odd_handle is None
     fat_like = windows_names and not symlinks  # exFAT or FAT: NTFS (ntfs-3g) holds symlinks
     return DestFacts(
         fs_type=SERVER_DISK if windows_names or case_insensitive else "",
@@ -46,19 +74,14 @@ def probe_folder(sftp: paramiko.SFTPClient, folder: str) -> DestFacts | None:
     )
 
 
-def _create(sftp: paramiko.SFTPClient, path: str) -> bool:
-    try:
-        sftp.open(path, "wx").close()
-    except OSError:
-        return False
-    return True
+def _private() -> SFTPAttributes:
+    attrs = SFTPAttributes()
+    attrs.st_mode = TEMP_MODE
+    return attrs
 
 
-def _can_create(sftp: paramiko.SFTPClient, path: str) -> bool:
-    if not _create(sftp, path):
-        return False
-    _remove(sftp, path)
-    return True
+def _handle_of(t: int, msg: paramiko.Message) -> bytes | None:
+    return msg.get_binary() if t == CMD_HANDLE else None
 
 
 def _precision(sftp: paramiko.SFTPClient, path: str) -> int:
@@ -69,27 +92,3 @@ def _precision(sftp: paramiko.SFTPClient, path: str) -> int:
     except OSError:
         return SECOND
     return SECOND if kept == PROBE_SECONDS else 2 * SECOND
-
-
-def _exists(sftp: paramiko.SFTPClient, path: str) -> bool:
-    try:
-        sftp.lstat(path)
-    except OSError:
-        return False
-    return True
-
-
-def _can_symlink(sftp: paramiko.SFTPClient, path: str) -> bool:
-    try:
-        sftp.symlink("target", path)
-    except OSError:
-        return False
-    _remove(sftp, path)
-    return True
-
-
-def _remove(sftp: paramiko.SFTPClient, path: str) -> None:
-    try:
-        sftp.remove(path)
-    except OSError:
-        pass

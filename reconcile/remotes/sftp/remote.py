@@ -38,7 +38,7 @@ from reconcile.remotes.sftp.loader import paramiko
 from reconcile.remotes.sftp.probe import probe_folder
 from reconcile.remotes.sftp.session import Session, _Conn, _parse_url, _Target
 from reconcile.remotes.sftp.upload import MAX_INFLIGHT_BYTES, Upload
-from reconcile.remotes.sftp.wire import _Acks, _ask_read, _lstats, _readdir
+from reconcile.remotes.sftp.wire import _Acks, _ask_read, _lstats, _mkdirs_then_lstat, _readdir
 
 
 class SftpRemote(Session, Listing, Upload, Batch, Remote):
@@ -62,6 +62,7 @@ class SftpRemote(Session, Listing, Upload, Batch, Remote):
         self._left_temps: set[str] = set()  # temp files our failed uploads left
         self._dirs_seen: set[str] = set()  # folders upload_many made or found
         self._root_ready = False  # the destination root is known to exist
+        self._root_missing = False  # the listing found no root (a first sync): made without asking first
         self._blocks = BlockStore(options.state_dir)  # block maps of large files, for deltas
         self._copy_data = bool(options.extra.get("sftp_copy_data", True))  # off: as a server without it
         self._capabilities: Capabilities | None = None
@@ -90,16 +91,19 @@ class SftpRemote(Session, Listing, Upload, Batch, Remote):
             return probe_folder(sftp, folder) if folder is not None else None
 
     def _existing_folder(self, sftp: paramiko.SFTPClient) -> str | None:
-        """the root, or its nearest existing parent while it is still to be made."""
-        path = self.root
+        """the root, or its nearest existing parent while it is still to be
+        made (the lstats of all of them asked at once)."""
+        paths = [self.root]
         while True:
-            attr = _lstat_or_none(sftp, encode_path(path))
-            if attr is not None:
-                return path if st.S_ISDIR(attr.st_mode or 0) else None
+            path = paths[-1]
             up = path.rstrip("/").rpartition("/")[0]
             if up == path or not path.strip("/."):
-                return None
-            path = up or ("/" if path.startswith("/") else ".")
+                break
+            paths.append(up or ("/" if path.startswith("/") else "."))
+        for path, attr in zip(paths, _lstats(sftp, [encode_path(p) for p in paths])):
+            if attr is not None:
+                return path if st.S_ISDIR(attr.st_mode or 0) else None
+        return None
 
     # --- paths -------------------------------------------------------------
 
@@ -159,15 +163,33 @@ class SftpRemote(Session, Listing, Upload, Batch, Remote):
                 raise Permanent(f"cannot create folder {path}: a file is in the way") from None
 
     def _make_root(self, sftp: paramiko.SFTPClient) -> None:
-        # the destination root is created on demand, like any other parent
-        if self.root in ("", ".", "/") or _lstat_or_none(sftp, self._abs("")) is not None:
+        """the destination root, created on demand like any other parent: each
+        folder down to it asked at once (one round trip, not one per level);
+        those that exist fail harmlessly, and so does another process making
+        the same ones (the upload child)."""
+        if self.root in ("", ".", "/"):
             return
+        if not self._root_missing and _lstat_or_none(sftp, self._abs("")) is not None:
+            return
+        chain = [encode_path(p) for p in self._root_chain()]
+        if _mkdirs_then_lstat(sftp, chain, self._abs("")) is not None:
+            return
+        for path in chain:  # a server that took them out of order: one at a time
+            if _lstat_or_none(sftp, path) is None:
+                try:
+                    sftp.mkdir(path)
+                except OSError:
+                    if _lstat_or_none(sftp, path) is None:
+                        raise
+
+    def _root_chain(self) -> list[str]:
+        """the root and each folder above it, top down."""
         absolute = self.root.startswith("/")
-        so_far = ""
+        chain, so_far = [], ""
         for part in [p for p in self.root.split("/") if p]:
             so_far = f"{so_far}/{part}" if so_far or absolute else part
-            if _lstat_or_none(sftp, encode_path(so_far)) is None:
-                sftp.mkdir(encode_path(so_far))
+            chain.append(so_far)
+        return chain
 
     def _mkdirs_retry(self, sftp: paramiko.SFTPClient, path: str) -> None:
         try:

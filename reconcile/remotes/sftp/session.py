@@ -20,6 +20,7 @@ import select
 import socket
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,6 +38,9 @@ CONNECT_TIMEOUT = 20.0
 IO_TIMEOUT = 60.0  # a silent server for this long counts as a lost connection
 CLOSE_WAIT = 5.0  # for a closed connection's thread to end
 WINDOW = 32 << 20  # ssh channel window: large, so pipelined writes never stall on it
+# from this round trip a first sync's small files wait on the link, not the
+# CPU: no upload child (its handshake would cost more than its core saves)
+LINK_BOUND_RTT = 0.02
 FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
 
@@ -68,7 +72,9 @@ class _Conn:
         self.finish: Callable[[], bool] | None = None  # reads a listing's last replies: clean after?
         self.no_fsync = False
         self.no_posix_rename = False
+        asked = time.monotonic()
         self.write_chunk, self.read_chunk, self.max_handles = _chunk_limits(sftp)
+        self.rtt = time.monotonic() - asked  # one request answered: the link's round trip, about
 
     def close(self) -> None:
         try:
@@ -241,6 +247,7 @@ class Session:
         # a listing's session and thread: the session serves the next thread once its last replies are read
         self._handoff: tuple[threading.Thread, _Conn] | None = None
         self.net = NetStats()  # a forked child counts its own, from 0
+        self._rtt: float | None = getattr(self, "_rtt", None)  # the shortest request round trip seen (s)
 
     def forget_connections(self) -> None:
         """in a forked child (upload_child): the parent's connections are not
@@ -274,18 +281,21 @@ class Session:
             if home is not None and not home.is_active():
                 _close_transport(home)
                 home = self._home = None
-            if home is not None and not self._one_session:
-                try:
-                    return self._open_session(home, owns_transport=False)
-                except (_NoSession, Transient):
-                    if not home.is_active():
-                        raise
-                    self._one_session = True  # MaxSessions 1, or a server that refuses a second
-            conn = self._connect()
-            if not self._one_session:
-                conn.owns_transport = False  # closed by close_sessions(), with every session on it
-                self._home = conn.transport
-            return conn
+            if home is None or self._one_session:
+                conn = self._connect()
+                if not self._one_session:
+                    conn.owns_transport = False  # closed by close_sessions(), with every session on it
+                    self._home = conn.transport
+                return conn
+        # outside the lock: threads open their sessions together (three round trips, not three each in turn)
+        try:
+            return self._open_session(home, owns_transport=False)
+        except (_NoSession, Transient):
+            if not home.is_active():
+                raise
+        with self._connecting:
+            self._one_session = True  # MaxSessions 1, or a server that refuses a second
+            return self._connect()
 
     def _hand_on(self, lister: threading.Thread, conn: _Conn) -> None:
         """a listing that ended: its session serves the next thread that needs
@@ -293,6 +303,18 @@ class Session:
         for here: a run with nothing to do never waits for them)."""
         with self._connecting:
             self._handoff = (lister, conn)
+
+    def _take_idle_session(self) -> _Conn | None:
+        """this thread's session, taken from it for another thread (the
+        listing's, which hands it on when done): one session fewer to open
+        where this thread already asked something (a first run's probe)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None or not conn.transport.is_active() or conn.owns_transport:
+            return None
+        self._local.conn = None
+        with self._lock:
+            self._conns.discard(conn)
+        return conn
 
     def _settled_handoff(self) -> _Conn | None:
         """(with _connecting held) the listing's session if it can serve, else None (closed)."""
@@ -421,7 +443,16 @@ class Session:
         if sftp is None:
             raise Permanent(f"{self._where()} refused the sftp subsystem")
         sftp.get_channel().settimeout(IO_TIMEOUT)
-        return _Conn(transport, sftp, owns_transport)
+        conn = _Conn(transport, sftp, owns_transport)
+        with self.net.lock:
+            self._rtt = conn.rtt if self._rtt is None else min(self._rtt, conn.rtt)
+        return conn
+
+    def link_bound(self) -> bool:
+        """(Remote.link_bound) the round trip measured on opening a session
+        is long enough that many small uploads wait on the link, not on this
+        machine's CPU: a second process would only add an ssh handshake."""
+        return self._rtt is not None and self._rtt >= LINK_BOUND_RTT
 
     def _prefer_algorithms(self, transport: paramiko.Transport) -> None:
         opts = transport.get_security_options()

@@ -14,7 +14,7 @@ from reconcile import portable
 from reconcile.errors import Permanent, SourceChanged
 from reconcile.remotes.sftp import ssh_send
 from reconcile.remotes.sftp.loader import paramiko
-from paramiko.sftp import (CMD_ATTRS, CMD_LSTAT, CMD_CLOSE, CMD_DATA, CMD_EXTENDED, CMD_EXTENDED_REPLY, CMD_HANDLE, CMD_NAME,
+from paramiko.sftp import (CMD_ATTRS, CMD_LSTAT, CMD_CLOSE, CMD_MKDIR, CMD_DATA, CMD_EXTENDED, CMD_EXTENDED_REPLY, CMD_HANDLE, CMD_NAME,
                            CMD_OPEN, CMD_OPENDIR, CMD_READ, CMD_READDIR, CMD_REALPATH, CMD_STATUS, CMD_WRITE, int64)
 from paramiko.sftp_attr import SFTPAttributes
 
@@ -317,6 +317,26 @@ def _lstats(sftp: paramiko.SFTPClient, paths: list[bytes]) -> list[SFTPAttribute
                 raise
         out.append(None)
     return out
+
+
+def _ok(t: int, msg: paramiko.Message) -> bool:
+    """a STATUS reply saying OK (read off msg)."""
+    return t == CMD_STATUS and msg.get_int() == FX_OK
+
+
+def _mkdirs_then_lstat(sftp: paramiko.SFTPClient, folders: list[bytes], last: bytes) -> SFTPAttributes | None:
+    """each folder made, top down, and then last's lstat, all asked at once
+    (one round trip): a folder that exists fails harmlessly. The lstat of last
+    (None where missing) says whether it worked; a server that takes requests
+    out of order may answer None, and the caller then goes one at a time."""
+    replies = _Replies(sftp)
+    no_attrs = SFTPAttributes()
+    nums = [replies.ask(CMD_MKDIR, p, no_attrs) for p in folders]
+    stat_num = replies.ask(CMD_LSTAT, last)
+    for num in nums:
+        replies.wait(num)  # made or there already: the lstat tells
+    t, msg = replies.wait(stat_num)
+    return SFTPAttributes._from_msg(msg) if t == CMD_ATTRS else None
 
 
 def _realpath(sftp: paramiko.SFTPClient, path: bytes) -> tuple[int, paramiko.Message]:

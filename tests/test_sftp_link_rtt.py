@@ -1,0 +1,197 @@
+"""A first sync over a slow link (issue 21), against the real sshd: the
+probe of the server's disk, a missing root several levels deep and the
+folders of new files each cost a fixed number of round trips, not one per
+question or per level; upload threads open their sessions together; the
+listing takes over the probe's idle session; and on a link whose round
+trips, not the CPU, limit the small files, no upload child is forked (its
+handshake would cost more than its core saves). Round trips are counted as
+send-then-wait turns on the SFTP client, never timed."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from reconcile import apply, forked
+from reconcile.remotes.base import RemoteOptions
+from reconcile.remotes.sftp import SftpRemote, session
+from reconcile.remotes.sftp.probe import probe_folder
+from tests.mirror import run, tree
+from tests.servers_sftp import sftp_url
+from tests.test_sftp import no_agent_no_config  # noqa: F401
+from tests.test_sftp_batch import make_src
+
+
+class Turns:
+    """counts the waits of one SFTPClient: each time it reads a reply after
+    having sent requests (requests sent together, then their replies read,
+    are one round trip)."""
+
+    def __init__(self, sftp) -> None:
+        self.count = 0
+        self._sent = False
+        send, read = sftp._async_request, sftp._read_response
+
+        def counted_send(*a, **kw):
+            self._sent = True
+            return send(*a, **kw)
+
+        def counted_read(*a, **kw):
+            if self._sent:
+                self.count += 1
+                self._sent = False
+            return read(*a, **kw)
+
+        sftp._async_request, sftp._read_response = counted_send, counted_read
+
+
+def remote_at(sshd_server, tmp_path: Path, root: Path, transfers: int = 4) -> SftpRemote:
+    kh = sshd_server.write_known_hosts(tmp_path / "kh")
+    options = RemoteOptions(ssh_key=sshd_server.user_key, known_hosts=kh, transfers=transfers,
+                            state_dir=str(tmp_path / "rstate"))
+    return SftpRemote.from_url(sftp_url(sshd_server, root), options)
+
+
+def test_the_probe_of_the_servers_disk_takes_three_round_trips(sshd_server, tmp_path):
+    root = tmp_path / "r"
+    root.mkdir()
+    remote = remote_at(sshd_server, tmp_path, root)
+    try:
+        sftp = remote._sftp()
+        turns = Turns(sftp)
+        facts = probe_folder(sftp, str(root))
+        # create (with a Windows-only name and a symlink), set and read the time with the case check, remove
+        assert turns.count == 3
+        assert facts is not None and (facts.case_insensitive, facts.windows_names, facts.symlinks) == (
+            False, False, True)
+        assert facts.mtime_precision_ns == 1_000_000_000
+        assert list(root.iterdir()) == []  # nothing left behind
+        turns = Turns(sftp)
+        assert remote._existing_folder(sftp) == str(root)
+        assert turns.count == 1  # the root and every folder above it asked together
+    finally:
+        remote.close()
+
+
+def test_a_probe_where_nothing_can_be_written_assumes_nothing_and_leaves_nothing(sshd_server, tmp_path):
+    missing = tmp_path / "no-such-folder"
+    remote = remote_at(sshd_server, tmp_path, tmp_path)
+    try:
+        assert probe_folder(remote._sftp(), str(missing)) is None
+        assert not missing.exists()
+    finally:
+        remote.close()
+
+
+def test_a_missing_root_several_levels_deep_is_made_in_one_round_trip(sshd_server, tmp_path):
+    root = tmp_path / "a" / "b" / "c" / "d"
+    remote = remote_at(sshd_server, tmp_path, root)
+    try:
+        sftp = remote._sftp()
+        remote._root_missing = True  # as a first sync's listing finds it
+        turns = Turns(sftp)
+        remote._make_root(sftp)
+        assert root.is_dir()
+        assert turns.count == 1  # every level made and the root checked together
+        remote._make_root(sftp)  # there already: harmless
+        assert root.is_dir()
+    finally:
+        remote.close()
+
+
+def test_upload_threads_open_their_sessions_together(sshd_server, tmp_path):
+    # each session costs three round trips: threads waiting their turn paid them one after another
+    root = tmp_path / "r"
+    (root / "x").mkdir(parents=True)
+    remote = remote_at(sshd_server, tmp_path, root)
+    try:
+        remote.stat("")  # the connection the sessions are opened on
+        both_inside = threading.Barrier(2, timeout=30)
+        real = remote._open_session
+
+        def meeting(*a, **kw):
+            both_inside.wait()  # broken (an error) unless another thread opens one at the same time
+            return real(*a, **kw)
+
+        remote._open_session = meeting
+        errors: list[BaseException] = []
+
+        def stat() -> None:
+            try:
+                assert remote.stat("x") is not None
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=stat) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert (remote.net_stats().connections, remote.net_stats().sessions) == (1, 3)
+    finally:
+        remote.close()
+
+
+def test_a_first_sync_lists_over_the_probes_session_and_makes_all_folders_ahead(sshd_server, tmp_path,
+                                                                                 monkeypatch):
+    from paramiko.sftp import CMD_OPEN
+
+    from reconcile.remotes.sftp import wire
+
+    monkeypatch.setattr(forked, "available", lambda: False)  # everything counted in this process
+    src, root = tmp_path / "src", tmp_path / "deep" / "root"
+    for i in range(12):
+        d = src / f"t{i % 2}" / f"d{i % 3}" / f"e{i % 2}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i}").write_bytes(b"x" * i)
+    opens = [0]
+    request = wire._Pipe.request
+
+    def counted_request(self, t, *parts):
+        if t == CMD_OPEN:
+            opens[0] += 1
+        return request(self, t, *parts)
+
+    monkeypatch.setattr(wire._Pipe, "request", counted_request)
+    remote = remote_at(sshd_server, tmp_path, root, transfers=1)
+    monkeypatch.setattr(SftpRemote, "from_url", classmethod(lambda cls, url, options: remote))
+    try:
+        result = run(src, sftp_url(sshd_server, root), tmp_path / "state", options=remote.options)
+        assert result.outcome.complete
+        assert tree(root, with_mtime=False) == tree(src, with_mtime=False)
+        # the probe's session lists, then uploads: no second session on the one connection
+        assert (remote.net_stats().connections, remote.net_stats().sessions) == (1, 1)
+        assert opens[0] == 12  # every folder was there before its files' opens: none opened twice
+    finally:
+        remote.close()
+
+
+@pytest.mark.skipif(not forked.available(), reason="the upload child needs Linux and two cores")
+@pytest.mark.parametrize("slow_link", [True, False])
+def test_no_upload_child_is_forked_where_the_link_not_the_cpu_is_the_limit(sftp_dest, tmp_path, monkeypatch,
+                                                                          slow_link):
+    import os
+
+    from reconcile.remotes.sftp import batch
+
+    monkeypatch.setattr(apply, "FORK_SMALL_FROM", 20)
+    # every link counts as slow, or none does (the measured round trip decides on a real link)
+    monkeypatch.setattr(session, "LINK_BOUND_RTT", 0.0 if slow_link else float("inf"))
+    pids = tmp_path / "pids"
+    real = batch.Batch.upload_many
+
+    def noted(self, *a, **kw):
+        with open(pids, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(SftpRemote, "upload_many", noted)
+    src = tmp_path / "src-tree"
+    make_src(src, 120, seed=5)
+    result = run(src, sftp_dest.url, tmp_path / "state", options=sftp_dest.options)
+    assert result.outcome.complete and result.outcome.count("done") == len(result.plan.ops)
+    assert tree(tmp_path / "sftp-root") == tree(src)
+    assert len(set(pids.read_text().split())) == (1 if slow_link else 2)
