@@ -217,10 +217,13 @@ def _hash_one(src: str, remote, pair: _Pair, tmp: str) -> bool | str:
     fd, copy = tempfile.mkstemp(dir=tmp)
     os.close(fd)
     try:
-        remote.download(pair.remote.path, copy)
+        # no more than the listing said: a server's own word on the size is not trusted
+        remote.download(pair.remote.path, copy, limit=pair.remote.size)
         return hash_file(copy) == local_hash
     except NotFound:
         return "vanished from the remote while verifying"
+    except SourceChanged as exc:
+        return f"changed on the remote while verifying ({exc}); not compared"
     finally:
         os.unlink(copy)
 

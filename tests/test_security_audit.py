@@ -1,0 +1,58 @@
+"""Issue 24, gaps found by the audit: the other download path (verify
+--hash) bounded by the listed size, the state folder trusted by restore
+only when it is ours, and the newer state files (block records, the probe
+record, watch.json) private."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from tests.mirror import write
+
+T0 = 1_600_000_000_000_000_000
+
+
+def _root_of(dest) -> Path:
+    return Path(dest.url if dest.kind == "local" else unquote(urlsplit(dest.url).path))
+
+
+@pytest.mark.parametrize("kind", ["local", "sftp"])
+def test_verify_hash_reads_no_more_than_the_listed_size(request, tmp_path, monkeypatch, kind):
+    """a server whose listing says 10 bytes while the file holds 5 MB: verify
+    --hash reads nothing of it (it used to copy all 5 MB to a temp file)"""
+    from reconcile import verify as verify_mod
+    from reconcile.remotes import open_remote
+
+    dest = request.getfixturevalue(f"{kind}_dest")
+    root, src = _root_of(dest), tmp_path / "src"
+    write(src / "big", b"0123456789", T0)
+    write(root / "big", os.urandom(5 << 20), T0)
+    monkeypatch.setenv("RECONCILE_SSH_CONFIG", str(tmp_path / "none"))
+    copied = []
+
+    def lying(url, opts):
+        remote = open_remote(url, dest.options)
+        real_list, real_download = remote.list, remote.download
+
+        def listed():
+            for e in real_list():
+                if e.path == "big":
+                    e.size = 10
+                yield e
+
+        def download(path, local_path, *a, **kw):
+            try:
+                return real_download(path, local_path, *a, **kw)
+            finally:
+                copied.append(os.path.getsize(local_path))
+        remote.list, remote.download = listed, download
+        return remote
+
+    monkeypatch.setattr(verify_mod, "open_remote", lying)
+    result = verify_mod.verify(str(src), dest.url, dest.options, [], True, False, str(tmp_path / "state"))
+    assert copied and max(copied) == 0
+    assert any("not the 10 listed" in w for w in result.warnings), result.warnings
