@@ -34,7 +34,7 @@ from reconcile.restore_fetch import Fetcher, make_dirs, remove_stale_temps
 from reconcile.restore_model import (Outcome, RestoreOptions, RestoreReporter, Survey, child_url, clean_rel,
                                      in_folder_of, pick_run, safe_rel, select, shown, temp_stem, trash_runs)
 from reconcile.restore_survey import snapshot_hashes, survey
-from reconcile.statedir import display_url, private_copy
+from reconcile.statedir import check_private, display_url, private_copy
 from reconcile.trash import DEFAULT_TRASH, known_trash
 
 
@@ -92,6 +92,9 @@ class Restore:
 
     def run(self) -> Outcome:
         self._check_local()
+        if self.opts.state_dir and os.path.lexists(os.path.expanduser(self.opts.state_dir)):
+            # its snapshot's hashes judge what is fetched and its trash record hides names: ours only
+            check_private(os.path.abspath(os.path.expanduser(self.opts.state_dir)))
         started = time.monotonic()
         if self.opts.from_trash is not None:
             url, with_state, skip = child_url(self.url, self.backup_dir), False, []

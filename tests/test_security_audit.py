@@ -56,3 +56,35 @@ def test_verify_hash_reads_no_more_than_the_listed_size(request, tmp_path, monke
     result = verify_mod.verify(str(src), dest.url, dest.options, [], True, False, str(tmp_path / "state"))
     assert copied and max(copied) == 0
     assert any("not the 10 listed" in w for w in result.warnings), result.warnings
+
+
+@pytest.mark.parametrize("how", ["world-writable", "symlink", "found"])
+def test_restore_trusts_a_state_folder_only_when_it_is_ours(tmp_path, how):
+    """restore reads the pair's snapshot (the hashes a fetched file must have)
+    and its trash record (names it leaves out): a state folder others can
+    write is refused as apply refuses it (it used to be read as it was)"""
+    from tests.cli import reconcile
+
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    write(src / "a", b"1", T0)
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "xdg")}
+    if how == "found":  # the pair's own state folder, which restore finds by itself
+        reconcile("apply", src, dst, env=env, check=0)
+        [state] = (tmp_path / "xdg" / "reconcile").iterdir()
+        given = []
+    else:
+        reconcile("apply", src, dst, "--state-dir", state, check=0)
+        given = ["--state-dir", state]
+    if how == "symlink":
+        os.symlink(state, tmp_path / "link")
+        given = ["--state-dir", tmp_path / "link"]
+    else:
+        os.chmod(state, 0o777)
+    p = reconcile("restore", dst, tmp_path / "out", *given, env=env, check=2)
+    assert "state folder" in p.stderr and "Traceback" not in p.stderr
+    assert ("symlink" if how == "symlink" else "chmod 700") in p.stderr
+    assert not (tmp_path / "out").exists()
+    if how != "symlink":
+        os.chmod(state, 0o700)
+        reconcile("restore", dst, tmp_path / "out", *given, env=env, check=0)
+        assert (tmp_path / "out" / "a").read_bytes() == b"1"
