@@ -85,3 +85,73 @@ def test_no_help_text_is_cut_with_dots(command):
     text = reconcile(*command, "--help", check=0).stdout
     described = [line for line in text.splitlines()[1:] if "..." in line.replace("://...", "")]
     assert described == [], described
+
+
+# --- status while a run is in progress ---------------------------------------------------------
+
+def test_status_during_a_run_says_it_is_in_progress_and_since_when(tmp_path):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    write(src / "earlier.txt", b"1", T0)
+    reconcile("apply", src, dst, "--state-dir", state, check=0)  # a finished run to report
+    for i in range(24):
+        write(src / f"f{i:02d}.bin", bytes([i]) * 65536, T0)
+    child = subprocess.Popen([sys.executable, "-m", "reconcile", "apply", str(src), str(dst), "--state-dir",
+                              str(state), "--bwlimit", "256K", "--transfers", "1"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (dst / "f00.bin").exists():  # the run is under way
+            time.sleep(0.05)
+        text = reconcile("status", src, dst, "--state-dir", state, check=0).stdout
+        doc = json.loads(reconcile("status", src, dst, "--state-dir", state, "--json", check=0).stdout)
+    finally:
+        child.send_signal(signal.SIGINT)
+        child.communicate(timeout=60)
+    lines = text.splitlines()
+    assert lines[1].startswith("run in progress: since ") and f"(pid {child.pid})" in lines[1], text
+    assert lines[2].startswith("last run: ") and ", ok, " in lines[2] and "1 done" in lines[2], text
+    assert doc["running"]["pid"] == str(child.pid) and abs(doc["running"]["since"] - time.time()) < 600
+    assert doc["last_run"]["result"] == "ok"
+    # once it has stopped, nothing is running and the interrupted run is the last one
+    text = reconcile("status", src, dst, "--state-dir", state, check=0).stdout
+    assert "run in progress" not in text and "interrupted" in text, text
+    assert json.loads(reconcile("status", src, dst, "--state-dir", state, "--json", check=0).stdout)["running"] is None
+
+
+def test_status_of_a_first_run_in_progress_is_not_never(tmp_path):
+    from reconcile.lock import RunLock
+    from reconcile.statedir import StateDir
+
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    src.mkdir()
+    with RunLock(StateDir.for_pair(str(src), str(dst), str(state)).lock):  # as a first apply holds it
+        text = reconcile("status", src, dst, "--state-dir", state, check=0).stdout
+    assert "run in progress: since " in text and "last run: none finished yet" in text, text
+    assert "never" not in text
+
+
+@pytest.mark.parametrize("proc_locks", [True, False])
+def test_held_by_sees_a_held_lock_with_or_without_proc_locks(tmp_path, monkeypatch, proc_locks):
+    import os
+
+    from reconcile import lock
+
+    if not proc_locks:  # macOS, Windows: a shared lock is tried and dropped
+        monkeypatch.setattr(lock, "PROC_LOCKS", str(tmp_path / "no-proc-locks"))
+    elif not os.path.exists(lock.PROC_LOCKS):
+        pytest.skip("no /proc/locks here")
+    path = str(tmp_path / "lock")
+    assert lock.held_by(path) is None  # never taken
+    with lock.RunLock(path):
+        pid, since = lock.held_by(path)
+        assert pid == str(os.getpid()) and since > 0
+    assert lock.held_by(path) is None  # released: the file stays, the lock is gone
+    with lock.RunLock(path):  # and held_by never took it from its holder
+        assert lock.held_by(path) is not None

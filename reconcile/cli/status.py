@@ -19,7 +19,7 @@ from reconcile.cli.root import command
          example="reconcile status ~/Pictures /mnt/backup/Pictures")
 def status(source: Optional[str] = NameArg, dest: Optional[str] = OptDestArg,
            state_dir: Annotated[Optional[str], typer.Option("--state-dir", metavar="DIR", help="the pair's state folder, if apply ran with --state-dir")] = None,
-           json_out: Annotated[bool, typer.Option("--json", help="print one JSON document: last_run, pending_operations, snapshot, state_dir")] = False,
+           json_out: Annotated[bool, typer.Option("--json", help="print one JSON document: running, last_run, pending_operations, snapshot, state_dir")] = False,
            all_: AllOpt = False, config: ConfigOpt = None):
     """Last run, pending work and snapshot of one SOURCE+DEST pair, a mapping, or --all."""
     from reconcile.jobs import status_jobs
@@ -36,6 +36,10 @@ def _status(source: str, dest: str, state_dir: str | None, json_out: bool) -> in
 
     state = StateDir.for_pair(os.path.abspath(os.path.expanduser(source)), dest, state_dir)
     info: dict = {"source": os.path.abspath(source), "dest": display_url(dest), "state_dir": state.path}
+    from reconcile.lock import held_by
+
+    running = held_by(state.lock)  # a run in progress: last_run is the one before it
+    info["running"] = {"pid": running[0], "since": running[1]} if running else None
     try:
         with open(state.last_run, "rb") as f:
             info["last_run"] = json.loads(f.read())
@@ -64,16 +68,22 @@ def _status(source: str, dest: str, state_dir: str | None, json_out: bool) -> in
         return 0
     lr = info["last_run"]
     print(f"{info['source']} -> {info['dest']}")
+    if running:
+        print(f"run in progress: since {_when(running[1])} (pid {running[0]}); "
+              "the lines below are from before it")
     if lr:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(lr["ended"]))
-        print(f"last run: {when}, {lr['result']}, {lr['ended'] - lr['started']:.1f}s, "
+        print(f"last run: {_when(lr['ended'])}, {lr['result']}, {lr['ended'] - lr['started']:.1f}s, "
               f"{lr['done']} done, {lr['failed']} failed, {lr['bytes']} bytes sent"
               + ("; the next apply finishes it" if lr["result"] == "interrupted" else ""))
     else:
-        print("last run: never")
+        print("last run: none finished yet" if running else "last run: never")
     print(f"pending operations: {info['pending_operations']}")
     snap = info["snapshot"]
     print(f"snapshot: {snap['bytes']} bytes, {snap['age_seconds']}s old" if snap else "snapshot: none")
     for line in watch_lines(info["watch"]):
         print(line)
     return 0
+
+
+def _when(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
