@@ -24,7 +24,7 @@ import xxhash
 
 from reconcile import portable
 from reconcile.errors import SourceChanged
-from reconcile.hashing import BUFFER, _buffer
+from reconcile.hashing import _buffer
 from reconcile.statefile import open_read, write_private
 
 log = logging.getLogger(__name__)
@@ -50,24 +50,44 @@ class BlockMap:
 
 def map_fd(fd: int, size: int, block: int = BLOCK) -> BlockMap:
     """the block map of an open file, read once. SourceChanged if it ends early."""
-    assert block % BUFFER == 0
-    whole, part = xxhash.xxh3_128(), xxhash.xxh3_128()
-    blocks: list[bytes] = []
+    hasher = BlockHasher(block)
     buf = _buffer()
-    pos = 0
-    while pos < size:
-        n = portable.pread_into(fd, buf, pos)
+    while hasher.size < size:
+        n = portable.pread_into(fd, buf, hasher.size)
         if not n:
             raise SourceChanged("the file shrank while it was read")
-        n = min(n, size - pos, block - pos % block)
-        view = memoryview(buf)[:n]
-        whole.update(view)
-        part.update(view)
-        pos += n
-        if pos % block == 0 or pos == size:
-            blocks.append(part.digest())
-            part.reset()
-    return BlockMap(block, size, whole.digest(), blocks)
+        hasher.update(memoryview(buf)[:min(n, size - hasher.size)])
+    return hasher.block_map()
+
+
+class BlockHasher:
+    """the block map of bytes fed in order (update), as xxhash's hashers take
+    them: an upload that reads the file to send it maps it on the way, so a
+    large file is read once. digest() is the whole file's xxh3_128."""
+
+    def __init__(self, block: int = BLOCK) -> None:
+        self.block, self.size = block, 0
+        self.whole, self.part = xxhash.xxh3_128(), xxhash.xxh3_128()
+        self.blocks: list[bytes] = []
+
+    def update(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            piece = view[:self.block - self.size % self.block]
+            self.whole.update(piece)
+            self.part.update(piece)
+            self.size += len(piece)
+            if self.size % self.block == 0:
+                self.blocks.append(self.part.digest())
+                self.part.reset()
+            view = view[len(piece):]
+
+    def digest(self) -> bytes:
+        return self.whole.digest()
+
+    def block_map(self) -> BlockMap:
+        tail = [self.part.digest()] if self.size % self.block else []
+        return BlockMap(self.block, self.size, self.whole.digest(), self.blocks + tail)
 
 
 def block_hash(data: bytes | memoryview) -> bytes:
@@ -103,6 +123,11 @@ class BlockStore:
 
     def wants(self, size: int) -> bool:
         return self.dir is not None and size >= self.min_size
+
+    def hasher(self, size: int) -> BlockHasher | None:
+        """a hasher that maps a file as it is sent, where it is large enough
+        for a delta next time"""
+        return BlockHasher(self.block) if self.wants(size) else None
 
     def map_new(self, fd: int, size: int, expected: bytes | None, path: str) -> BlockMap | None:
         """the block map of the version about to be sent, where it is large

@@ -54,9 +54,10 @@ class FileHasher:
     """xxh3_128 of an open file, a piece at a time, for a thread with other
     work between pieces (sftp range uploads hash while the ranges are sent)."""
 
-    def __init__(self, fd: int, size: int) -> None:
+    def __init__(self, fd: int, size: int, hasher=None) -> None:
+        """hasher: one with xxhash's update and digest (a blockmap.BlockHasher), else xxh3_128"""
         self.fd, self.size, self.pos = fd, size, 0
-        self.hash = xxhash.xxh3_128()
+        self.hash = hasher or xxhash.xxh3_128()
         self.short = False  # the file ended early: no digest
 
     @property

@@ -18,7 +18,7 @@ import xxhash
 from reconcile.entry import Entry, is_safe_path, is_temp_name, parent_of
 from reconcile.errors import NotFound, SourceChanged, Transient
 from reconcile.hashing import FileHasher
-from reconcile.blockmap import BlockMap
+from reconcile.blockmap import BlockHasher, BlockMap
 from reconcile.remotes.base import Checkpoint, Progress, Sent, as_sent
 from reconcile.remotes.local import current_umask, final_mode
 from reconcile.remotes.sftp.delta import CopyRefused, send_delta, tag_of
@@ -51,18 +51,21 @@ class Upload:
         with src:
             before = os.fstat(src.fileno())
             size = before.st_size
-            bmap = self._blocks.map_new(src.fileno(), size, entry.hash, path)
+            bmap = self._delta_map(src.fileno(), size, entry, path, resume)
             with self._op(f"cannot write {path}", failure=Transient):
                 state = self._resume_state(self._sftp(), path, resume, size)
                 tmp_rel = state["tmp"] if state else self._temp_for(path)
                 self._left_temps.add(tmp_rel)
                 copied = self._try_delta(src.fileno(), path, tmp_rel, bmap, state, progress, checkpoint)
-                if copied is None:
-                    digest = self._send_file(src.fileno(), size, tmp_rel, progress, state, checkpoint)
-                elif copied is False:  # the server would not copy: the whole file, under a new temp name
-                    state, tmp_rel = None, self._temp_for(path)
-                    self._left_temps.add(tmp_rel)
-                    digest = self._send_file(src.fileno(), size, tmp_rel, progress, state, checkpoint)
+                if copied is None or copied is False:
+                    if copied is False:  # the server would not copy: the whole file, under a new temp name
+                        state, tmp_rel = None, self._temp_for(path)
+                        self._left_temps.add(tmp_rel)
+                    # mapped as it is sent (one read of the file), unless mapped already
+                    mapper = self._blocks.hasher(size) if bmap is None else None
+                    digest = self._send_file(src.fileno(), size, tmp_rel, progress, state, checkpoint, mapper)
+                    if mapper is not None:
+                        bmap = self._sent_map(src.fileno(), size, entry, path, mapper if digest else None)
                 else:
                     reused, digest = copied, bmap.digest
             after = os.fstat(src.fileno())
@@ -89,6 +92,23 @@ class Upload:
             self._blocks.put(path, bmap, tag_of(result.size, result.mtime_ns))
         return as_sent(result, reused)
 
+    def _delta_map(self, fd: int, size: int, entry: Entry, path: str, resume: dict | None) -> BlockMap | None:
+        """the new version's block map before anything is sent, where a delta
+        may follow (the old version's blocks are on record and the server
+        copies); else None, and a full upload maps the file as it reads it"""
+        if not self._copy_data or (resume and "ranges" in resume) or self._blocks.get(path) is None:
+            return None
+        return self._blocks.map_new(fd, size, entry.hash, path)
+
+    def _sent_map(self, fd: int, size: int, entry: Entry, path: str, mapper: BlockHasher | None) -> BlockMap | None:
+        """the block map of what a full upload sent: the mapper's, where it saw
+        the whole file go (a resumed upload sent only the rest: read it now)"""
+        if mapper is None:
+            return self._blocks.map_new(fd, size, entry.hash, path)
+        if entry.hash is not None and mapper.digest() != entry.hash:
+            raise SourceChanged(f"{path} changed since it was scanned; left for the next run")
+        return mapper.block_map()
+
     def _try_delta(self, fd: int, path: str, tmp_rel: str, bmap: BlockMap | None, state: dict | None,
                    progress: Progress | None, checkpoint: Checkpoint | None) -> int | bool | None:
         """bytes copied on the server; None: no delta (send it whole into tmp_rel);
@@ -109,8 +129,9 @@ class Upload:
                 raise  # else the file stays private (0600): a server without chmod
 
     def _send_file(self, fd: int, size: int, tmp_rel: str, progress: Progress | None,
-                   state: dict | None, checkpoint: Checkpoint | None) -> bytes | None:
-        """the xxh3 of what was sent, where it went in one stream from the start."""
+                   state: dict | None, checkpoint: Checkpoint | None, mapper: BlockHasher | None = None) -> bytes | None:
+        """the xxh3 of what was sent, where the whole file was read as it went
+        (mapper, if given, saw every byte of it then); None after a resume."""
         sftp = self._sftp()
         if state is None and size >= RANGE_MIN and self.transfers > 1:
             state = {"tmp": tmp_rel, "confirmed": 0, "ranges": _split(size, min(self.transfers, 4))}
@@ -118,7 +139,7 @@ class Upload:
         if state is not None and "ranges" in state:
             if state["confirmed"] == 0:
                 self._open_temp(sftp, tmp_rel, truncate=True).close()
-            return self._send_ranges(fd, tmp, state, progress, checkpoint)
+            return self._send_ranges(fd, tmp, state, progress, checkpoint, mapper)
         start = state["confirmed"] if state else 0
         f = self._open_temp(sftp, tmp_rel, truncate=start == 0)
         try:
@@ -129,7 +150,7 @@ class Upload:
                 if checkpoint:
                     checkpoint({"tmp": tmp_rel, "confirmed": n})
 
-            hasher = None if start else xxhash.xxh3_128()
+            hasher = None if start else mapper or xxhash.xxh3_128()
             self._send_range(self._conn(), f.handle, fd, start, size, progress, confirmed,
                              marks=size >= CHECKPOINT_EVERY, hasher=hasher)
         finally:
@@ -222,10 +243,11 @@ class Upload:
                 confirmed(upto)
 
     def _send_ranges(self, fd: int, tmp: bytes, state: dict, progress: Progress | None,
-                     checkpoint: Checkpoint | None) -> bytes | None:
+                     checkpoint: Checkpoint | None, mapper: BlockHasher | None = None) -> bytes | None:
         """concurrent range writers, each over its own connection; the caller's
         thread reports progress and checkpoints, and hashes the file meanwhile
-        (reads and xxh3 free the GIL). The file's xxh3, or None if it shrank."""
+        (reads and xxh3 free the GIL; mapper, if given, maps it on that pass).
+        The file's xxh3, or None if it shrank."""
         ranges: list[list[int]] = state["ranges"]  # [start, end, confirmed up to]
         lock = threading.Lock()
         sent = [0]
@@ -259,7 +281,7 @@ class Upload:
         futures = [self._executor().submit(run, r, mine if k == 0 else None)
                    for k, r in enumerate(r for r in ranges if r[2] < r[1])]
         reported = 0
-        hasher = FileHasher(fd, ranges[-1][1])
+        hasher = FileHasher(fd, ranges[-1][1], mapper)
         while futures:
             if hasher.finished:
                 done, _ = wait(futures, timeout=0.2, return_when=FIRST_EXCEPTION)
