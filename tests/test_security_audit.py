@@ -88,3 +88,27 @@ def test_restore_trusts_a_state_folder_only_when_it_is_ours(tmp_path, how):
         os.chmod(state, 0o700)
         reconcile("restore", dst, tmp_path / "out", *given, env=env, check=0)
         assert (tmp_path / "out" / "a").read_bytes() == b"1"
+
+
+def test_the_newer_state_files_are_private(sftp_dest, tmp_path):
+    """after an SFTP run with a file large enough for a block record: the
+    probe record, destination.json and blocks/ are 0600 and 0700 as the rest
+    (watch.json: tests/test_watch.py)"""
+    import stat
+
+    from reconcile.blockmap import DELTA_MIN
+    from tests.cli import reconcile
+
+    src, state = tmp_path / "src", tmp_path / "state"
+    write(src / "large", b"\0" * DELTA_MIN, T0)
+    old = os.umask(0o022)
+    try:
+        reconcile("apply", src, sftp_dest.url, "--state-dir", state, *sftp_dest.cli_args, env=sftp_dest.env,
+                  check=0)
+    finally:
+        os.umask(old)
+    names = {str(p.relative_to(state)) for p in state.rglob("*")}
+    assert {"remote/blocks", "remote/dest-probe.json", "destination.json", "snapshot.msgpack"} <= names, names
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    for p in state.rglob("*"):
+        assert stat.S_IMODE(p.lstat().st_mode) == (0o700 if p.is_dir() else 0o600), p
