@@ -112,3 +112,25 @@ def test_the_newer_state_files_are_private(sftp_dest, tmp_path):
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
     for p in state.rglob("*"):
         assert stat.S_IMODE(p.lstat().st_mode) == (0o700 if p.is_dir() else 0o600), p
+
+
+def test_the_local_probe_file_is_never_written_through_a_symlink(tmp_path, monkeypatch):
+    """the probe of a local destination's disk makes its file in the
+    destination itself: a symlink planted at its name (guessed here) is never
+    followed, as for every other temp file (it used to be opened CREAT|TRUNC,
+    truncating the link's target, then have its times set through the link)"""
+    import uuid
+
+    from reconcile.entry import TEMP_MARK
+    from reconcile.remotes import fsprobe
+
+    root, victim = tmp_path / "dest", tmp_path / "victim"
+    root.mkdir()
+    victim.write_bytes(b"someone's file")
+    os.utime(victim, ns=(T0, T0))
+    fixed = uuid.UUID(int=0xABCDEF01 << 96)
+    monkeypatch.setattr(fsprobe.uuid, "uuid4", lambda: fixed)
+    for label in ("probe", "case-Ab"):
+        os.symlink(victim, root / f"{TEMP_MARK}{label}-{fixed.hex[:8]}")
+    fsprobe.probe(str(root))
+    assert victim.read_bytes() == b"someone's file" and victim.stat().st_mtime_ns == T0

@@ -18,6 +18,7 @@ import uuid
 from dataclasses import asdict, dataclass, replace
 from typing import Callable, Iterator
 
+from reconcile import portable
 from reconcile.entry import TEMP_MARK
 from reconcile.remotes.base import Capabilities
 from reconcile.statefile import write_private
@@ -105,14 +106,17 @@ def probe(folder: str) -> DestFacts:
     )
 
 
+_NO_FOLLOW = {"follow_symlinks": False} if os.utime in os.supports_follow_symlinks else {}
+
+
 @contextlib.contextmanager
 def _probe_file(folder: str, label: str) -> Iterator[str | None]:
     """an empty temp file in folder (hidden from listings, removed after);
     None when none can be written there."""
     path = os.path.join(folder, f"{TEMP_MARK}{label}-{uuid.uuid4().hex[:8]}")
     try:
-        with open(path, "wb"):
-            pass
+        # a new file, never through a symlink someone left at the name (the destination is not ours)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | portable.NOFOLLOW | portable.BINARY, 0o600))
     except OSError:
         yield None
         return
@@ -134,8 +138,8 @@ def probe_precision(folder: str) -> int | None:
             step = 1
             while step <= SECOND:
                 t = PROBE_BASE_NS + step
-                os.utime(path, ns=(t, t))
-                if os.stat(path).st_mtime_ns == t:
+                os.utime(path, ns=(t, t), **_NO_FOLLOW)  # a link swapped in for it: its own time
+                if os.lstat(path).st_mtime_ns == t:
                     return step
                 step *= 10
             return 2 * SECOND
