@@ -47,6 +47,7 @@ def test_small_files_are_hashed_on_one_thread_large_ones_on_two(tmp_path, monkey
     import threading
 
     from reconcile import engine
+    from reconcile.engine import hashes
     from tests.mirror import run
 
     src = tmp_path / "src"
@@ -56,13 +57,13 @@ def test_small_files_are_hashed_on_one_thread_large_ones_on_two(tmp_path, monkey
     for name, size in sizes.items():
         (src / name).write_bytes(os.urandom(size))
     threads: dict[str, str] = {}
-    real = engine.hash_file
+    real = hashes.hash_file
 
     def recorded(path, *a):
         threads[os.path.basename(path)] = threading.current_thread().name
         return real(path, *a)
 
-    monkeypatch.setattr(engine, "hash_file", recorded)
+    monkeypatch.setattr(hashes, "hash_file", recorded)
     result = run(src, str(tmp_path / "dst"), tmp_path / "state")
     assert result.outcome.complete
     assert set(threads) == set(sizes)

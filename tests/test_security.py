@@ -257,8 +257,8 @@ class HostileRemote(LocalRemote):
 
 @pytest.mark.parametrize("mode", ["plan", "apply"])
 def test_hostile_listing_names_are_ignored_by_the_engine(tmp_path, monkeypatch, mode):
-    from reconcile import engine
     from reconcile.engine import Run, RunOptions
+    from reconcile.engine import run as engine_run
 
     top = tmp_path / "top"
     write(top / "evil", b"outside", T0)
@@ -268,7 +268,7 @@ def test_hostile_listing_names_are_ignored_by_the_engine(tmp_path, monkeypatch, 
     src, state = tmp_path / "src", tmp_path / "state"
     write(src / "a" / "g", b"local", T0)
     write(src / "a" / "f", b"remote", T0)
-    monkeypatch.setattr(engine, "open_remote", lambda url, opts: HostileRemote(url, opts))
+    monkeypatch.setattr(engine_run, "open_remote", lambda url, opts: HostileRemote(url, opts))
     before_top = tree(top)
     rep = SilentReporter()
     r = Run(str(src), str(root), RunOptions(state_dir=str(state), delete=True, max_delete=100), rep)

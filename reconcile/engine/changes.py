@@ -1,0 +1,110 @@
+"""What changed: the source walked (whole, or only the paths a watch marked),
+the last snapshot and the destination's listing, merged by diff.merge_rows."""
+
+from __future__ import annotations
+
+import os
+
+from reconcile import portable, snapshot
+from reconcile.diff import Changes, merge_rows, with_implied_dirs
+from reconcile.entry import DIR, Entry, entry_of, is_inside, is_safe_path, row_of
+from reconcile.errors import NotFound, SourceChanged, Transient
+from reconcile.hashing import hash_file
+from reconcile.names import CollisionWatch
+from reconcile.spool import walk_while_waiting
+from reconcile.walk import WalkReport, walk_rows, walk_rows_partial
+
+
+class ChangeFinder:
+    """Run's walk + snapshot + listing -> Changes."""
+
+    def changes(self, writer: snapshot.SnapshotWriter | None, report: WalkReport) -> Changes:
+        caps = self.remote.capabilities
+        keep = None
+        if self.opts.offline:
+            remote_rows = self.previous()
+            if not caps.empty_dirs:
+                remote_rows = map(row_of, with_implied_dirs(map(entry_of, remote_rows)))
+        elif caps.empty_dirs:
+            remote_rows, keep = self._listing_rows(), self._keep_remote
+        else:
+            # bucket-like: unsafe keys are dropped before the folders they imply are added
+            remote_rows = map(row_of, with_implied_dirs(self._listing()))
+        walked = self._walked(report)
+        if caps.case_insensitive:
+            self.collisions = CollisionWatch()
+            walked = self.collisions.rows(walked)
+        if not self.opts.offline:
+            walked, remote_rows = walk_while_waiting(walked, remote_rows, self._spill_dir())
+        return merge_rows(walked, self.previous(), remote_rows, self.excludes, caps.mtime_precision_ns,
+                          self.opts.checksum, record=writer.add_row if writer else None,
+                          hasher=self._checksum_hasher if self.opts.checksum else None,
+                          perms=bool(self.opts.remote.extra.get("perms")), keep_remote=keep,
+                          current_excluded=True, span=caps.mtime_range)
+
+    def _walked(self, report: WalkReport):
+        """the source's rows: walked whole, or (walk_only) only those paths,
+        the rest taken from the last snapshot; with no snapshot, walked whole"""
+        if self.opts.walk_only is not None and os.path.exists(self.state.snapshot):
+            previous = self.previous()
+            if previous:
+                return walk_rows_partial(portable.native(self.source), self.excludes, report, self.opts.links,
+                                         self.opts.walk_only, previous)
+        return walk_rows(portable.native(self.source), self.excludes, report, self.opts.links)
+
+    def _spill_dir(self) -> str | None:
+        """the private state folder, where it exists (a first plan has none yet)"""
+        return self.state.path if os.path.isdir(self.state.path) else None
+
+    def _checksum_hasher(self, e: Entry) -> bytes | None:
+        try:
+            return hash_file(self._local(e), e.size, e.mtime_ns)
+        except (SourceChanged, OSError):
+            return None  # falls back to size and mtime; the upload re-checks
+
+    def _listing(self):
+        self.trash_runs = {}
+        try:
+            for e in self.remote.list():
+                if self._keep_remote(e):
+                    yield e
+        except NotFound:
+            return  # the destination root does not exist yet: everything is new
+
+    def _listing_rows(self):
+        """a listing as rows: what _keep_remote checks is left to the merge,
+        which asks only about entries that are not plainly the source's own."""
+        self.trash_runs = {}
+        try:
+            rows = iter(self.remote.list_rows())
+            first = next(rows, None)
+        except NotFound:
+            return  # no destination folder yet: everything is to send
+        if first is None:
+            return
+        yield first
+        try:
+            yield from rows
+        except NotFound as exc:
+            # a short listing taken for the whole would resend or, with --delete, miss things
+            raise Transient(f"the destination changed while it was listed ({exc}); run again") from None
+
+    def _keep_remote(self, e: Entry) -> bool:
+        if not is_safe_path(e.path):
+            self.warn(f"ignoring a remote entry with an unsafe name: {e.path!r}")
+            return False
+        if self.trash and is_inside(e.path, self.trash):
+            self._note_trash(e)
+        return True
+
+    def _note_trash(self, e: Entry) -> None:
+        rest = e.path[len(self.trash) + 1:]
+        if not rest:
+            return
+        run, _, inner = rest.partition("/")
+        files = self.trash_runs.setdefault(run, [])
+        if inner and e.kind != DIR:
+            files.append(inner)
+
+    def _local(self, e: Entry) -> str:
+        return os.path.join(portable.native(self.source), *e.path.split("/"))
