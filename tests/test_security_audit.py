@@ -134,3 +134,65 @@ def test_the_local_probe_file_is_never_written_through_a_symlink(tmp_path, monke
         os.symlink(victim, root / f"{TEMP_MARK}{label}-{fixed.hex[:8]}")
     fsprobe.probe(str(root))
     assert victim.read_bytes() == b"someone's file" and victim.stat().st_mtime_ns == T0
+
+
+@pytest.mark.parametrize("how", ["delete", "delete_many"])
+def test_sftp_deletes_refuse_a_folder_swapped_for_a_symlink(sftp_dest, tmp_path, how):
+    """issue 24.4 on SFTP (no openat there): a server account swaps a folder
+    the listing saw for a symlink to elsewhere before the delete of a name it
+    chose; the delete is refused instead of removing elsewhere/NAME (as
+    moves already were). The old code removed the file outside."""
+    from reconcile.errors import Permanent
+    from reconcile.remotes import open_remote
+
+    root, outside = _root_of(sftp_dest), tmp_path / "outside"
+    write(root / "a" / "b" / "victim", b"planted in the destination", T0)
+    write(root / "top", b"mine", T0)
+    write(outside / "b" / "victim", b"someone's file, outside", T0)
+    remote = open_remote(sftp_dest.url, sftp_dest.options)
+    try:
+        (root / "a").rename(tmp_path / "a.moved")  # after the listing, before the delete
+        os.symlink(outside, root / "a")
+        with pytest.raises(Permanent, match="symlink"):
+            if how == "delete":
+                remote.delete("a/b/victim")
+            else:
+                remote.delete_many(["top", "a/b/victim"])
+        remote.delete("top")  # nothing above it: deleted as before
+    finally:
+        remote.close()
+    assert (outside / "b" / "victim").read_bytes() == b"someone's file, outside"
+    assert not (root / "top").exists()
+
+
+def test_verify_reads_nothing_a_hostile_listing_names(tmp_path, monkeypatch):
+    """verify --hash against a listing holding '..', absolute names, NUL and
+    over-long names: no crash, each shown (escaped) as extra, none read"""
+    from reconcile import verify as verify_mod
+    from reconcile.entry import FILE, Entry
+    from reconcile.remotes.local import LocalRemote
+
+    lies = ["../evil", "/etc/passwd", "a\x00b", "x" * 5000, "a/../../b", "e\x1b[2Jz"]
+    read = []
+
+    class Hostile(LocalRemote):
+        def list(self):
+            yield from super().list()
+            for p in lies:
+                yield Entry(p, FILE, 3, T0)
+
+        def download(self, path, *a, **kw):
+            read.append(path)
+            return super().download(path, *a, **kw)
+
+    src, root = tmp_path / "src", tmp_path / "top" / "root"
+    write(src / "f", b"same", T0)
+    write(root / "f", b"same", T0)
+    write(tmp_path / "top" / "evil", b"outside", T0)
+    monkeypatch.setattr(verify_mod, "open_remote", lambda url, opts: Hostile(url, opts))
+    result = verify_mod.verify(str(src), str(root), Hostile(str(root)).options, [], True, False,
+                               str(tmp_path / "state"))
+    assert read == ["f"]
+    shown = " ".join(d.path for d in result.extra_kept)
+    assert "\x00" not in shown and "\x1b" not in shown and "a\\x00b" in shown, shown
+    assert len(result.extra_kept) == len(lies)

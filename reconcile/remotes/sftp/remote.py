@@ -21,7 +21,7 @@ import secrets
 import stat as st
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import BinaryIO
+from typing import BinaryIO, Iterable
 
 from reconcile.entry import DIR, LINK, TEMP_MARK, Entry, decode_path, encode_path, is_temp_name, parent_of
 from reconcile.errors import NotFound, Permanent, SourceChanged, Transient
@@ -266,25 +266,44 @@ class SftpRemote(Session, Listing, Upload, Batch, Remote):
         """Readme -> README on a disk that holds both as one name: a rename, not a merge"""
         return self.capabilities.case_insensitive and src != dst and fold(src) == fold(dst)
 
-    def _refuse_links_above(self, sftp: paramiko.SFTPClient, path: str) -> None:
-        """the server renames through a symlinked folder (the trash swapped for
-        a link, say): check each folder above path first. SFTP has no openat,
-        so a swap right after this check stays possible; a planted link does not."""
+    def _refuse_links_above(self, sftp: paramiko.SFTPClient, path: str, what: str = "cannot move to") -> None:
+        """the server renames and removes through a symlinked folder (the trash,
+        or a folder the listing saw, swapped for a link): check each folder above
+        path first. SFTP has no openat, so a swap right after this check stays
+        possible; a link planted before it does not."""
         above = _folders_above(path)
-        _refuse_links(path, above, _lstats(sftp, [self._abs(p) for p in above]))
+        _refuse_links(path, above, _lstats(sftp, [self._abs(p) for p in above]), what)
 
     def delete(self, path: str) -> None:
         with self._op(f"cannot delete {path}"):
             sftp = self._sftp()
-            try:
-                sftp.remove(self._abs(path))
-            except OSError as exc:
-                if exc.errno == errno.ENOENT:
-                    return
-                attr = _lstat_or_none(sftp, self._abs(path))
-                if attr is not None and st.S_ISDIR(attr.st_mode or 0):
-                    raise Permanent(f"cannot delete {path}: it is a folder") from None
-                raise
+            self._refuse_links_above(sftp, path, "cannot delete")  # a top-level name costs nothing
+            self._remove(sftp, path)
+
+    def delete_many(self, paths: Iterable[str]) -> None:
+        """the folders above every path checked at once (one round trip), then
+        each file removed"""
+        paths = list(paths)
+        above = sorted({f for p in paths for f in _folders_above(p)}, key=lambda f: f.count("/"))
+        with self._op(f"cannot delete {paths[0] if paths else ''}"):
+            for folder, attr in zip(above, _lstats(self._sftp(), [self._abs(f) for f in above])):
+                if attr is not None and st.S_ISLNK(attr.st_mode or 0):
+                    raise Permanent(f"cannot delete under {folder}: it is a symlink on the server; "
+                                    "reconcile never deletes through one")
+        for path in paths:
+            with self._op(f"cannot delete {path}"):
+                self._remove(self._sftp(), path)
+
+    def _remove(self, sftp: paramiko.SFTPClient, path: str) -> None:
+        try:
+            sftp.remove(self._abs(path))
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                return
+            attr = _lstat_or_none(sftp, self._abs(path))
+            if attr is not None and st.S_ISDIR(attr.st_mode or 0):
+                raise Permanent(f"cannot delete {path}: it is a folder") from None
+            raise
 
     def rmdir(self, path: str) -> None:
         with self._op(f"cannot remove folder {path}"):
@@ -403,13 +422,13 @@ def _folders_above(path: str) -> list[str]:
     return ["/".join(parts[:k]) for k in range(1, len(parts) + 1)]
 
 
-def _refuse_links(path: str, above: list[str], attrs: list) -> None:
+def _refuse_links(path: str, above: list[str], attrs: list, what: str = "cannot move to") -> None:
     """a symlink among the folders above path (their lstats, top down) is refused."""
     for folder, attr in zip(above, attrs):
         if attr is None:
             return  # made below by _mkdirs, which never follows a link
         if st.S_ISLNK(attr.st_mode or 0):
-            raise Permanent(f"cannot move to {path}: {folder} on the server is a symlink; "
+            raise Permanent(f"{what} {path}: {folder} on the server is a symlink; "
                             "reconcile never writes through one")
 
 
