@@ -1,6 +1,8 @@
 """An SFTP server as the destination, over paramiko (remote.SftpRemote).
 
-    session.py   URL and ssh config, connections, host keys, authentication
+    target.py    the URL and the ssh config: where to connect
+    session.py   connections and the SFTP sessions on them, errors mapped
+    auth.py      host keys and authentication
     wire.py      the code that reaches into paramiko's private SFTP API
     ssh_send.py  channel data sent with one copy (paramiko's private packetizer)
     listing.py   the pipelined SFTP listing, and find over ssh (findlist.py)

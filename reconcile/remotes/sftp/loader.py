@@ -2,7 +2,7 @@
 paramiko takes it from here, so the first import of paramiko is this one.
 
 paramiko imports invoke (about 40 ms at every start) only to run `Match exec`
-lines of an ssh config; it is loaded when a config has one (session._config_lookup)."""
+lines of an ssh config; it is loaded when a config has one (target._config_lookup)."""
 
 from __future__ import annotations
 

@@ -36,7 +36,8 @@ from reconcile.remotes.sftp.calls import (_entry, _lstat_or_none, _name, _readli
 from reconcile.remotes.sftp.listing import Listing
 from reconcile.remotes.sftp.loader import paramiko
 from reconcile.remotes.sftp.probe import probe_folder
-from reconcile.remotes.sftp.session import Session, _Conn, _parse_url, _Target
+from reconcile.remotes.sftp.session import Session, _Conn
+from reconcile.remotes.sftp.target import _parse_url, _Target
 from reconcile.remotes.sftp.upload import MAX_INFLIGHT_BYTES, Upload
 from reconcile.remotes.sftp.wire import _Acks, _ask_read, _lstats, _mkdirs_then_lstat, _readdir
 

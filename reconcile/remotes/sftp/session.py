@@ -1,7 +1,7 @@
-"""Where an SFTP remote connects and how: the URL and the ssh config
-(Host aliases, identity files, ProxyCommand), connections and the SFTP
-sessions (channels) threads open on them, host keys, authentication, what
-they cost (NetStats), and paramiko's errors mapped to ours.
+"""How an SFTP remote connects: connections and the SFTP sessions (channels)
+threads open on them, what they cost (NetStats), and paramiko's errors mapped
+to ours. Where it connects (the URL, the ssh config) is target.py; host keys
+and authentication are auth.py.
 
 One connection (one ssh handshake: seven round trips or more) carries a
 session per thread; one more session costs three round trips. Each session is
@@ -12,25 +12,18 @@ session, as before."""
 from __future__ import annotations
 
 import errno
-import getpass
-import hashlib
-import os
-import re
 import select
 import socket
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Callable, Iterator
-from urllib.parse import unquote, urlsplit
 
-from reconcile import portable
-from reconcile.errors import AuthError, ConfigError, NotFound, Permanent, ReconcileError
+from reconcile.errors import NotFound, Permanent, ReconcileError
 from reconcile.errors import Refused, Transient, Unreachable, UnresolvedHost
-from reconcile.remotes.base import NetStats, RemoteOptions
+from reconcile.remotes.base import NetStats
+from reconcile.remotes.sftp.auth import Auth
 from reconcile.remotes.sftp.loader import paramiko
 from reconcile.remotes.sftp.wire import _chunk_limits
 
@@ -42,22 +35,6 @@ WINDOW = 32 << 20  # ssh channel window: large, so pipelined writes never stall 
 # CPU: no upload child (its handshake would cost more than its core saves)
 LINK_BOUND_RTT = 0.02
 FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
-
-
-@dataclass
-class _Target:
-    alias: str  # as written in the URL
-    host: str  # after the ssh config
-    port: int
-    user: str
-    identity_files: list[str] = field(default_factory=list)
-    known_hosts_files: list[str] = field(default_factory=list)
-    proxy_command: str | None = None  # the ssh config's ProxyCommand, tokens expanded
-
-    @property
-    def key_name(self) -> str:
-        """the host's name in known_hosts: OpenSSH writes [host]:port off port 22."""
-        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
 
 
 class _Conn:
@@ -123,109 +100,8 @@ class _NoSession(Exception):
     """the server would not open one more channel on a connection."""
 
 
-def _fingerprint(key: paramiko.PKey) -> str:
-    import base64
-
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
-
-
-def _ssh_config_path(options: RemoteOptions) -> str:
-    return (options.extra.get("ssh_config") or os.environ.get("RECONCILE_SSH_CONFIG")
-            or os.path.expanduser("~/.ssh/config"))
-
-
-# what a host name (or an ssh config alias) may hold; `Match exec` runs %h
-# through a shell, so metacharacters are refused before any config is read
-# (OpenSSH 9.6 does the same since CVE-2023-51385)
-_HOST_NAME = re.compile(r"[A-Za-z0-9._:%\[\]-]+")
-
-
-def check_host_name(host: str) -> None:
-    if not _HOST_NAME.fullmatch(host) or host.startswith("-"):
-        shown = host.encode("ascii", "backslashreplace").decode()
-        raise ConfigError(f"host name {shown!r} holds characters a host name cannot have (only letters, digits, "
-                          "'.', '-', '_' and ':'); check the URL")
-
-
-def _lookup_ssh_config(alias: str, options: RemoteOptions) -> dict:
-    path = _ssh_config_path(options)
-    if not os.path.exists(path):
-        return {}
-    try:
-        return dict(_config_lookup(paramiko.SSHConfig.from_path(path), alias))
-    except Exception as exc:
-        raise ConfigError(f"cannot read ssh config {path}: {exc or exc.__class__.__name__}") from None
-
-
-def _config_lookup(config: paramiko.SSHConfig, alias: str) -> paramiko.SSHConfigDict:
-    try:
-        return config.lookup(alias)
-    except ImportError:  # a `Match exec` line: now paramiko gets invoke
-        import invoke
-        paramiko.config.invoke = invoke
-        return config.lookup(alias)
-
-
-def _unreadable_key(path: str, exc: Exception) -> str:
-    """why --ssh-key FILE is no private key, and what to give instead"""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(64)
-    except OSError as err:
-        return f"cannot read ssh key file {path}: {err.strerror or err}; check the path and its permissions"
-    if path.endswith(".pub") or head.startswith((b"ssh-", b"ecdsa-", b"sk-")):
-        return (f"ssh key file {path} is a public key: give the private key with --ssh-key "
-                "(the file of the same name without .pub)")
-    return (f"cannot read ssh key file {path}: it is not a private key paramiko can load "
-            f"({exc.__class__.__name__}); give an OpenSSH or PEM private key with --ssh-key")
-
-
-def _parse_url(url: str, options: RemoteOptions) -> tuple[_Target, str, str]:
-    parts = urlsplit(url)
-    if parts.scheme.lower() != "sftp" or not parts.hostname:
-        raise ConfigError(f"not an sftp URL: {url!r}; use sftp://[user@]host[:port]/path")
-    if parts.password is not None:
-        raise ConfigError("do not put a password in the URL: set RECONCILE_SFTP_PASSWORD instead")
-    try:
-        url_port = parts.port
-    except ValueError:
-        raise ConfigError(f"bad port in {url!r}: a port is a number from 1 to 65535, "
-                          "like sftp://me@nas:2222/backup") from None
-    path = unquote(parts.path, errors="surrogateescape")
-    if not path:
-        raise ConfigError(f"{url!r} names no folder: use sftp://host/absolute/path or sftp://host/~/path")
-    if path == "/~" or path.startswith("/~/"):
-        root = path[3:].strip("/") or "."
-    else:
-        root = path.rstrip("/") or "/"
-    alias = parts.hostname
-    check_host_name(alias)
-    cfg = _lookup_ssh_config(alias, options)
-    user = unquote(parts.username) if parts.username else cfg.get("user") or getpass.getuser()
-    try:
-        port = url_port or int(cfg.get("port", 22))
-    except ValueError:
-        raise ConfigError(f"bad Port for {alias} in the ssh config") from None
-    idents = [os.path.expanduser(p) for p in cfg.get("identityfile", [])]
-    if options.known_hosts:
-        known = [os.path.expanduser(options.known_hosts)]
-    else:
-        user_files = cfg.get("userknownhostsfile", "~/.ssh/known_hosts").split()
-        known = [os.path.expanduser(p) for p in user_files] + ["/etc/ssh/ssh_known_hosts"]
-    proxy = cfg.get("proxycommand")
-    if cfg.get("proxyjump") and not proxy:
-        # going straight to the host instead would be a silent surprise
-        raise ConfigError(f"the ssh config gives {alias} a ProxyJump, which reconcile does not follow: "
-                          f"write it as ProxyCommand ssh -W %h:%p {cfg['proxyjump']} for that host")
-    target = _Target(alias, cfg.get("hostname", alias), port, user, idents, known,
-                     None if not proxy or proxy.lower() == "none" else proxy)
-    shown = f"sftp://{user}@{alias}" + (f":{url_port}" if url_port else "") + parts.path
-    return target, root, shown
-
-
-class Session:
-    """connections, host keys and authentication of an SftpRemote."""
+class Session(Auth):
+    """connections of an SftpRemote; host keys and authentication (Auth) on them."""
 
     def _fresh_connection_state(self) -> None:
         """no connection, pool or lock held: at start, and in a forked child,
@@ -464,175 +340,6 @@ class Session:
             first = [k for k in opts.key_types if k in known]
             opts.key_types = first + [k for k in opts.key_types if k not in first]
 
-    # --- host keys ---------------------------------------------------------
-
-    def _load_known_hosts(self) -> paramiko.HostKeys:
-        keys = paramiko.HostKeys()
-        for path in self.target.known_hosts_files:
-            if os.path.isfile(path):
-                try:
-                    keys.load(path)
-                except (OSError, paramiko.SSHException):
-                    pass
-        return keys
-
-    def _known_types(self) -> set[str]:
-        entry = self._load_known_hosts().lookup(self.target.key_name)
-        types = set(entry.keys()) if entry else set()
-        if "ssh-rsa" in types:
-            types |= {"rsa-sha2-512", "rsa-sha2-256"}
-        return types
-
-    def _check_host_key(self, key: paramiko.PKey) -> None:
-        with self._hostkey_lock:
-            if self._trusted_key is None:
-                self._verify_host_key(key)
-                self._trusted_key = key.asbytes()
-            elif key.asbytes() != self._trusted_key:
-                raise ConfigError(f"WARNING: the host key of {self.target.key_name} changed during this run "
-                                  f"(now {key.get_name()} {_fingerprint(key)}): refusing to continue")
-
-    def _verify_host_key(self, key: paramiko.PKey) -> None:
-        name = self.target.key_name
-        entry = self._load_known_hosts().lookup(name)
-        fp = _fingerprint(key)
-        if not entry:
-            if not self.options.accept_new_host_key:
-                raise ConfigError(
-                    f"unknown host {name}: its {key.get_name()} key fingerprint is {fp}. "
-                    "If that is the server's key, run again with --accept-new-host-key to trust and record it")
-            self._record_host_key(name, key)
-            return
-        known = entry.get(key.get_name())
-        if known is not None and known.asbytes() == key.asbytes():
-            return
-        files = ", ".join(self.target.known_hosts_files[:1])
-        raise ConfigError(
-            f"WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED for {name}! It now offers {key.get_name()} {fp}, "
-            f"which does not match {files}. Someone could be intercepting the connection. If the server's key "
-            f"really changed, remove the old one with: ssh-keygen -R '{name}' -f {files}")
-
-    def _record_host_key(self, name: str, key: paramiko.PKey) -> None:
-        path = self.target.known_hosts_files[0]
-        line = f"{name} {key.get_name()} {key.get_base64()}\n"
-        try:
-            os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | portable.BINARY, 0o600)
-            with os.fdopen(fd, "a") as f:
-                if f.tell() > 0 and not _ends_with_newline(path):
-                    line = "\n" + line
-                f.write(line)
-        except OSError as exc:
-            raise ConfigError(f"cannot record the host key in {path}: {exc.strerror}") from None
-
-    # --- authentication ----------------------------------------------------
-
-    def _authenticate(self, transport: paramiko.Transport) -> None:
-        user = self.target.user
-        tried: list[str] = []
-        try:
-            for label, key in self._keys():
-                try:
-                    transport.auth_publickey(user, key)
-                    return
-                except paramiko.BadAuthenticationType:
-                    break  # the server takes no keys at all
-                except paramiko.AuthenticationException:
-                    tried.append(label)
-            if self._try_password(transport, tried):
-                return
-        except (paramiko.SSHException, EOFError, OSError) as exc:
-            if not transport.is_active():
-                tried.append(f"then the server closed the connection ({exc.__class__.__name__})")
-            else:
-                raise Transient(f"ssh authentication with {self._where()} failed: {exc}") from None
-        what = ", ".join(tried) or "nothing: no key, agent or password available"
-        raise AuthError(
-            f"authentication failed for {user}@{self._where()} (tried {what}); give a key with --ssh-key, "
-            "load one into ssh-agent, or set RECONCILE_SFTP_PASSWORD")
-
-    def _keys(self) -> Iterator[tuple[str, paramiko.PKey]]:
-        agent = None
-        if os.environ.get("SSH_AUTH_SOCK"):
-            try:
-                agent = paramiko.Agent()
-                for key in agent.get_keys():
-                    yield f"agent key {key.get_name()}", key
-            except paramiko.SSHException:
-                pass
-            finally:
-                if agent is not None:
-                    agent.close()
-        explicit = [os.path.expanduser(self.options.ssh_key)] if self.options.ssh_key else []
-        files = explicit + self.target.identity_files
-        if not files:
-            files = [os.path.expanduser(f"~/.ssh/{n}") for n in ("id_ed25519", "id_ecdsa", "id_rsa")]
-        for path in dict.fromkeys(files):
-            key = self._load_key(path, explicit=path in explicit)
-            if key is not None:
-                yield f"key {path}", key
-
-    def _load_key(self, path: str, explicit: bool) -> paramiko.PKey | None:
-        if not os.path.exists(path):
-            if explicit:
-                raise ConfigError(f"ssh key file {path} does not exist")
-            return None
-        try:
-            return paramiko.PKey.from_path(path)
-        except TypeError:
-            pass  # encrypted: needs a passphrase
-        except (ValueError, OSError, paramiko.SSHException) as exc:
-            if explicit:
-                raise ConfigError(_unreadable_key(path, exc)) from None
-            return None
-        passphrase = self._secret("RECONCILE_SSH_KEY_PASSPHRASE", f"passphrase for key {path}: ")
-        if passphrase is None:
-            if explicit:
-                raise AuthError(f"ssh key {path} is encrypted: set RECONCILE_SSH_KEY_PASSPHRASE "
-                                "or run from a terminal to be asked")
-            return None
-        try:
-            return paramiko.PKey.from_path(path, passphrase.encode())
-        except (ValueError, TypeError, paramiko.SSHException):
-            raise AuthError(f"cannot decrypt ssh key {path}: wrong passphrase") from None
-
-    def _try_password(self, transport: paramiko.Transport, tried: list[str]) -> bool:
-        user = self.target.user
-        password = self._secret("RECONCILE_SFTP_PASSWORD", f"password for {user}@{self.target.host}: ")
-        if password is None:
-            return False
-        try:
-            transport.auth_password(user, password)
-            return True
-        except paramiko.BadAuthenticationType as exc:
-            if "keyboard-interactive" not in exc.allowed_types:
-                tried.append("password (not accepted by this server)")
-                return False
-        except paramiko.AuthenticationException:
-            tried.append("password")
-            return False
-        try:
-            transport.auth_interactive(user, lambda _title, _instr, prompts: [password] * len(prompts))
-            return True
-        except paramiko.AuthenticationException:
-            tried.append("password (keyboard-interactive)")
-            return False
-
-    def _secret(self, env: str, prompt: str) -> str | None:
-        """from the environment, else asked once on a terminal; kept in memory only."""
-        if os.environ.get(env):
-            return os.environ[env]
-        with self._secret_lock:
-            if prompt not in self._secrets:
-                asked = None
-                if sys.stdin is not None and sys.stdin.isatty():
-                    try:
-                        asked = getpass.getpass(prompt)
-                    except (EOFError, OSError):
-                        asked = None
-                self._secrets[prompt] = asked
-            return self._secrets[prompt]
-
     # --- errors ------------------------------------------------------------
 
     @contextmanager
@@ -660,7 +367,3 @@ class Session:
             raise Transient(f"{what}: connection lost ({exc.strerror or exc})") from None
 
 
-def _ends_with_newline(path: str) -> bool:
-    with open(path, "rb") as f:
-        f.seek(-1, os.SEEK_END)
-        return f.read(1) == b"\n"
