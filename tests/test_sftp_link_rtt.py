@@ -195,3 +195,38 @@ def test_no_upload_child_is_forked_where_the_link_not_the_cpu_is_the_limit(sftp_
     assert result.outcome.complete and result.outcome.count("done") == len(result.plan.ops)
     assert tree(tmp_path / "sftp-root") == tree(src)
     assert len(set(pids.read_text().split())) == (1 if slow_link else 2)
+
+
+def test_closing_wakes_the_connections_thread_instead_of_leaving_it_to_the_servers_reply(sshd_server, tmp_path):
+    # paramiko's thread sits in a read until the server answers the close (a round trip) or its
+    # 0.1 s poll ends: every run ended that much later. The socket is shut down first, which wakes it.
+    import socket
+
+    root = tmp_path / "r"
+    root.mkdir()
+    remote = remote_at(sshd_server, tmp_path, root)
+    remote.stat("")
+    transport = remote._conn().transport
+    wire, calls = transport.sock, []
+    wire._sock = _Recording(wire._sock, calls)
+    remote.close()
+    assert calls[:2] == [("shutdown", socket.SHUT_RDWR), ("close",)]
+    assert not transport.is_alive()
+
+
+class _Recording:
+    """a socket whose shutdown and close calls are noted (everything else passes through)."""
+
+    def __init__(self, sock, calls: list) -> None:
+        self._sock, self._calls = sock, calls
+
+    def shutdown(self, how):
+        self._calls.append(("shutdown", how))
+        return self._sock.shutdown(how)
+
+    def close(self):
+        self._calls.append(("close",))
+        return self._sock.close()
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)

@@ -63,10 +63,24 @@ class _Conn:
 
 
 def _close_transport(transport: paramiko.Transport) -> None:
+    if transport is not threading.current_thread():
+        # its thread polls its socket every 0.1 s: woken at once instead (it
+        # reads the end of the stream, and closes what it holds); every run
+        # ended up to 0.1 s later
+        _shut_down(transport.sock)
     transport.close()
     if transport is not threading.current_thread():
         # paramiko does not wait for its thread: a fork (forked.py) must see it gone
         transport.join(CLOSE_WAIT)
+
+
+def _shut_down(sock) -> None:
+    """both ways, where sock is a socket (a ProxyCommand is not)."""
+    if isinstance(sock, (socket.socket, _Wire)):
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # closed already
 
 
 class _Wire:
