@@ -196,3 +196,30 @@ def test_verify_reads_nothing_a_hostile_listing_names(tmp_path, monkeypatch):
     shown = " ".join(d.path for d in result.extra_kept)
     assert "\x00" not in shown and "\x1b" not in shown and "a\\x00b" in shown, shown
     assert len(result.extra_kept) == len(lies)
+
+
+def test_a_very_deep_destination_tree_is_tidied_without_a_recursion_error(tmp_path):
+    """issue 24.8 on a local destination: 1,100 folders deep (someone who can
+    write the destination, or a runaway script), and our temp files at the top
+    and at the bottom. The tidy-up after a run walked it with os.walk, which
+    recurses: 'internal error: RecursionError' on every run."""
+    from reconcile.entry import TEMP_MARK
+    from tests.cli import reconcile
+
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    write(src / "a", b"1", T0)
+    dst.mkdir()
+    fd = os.open(dst, os.O_RDONLY)
+    for _ in range(1100):
+        os.mkdir("d", dir_fd=fd)
+        fd, old = os.open("d", os.O_RDONLY, dir_fd=fd), fd
+        os.close(old)
+    os.close(os.open(f"{TEMP_MARK}0123456789ab-deep", os.O_CREAT | os.O_WRONLY, 0o600, dir_fd=fd))
+    os.close(fd)
+    (dst / f"{TEMP_MARK}0123456789ab-top").write_bytes(b"left by a killed run")
+    p = reconcile("apply", src, dst, "--state-dir", state, check=0)
+    assert "RecursionError" not in p.stderr
+    assert not list(dst.glob(f"{TEMP_MARK}*"))
+    deepest = os.path.join(dst, *["d"] * 1100)
+    assert os.listdir(deepest) == []
+    assert (dst / "a").read_bytes() == b"1"

@@ -337,20 +337,36 @@ class LocalRemote(Remote):
         return e
 
     def remove_temp_files(self, keep: frozenset[str] = frozenset()) -> int:
+        """our temp files and folders anywhere below the root: found by a walk
+        that keeps its own stack (a tree thousands of folders deep ended os.walk
+        in a RecursionError), removed through safepath (never via a symlink)"""
         count = 0
-        for dirpath, dirnames, filenames in os.walk(self.root):
-            for name in [n for n in dirnames if is_temp_name(n)]:
-                dirnames.remove(name)
-                shutil.rmtree(os.path.join(dirpath, name), ignore_errors=True)
-                count += 1
-            for name in filenames:
+        stack = [""]
+        while stack:
+            rel = stack.pop()
+            try:
+                with os.scandir(os.path.join(self.root, *rel.split("/")) if rel else self.root) as it:
+                    found = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+            except OSError:
+                continue  # gone since, or not a folder now
+            for name, is_dir in found:
+                path = f"{rel}/{name}" if rel else name
                 if is_temp_name(name):
-                    try:
-                        os.unlink(os.path.join(dirpath, name))
-                    except OSError:
-                        pass
                     count += 1
+                    self._remove_temp(path, is_dir)
+                elif is_dir:
+                    stack.append(path)
         return count
+
+    def _remove_temp(self, path: str, is_dir: bool) -> None:
+        try:
+            with safepath.open_parent(self.root, path) as p:
+                if is_dir:
+                    shutil.rmtree(p.target, dir_fd=p.fd)
+                else:
+                    os.unlink(p.target, dir_fd=p.fd)
+        except OSError:
+            pass  # gone, or only reachable through a symlink now: not ours to remove
 
     def close(self) -> None:
         pass
