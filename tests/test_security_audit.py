@@ -6,6 +6,7 @@ record, watch.json) private."""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -209,17 +210,22 @@ def test_a_very_deep_destination_tree_is_tidied_without_a_recursion_error(tmp_pa
     src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
     write(src / "a", b"1", T0)
     dst.mkdir()
-    fd = os.open(dst, os.O_RDONLY)
-    for _ in range(1100):
-        os.mkdir("d", dir_fd=fd)
-        fd, old = os.open("d", os.O_RDONLY, dir_fd=fd), fd
-        os.close(old)
-    os.close(os.open(f"{TEMP_MARK}0123456789ab-deep", os.O_CREAT | os.O_WRONLY, 0o600, dir_fd=fd))
-    os.close(fd)
-    (dst / f"{TEMP_MARK}0123456789ab-top").write_bytes(b"left by a killed run")
-    p = reconcile("apply", src, dst, "--state-dir", state, check=0)
-    assert "RecursionError" not in p.stderr
-    assert not list(dst.glob(f"{TEMP_MARK}*"))
-    deepest = os.path.join(dst, *["d"] * 1100)
-    assert os.listdir(deepest) == []
-    assert (dst / "a").read_bytes() == b"1"
+    try:
+        fd = os.open(dst, os.O_RDONLY)
+        for _ in range(1100):
+            os.mkdir("d", dir_fd=fd)
+            fd, old = os.open("d", os.O_RDONLY, dir_fd=fd), fd
+            os.close(old)
+        os.close(os.open(f"{TEMP_MARK}0123456789ab-deep", os.O_CREAT | os.O_WRONLY, 0o600, dir_fd=fd))
+        os.close(fd)
+        (dst / f"{TEMP_MARK}0123456789ab-top").write_bytes(b"left by a killed run")
+        p = reconcile("apply", src, dst, "--state-dir", state, check=0)
+        assert "RecursionError" not in p.stderr
+        assert not list(dst.glob(f"{TEMP_MARK}*"))
+        deepest = os.path.join(dst, *["d"] * 1100)
+        assert os.listdir(deepest) == []
+        assert (dst / "a").read_bytes() == b"1"
+    finally:
+        # pytest removes old tmp folders with shutil.rmtree, which recurses too: a later session
+        # would end in the same RecursionError. rm -rf does not recurse on the stack
+        subprocess.run(["rm", "-rf", "--", str(dst)], check=True)
