@@ -229,3 +229,18 @@ def test_a_very_deep_destination_tree_is_tidied_without_a_recursion_error(tmp_pa
         # pytest removes old tmp folders with shutil.rmtree, which recurses too: a later session
         # would end in the same RecursionError. rm -rf does not recurse on the stack
         subprocess.run(["rm", "-rf", "--", str(dst)], check=True)
+
+
+@pytest.mark.parametrize("cmd", ["verify", "watch"])
+def test_verify_and_watch_refuse_a_state_folder_others_can_write(tmp_path, cmd):
+    """the commands tests/test_security_state.py does not run: exit 2 with the fix, nothing sent"""
+    from tests.cli import reconcile
+
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    write(src / "a", b"1", T0)
+    reconcile("apply", src, dst, "--state-dir", state, check=0)
+    write(src / "b", b"2", T0)
+    os.chmod(state, 0o777)
+    p = reconcile(cmd, src, dst, "--state-dir", state, check=2, timeout=60)
+    assert f"chmod 700 {state}" in p.stderr
+    assert not (dst / "b").exists()
