@@ -244,3 +244,45 @@ def test_verify_and_watch_refuse_a_state_folder_others_can_write(tmp_path, cmd):
     p = reconcile(cmd, src, dst, "--state-dir", state, check=2, timeout=60)
     assert f"chmod 700 {state}" in p.stderr
     assert not (dst / "b").exists()
+
+
+def test_an_sftp_temp_file_swapped_for_a_symlink_gets_no_mode_or_time(sftp_dest, tmp_path, monkeypatch):
+    """issue 24.3/24.7: an account that can write the destination sees our temp
+    file (its name is random, but listed) and replaces it, once written, with a
+    symlink whose length equals the file's size. The finish set the times and
+    the mode through the path, so through the link: a 0600 file outside became
+    0777 (--perms) with the source's mtime. Now the temp must still be a
+    regular file, else the upload fails and nothing outside changes."""
+    from reconcile.entry import FILE, Entry
+    from reconcile.errors import ReconcileError
+    from reconcile.remotes.sftp import SftpRemote
+
+    root = _root_of(sftp_dest)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"private")
+    os.chmod(victim, 0o600)
+    os.utime(victim, ns=(T0, T0))
+    local = tmp_path / "src" / "f"
+    write(local, b"x" * 300, T0 + 10**12)
+    os.chmod(local, 0o777)
+    target = str(victim)
+    target = target[:1] + "/" * (300 - len(target)) + target[1:]  # the same file, 300 bytes long as a link
+    real = SftpRemote._send_file
+
+    def then_swap(self, fd, size, tmp_rel, *a, **kw):
+        out = real(self, fd, size, tmp_rel, *a, **kw)
+        os.unlink(root / tmp_rel)
+        os.symlink(target, root / tmp_rel)
+        return out
+
+    monkeypatch.setattr(SftpRemote, "_send_file", then_swap)
+    monkeypatch.setenv("RECONCILE_SSH_CONFIG", str(tmp_path / "none"))
+    sftp_dest.options.extra["perms"] = True
+    remote = SftpRemote.from_url(sftp_dest.url, sftp_dest.options)
+    try:
+        with pytest.raises(ReconcileError, match="replaced"):
+            remote.upload(str(local), "f", Entry("f", FILE, 300, T0 + 10**12, mode=os.stat(local).st_mode))
+    finally:
+        remote.close()
+    s = victim.stat()
+    assert (s.st_mode & 0o777, s.st_mtime_ns, victim.read_bytes()) == (0o600, T0, b"private")

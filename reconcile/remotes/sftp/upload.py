@@ -16,7 +16,7 @@ from functools import partial
 import xxhash
 
 from reconcile.entry import Entry, is_safe_path, is_temp_name, parent_of
-from reconcile.errors import NotFound, SourceChanged, Transient
+from reconcile.errors import NotFound, Permanent, SourceChanged, Transient
 from reconcile.hashing import FileHasher
 from reconcile.blockmap import BlockHasher, BlockMap
 from reconcile.remotes.base import Checkpoint, Progress, Sent, as_sent
@@ -75,7 +75,12 @@ class Upload:
         with self._op(f"cannot finish {path}"):
             sftp = self._sftp()
             tmp = self._abs(tmp_rel)
-            got = sftp.lstat(tmp).st_size
+            attr = sftp.lstat(tmp)
+            if not st.S_ISREG(attr.st_mode or 0):
+                # SETSTAT follows a link: a temp file swapped for one would give its target our times and mode
+                raise Permanent(f"cannot finish {path}: its temp file {tmp_rel} was replaced on the server "
+                                "(by a symlink?); reconcile never sets times or modes through one")
+            got = attr.st_size
             if got != size:
                 raise Transient(f"cannot finish {path}: the server holds {got} of {size} bytes")
             if entry.mtime_ns is not None:
