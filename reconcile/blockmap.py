@@ -18,11 +18,13 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
 
 import msgpack
 import xxhash
 
-from reconcile import portable
+from reconcile import portable, snapshot
+from reconcile.entry import FILE, ROW_KIND, ROW_SIZE, decode_path, row_path
 from reconcile.errors import SourceChanged
 from reconcile.hashing import _buffer
 from reconcile.statefile import open_read, write_private
@@ -183,6 +185,11 @@ class BlockStore:
         except OSError as exc:  # only the next delta is lost: that upload goes whole
             log.warning("cannot save block record for %s: %s", path, exc.strerror)
 
+    def tagged(self, path: str, tag: dict) -> bool:
+        """path has a record, kept for the remote file with this tag"""
+        known = self.get(path)
+        return known is not None and known[1] == tag
+
     def retag(self, path: str, size: int, old: dict, new: dict) -> None:
         """the remote file the map describes got new metadata, same content
         (a touch): keep its map under the new tag, if it had the old one"""
@@ -199,3 +206,62 @@ class BlockStore:
             os.unlink(self._file(path))
         except OSError:
             pass
+
+    def moved(self, src: str, dst: str, folder: bool = False, new_tag: dict | None = None) -> None:
+        """the remote file src is now dst (folder: every file under src is now
+        under dst): its record follows, so its next change is still a delta.
+        new_tag: the move gave the file new metadata (an S3 copy's ETag)."""
+        if self.dir is None:
+            return
+        if not folder:
+            self._follow(src, dst, new_tag)
+            return
+        for path in self.paths():
+            if path.startswith(src + "/"):
+                self._follow(path, dst + path[len(src):], None)
+
+    def _follow(self, src: str, dst: str, new_tag: dict | None) -> None:
+        known = self.get(src)
+        if known is None:
+            self.drop(dst)  # dst's own record, if any, describes what the move replaced
+            return
+        self.put(dst, known[0], known[1] if new_tag is None else new_tag)
+        self.drop(src)
+
+    def paths(self) -> list[str]:
+        """the paths records are kept for"""
+        if self.dir is None:
+            return []
+        try:
+            names = [n for n in os.listdir(self.dir) if n.endswith(".msgpack")]
+        except OSError:
+            return []
+        paths = []
+        for name in names:
+            try:
+                with open_read(os.path.join(self.dir, name)) as f:
+                    path = msgpack.unpackb(f.read(), raw=False)["path"]
+                paths.append(path.decode("utf-8", "surrogateescape"))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError, msgpack.UnpackException):
+                continue  # unreadable: get() ignores it, put() replaces it
+        return paths
+
+    def prune(self, keep: Callable[[], Iterable[str]]) -> int:
+        """after a complete run: drop the records of paths that keep() (the
+        files of DELTA_MIN or more the run's snapshot holds, read only when
+        there are records) does not give: deleted, shrunk, moved elsewhere,
+        excluded. How many went."""
+        recorded = self.paths()
+        if not recorded:
+            return 0
+        gone = set(recorded) - set(keep())
+        for path in gone:
+            self.drop(path)
+        return len(gone)
+
+
+def large_files(snapshot_path: str, min_size: int = DELTA_MIN) -> Iterator[str]:
+    """the files of min_size or more a snapshot holds"""
+    for row in snapshot.read_rows(snapshot_path):
+        if row[ROW_KIND] == FILE and row[ROW_SIZE] >= min_size:
+            yield decode_path(row_path(row))

@@ -78,3 +78,4 @@ def test_a_full_upload_maps_the_file_on_the_pass_that_sends_it(sftp_dest, tmp_pa
     assert again.reused == SIZE - BLOCK
     stored = read_dest(sftp_dest)
     assert stored.files["disk.img"] == data and not stored.temps
+

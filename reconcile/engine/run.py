@@ -172,6 +172,7 @@ class Run(RunState, ChangeFinder, Planning, Hashes, Guards, Execution):
                 self._record_destination(changes, plan, outcome)
                 if outcome.complete:
                     self._commit_snapshot(walk_tmp, {**plan.hashes, **hashes, **self.hashes_of_sent(plan, outcome)})
+                    self._prune_block_records()
                 if outcome.remote_gone is None and self.tidy_remote:
                     self._remove_temp_files()
             finally:

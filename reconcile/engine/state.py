@@ -11,6 +11,7 @@ import time
 from reconcile import journal as journal_mod
 from reconcile import snapshot
 from reconcile.apply import Counted
+from reconcile.blockmap import BlockStore, large_files
 from reconcile.entry import encode_path, row_path
 from reconcile.errors import ReconcileError
 from reconcile.statedir import pair_id
@@ -112,6 +113,15 @@ class RunState:
                 os.unlink(walk_tmp)
             except FileNotFoundError:
                 pass
+
+    def _prune_block_records(self) -> None:
+        """the block records (delta transfer) of files the snapshot no longer
+        holds as large files go; read only where there are records"""
+        store = BlockStore(self.opts.remote.state_dir)
+        try:
+            store.prune(lambda: large_files(self.state.snapshot, store.min_size))
+        except (snapshot.CorruptState, OSError):
+            pass  # only records of files gone are left: the next complete run tries again
 
     def _save_last_run(self, result: RunResult, word: str | None = None) -> None:
         """what status and the log report: every operation this run carried

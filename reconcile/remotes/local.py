@@ -289,6 +289,7 @@ class LocalRemote(Remote):
                         os.replace(a.target, b.target, src_dir_fd=a.fd, dst_dir_fd=b.fd)
         except OSError as exc:
             raise _map_oserror(exc, f"cannot move {src} to {dst}") from None
+        self._blocks.moved(src, dst, folder=is_dir)  # a rename keeps size, mtime and inode: its tag
 
     def _case_only(self, src: str, dst: str) -> bool:
         """Readme -> README on a disk that holds both as one name: a rename, not a merge"""

@@ -27,6 +27,14 @@ def chunks(items: list, n: int) -> Iterator[list]:
         yield items[i:i + n]
 
 
+class _NotAsRecorded(Exception):
+    """a copy's source is not the version listed (CopySourceIfMatch failed)"""
+
+
+def _precondition_failed(exc: bex.ClientError) -> bool:
+    return (exc.response.get("ResponseMetadata", {}) or {}).get("HTTPStatusCode") == 412
+
+
 class Moves:
     """S3Remote's copy, touch, move and delete; mkdir and rmdir do nothing."""
 
@@ -37,27 +45,44 @@ class Moves:
         rec = self._recorded(src) or self._head_record(src)
         if rec is None:
             raise NotFound(f"cannot copy {src}: not found on {self.url}")
-        size, _, mtime_ns, digest, mode = rec
+        size, src_etag, mtime_ns, digest, mode = rec
         meta = self._metadata(mtime_ns, digest, mode)
+        # a block record (delta transfer) follows the object it describes, and
+        # only that one: the copy then goes only from the ETag it was recorded with
+        follows = self._blocks.wants(size) and self._blocks.tagged(src, {"etag": src_etag, "size": size})
+        if_match = {"CopySourceIfMatch": f'"{src_etag}"'} if follows else {}
         try:
             if size > self.copy_threshold:
-                etag = self._copy_multipart(src_key, dst_key, size, meta)
+                etag = self._copy_multipart(src_key, dst_key, size, meta, if_match)
             else:
                 with self._errors(f"copy {src} to {dst}"):
-                    resp = self.client.copy_object(
-                        Bucket=self.bucket, Key=dst_key, CopySource={"Bucket": self.bucket, "Key": src_key},
-                        Metadata=meta, MetadataDirective="REPLACE", **self._extra_args())
+                    try:
+                        resp = self.client.copy_object(
+                            Bucket=self.bucket, Key=dst_key, CopySource={"Bucket": self.bucket, "Key": src_key},
+                            Metadata=meta, MetadataDirective="REPLACE", **if_match, **self._extra_args())
+                    except bex.ClientError as exc:
+                        raise _NotAsRecorded() if if_match and _precondition_failed(exc) else exc from None
                 etag = _etag((resp.get("CopyObjectResult") or {}).get("ETag"))
         except NotFound:
             self._remember(src, None)  # our record was stale
             raise NotFound(f"cannot copy {src}: not found on {self.url}") from None
+        except _NotAsRecorded:
+            # rewritten since it was listed: copied afresh from what a HEAD says, its blocks unknown
+            self._blocks.drop(src)
+            self._remember(src, None)
+            return self._copy_one(src, dst)
         if not etag:
             raise Transient(f"copy {src} to {dst}: the server did not confirm it")
         new = (size, etag, mtime_ns, digest, mode)
         self._remember(dst, new)
+        if follows:
+            self._blocks.moved(src, dst, new_tag={"etag": etag, "size": size})
+        else:
+            self._blocks.drop(dst)  # the record of what the copy replaced
         return new
 
-    def _copy_multipart(self, src_key: str, dst_key: str, size: int, meta: dict[str, str]) -> str:
+    def _copy_multipart(self, src_key: str, dst_key: str, size: int, meta: dict[str, str],
+                        if_match: dict[str, str]) -> str:
         with self._errors(f"copy {src_key}"):
             upload_id = self.client.create_multipart_upload(
                 Bucket=self.bucket, Key=dst_key, Metadata=meta, **self._extra_args())["UploadId"]
@@ -66,9 +91,13 @@ class Moves:
 
         def one(n: int, first: int, last: int) -> dict:
             with self._errors(f"copy part {n} of {src_key}"):
-                resp = self.client.upload_part_copy(
-                    Bucket=self.bucket, Key=dst_key, UploadId=upload_id, PartNumber=n,
-                    CopySource={"Bucket": self.bucket, "Key": src_key}, CopySourceRange=f"bytes={first}-{last}")
+                try:
+                    resp = self.client.upload_part_copy(
+                        Bucket=self.bucket, Key=dst_key, UploadId=upload_id, PartNumber=n,
+                        CopySource={"Bucket": self.bucket, "Key": src_key}, CopySourceRange=f"bytes={first}-{last}",
+                        **if_match)
+                except bex.ClientError as exc:
+                    raise _NotAsRecorded() if if_match and _precondition_failed(exc) else exc from None
             return {"PartNumber": n, "ETag": resp["CopyPartResult"]["ETag"]}
 
         try:
@@ -97,7 +126,7 @@ class Moves:
         key = self._key(path)
         meta = self._metadata(entry.mtime_ns, digest, mode)
         if size > self.copy_threshold:
-            new_etag = self._copy_multipart(key, key, size, meta)
+            new_etag = self._copy_multipart(key, key, size, meta, {})
         else:
             with self._errors(f"touch {path}"):
                 try:

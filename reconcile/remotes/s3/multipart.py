@@ -150,16 +150,18 @@ class Multipart:
         is the version whose blocks we recorded (its ETag): else _NotTheBlocks"""
         try:
             with self._errors(f"copy part {n} of {key}"):
-                resp = self.client.upload_part_copy(
-                    Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=n,
-                    CopySource={"Bucket": self.bucket, "Key": key}, CopySourceIfMatch=f'"{etag}"',
-                    CopySourceRange=f"bytes={offset}-{offset + length - 1}")
+                try:
+                    resp = self.client.upload_part_copy(
+                        Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=n,
+                        CopySource={"Bucket": self.bucket, "Key": key}, CopySourceIfMatch=f'"{etag}"',
+                        CopySourceRange=f"bytes={offset}-{offset + length - 1}")
+                except bex.ClientError as exc:
+                    # inside _errors, which would make it a Permanent error: the whole file goes instead
+                    if (exc.response.get("ResponseMetadata", {}) or {}).get("HTTPStatusCode") == 412:
+                        raise _NotTheBlocks() from None
+                    raise
         except NotFound:
             raise _NotTheBlocks() from None
-        except bex.ClientError as exc:
-            if (exc.response.get("ResponseMetadata", {}) or {}).get("HTTPStatusCode") == 412:
-                raise _NotTheBlocks() from None
-            raise
         return resp["CopyPartResult"]["ETag"]
 
     def _run_parts(self, numbers: Iterable[int], send: Callable[[int], tuple[int, str, int]],

@@ -262,6 +262,8 @@ class SftpRemote(Session, Listing, Upload, Batch, Remote):
                     raise
                 self._mkdirs(sftp, parent_of(dst))
                 self._replace(sftp, a, b)
+        # a rename keeps size and mtime, the record's tag
+        self._blocks.moved(src, dst, folder=st.S_ISDIR(attr.st_mode or 0))
 
     def _case_only(self, src: str, dst: str) -> bool:
         """Readme -> README on a disk that holds both as one name: a rename, not a merge"""
