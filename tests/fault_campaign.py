@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from reconcile.remotes.base import RemoteOptions
+from reconcile.remotes.base import RemoteOptions, S3Options, SftpOptions
 from tests.kill import Stalled, start_stalled
 from tests.storage import Stored, read_bucket, read_folder
 
@@ -661,7 +661,7 @@ def sftp_target(server, workdir: Path) -> Target:
     kh.write_text(f"[{server.host}]:{server.port} {server.host_pub}\n[{server.host}]:{proxy.port} {server.host_pub}\n")
     key = server.user_key
     return Target("sftp", sftp_url(server, root, port=proxy.port), ["--ssh-key", key, "--known-hosts", str(kh)], {},
-                  lambda: RemoteOptions(ssh_key=key, known_hosts=str(kh)), root=root, proxy=proxy, destfs=fs)
+                  lambda: RemoteOptions(sftp=SftpOptions(key=key, known_hosts=str(kh))), root=root, proxy=proxy, destfs=fs)
 
 
 def s3_target(server, workdir: Path) -> Target:
@@ -672,7 +672,7 @@ def s3_target(server, workdir: Path) -> Target:
     proxy = TcpProxy(server.ports["s3"])
     endpoint = f"http://127.0.0.1:{proxy.port}"
     return Target("s3", f"s3://{bucket}/mirror", ["--s3-endpoint", endpoint], dict(CREDENTIALS),
-                  lambda: RemoteOptions(s3_endpoint=endpoint), s3=(server.client(), bucket, "mirror"),
+                  lambda: RemoteOptions(s3=S3Options(endpoint=endpoint)), s3=(server.client(), bucket, "mirror"),
                   proxy=proxy, server=server)
 
 

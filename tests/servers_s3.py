@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from reconcile.remotes.base import RemoteOptions
+from reconcile.remotes.base import RemoteOptions, S3Options
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "reconcile-test",
@@ -214,7 +214,7 @@ def make_dest(server: SeaweedS3, bucket: str, state_dir: Path, prefix: str = "mi
     return Dest(
         kind="s3",
         url=f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}",
-        options=RemoteOptions(s3_endpoint=server.endpoint, state_dir=str(state_dir)),
+        options=RemoteOptions(s3=S3Options(endpoint=server.endpoint), state_dir=str(state_dir)),
         cli_args=["--s3-endpoint", server.endpoint],
         env=dict(CREDENTIALS),
     )

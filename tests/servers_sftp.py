@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import pytest
 
-from reconcile.remotes.base import RemoteOptions
+from reconcile.remotes.base import RemoteOptions, SftpOptions
 
 SSHD = "/usr/sbin/sshd"
 TEST_USER = "reconcile-test"
@@ -191,7 +191,7 @@ def sftp_dest(sshd_server: SshServer, tmp_path):
     root.mkdir()
     kh = sshd_server.write_known_hosts(tmp_path / "known_hosts")
     key = sshd_server.user_key
-    options = RemoteOptions(ssh_key=key, known_hosts=kh, state_dir=str(tmp_path / "rstate"))
+    options = RemoteOptions(sftp=SftpOptions(key=key, known_hosts=kh), state_dir=str(tmp_path / "rstate"))
     return Dest("sftp", sftp_url(sshd_server, root), options,
                 cli_args=["--ssh-key", key, "--known-hosts", kh], env={})
 

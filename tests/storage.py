@@ -91,7 +91,7 @@ def read_dest(dest) -> Stored:
     from tests.servers_s3 import boto3_client
 
     bucket, _, prefix = dest.url[len("s3://"):].partition("/")
-    return read_bucket(boto3_client(dest.options.s3_endpoint), bucket, prefix.strip("/"))
+    return read_bucket(boto3_client(dest.options.s3.endpoint), bucket, prefix.strip("/"))
 
 
 def torn(stored: Stored, old: dict[str, bytes], new: dict[str, bytes]) -> list[str]:
@@ -109,7 +109,7 @@ def plant_resume_temps(dest) -> str:
         from tests.servers_s3 import boto3_client
 
         bucket, _, prefix = dest.url[len("s3://"):].partition("/")
-        client = boto3_client(dest.options.s3_endpoint)
+        client = boto3_client(dest.options.s3.endpoint)
         key = f"{prefix.strip('/')}/d/big".lstrip("/")
         ids = [client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"] for _ in range(2)]
         return ids[0]
@@ -127,7 +127,7 @@ def resume_handles(dest) -> set[str]:
         from tests.servers_s3 import boto3_client
 
         bucket, _, prefix = dest.url[len("s3://"):].partition("/")
-        client = boto3_client(dest.options.s3_endpoint)
+        client = boto3_client(dest.options.s3.endpoint)
         pre = prefix.strip("/") + "/" if prefix.strip("/") else ""
         uploads = client.list_multipart_uploads(Bucket=bucket, Prefix=pre).get("Uploads", []) or []
         return {u["UploadId"] for u in uploads}
@@ -144,7 +144,7 @@ def plant_temps(dest) -> int:
         from tests.servers_s3 import boto3_client
 
         bucket, _, prefix = dest.url[len("s3://"):].partition("/")
-        client = boto3_client(dest.options.s3_endpoint)
+        client = boto3_client(dest.options.s3.endpoint)
         key = f"{prefix.strip('/')}/keep/half-sent.bin".lstrip("/")
         up = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
         client.upload_part(Bucket=bucket, Key=key, UploadId=up, PartNumber=1, Body=b"half")

@@ -71,7 +71,7 @@ def overwrite_remote(dest, rel: str, data: bytes, keep_mtime: bool = False) -> N
         from tests.servers_s3 import boto3_client
 
         bucket, _, prefix = dest.url[len("s3://"):].partition("/")
-        client = boto3_client(dest.options.s3_endpoint)
+        client = boto3_client(dest.options.s3.endpoint)
         key = f"{prefix}/{rel}"
         meta = client.head_object(Bucket=bucket, Key=key)["Metadata"]
         client.put_object(Bucket=bucket, Key=key, Body=data, Metadata=meta)
@@ -200,7 +200,7 @@ def sftp_case(request, tmp_path):
         kh = server.write_known_hosts(tmp_path / "known_hosts_refusing")
         dest = request.getfixturevalue("sftp_dest")
         dest = replace(dest, url=sftp_url(server, root),
-                       options=replace(dest.options, known_hosts=kh, ssh_key=server.user_key))
+                       options=replace(dest.options, sftp=replace(dest.options.sftp, known_hosts=kh, key=server.user_key)))
     else:
         dest = request.getfixturevalue("sftp_dest")
     off = request.param == "client-off"

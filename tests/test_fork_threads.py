@@ -42,7 +42,7 @@ HANG_GUARD = 120  # seconds; only a hung listing comes near it
 SCRIPT = r"""
 import json, logging, os, sys, threading
 from reconcile import forked
-from reconcile.remotes.base import RemoteOptions
+from reconcile.remotes.base import RemoteOptions, SftpOptions
 from reconcile.remotes.sftp import SftpRemote, listing
 
 listing.FORK_LIST_FROM = 0  # a child lists whatever the tree's size
@@ -81,7 +81,7 @@ if net_only:  # as if the check before the fork missed the thread: the parent's 
     forked.SILENCE = 3.0
 threading.Thread(target=holder, daemon=True).start()
 took.wait()
-remote = SftpRemote.from_url(url, RemoteOptions(ssh_key=key, known_hosts=kh))
+remote = SftpRemote.from_url(url, RemoteOptions(sftp=SftpOptions(key=key, known_hosts=kh)))
 rows = [r[0].decode() for r in remote.list_rows()]
 remote.close()
 left = []

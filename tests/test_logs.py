@@ -95,7 +95,7 @@ def test_no_secret_in_log_or_output(sftp_dest, src, tmp_path):
                       "--log-format", fmt, "--state-dir", tmp_path / "st", env=env, check=0)
         outputs += [p.stdout, p.stderr]
     # a run that fails at authentication, after trying the password
-    p = reconcile("apply", src, sftp_dest.url, "--known-hosts", sftp_dest.options.known_hosts, "--log-file", log,
+    p = reconcile("apply", src, sftp_dest.url, "--known-hosts", sftp_dest.options.sftp.known_hosts, "--log-file", log,
                   "--log-format", "json", "--state-dir", tmp_path / "st2", "--retry-for", "0s",
                   env={**env, "SSH_AUTH_SOCK": "", "HOME": str(tmp_path)}, check=2)
     outputs += [p.stdout, p.stderr]

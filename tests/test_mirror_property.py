@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, event, example, given, settings, strategies as st
 
-from reconcile.remotes.base import RemoteOptions
+from reconcile.remotes.base import RemoteOptions, S3Options, SftpOptions
 from tests.conftest import Dest
 from tests.mirror import run, tree, write
 from tests.storage import plant_temps, read_dest
@@ -251,7 +251,7 @@ def _sftp_dest_for(sshd_server, tmp_path):
     def make(tmp: Path) -> Dest:
         (tmp / "sftp-root").mkdir()
         return Dest("sftp", sftp_url(sshd_server, tmp / "sftp-root"),
-                    RemoteOptions(ssh_key=sshd_server.user_key, known_hosts=kh))
+                    RemoteOptions(sftp=SftpOptions(key=sshd_server.user_key, known_hosts=kh)))
 
     return make
 
@@ -259,7 +259,7 @@ def _sftp_dest_for(sshd_server, tmp_path):
 @pytest.fixture
 def _s3_dest_for(seaweed, s3_bucket):
     def make(tmp: Path) -> Dest:  # a fresh prefix per example
-        return Dest("s3", f"s3://{s3_bucket}/{uuid.uuid4().hex[:8]}", RemoteOptions(s3_endpoint=seaweed.endpoint))
+        return Dest("s3", f"s3://{s3_bucket}/{uuid.uuid4().hex[:8]}", RemoteOptions(s3=S3Options(endpoint=seaweed.endpoint)))
 
     return make
 

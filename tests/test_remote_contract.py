@@ -51,3 +51,24 @@ def test_the_engine_and_apply_never_probe_a_remote_for_methods(module):
               and node.func.id in ("getattr", "hasattr") and node.args
               and "remote" in ast.unparse(node.args[0])]
     assert probes == []
+
+
+def _kinds_of_options_read(files) -> set[str]:
+    """the kinds' own options a module reads: `X.options.sftp`, `options.s3`, ..."""
+    read = set()
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in ("sftp", "s3") and \
+                    ast.unparse(node.value).split(".")[-1] == "options":
+                read.add(node.attr)
+    return read
+
+
+@pytest.mark.parametrize("kind, files", [
+    ("sftp", sorted((PACKAGE / "remotes" / "sftp").glob("*.py"))),
+    ("s3", sorted((PACKAGE / "remotes" / "s3").glob("*.py"))),
+    (None, [PACKAGE / "remotes" / "local.py"]),
+], ids=["sftp", "s3", "local"])
+def test_each_remote_reads_its_own_options_and_no_other_kinds(kind, files):
+    # RemoteOptions holds what every remote reads, then each kind's own class (SftpOptions, S3Options)
+    assert _kinds_of_options_read(files) == ({kind} if kind else set())

@@ -236,7 +236,7 @@ def test_restore_from_trash(dest, tmp_path):
 def test_unknown_host_key_is_a_config_error(sftp_dest, tmp_path):
     empty = tmp_path / "empty_known_hosts"
     empty.write_text("")
-    p = reconcile("restore", sftp_dest.url, tmp_path / "out", "--ssh-key", sftp_dest.options.ssh_key,
+    p = reconcile("restore", sftp_dest.url, tmp_path / "out", "--ssh-key", sftp_dest.options.sftp.key,
                   "--known-hosts", empty, check=2)
     assert "unknown host" in p.stderr and "--accept-new-host-key" in p.stderr
     assert not (tmp_path / "out").exists()

@@ -16,7 +16,7 @@ import xxhash
 
 from reconcile.entry import DIR, FILE, Entry, sort_key
 from reconcile.errors import ConfigError, NotFound, NotSupported, Permanent, SourceChanged, Transient, Unreachable
-from reconcile.remotes.base import RemoteOptions
+from reconcile.remotes.base import RemoteOptions, S3Options
 from tests.servers_s3 import free_ports, make_dest
 
 MiB = 1 << 20
@@ -282,7 +282,7 @@ def test_changed_source_is_not_uploaded(s3_dest, tmp_path):
 
 
 def test_storage_class_is_sent(s3_dest, seaweed, tmp_path):
-    remote = open_remote(replace(s3_dest, options=replace(s3_dest.options, storage_class="STANDARD_IA")))
+    remote = open_remote(replace(s3_dest, options=replace(s3_dest.options, s3=replace(s3_dest.options.s3, storage_class="STANDARD_IA"))))
     entry = write(tmp_path / "f", b"x")
     remote.upload(str(tmp_path / "f"), "f", entry)
     bucket, key = raw_key(s3_dest, "f")
@@ -398,8 +398,7 @@ def test_no_such_bucket_is_a_config_error(seaweed, tmp_path):
 
 def test_endpoint_down_is_unreachable(s3_credentials, tmp_path):
     (port,) = free_ports(1)
-    options = RemoteOptions(s3_endpoint=f"http://127.0.0.1:{port}", state_dir=str(tmp_path),
-                            extra={"s3_attempts": 1})
+    options = RemoteOptions(s3=S3Options(endpoint=f"http://127.0.0.1:{port}"), state_dir=str(tmp_path), extra={"s3_attempts": 1})
     from reconcile.remotes.s3 import S3Remote
 
     remote = S3Remote.from_url("s3://some-bucket/p", options)
@@ -424,7 +423,7 @@ def test_no_credentials_is_an_auth_error(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    remote = S3Remote.from_url("s3://some-bucket", RemoteOptions(s3_endpoint="http://127.0.0.1:9"))
+    remote = S3Remote.from_url("s3://some-bucket", RemoteOptions(s3=S3Options(endpoint="http://127.0.0.1:9")))
     with pytest.raises(AuthError, match="credentials"):
         list(remote.list())
 
@@ -434,7 +433,7 @@ def test_unknown_profile_is_a_config_error(monkeypatch, tmp_path):
 
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     with pytest.raises(ConfigError, match="nope"):
-        S3Remote.from_url("s3://some-bucket", RemoteOptions(profile="nope"))
+        S3Remote.from_url("s3://some-bucket", RemoteOptions(s3=S3Options(profile="nope")))
 
 
 @pytest.mark.parametrize("code,status,error", [
@@ -481,7 +480,7 @@ def test_sse_aes256_on_every_kind_of_write(s3_dest, seaweed, tmp_path):
     """single PUT, multipart, CopyObject and UploadPartCopy all ask for SSE-S3."""
     from reconcile.remotes.s3 import S3Remote
 
-    opts = replace(s3_dest.options, sse="AES256",
+    opts = replace(s3_dest.options, s3=replace(s3_dest.options.s3, sse="AES256"),
                    extra={**s3_dest.options.extra, **MULTIPART, "copy_threshold": 6 * MiB, "copy_part_size": 5 * MiB})
     remote = S3Remote.from_url(s3_dest.url, opts)
     small, big = os.urandom(1000), os.urandom(12 * MiB)
@@ -502,7 +501,7 @@ def test_sse_kms_requests_carry_the_key_id(s3_dest, tmp_path):
     """SeaweedFS has no KMS here, so this checks what we send, and that its
     refusal is our error, not a traceback."""
     from reconcile.remotes.s3 import S3Remote
-    opts = replace(s3_dest.options, sse="aws:kms", sse_kms_key_id="alias/backups",
+    opts = replace(s3_dest.options, s3=replace(s3_dest.options.s3, sse="aws:kms", sse_kms_key_id="alias/backups"),
                    extra={**s3_dest.options.extra, "s3_attempts": 1})
     remote = S3Remote.from_url(s3_dest.url, opts)
     sent: list[dict] = []

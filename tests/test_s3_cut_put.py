@@ -87,7 +87,7 @@ def test_put_cut_after_its_headers_keeps_the_old_object(s3_dest, seaweed, tmp_pa
 
     port = int(seaweed.endpoint.rsplit(":", 1)[1])
     proxy = CutAfterPutHeaders(port)
-    options = replace(s3_dest.options, s3_endpoint=f"http://127.0.0.1:{proxy.port}",
+    options = replace(s3_dest.options, s3=replace(s3_dest.options.s3, endpoint=f"http://127.0.0.1:{proxy.port}"),
                       extra={**s3_dest.options.extra, "s3_attempts": 1})
     second = write(path, b"B" * size)
     remote = S3Remote.from_url(s3_dest.url, options)

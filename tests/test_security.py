@@ -128,7 +128,7 @@ def test_key_passphrase_never_shows(sshd_server, sftp_dest, tmp_path):
     sshd_server.authorize(str(key) + ".pub")
     src, state, log = tmp_path / "src", tmp_path / "state", tmp_path / "run.log"
     write(src / "a", b"1", T0)
-    kh = sftp_dest.options.known_hosts
+    kh = sftp_dest.options.sftp.known_hosts
     env = {"RECONCILE_SSH_KEY_PASSPHRASE": secret, "HOME": str(tmp_path), "SSH_AUTH_SOCK": ""}
     ok = reconcile("apply", src, sftp_dest.url, "--state-dir", state, "--ssh-key", key, "--known-hosts", kh,
                    "--log-file", log, "--log-format", "json", "-v", env=env, check=0)

@@ -43,7 +43,7 @@ def test_an_endlessly_deep_server_tree_is_a_clear_error(sftp_dest, tmp_path, mon
     root = tmp_path / "sftp-root"
     os.makedirs(root / "/".join(["d"] * 60))
     remote = SftpRemote.from_url(sftp_dest.url, sftp_dest.options)
-    remote.options.extra["ssh_find"] = "never"
+    remote.options.sftp.find = "never"
     try:
         import pytest
 

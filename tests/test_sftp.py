@@ -23,7 +23,7 @@ from reconcile.entry import FILE, LINK, TEMP_MARK, Entry, entry_key, is_temp_nam
 from reconcile.errors import AuthError, ConfigError, NotFound, SourceChanged, Transient, Unreachable
 from reconcile.remotes.sftp import session as session_mod, upload as upload_mod, wire
 from reconcile.remotes.sftp import ssh_send
-from reconcile.remotes.base import RemoteOptions
+from reconcile.remotes.base import RemoteOptions, SftpOptions
 from reconcile.remotes.retry import RetryingRemote, RetryPolicy
 from reconcile.remotes.sftp import SftpRemote
 from tests.mirror import count_calls
@@ -60,8 +60,8 @@ def local_file(tmp_path: Path, name: str, data: bytes, mtime: int = 1_600_000_00
     return str(p), Entry(name, FILE, len(data), mtime * 1_000_000_000)
 
 
-def options(tmp_path: Path, **kw) -> RemoteOptions:
-    return RemoteOptions(state_dir=str(tmp_path / "rstate"), **kw)
+def options(tmp_path: Path, **sftp) -> RemoteOptions:
+    return RemoteOptions(state_dir=str(tmp_path / "rstate"), sftp=SftpOptions(**sftp))
 
 
 def keygen(path: Path, passphrase: str = "") -> str:
@@ -82,7 +82,7 @@ def first_list(url: str, opts: RemoteOptions) -> list[Entry]:
 def test_unknown_host_is_refused_with_fingerprint_and_flag(sshd_server, sftp_dest, tmp_path):
     kh = tmp_path / "empty_known_hosts"
     kh.write_text("")
-    opts = options(tmp_path, ssh_key=sshd_server.user_key, known_hosts=str(kh))
+    opts = options(tmp_path, key=sshd_server.user_key, known_hosts=str(kh))
     with pytest.raises(ConfigError) as info:
         first_list(sftp_dest.url, opts)
     assert not isinstance(info.value, AuthError)
@@ -93,7 +93,7 @@ def test_unknown_host_is_refused_with_fingerprint_and_flag(sshd_server, sftp_des
 
 def test_accept_new_host_key_records_it(sshd_server, sftp_dest, tmp_path):
     kh = tmp_path / "new" / "known_hosts"
-    opts = options(tmp_path, ssh_key=sshd_server.user_key, known_hosts=str(kh), accept_new_host_key=True)
+    opts = options(tmp_path, key=sshd_server.user_key, known_hosts=str(kh), accept_new_host_key=True)
     assert first_list(sftp_dest.url, opts) == []
     assert stat.S_IMODE(kh.stat().st_mode) == 0o600
     assert kh.read_text() == f"[127.0.0.1]:{sshd_server.port} {sshd_server.host_pub}\n"
@@ -102,7 +102,7 @@ def test_accept_new_host_key_records_it(sshd_server, sftp_dest, tmp_path):
                            capture_output=True)
     assert found.returncode == 0
     # and from now on the host is known without the flag
-    opts = options(tmp_path, ssh_key=sshd_server.user_key, known_hosts=str(kh))
+    opts = options(tmp_path, key=sshd_server.user_key, known_hosts=str(kh))
     assert first_list(sftp_dest.url, opts) == []
 
 
@@ -111,7 +111,7 @@ def test_changed_host_key_is_refused_even_with_accept_new(sshd_server, sftp_dest
     kh = tmp_path / "known_hosts"
     fake = " ".join(Path(other + ".pub").read_text().split()[:2])
     kh.write_text(f"[127.0.0.1]:{sshd_server.port} {fake}\n")
-    opts = options(tmp_path, ssh_key=sshd_server.user_key, known_hosts=str(kh), accept_new_host_key=True)
+    opts = options(tmp_path, key=sshd_server.user_key, known_hosts=str(kh), accept_new_host_key=True)
     with pytest.raises(ConfigError) as info:
         first_list(sftp_dest.url, opts)
     assert "WARNING" in str(info.value) and "CHANGED" in str(info.value)
@@ -129,7 +129,7 @@ def test_key_auth_and_fast_cipher(remote):
 
 def test_wrong_key_is_auth_error(sftp_dest, tmp_path):
     stranger = keygen(tmp_path / "stranger")
-    opts = options(tmp_path, ssh_key=stranger, known_hosts=sftp_dest.options.known_hosts)
+    opts = options(tmp_path, key=stranger, known_hosts=sftp_dest.options.sftp.known_hosts)
     with pytest.raises(AuthError) as info:
         first_list(sftp_dest.url, opts)
     assert "\n" not in str(info.value)
@@ -137,7 +137,7 @@ def test_wrong_key_is_auth_error(sftp_dest, tmp_path):
 
 
 def test_missing_key_file_is_config_error(sftp_dest, tmp_path):
-    opts = options(tmp_path, ssh_key=str(tmp_path / "nope"), known_hosts=sftp_dest.options.known_hosts)
+    opts = options(tmp_path, key=str(tmp_path / "nope"), known_hosts=sftp_dest.options.sftp.known_hosts)
     with pytest.raises(ConfigError, match="does not exist"):
         first_list(sftp_dest.url, opts)
 
@@ -145,7 +145,7 @@ def test_missing_key_file_is_config_error(sftp_dest, tmp_path):
 def test_encrypted_key_takes_passphrase_from_env(sshd_server, sftp_dest, tmp_path, monkeypatch):
     key = keygen(tmp_path / "locked", passphrase="open sesame")
     sshd_server.authorize(key + ".pub")
-    opts = options(tmp_path, ssh_key=key, known_hosts=sftp_dest.options.known_hosts)
+    opts = options(tmp_path, key=key, known_hosts=sftp_dest.options.sftp.known_hosts)
     with pytest.raises(AuthError, match="RECONCILE_SSH_KEY_PASSPHRASE"):
         first_list(sftp_dest.url, opts)  # no tty, no passphrase
     monkeypatch.setenv("RECONCILE_SSH_KEY_PASSPHRASE", "wrong one")
@@ -171,7 +171,7 @@ def user_dir(sshd_server):
 def test_password_auth(sshd_server, sftp_dest, user_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("RECONCILE_SFTP_PASSWORD", sshd_server.password)
     url = sftp_url(sshd_server, user_dir, user=sshd_server.password_user)
-    r = SftpRemote.from_url(url, options(tmp_path, known_hosts=sftp_dest.options.known_hosts))
+    r = SftpRemote.from_url(url, options(tmp_path, known_hosts=sftp_dest.options.sftp.known_hosts))
     try:
         local, e = local_file(tmp_path, "f", b"by password")
         r.upload(local, "sub/f", e)
@@ -187,7 +187,7 @@ def test_wrong_password_is_auth_error_without_the_secret(sshd_server, sftp_dest,
     monkeypatch.setenv("RECONCILE_SFTP_PASSWORD", "not-the-password-42")
     url = sftp_url(sshd_server, user_dir, user=sshd_server.password_user)
     with pytest.raises(AuthError) as info:
-        first_list(url, options(tmp_path, known_hosts=sftp_dest.options.known_hosts))
+        first_list(url, options(tmp_path, known_hosts=sftp_dest.options.sftp.known_hosts))
     assert "not-the-password-42" not in str(info.value)
     assert "password" in str(info.value)
 
@@ -207,7 +207,7 @@ def test_ssh_config_alias(sshd_server, sftp_dest, root, tmp_path, monkeypatch):
                    f"  IdentityFile {sshd_server.user_key}\n")
     monkeypatch.setenv("RECONCILE_SSH_CONFIG", str(cfg))
     (root / "seen").write_bytes(b"x")
-    opts = options(tmp_path, known_hosts=sftp_dest.options.known_hosts)
+    opts = options(tmp_path, known_hosts=sftp_dest.options.sftp.known_hosts)
     r = SftpRemote.from_url(f"sftp://backupbox{root}", opts)
     try:
         assert [e.path for e in r.list()] == ["seen"]
@@ -224,7 +224,7 @@ def test_ssh_config_match_exec(sshd_server, sftp_dest, root, tmp_path, monkeypat
     monkeypatch.setenv("RECONCILE_SSH_CONFIG", str(cfg))
     monkeypatch.setattr(sys, "stdin", open(os.devnull))  # invoke reads stdin; pytest's refuses
     (root / "seen").write_bytes(b"x")
-    opts = options(tmp_path, known_hosts=sftp_dest.options.known_hosts)
+    opts = options(tmp_path, known_hosts=sftp_dest.options.sftp.known_hosts)
     r = SftpRemote.from_url(f"sftp://backupbox{root}", opts)
     try:
         assert [e.path for e in r.list()] == ["seen"]
@@ -246,7 +246,7 @@ def test_connection_refused_is_unreachable(sftp_dest, tmp_path):
 
 def test_server_that_hangs_up_is_unreachable(sshd_server, sftp_dest, sftp_proxy, root, tmp_path):
     sftp_proxy.refuse()
-    opts = options(tmp_path, ssh_key=sshd_server.user_key,
+    opts = options(tmp_path, key=sshd_server.user_key,
                    known_hosts=sshd_server.write_known_hosts(tmp_path / "kh", sftp_proxy.port))
     with pytest.raises(Unreachable):
         first_list(sftp_url(sshd_server, root, port=sftp_proxy.port), opts)
@@ -437,7 +437,7 @@ def proxied(sshd_server, sftp_proxy, root, tmp_path):
     """a remote that talks to sshd through the cutting proxy."""
     kh = sshd_server.write_known_hosts(tmp_path / "kh_proxy", sftp_proxy.port)
     r = SftpRemote.from_url(sftp_url(sshd_server, root, port=sftp_proxy.port),
-                            options(tmp_path, ssh_key=sshd_server.user_key, known_hosts=kh))
+                            options(tmp_path, key=sshd_server.user_key, known_hosts=kh))
     yield r
     r.close()
 

@@ -181,7 +181,7 @@ def test_a_refused_login_fails_each_small_upload_once(sftp_dest, tmp_path):
     import subprocess
 
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "stranger")], check=True)
-    sftp_dest.options.ssh_key = str(tmp_path / "stranger")
+    sftp_dest.options.sftp.key = str(tmp_path / "stranger")
     src = tmp_path / "src-tree"
     files = make_src(src, 6)
     ops = upload_ops(src, files)

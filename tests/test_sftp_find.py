@@ -15,7 +15,7 @@ import pytest
 from reconcile.entry import DIR, FILE, LINK, TEMP_MARK
 from reconcile.errors import Permanent
 from reconcile.remotes.sftp import findlist
-from reconcile.remotes.base import RemoteOptions
+from reconcile.remotes.base import RemoteOptions, SftpOptions
 from reconcile.remotes.sftp.findlist import END, HEAD, BadListing, Parser, Unusable
 from reconcile.remotes.sftp import SftpRemote
 from reconcile.remotes.sftp.listing import FIND_FROM
@@ -117,7 +117,7 @@ def odd_tree(root: Path) -> None:
 
 
 def listing(r: SftpRemote, how: str) -> tuple[list[tuple], list[str]]:
-    r.options.extra["ssh_find"] = how
+    r.options.sftp.find = how
     conn = r._connect()
     try:
         temps: list[str] = []
@@ -149,7 +149,7 @@ def test_the_root_is_quoted_for_the_server_shell(sshd_server, tmp_path):
     top = tmp_path / "it's -root"
     odd_tree(top)
     kh = sshd_server.write_known_hosts(tmp_path / "kh")
-    r = SftpRemote.from_url(sftp_url(sshd_server, top), RemoteOptions(ssh_key=sshd_server.user_key, known_hosts=kh))
+    r = SftpRemote.from_url(sftp_url(sshd_server, top), RemoteOptions(sftp=SftpOptions(key=sshd_server.user_key, known_hosts=kh)))
     try:
         assert by_find(r) == listing(r, "never")[0]
     finally:
@@ -157,14 +157,14 @@ def test_the_root_is_quoted_for_the_server_shell(sshd_server, tmp_path):
 
 
 def test_auto_lists_by_find_from_a_large_last_snapshot(remote):
-    remote.options.extra["ssh_find"] = "auto"
+    remote.options.sftp.find = "auto"
     remote.options.expected_entries = FIND_FROM - 1
     assert not remote._lists_by_find()
     remote.options.expected_entries = FIND_FROM
     assert remote._lists_by_find()
-    remote.options.extra["ssh_find"] = "never"
+    remote.options.sftp.find = "never"
     assert not remote._lists_by_find()
-    remote.options.extra["ssh_find"] = "always"
+    remote.options.sftp.find = "always"
     remote.options.expected_entries = 0
     assert remote._lists_by_find()
 
@@ -229,8 +229,8 @@ def sftp_only_sshd(tmp_path_factory):
 
 def remote_on(server, root: Path, tmp_path: Path) -> SftpRemote:
     kh = server.write_known_hosts(tmp_path / f"kh-{server.port}")
-    options = RemoteOptions(ssh_key=server.user_key, known_hosts=kh)
-    options.extra["ssh_find"] = "always"
+    options = RemoteOptions(sftp=SftpOptions(key=server.user_key, known_hosts=kh))
+    options.sftp.find = "always"
     return SftpRemote.from_url(sftp_url(server, root), options)
 
 
@@ -325,7 +325,7 @@ def test_a_root_relative_to_the_login_folder_is_the_one_sftp_lists(sshd_server, 
     kh = sshd_server.write_known_hosts(tmp_path / "kh")
     relative = os.path.relpath(top, os.path.expanduser("~root"))
     url = sftp_url(sshd_server, Path("/~") / relative)
-    r = SftpRemote.from_url(url, RemoteOptions(ssh_key=sshd_server.user_key, known_hosts=kh))
+    r = SftpRemote.from_url(url, RemoteOptions(sftp=SftpOptions(key=sshd_server.user_key, known_hosts=kh)))
     try:
         assert not r._abs("").startswith(b"/")
         rows = by_find(r)

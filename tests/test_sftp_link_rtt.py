@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from reconcile import apply, forked
-from reconcile.remotes.base import RemoteOptions
+from reconcile.remotes.base import RemoteOptions, SftpOptions
 from reconcile.remotes.sftp import SftpRemote, session
 from reconcile.remotes.sftp.probe import probe_folder
 from tests.mirror import run, tree
@@ -49,8 +49,7 @@ class Turns:
 
 def remote_at(sshd_server, tmp_path: Path, root: Path, transfers: int = 4) -> SftpRemote:
     kh = sshd_server.write_known_hosts(tmp_path / "kh")
-    options = RemoteOptions(ssh_key=sshd_server.user_key, known_hosts=kh, transfers=transfers,
-                            state_dir=str(tmp_path / "rstate"))
+    options = RemoteOptions(sftp=SftpOptions(key=sshd_server.user_key, known_hosts=kh), transfers=transfers, state_dir=str(tmp_path / "rstate"))
     return SftpRemote.from_url(sftp_url(sshd_server, root), options)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from reconcile.remotes.base import RemoteOptions
+from reconcile.remotes.base import RemoteOptions, SftpOptions
 from reconcile.remotes.sftp import SftpRemote
 from tests.cli import reconcile
 from tests.mirror import run, tree
@@ -28,7 +28,7 @@ def make_src(src: Path, files: int = 60) -> None:
 
 def proxied_options(server, proxy, tmp_path: Path, transfers: int = 4) -> RemoteOptions:
     kh = server.write_known_hosts(tmp_path / "kh-proxy", proxy.port)
-    return RemoteOptions(ssh_key=server.user_key, known_hosts=kh, transfers=transfers)
+    return RemoteOptions(sftp=SftpOptions(key=server.user_key, known_hosts=kh), transfers=transfers)
 
 
 def test_first_sync_no_change_and_folder_move_each_open_one_connection(sshd_server, sftp_proxy, tmp_path):
@@ -58,7 +58,7 @@ def test_a_server_allowing_one_session_per_connection_gets_one_connection_per_th
     src, state, root = tmp_path / "src", tmp_path / "state", tmp_path / "sftp-root"
     make_src(src)
     kh = one_session_sshd.write_known_hosts(tmp_path / "kh")
-    options = RemoteOptions(ssh_key=one_session_sshd.user_key, known_hosts=kh, transfers=4)
+    options = RemoteOptions(sftp=SftpOptions(key=one_session_sshd.user_key, known_hosts=kh), transfers=4)
     result = run(src, sftp_url(one_session_sshd, root), state, options=options)
     assert result.outcome.complete
     assert tree(root, with_mtime=False) == tree(src, with_mtime=False)
@@ -84,8 +84,7 @@ def test_a_folder_move_asks_its_checks_in_one_round_trip(sshd_server, tmp_path):
     (root / "a" / "b" / "c" / "f").write_bytes(b"x")
     (root / "x" / "y").mkdir(parents=True)
     kh = sshd_server.write_known_hosts(tmp_path / "kh")
-    remote = SftpRemote.from_url(sftp_url(sshd_server, root), RemoteOptions(ssh_key=sshd_server.user_key,
-                                                                             known_hosts=kh))
+    remote = SftpRemote.from_url(sftp_url(sshd_server, root), RemoteOptions(sftp=SftpOptions(key=sshd_server.user_key, known_hosts=kh)))
     try:
         remote.stat("")  # connected
         calls = []
@@ -145,8 +144,7 @@ def test_the_listing_asks_the_roots_stat_with_its_first_opendir(sshd_server, tmp
     root = tmp_path / "r"
     (root / "a").mkdir(parents=True)
     kh = sshd_server.write_known_hosts(tmp_path / "kh")
-    remote = SftpRemote.from_url(sftp_url(sshd_server, root), RemoteOptions(ssh_key=sshd_server.user_key,
-                                                                             known_hosts=kh))
+    remote = SftpRemote.from_url(sftp_url(sshd_server, root), RemoteOptions(sftp=SftpOptions(key=sshd_server.user_key, known_hosts=kh)))
     asked: list[int] = []
     request, next_reply = wire._Pipe.request, wire._Pipe.next
 
@@ -197,7 +195,7 @@ def test_small_files_in_flight_follow_the_servers_open_file_limit(sshd_server, t
     monkeypatch.setattr(wire._Pipe, "next", counted_next)
     kh = sshd_server.write_known_hosts(tmp_path / "kh")
     result = run(src, sftp_url(sshd_server, root), tmp_path / "state",
-                 options=RemoteOptions(ssh_key=sshd_server.user_key, known_hosts=kh, transfers=1))
+                 options=RemoteOptions(sftp=SftpOptions(key=sshd_server.user_key, known_hosts=kh), transfers=1))
     assert result.outcome.complete
     assert tree(root, with_mtime=False) == tree(src, with_mtime=False)
     assert max(opens) == batch.BATCH_FILES_MAX > batch.BATCH_FILES

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from reconcile.remotes.base import RemoteOptions
+from reconcile.remotes.base import RemoteOptions, SftpOptions
 from reconcile.remotes.fsprobe import PROBE_RECORD, SECOND
 from reconcile.remotes.sftp import SftpRemote
 from reconcile.remotes.sftp.probe import SERVER_DISK
@@ -37,7 +37,7 @@ def on_exfat(sshd_server, exfat_disk, tmp_path):
 def remote_for(sshd_server, root: Path, tmp_path: Path, state: Path) -> SftpRemote:
     kh = sshd_server.write_known_hosts(tmp_path / "kh")
     return SftpRemote.from_url(sftp_url(sshd_server, root),
-                               RemoteOptions(ssh_key=sshd_server.user_key, known_hosts=kh, state_dir=str(state)))
+                               RemoteOptions(sftp=SftpOptions(key=sshd_server.user_key, known_hosts=kh), state_dir=str(state)))
 
 
 def test_probe_over_sftp_finds_what_the_exfat_disk_keeps_and_records_it(sshd_server, exfat_disk, tmp_path):

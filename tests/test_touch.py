@@ -43,7 +43,7 @@ def s3_metadata(dest, path: str) -> dict:
     from tests.servers_s3 import boto3_client
 
     bucket, _, prefix = dest.url[len("s3://"):].partition("/")
-    return boto3_client(dest.options.s3_endpoint).head_object(Bucket=bucket, Key=f"{prefix}/{path}")["Metadata"]
+    return boto3_client(dest.options.s3.endpoint).head_object(Bucket=bucket, Key=f"{prefix}/{path}")["Metadata"]
 
 
 def test_touched_files_send_no_content_and_get_the_new_mtime(proxied, tmp_path):
@@ -170,7 +170,7 @@ def test_s3_object_replaced_behind_our_back_is_not_touched(s3_dest, tmp_path):
     try:
         remote.upload(str(tmp_path / "f.bin"), "f.bin", Entry("f.bin", size=SIZE, mtime_ns=T0, hash=digest))
         bucket, _, prefix = dest.url[len("s3://"):].partition("/")
-        boto3_client(dest.options.s3_endpoint).put_object(Bucket=bucket, Key=f"{prefix}/f.bin", Body=other)
+        boto3_client(dest.options.s3.endpoint).put_object(Bucket=bucket, Key=f"{prefix}/f.bin", Body=other)
         with pytest.raises(NotFound):
             remote.touch("f.bin", Entry("f.bin", size=SIZE, mtime_ns=LATER, hash=digest))
     finally:

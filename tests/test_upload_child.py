@@ -19,7 +19,7 @@ import xxhash
 
 from reconcile import apply, forked
 from reconcile.entry import is_temp_name
-from reconcile.remotes.base import RemoteOptions
+from reconcile.remotes.base import RemoteOptions, SftpOptions
 from reconcile.remotes.sftp import SftpRemote
 from tests.mirror import run, tree
 from tests.servers_sftp import sftp_url
@@ -68,14 +68,14 @@ def test_a_cut_ends_the_run_with_no_partial_file_and_the_next_run_finishes(sshd_
     files = make_src(src, 400, seed=12)
     kh = sshd_server.write_known_hosts(tmp_path / "kh_proxy", sftp_proxy.port)
     url = sftp_url(sshd_server, root, port=sftp_proxy.port)
-    options = RemoteOptions(ssh_key=sshd_server.user_key, known_hosts=kh, retry_for=0)
+    options = RemoteOptions(sftp=SftpOptions(key=sshd_server.user_key, known_hosts=kh), retry_for=0)
     sftp_proxy.drop_after(2 << 20)
     first = run(src, url, state, options=options)
     assert first.outcome.remote_gone and not first.outcome.complete
     for path, entry in tree(root, with_mtime=False).items():
         if entry[0] == "f" and not is_temp_name(Path(path).name):
             assert entry == ("f", files[path]), path  # whole, never partial
-    options = RemoteOptions(ssh_key=sshd_server.user_key, known_hosts=kh)
+    options = RemoteOptions(sftp=SftpOptions(key=sshd_server.user_key, known_hosts=kh))
     again = run(src, url, state, options=options)
     assert again.resumed is not None and again.resumed.complete and again.outcome.complete
     assert tree(root) == tree(src)
@@ -126,7 +126,7 @@ def test_the_child_dies_with_its_parent(sftp_dest, root, tmp_path):
     script = textwrap.dedent(f"""
         import os, time
         from reconcile import apply
-        from reconcile.remotes.base import RemoteOptions
+        from reconcile.remotes.base import RemoteOptions, SftpOptions
         from reconcile.remotes.sftp import SftpRemote
         from tests.mirror import run
         apply.FORK_SMALL_FROM = 20
@@ -142,7 +142,7 @@ def test_the_child_dies_with_its_parent(sftp_dest, root, tmp_path):
             return real(self, *a, **kw)
 
         SftpRemote.upload_many = slow
-        options = RemoteOptions(ssh_key={sftp_dest.options.ssh_key!r}, known_hosts={sftp_dest.options.known_hosts!r})
+        options = RemoteOptions(sftp=SftpOptions(key={sftp_dest.options.sftp.key!r}, known_hosts={sftp_dest.options.sftp.known_hosts!r}))
         run({str(src)!r}, {sftp_dest.url!r}, {str(tmp_path / "state")!r}, options=options)
     """)
     repo = Path(__file__).resolve().parent.parent

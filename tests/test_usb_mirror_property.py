@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 import tests.test_mirror_property as base
 from reconcile.names import fold
-from reconcile.remotes.base import RemoteOptions
+from reconcile.remotes.base import RemoteOptions, SftpOptions
 from tests.mirror import run, tree
 from tests.servers_sftp import sftp_url
 
@@ -60,7 +60,7 @@ def destination(fs: str, request, tmp: Path) -> tuple[Path, str, RemoteOptions |
         return folder, str(folder), None
     server = request.getfixturevalue("sshd_server")
     kh = server.write_known_hosts(tmp / "known_hosts")
-    return folder, sftp_url(server, folder), RemoteOptions(ssh_key=server.user_key, known_hosts=kh)
+    return folder, sftp_url(server, folder), RemoteOptions(sftp=SftpOptions(key=server.user_key, known_hosts=kh))
 
 
 @pytest.mark.parametrize("fs", ["exfat", "ntfs", "sftp-exfat"])

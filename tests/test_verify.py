@@ -29,7 +29,7 @@ def s3_client_and_key(dest, path: str):
     import boto3
 
     parts = urlsplit(dest.url)
-    client = boto3.client("s3", endpoint_url=dest.options.s3_endpoint, **_creds(dest))
+    client = boto3.client("s3", endpoint_url=dest.options.s3.endpoint, **_creds(dest))
     prefix = parts.path.strip("/")
     return client, parts.netloc, f"{prefix}/{path}" if prefix else path
 

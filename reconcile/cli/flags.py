@@ -12,7 +12,7 @@ from reconcile import units
 from reconcile.cli.root import CONNECTION, CONTROLS, GUARDS, JOBS, S3, SFTP
 from reconcile.errors import ConfigError
 from reconcile.remotes.sftp import findlist
-from reconcile.remotes.base import RemoteOptions
+from reconcile.remotes.base import RemoteOptions, S3Options, SftpOptions
 
 # one word instead of SOURCE DEST names a mapping of the config file
 NameArg = typer.Argument(None, show_default=False, metavar="SOURCE|MAPPING",
@@ -51,12 +51,13 @@ def links_choice(value: str) -> str:
 
 def remote_options(flags: dict) -> RemoteOptions:
     """the connection flags of a command (plan, apply, verify, restore) as the
-    remotes take them; one a command lacks keeps its default"""
-    remote = RemoteOptions(transfers=flags["transfers"], ssh_key=flags["ssh_key"], known_hosts=flags["known_hosts"],
-                           accept_new_host_key=flags.get("accept_new_host_key", False),
-                           retry_for=parse_duration(flags["retry_for"], "--retry-for"), s3_endpoint=flags["s3_endpoint"],
-                           profile=flags["profile"], storage_class=flags.get("s3_storage_class"),
-                           sse=flags.get("s3_sse"), sse_kms_key_id=flags.get("s3_sse_kms_key_id"))
+    remotes take them, each kind's in its own class; one a command lacks keeps its default"""
+    sftp = SftpOptions(key=flags["ssh_key"], known_hosts=flags["known_hosts"],
+                       accept_new_host_key=flags.get("accept_new_host_key", False))
+    s3 = S3Options(endpoint=flags["s3_endpoint"], profile=flags["profile"], storage_class=flags.get("s3_storage_class"),
+                   sse=flags.get("s3_sse"), sse_kms_key_id=flags.get("s3_sse_kms_key_id"))
+    remote = RemoteOptions(transfers=flags["transfers"], retry_for=parse_duration(flags["retry_for"], "--retry-for"),
+                           sftp=sftp, s3=s3)
     # names stored as rclone does: restore maps them back
     remote.extra["name_encoding"] = bool(flags.get("name_encoding"))
     return remote
@@ -89,7 +90,7 @@ def run_options(flags: dict):
                       checksum=flags["checksum"], allow_new_destination=flags["allow_new_destination"],
                       allow_reverse=flags["allow_reverse"])
     remote.extra["perms"] = flags["perms"]
-    remote.extra["ssh_find"] = choice(flags["ssh_find"], findlist.WAYS, "--ssh-find")
+    remote.sftp.find = choice(flags["ssh_find"], findlist.WAYS, "--ssh-find")
     return opts
 
 

@@ -92,8 +92,31 @@ class NetStats:
 
 
 @dataclass
+class SftpOptions:
+    """what only an SFTP remote reads (the port and user are in its URL)"""
+
+    key: str | None = None  # --ssh-key: a private key file
+    known_hosts: str | None = None  # --known-hosts: instead of the ssh config's files
+    accept_new_host_key: bool = False
+    find: str = "auto"  # --ssh-find: list a large tree by running find on the server (findlist.WAYS)
+
+
+@dataclass
+class S3Options:
+    """what only an S3 remote reads (the bucket and prefix are in its URL)"""
+
+    endpoint: str | None = None  # --s3-endpoint: an S3-compatible server; None: AWS or AWS_ENDPOINT_URL
+    profile: str | None = None  # an AWS profile (region, keys)
+    storage_class: str | None = None
+    sse: str | None = None  # server-side encryption: AES256 or aws:kms
+    sse_kms_key_id: str | None = None
+
+
+@dataclass
 class RemoteOptions:
-    """Everything a remote may need, from flags or the config file.
+    """What a remote is given, from flags or the config file, built once by the
+    command layer: the options every kind of remote reads, then each kind's own.
+    A local folder has none of its own.
 
     Secrets are never stored here: they come from the environment or agents.
     """
@@ -103,16 +126,9 @@ class RemoteOptions:
     retry_for: float = 300.0
     expected_entries: int = 0  # about how many entries the last run saw: a listing may pick its way by it
     offline: bool = False  # --offline: never connect (a probe takes what is recorded, or nothing)
-    # sftp
-    ssh_key: str | None = None
-    known_hosts: str | None = None
-    accept_new_host_key: bool = False
-    # s3
-    s3_endpoint: str | None = None
-    profile: str | None = None
-    storage_class: str | None = None
-    sse: str | None = None
-    sse_kms_key_id: str | None = None
+    sftp: SftpOptions = field(default_factory=SftpOptions)
+    s3: S3Options = field(default_factory=S3Options)
+    # perms and name_encoding (what every remote stores), and tuning knobs the tests set
     extra: dict = field(default_factory=dict)
 
 

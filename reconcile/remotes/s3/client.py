@@ -56,10 +56,10 @@ def _session(profile: str | None):
 
 def make_client(options: RemoteOptions, pool: int):
     try:
-        session = _session(options.profile or None)
+        session = _session(options.s3.profile or None)
     except bex.ProfileNotFound:
-        raise ConfigError(f"AWS profile {options.profile!r} not found in ~/.aws/config or ~/.aws/credentials") from None
-    endpoint = options.s3_endpoint or None
+        raise ConfigError(f"AWS profile {options.s3.profile!r} not found in ~/.aws/config or ~/.aws/credentials") from None
+    endpoint = options.s3.endpoint or None
     for where, url in (("--s3-endpoint", endpoint), ("AWS_ENDPOINT_URL", _endpoint_from_env())):
         check_endpoint(url, where)
     attempts = int(options.extra.get("s3_attempts", 3))  # the engine retries Transient itself

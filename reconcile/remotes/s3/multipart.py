@@ -207,7 +207,7 @@ class Multipart:
                     raise SourceChanged(f"{key} changed while being uploaded; left for the next run")
         if stored is not None and stored[1] == length:
             etag = _etag(stored[0])
-            if self.options.sse == "aws:kms" or not re.fullmatch(r"[0-9a-f]{32}", etag):
+            if self.options.s3.sse == "aws:kms" or not re.fullmatch(r"[0-9a-f]{32}", etag):
                 return n, stored[0], 0  # no md5 to check against: trust the size
             if hashlib.md5(data, usedforsecurity=False).hexdigest() == etag:
                 return n, stored[0], 0

@@ -25,16 +25,16 @@ class Upload:
 
     def _extra_args(self) -> dict:
         args = {}
-        if self.options.storage_class:
-            args["StorageClass"] = self.options.storage_class
-        if self.options.sse:
-            if self.options.sse not in ("AES256", "aws:kms"):
-                raise ConfigError(f"--s3-sse {self.options.sse!r}: use AES256 or aws:kms")
-            args["ServerSideEncryption"] = self.options.sse
-        if self.options.sse_kms_key_id:
-            if self.options.sse != "aws:kms":
+        if self.options.s3.storage_class:
+            args["StorageClass"] = self.options.s3.storage_class
+        if self.options.s3.sse:
+            if self.options.s3.sse not in ("AES256", "aws:kms"):
+                raise ConfigError(f"--s3-sse {self.options.s3.sse!r}: use AES256 or aws:kms")
+            args["ServerSideEncryption"] = self.options.s3.sse
+        if self.options.s3.sse_kms_key_id:
+            if self.options.s3.sse != "aws:kms":
                 raise ConfigError("--s3-sse-kms-key-id needs --s3-sse aws:kms")
-            args["SSEKMSKeyId"] = self.options.sse_kms_key_id
+            args["SSEKMSKeyId"] = self.options.s3.sse_kms_key_id
         return args
 
     @staticmethod

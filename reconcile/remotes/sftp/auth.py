@@ -70,7 +70,7 @@ class Auth:
         entry = self._load_known_hosts().lookup(name)
         fp = _fingerprint(key)
         if not entry:
-            if not self.options.accept_new_host_key:
+            if not self.options.sftp.accept_new_host_key:
                 raise ConfigError(
                     f"unknown host {name}: its {key.get_name()} key fingerprint is {fp}. "
                     "If that is the server's key, run again with --accept-new-host-key to trust and record it")
@@ -134,7 +134,7 @@ class Auth:
             finally:
                 if agent is not None:
                     agent.close()
-        explicit = [os.path.expanduser(self.options.ssh_key)] if self.options.ssh_key else []
+        explicit = [os.path.expanduser(self.options.sftp.key)] if self.options.sftp.key else []
         files = explicit + self.target.identity_files
         if not files:
             files = [os.path.expanduser(f"~/.ssh/{n}") for n in ("id_ed25519", "id_ecdsa", "id_rsa")]

@@ -345,7 +345,7 @@ class Listing:
     def _lists_by_find(self) -> bool:
         """find over ssh where the tree is large: starting a shell on the
         server costs more than a small tree's SFTP listing (~0.1 s here)."""
-        way = self.options.extra.get("ssh_find", "auto")
+        way = self.options.sftp.find
         return way == "always" or (way == "auto" and self.options.expected_entries >= FIND_FROM)
 
     def _find_runs(self, conn: _Conn, temps: list[str]) -> Iterator[list[tuple]]:

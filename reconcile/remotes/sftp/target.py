@@ -95,8 +95,8 @@ def _parse_url(url: str, options: RemoteOptions) -> tuple[_Target, str, str]:
     except ValueError:
         raise ConfigError(f"bad Port for {alias} in the ssh config") from None
     idents = [os.path.expanduser(p) for p in cfg.get("identityfile", [])]
-    if options.known_hosts:
-        known = [os.path.expanduser(options.known_hosts)]
+    if options.sftp.known_hosts:
+        known = [os.path.expanduser(options.sftp.known_hosts)]
     else:
         user_files = cfg.get("userknownhostsfile", "~/.ssh/known_hosts").split()
         known = [os.path.expanduser(p) for p in user_files] + ["/etc/ssh/ssh_known_hosts"]
