@@ -90,7 +90,7 @@ def s3_put_behind_our_back(dest, rel: str, body: bytes) -> None:
     from tests.servers_s3 import boto3_client
 
     bucket, _, prefix = dest.url[len("s3://"):].partition("/")
-    client = boto3_client(dest.options.s3_endpoint)
+    client = boto3_client(dest.options.s3.endpoint)
     key = f"{prefix}/{rel}"
     meta = client.head_object(Bucket=bucket, Key=key)["Metadata"]
     client.put_object(Bucket=bucket, Key=key, Body=body, Metadata=meta)
