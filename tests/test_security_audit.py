@@ -286,3 +286,28 @@ def test_an_sftp_temp_file_swapped_for_a_symlink_gets_no_mode_or_time(sftp_dest,
         remote.close()
     s = victim.stat()
     assert (s.st_mode & 0o777, s.st_mtime_ns, victim.read_bytes()) == (0o600, T0, b"private")
+
+
+def test_a_restore_from_s3_keeps_the_mode_perms_stored(s3_dest, tmp_path):
+    """issue 24.7 where S3 applies (coverage, it held already): a 0600 file
+    sent with --perms carries its mode in the object's metadata and restore
+    (which HEADs each object) gives it back. Without --perms S3 keeps no mode
+    and a restored file gets the umask's default, as rclone gives it."""
+    import stat
+
+    from tests.cli import reconcile
+
+    src, state, out = tmp_path / "src", tmp_path / "state", tmp_path / "out"
+    write(src / "private", b"secret", T0)
+    write(src / "script", b"#!/bin/sh", T0)
+    os.chmod(src / "private", 0o600)
+    os.chmod(src / "script", 0o750)
+    reconcile("apply", src, s3_dest.url, "--state-dir", state, "--perms", *s3_dest.cli_args, env=s3_dest.env,
+              check=0)
+    old = os.umask(0o022)
+    try:
+        reconcile("restore", s3_dest.url, out, *s3_dest.cli_args, env=s3_dest.env, check=0)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(out / "private").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(out / "script").st_mode) == 0o750
