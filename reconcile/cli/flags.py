@@ -94,13 +94,16 @@ def run_options(flags: dict):
     return opts
 
 
-def with_flags_of(shared):
+def with_flags_of(shared, leave_out: tuple[str, ...] = (), defaults: dict | None = None):
     """a command's own parameters (its **flags left out), then shared's: typer
     reads the joined signature and passes every flag by name, so the shared
-    ones arrive in **flags"""
+    ones arrive in **flags. leave_out: shared flags the command does not take;
+    defaults: shared flags whose default differs for this command."""
     def attach(command):
         own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind != p.VAR_KEYWORD]
-        command.__signature__ = inspect.Signature(own + list(inspect.signature(shared, eval_str=True).parameters.values()))
+        theirs = [p.replace(default=(defaults or {}).get(p.name, p.default))
+                  for p in inspect.signature(shared, eval_str=True).parameters.values() if p.name not in leave_out]
+        command.__signature__ = inspect.Signature(own + theirs)
         return command
 
     return attach
