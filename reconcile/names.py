@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Iterable, Iterator
 
 from reconcile.diff import Changes, clamp_mtime, file_changed
-from reconcile.entry import DIR, FILE, LINK, decode_path, is_inside, parent_of
+from reconcile.entry import DIR, FILE, LINK, Entry, decode_path, is_inside, parent_of
 from reconcile.plan import Op
 from reconcile.remotes.base import Capabilities
 
@@ -319,24 +319,12 @@ def _drop(path: str, changes: Changes) -> None:
 def _unstorable(changes: Changes, caps: Capabilities, encoding: bool) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     refused: set[str] = set()  # folders left out: what is inside goes with them, unreported
-    fs = caps.fs_type or "this file system"
     for path in sorted(changes.needed, key=lambda p: p.encode("utf-8", "surrogateescape")):
         if _under(path, refused):
             del changes.needed[path]
             continue
         e = changes.needed[path]
-        message = None
-        reason = name_problem(path.rsplit("/", 1)[-1], encoding) if caps.windows_names else None
-        if reason is not None:
-            mendable = not encoding and caps.name_encoding and "reserved" not in reason and "longer" not in reason
-            message = cannot_store(path, fs, reason, mendable)
-        elif e.kind == LINK and not caps.symlinks:
-            message = (f"cannot store the symlink {path} on this destination ({fs}): it cannot hold symlinks; "
-                       "use --links follow to copy what it points to, or --links skip")
-        elif e.kind == FILE and caps.max_file_size is not None and e.size > caps.max_file_size:
-            message = (f"cannot store {path} on this destination ({fs}): it is {e.size:,} bytes, over the "
-                       f"FAT32 file size limit of {caps.max_file_size:,} bytes (4 GiB - 1); "
-                       "use a disk formatted exFAT or NTFS, or exclude it")
+        message = unstorable(e, caps, encoding)
         if message is None:
             continue
         del changes.needed[path]
@@ -345,6 +333,24 @@ def _unstorable(changes: Changes, caps: Capabilities, encoding: bool) -> list[tu
         if e.kind == DIR:
             refused.add(path)
     return out
+
+
+def unstorable(e: Entry, caps: Capabilities, encoding: bool) -> str | None:
+    """why the destination cannot hold source entry e (its name, a symlink, its
+    size), as the warning says it; None when it can. verify asks too."""
+    path, fs = e.path, caps.fs_type or "this file system"
+    reason = name_problem(path.rsplit("/", 1)[-1], encoding) if caps.windows_names else None
+    if reason is not None:
+        mendable = not encoding and caps.name_encoding and "reserved" not in reason and "longer" not in reason
+        return cannot_store(path, fs, reason, mendable)
+    if e.kind == LINK and not caps.symlinks:
+        return (f"cannot store the symlink {path} on this destination ({fs}): it cannot hold symlinks; "
+                "use --links follow to copy what it points to, or --links skip")
+    if e.kind == FILE and caps.max_file_size is not None and e.size > caps.max_file_size:
+        return (f"cannot store {path} on this destination ({fs}): it is {e.size:,} bytes, over the "
+                f"FAT32 file size limit of {caps.max_file_size:,} bytes (4 GiB - 1); "
+                "use a disk formatted exFAT or NTFS, or exclude it")
+    return None
 
 
 def _under(path: str, folders: set[str]) -> bool:

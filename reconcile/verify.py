@@ -26,6 +26,7 @@ from reconcile.entry import DIR, FILE, LINK, Entry, is_inside
 from reconcile.errors import NotFound, ReconcileError, SourceChanged
 from reconcile.excludes import Excludes
 from reconcile.hashing import hash_file
+from reconcile.names import unstorable
 from reconcile.remotes import open_remote, remote_class
 from reconcile.remotes.base import RemoteOptions
 from reconcile.remotes.retry import RetryingRemote, RetryPolicy
@@ -54,6 +55,8 @@ class VerifyResult:
     differences: list[Difference] = field(default_factory=list)
     extra_kept: list[Difference] = field(default_factory=list)  # remote-only, and not deleting
     warnings: list[str] = field(default_factory=list)
+    # source entries the destination cannot hold (names.unstorable): (path, why); never there, not "missing"
+    not_stored: list[tuple[str, str]] = field(default_factory=list)
     content_paths: list[str] = field(default_factory=list)  # same size and mtime, other content
     repaired: list[str] = field(default_factory=list)  # re-sent by --repair
     files: int = 0
@@ -63,7 +66,7 @@ class VerifyResult:
 
     @property
     def equal(self) -> bool:
-        return not self.differences
+        return not self.differences and not self.not_stored  # what cannot be stored is not backed up either
 
 
 @dataclass
@@ -86,7 +89,8 @@ def verify(source: str, dest: str, options: RemoteOptions, exclude: list[str], b
             # the remote trash is not part of the mirror
             trash = [DEFAULT_TRASH, *known_trash(state.path)]
             excludes = Excludes(exclude, protected=trash)
-            pairs = policy.run(lambda: _compare(src, remote, excludes, delete, result, links), "list")
+            pairs = policy.run(lambda: _compare(src, remote, excludes, delete, result, links,
+                                                      bool(options.extra.get("name_encoding"))), "list")
             _missing_folder(dest, result)
             if by_hash:
                 _hash_all(src, remote, pairs, tmp, options.transfers or remote_class(dest).default_transfers, result)
@@ -106,13 +110,15 @@ def _missing_folder(dest: str, result: VerifyResult) -> None:
 
 
 def _compare(src: str, remote, excludes: Excludes, delete: bool, result: VerifyResult,
-             links: str = "skip") -> list[_Pair]:
+             links: str = "skip", encoding: bool = False) -> list[_Pair]:
     """the merge join; returns the same-size file pairs --hash reads back."""
     result.differences.clear()
     result.extra_kept.clear()
     result.warnings.clear()
+    result.not_stored.clear()
     result.files = 0
     caps = remote.capabilities
+    cannot_hold = _unstorable_check(caps, encoding, result)
     report = WalkReport()
     local: Iterable[Entry] = walk(src, excludes, report, links)
     remote_entries: Iterable[Entry] = _listing(remote)
@@ -125,6 +131,8 @@ def _compare(src: str, remote, excludes: Excludes, delete: bool, result: VerifyR
         if c is not None and c.kind == FILE:
             result.files += 1
         diff = _differs(c, r, caps.mtime_precision_ns, caps.mtime_range)
+        if diff is not None and diff.what == "missing" and cannot_hold(c):
+            continue  # apply leaves it out with its reason: it can never be there
         if diff is None:
             if c is not None and r is not None and c.kind == FILE:
                 pairs.append(_Pair(c, r))
@@ -134,6 +142,27 @@ def _compare(src: str, remote, excludes: Excludes, delete: bool, result: VerifyR
             result.differences.append(diff)
     result.warnings.extend(f"cannot read {u}; not compared" for u in report.unreadable)
     return pairs
+
+
+def _unstorable_check(caps, encoding: bool, result: VerifyResult):
+    """c -> True for a source entry the destination cannot hold (or one inside a
+    folder it cannot hold), each recorded once in result.not_stored as apply words it"""
+    refused: list[str] = []
+    if not (caps.windows_names or caps.max_file_size is not None):  # USB disks only, as apply
+        return lambda c: False
+
+    def check(c: Entry) -> bool:
+        if any(is_inside(c.path, f) for f in refused[-1:]):
+            return True  # its folder was left out, with one warning for all inside
+        why = unstorable(c, caps, encoding and caps.name_encoding)
+        if why is None:
+            return False
+        result.not_stored.append((_shown(c), why))
+        if c.kind == DIR:
+            refused.append(c.path)
+        return True
+
+    return check
 
 
 def _listing(remote) -> Iterator[Entry]:

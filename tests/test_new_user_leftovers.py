@@ -3,6 +3,9 @@ real command line, checking the exit code and the words that say what to do."""
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import pytest
 
 from tests.cli import reconcile
@@ -155,3 +158,38 @@ def test_held_by_sees_a_held_lock_with_or_without_proc_locks(tmp_path, monkeypat
     assert lock.held_by(path) is None  # released: the file stays, the lock is gone
     with lock.RunLock(path):  # and held_by never took it from its holder
         assert lock.held_by(path) is not None
+
+
+# --- verify and plan --offline: what the destination cannot hold is not "missing" -------------------
+
+def test_verify_and_offline_plan_report_names_a_usb_disk_cannot_hold_as_not_stored(exfat_disk, tmp_path):
+    import json
+
+    src, dst, state = tmp_path / "src", exfat_disk.fresh_folder(), tmp_path / "state"
+    write(src / "Docs" / "a:b.txt", b"1", T0)
+    write(src / "Docs" / "fine.txt", b"2", T0)
+    write(src / "bad:folder" / "inside.txt", b"3", T0)
+    reconcile("apply", src, dst, "--state-dir", state, check=3)  # apply leaves the two out, with their reasons
+    why = "cannot store Docs/a:b.txt on this destination (exfat): ':' is not allowed in names; " \
+          "rename it, or use --name-encoding"
+
+    p = reconcile("verify", src, dst, "--state-dir", state, check=1)  # not backed up: not equal
+    assert "missing" not in p.stdout, p.stdout
+    assert f"warning: {why}" in p.stderr and p.stderr.count("bad:folder") == 1, p.stderr
+    last = p.stderr.splitlines()[-1]
+    assert last.startswith("verify: no differences in what the destination can hold;"), last
+    assert "2 not stored: the destination cannot hold them (see the warnings above)" in last
+    assert "`reconcile apply` sends" not in last  # it cannot
+    doc = json.loads(reconcile("verify", src, dst, "--state-dir", state, "--json", check=1).stdout)
+    assert doc["differences"] == [] and [d["path"] for d in doc["not_stored"]] == ["Docs/a:b.txt", "bad:folder/"]
+    write(src / "new.txt", b"4", T0)  # a real difference is still one
+    doc = json.loads(reconcile("verify", src, dst, "--state-dir", state, "--json", check=1).stdout)
+    assert [(d["path"], d["what"]) for d in doc["differences"]] == [("new.txt", "missing")]
+
+    for offline in (["--offline"], []):  # the same words whether the plan connects or not
+        p = reconcile("plan", src, dst, "--state-dir", state, *offline, check=0)
+        assert f"warning: {why}" in p.stderr, (offline, p.stderr)
+        assert "plan: 1 to send (1 B); 2 not stored: the destination cannot hold them" in p.stderr, p.stderr
+        doc = json.loads(reconcile("plan", src, dst, "--state-dir", state, "--json", *offline, check=0).stdout)
+        assert [d["path"] for d in doc["not_stored"]] == ["Docs/a:b.txt", "bad:folder"], offline
+        assert [o["path"] for o in doc["operations"]] == ["new.txt"], offline

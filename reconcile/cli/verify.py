@@ -64,6 +64,7 @@ def to_json(result: VerifyResult, mapping: str | None = None) -> str:
         "differences": [d.to_json() for d in result.differences],
         "extra_kept": [d.to_json() for d in result.extra_kept],
         "warnings": result.warnings,
+        "not_stored": [{"path": p, "reason": why} for p, why in result.not_stored],
         "repaired": [printable(p) for p in result.repaired],
     }, ensure_ascii=False)
 
@@ -81,6 +82,8 @@ def summary_line(result: VerifyResult) -> str:
     how = f", {result.hashed} read back ({human_bytes(result.hashed_bytes)})" if result.hashed else ""
     n = len(result.differences)
     word = "equal" if result.equal else f"{n} {'difference' if n == 1 else 'differences'}"
+    if not n and result.not_stored:
+        word = "no differences in what the destination can hold"
     line = f"verify: {word}; {result.files} files compared{how} ({result.seconds:.1f}s)"
     if result.repaired:
         line += f"; re-sent {len(result.repaired)} that differed in content"
@@ -89,6 +92,9 @@ def summary_line(result: VerifyResult) -> str:
         line += f"; `reconcile verify --hash --repair` re-sends the {content} that differ in content"
     if n > content:
         line += f"; `reconcile apply` sends the other {n - content}"
+    if result.not_stored:  # apply cannot send these: the warnings above say what to do
+        line += (f"; {len(result.not_stored)} not stored: the destination cannot hold them "
+                 "(see the warnings above)")
     return line
 
 
@@ -109,7 +115,7 @@ def run(source: str, dest: str, options: RemoteOptions, kw: dict) -> int:
     else:
         for line in text_lines(result):
             print(line)
-    for w in result.warnings:
+    for w in result.warnings + [why for _, why in result.not_stored]:
         print(f"warning: {w}", file=sys.stderr)
     print(summary_line(result), file=sys.stderr, flush=True)
     return 0 if result.equal else 1

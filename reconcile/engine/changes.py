@@ -10,7 +10,7 @@ from reconcile.diff import Changes, merge_rows, with_implied_dirs
 from reconcile.entry import DIR, Entry, entry_of, is_inside, is_safe_path, row_of
 from reconcile.errors import NotFound, SourceChanged, Transient
 from reconcile.hashing import hash_file
-from reconcile.names import CollisionWatch
+from reconcile.names import CollisionWatch, unstorable
 from reconcile.spool import walk_while_waiting
 from reconcile.walk import WalkReport, walk_rows, walk_rows_partial
 
@@ -22,7 +22,7 @@ class ChangeFinder:
         caps = self.remote.capabilities
         keep = None
         if self.opts.offline:
-            remote_rows = self.previous()
+            remote_rows = self._storable(self.previous(), caps)
             if not caps.empty_dirs:
                 remote_rows = map(row_of, with_implied_dirs(map(entry_of, remote_rows)))
         elif caps.empty_dirs:
@@ -41,6 +41,14 @@ class ChangeFinder:
                           hasher=self._checksum_hasher if self.opts.checksum else None,
                           perms=bool(self.opts.remote.extra.get("perms")), keep_remote=keep,
                           current_excluded=True, span=caps.mtime_range)
+
+    def _storable(self, rows, caps):
+        """--offline: the last snapshot (the source as it was) stands for the remote,
+        but what the destination cannot hold never reached it: left out here, it is
+        reported as not stored, as a plan that connects reports it"""
+        if not (caps.windows_names or caps.max_file_size is not None):
+            return rows
+        return _held(rows, caps, self._name_encoding())
 
     def _walked(self, report: WalkReport):
         """the source's rows: walked whole, or (walk_only) only those paths,
@@ -108,3 +116,16 @@ class ChangeFinder:
 
     def _local(self, e: Entry) -> str:
         return os.path.join(portable.native(self.source), *e.path.split("/"))
+
+
+def _held(rows, caps, encoding: bool):
+    """rows without those the destination cannot hold (names.unstorable) and what is inside them"""
+    refused = None
+    for row in rows:
+        e = entry_of(row)
+        if refused is not None and is_inside(e.path, refused):
+            continue
+        if unstorable(e, caps, encoding) is None:
+            yield row
+        elif e.kind == DIR:
+            refused = e.path
