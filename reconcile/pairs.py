@@ -102,6 +102,33 @@ def check_destination(state: StateDir, dest: str, remote_files: int, snapshot_fi
                             f"run and is now on {mount_point(local)}: {AGAIN}")
 
 
+def check_dest_parent(dest: str) -> None:
+    """a local destination is made only as its last folder, as rsync does: a
+    mistyped deep one (/tmp/x/media/USBDISK/backup, /tmp/x/media not there)
+    would otherwise be made whole on the system disk."""
+    if dest_kind(dest) != "local":
+        return
+    path = os.path.abspath(os.path.expanduser(local_path(dest)))
+    parent, first_missing = os.path.dirname(path), None
+    while _missing(parent) and os.path.dirname(parent) != parent:
+        first_missing, parent = parent, os.path.dirname(parent)
+    if first_missing:
+        raise ConfigError(
+            f"destination {path}: {first_missing} does not exist, and reconcile makes only the destination's "
+            f"last folder (as rsync does). A typo, or a disk not mounted? If the path is right, create it "
+            f"first: mkdir -p {os.path.dirname(path)}")
+
+
+def _missing(path: str) -> bool:
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False  # there, but not ours to look into: the run says so where it matters
+    return False
+
+
 def recorded_pairs(skip: str = "") -> list[tuple[str, str, str]]:
     """(state folder, source, dest) of every pair under the default state root
     that has run apply, but the one whose state folder is skip. dest is the

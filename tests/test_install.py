@@ -54,6 +54,7 @@ def test_readme_install_command_works_with_the_system_python(tmp_path):
     (home / "Pictures").mkdir()
     (home / "Pictures" / "first.jpg").write_bytes(b"first photo")
     backup = tmp_path / "mnt-backup" / "Pictures"  # the README's /mnt/backup/Pictures, kept in tmp_path
+    backup.parent.mkdir()  # the backup disk, mounted: reconcile makes only the last folder, Pictures
     command = readme_install_command().replace(BACKUP, str(backup))
     p = subprocess.run(["bash", "-c", command], cwd=clone, env=env, capture_output=True, text=True, timeout=1200)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]

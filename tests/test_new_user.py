@@ -118,6 +118,7 @@ def test_url_without_colon_is_refused_with_the_likely_url(tmp_path, typed, likel
 def test_a_folder_named_like_a_scheme_is_still_reachable(tmp_path):
     src = tmp_path / "Pictures"
     write(src / "a.jpg", b"a", T0)
+    (tmp_path / "sftp").mkdir()  # a folder of that name
     reconcile("apply", src, "./sftp/copy", cwd=tmp_path, env={"XDG_STATE_HOME": str(tmp_path / "st")}, check=0)
     assert (tmp_path / "sftp" / "copy" / "a.jpg").read_bytes() == b"a"
 
@@ -198,6 +199,7 @@ def test_swapped_source_and_dest_are_refused_naming_the_pair(tmp_path):
     env = {"XDG_STATE_HOME": str(tmp_path / "state")}  # the default state root, as a user has it
     pictures, backup = tmp_path / "home" / "Pictures", tmp_path / "backup" / "Pictures"
     write(pictures / "old.jpg", b"old", T0)
+    backup.parent.mkdir()  # the backup disk, mounted
     reconcile("apply", pictures, backup, env=env, check=0)
     write(pictures / "new.jpg", b"taken today", T0 + 10**12)  # not backed up yet
     for command in ("plan", "apply"):
@@ -373,6 +375,7 @@ def test_all_names_each_mapping_and_json_is_one_document_per_line(tmp_path):
     cfg = tmp_path / "config.toml"
     for name in ("photos", "docs"):
         write(tmp_path / name / "f.txt", name.encode(), T0)
+    (tmp_path / "backup").mkdir()  # each dest is made, not the folder above it
     cfg.write_text("".join(f'[mapping.{n}]\nsource = "{n}"\ndest = "backup/{n}"\nstate_dir = "state/{n}"\n\n'
                            for n in ("photos", "docs")))
     p = reconcile("apply", "--all", "--config", cfg, check=0)

@@ -160,6 +160,42 @@ def test_held_by_sees_a_held_lock_with_or_without_proc_locks(tmp_path, monkeypat
         assert lock.held_by(path) is not None
 
 
+# --- a mistyped deep destination is not made on the system disk -----------------------------------
+
+@pytest.mark.parametrize("command", ["plan", "apply"])
+def test_a_destination_missing_more_than_its_last_folder_is_refused(tmp_path, command):
+    src = tmp_path / "Pictures"
+    write(src / "a.jpg", b"a", T0)
+    env = {"XDG_STATE_HOME": str(tmp_path / "state")}
+    typo = tmp_path / "x" / "media" / "USBDISK" / "backup"  # meant /media/USBDISK/backup
+    p = reconcile(command, src, typo, env=env, check=2)
+    assert p.stderr.splitlines() == [
+        f"reconcile: destination {typo}: {tmp_path / 'x'} does not exist, and reconcile makes only the "
+        "destination's last folder (as rsync does). A typo, or a disk not mounted? If the path is right, "
+        f"create it first: mkdir -p {typo.parent}"], p.stderr
+    assert not (tmp_path / "x").exists()
+    (tmp_path / "x" / "media").mkdir(parents=True)  # still one level too few: it names that one
+    p = reconcile(command, src, typo, env=env, check=2)
+    assert f": {typo.parent} does not exist" in p.stderr and f"mkdir -p {typo.parent}" in p.stderr
+    assert os.listdir(tmp_path / "x" / "media") == []
+    typo.parent.mkdir()  # only the last folder is missing: made, as rsync makes it
+    reconcile(command, src, typo, env=env, check=0)
+    assert (typo / "a.jpg").exists() == (command == "apply")
+
+
+def test_a_disk_whose_mount_folder_is_gone_is_still_the_unmounted_disk_refusal(tmp_path):
+    # udisks removes /media/me/USBDISK on unmount: the destination held files, exit 4 says so
+    src, state, disk = tmp_path / "Pictures", tmp_path / "state", tmp_path / "media" / "USBDISK"
+    write(src / "a.jpg", b"a", T0)
+    disk.mkdir(parents=True)
+    reconcile("apply", src, disk / "backup", "--state-dir", state, check=0)
+    shutil.rmtree(disk)
+    p = reconcile("apply", src, disk / "backup", "--state-dir", state, check=4)
+    assert "held 1 file at the last run and is now missing or empty: is the disk mounted?" in p.stderr
+    p = reconcile("apply", src, disk / "backup", "--state-dir", state, "--allow-new-destination", check=2)
+    assert f"{disk} does not exist" in p.stderr and not disk.exists()
+
+
 # --- verify and plan --offline: what the destination cannot hold is not "missing" -------------------
 
 def test_verify_and_offline_plan_report_names_a_usb_disk_cannot_hold_as_not_stored(exfat_disk, tmp_path):
@@ -193,3 +229,34 @@ def test_verify_and_offline_plan_report_names_a_usb_disk_cannot_hold_as_not_stor
         doc = json.loads(reconcile("plan", src, dst, "--state-dir", state, "--json", *offline, check=0).stdout)
         assert [d["path"] for d in doc["not_stored"]] == ["Docs/a:b.txt", "bad:folder"], offline
         assert [o["path"] for o in doc["operations"]] == ["new.txt"], offline
+
+
+# --- README and --help match ----------------------------------------------------------------------
+
+def _flags_in_help(*command: str) -> set[str]:
+    import re
+
+    text = reconcile(*command, "--help", check=0).stdout
+    return set(re.findall(r"^\s+(?:-\w, )?(--[a-z0-9-]+)", text, re.M)) - {"--help"}
+
+
+@pytest.mark.parametrize("command", [("plan",), ("apply",), ("watch",), ("status",), ("verify",), ("restore",),
+                                     ("config", "check")])
+def test_every_flag_in_help_is_in_the_readme(command):
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parent.parent
+    text = (docs / "README.md").read_text() + (docs / "docs" / "restore.md").read_text()
+    missing = sorted(f for f in _flags_in_help(*command) if f not in text)
+    assert missing == [], f"reconcile {' '.join(command)} --help has flags the README never names: {missing}"
+
+
+def test_every_flag_of_the_readme_options_table_is_in_help():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = text.split("## Options of `plan` and `apply`", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`(--[a-z0-9-]+)", table))
+    assert "--delete" in named and "--dry-run" in named
+    assert sorted(named - _flags_in_help("plan") - _flags_in_help("apply")) == []

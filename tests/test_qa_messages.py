@@ -87,6 +87,7 @@ def test_verify_of_a_destination_not_mounted_says_so(tmp_path):
     dst = tmp_path / "usb" / "backup"
     write(src / "a.txt", b"a", T0)
     write(src / "b.txt", b"b", T0)
+    dst.parent.mkdir()  # the disk, mounted
     reconcile("apply", src, dst, "--state-dir", state, check=0)
     reconcile("verify", src, dst, "--state-dir", state, check=0)
     (dst / "a.txt").unlink()

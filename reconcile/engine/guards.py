@@ -11,7 +11,7 @@ from reconcile.apply import Outcome
 from reconcile.diff import Changes
 from reconcile.entry import DIR, FILE, LINK, is_inside
 from reconcile.errors import ConfigError, SafetyRefusal
-from reconcile.pairs import check_destination, check_reverse, local_dest_path, record_destination
+from reconcile.pairs import check_dest_parent, check_destination, check_reverse, local_dest_path, record_destination
 from reconcile.plan import Plan
 from reconcile.remotes import dest_kind
 
@@ -87,7 +87,8 @@ class Guards:
             self.reporter.warn(f"could not record the destination in {self.state.path}: {exc.strerror}")
 
     def guard(self, changes: Changes, plan: Plan) -> None:
-        self.guard_destination(changes)
+        self.guard_destination(changes)  # first: a disk that held files and is gone is exit 4
+        check_dest_parent(self.dest)
         self.guard_source_device()
         if changes.local_files == 0 and changes.local_dirs == 0 and changes.remote_files > 0 \
                 and not self.opts.allow_empty_source:
