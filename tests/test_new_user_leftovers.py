@@ -260,3 +260,12 @@ def test_every_flag_of_the_readme_options_table_is_in_help():
     named = set(re.findall(r"`(--[a-z0-9-]+)", table))
     assert "--delete" in named and "--dry-run" in named
     assert sorted(named - _flags_in_help("plan") - _flags_in_help("apply")) == []
+
+
+def test_offline_plan_of_an_ordinary_folder_still_takes_the_snapshot_for_the_remote(tmp_path):
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    write(src / "a:b.txt", b"1", T0)  # a name an ordinary Linux folder holds
+    write(src / "b.txt", b"2", T0)
+    reconcile("apply", src, dst, "--state-dir", state, check=0)
+    p = reconcile("plan", src, dst, "--state-dir", state, "--offline", check=0)
+    assert p.stderr.splitlines()[-1].startswith("plan: nothing to do"), p.stderr
