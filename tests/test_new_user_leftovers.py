@@ -269,3 +269,22 @@ def test_offline_plan_of_an_ordinary_folder_still_takes_the_snapshot_for_the_rem
     reconcile("apply", src, dst, "--state-dir", state, check=0)
     p = reconcile("plan", src, dst, "--state-dir", state, "--offline", check=0)
     assert p.stderr.splitlines()[-1].startswith("plan: nothing to do"), p.stderr
+
+
+def test_the_readme_exit_code_table_lists_every_code_and_reliability_has_items_1_to_5():
+    import re
+    from pathlib import Path
+
+    import reconcile.cli
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    table = readme.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| (\d+) \|", table, re.M))
+    documented = set(re.findall(r"(\d+) [a-z]", reconcile.cli.__doc__.split("Exit codes:", 1)[1].split("\n\n")[0]))
+    assert listed == documented == {"0", "1", "2", "3", "4", "5", "130"}, (listed, documented)
+    rows = (root / "docs" / "reliability.md").read_text()
+    for item in ("An unreadable file (EACCES, run as nobody)", "A URL without its colon as DEST",
+                 "A destination disk not mounted", "A host name that does not resolve",
+                 "SOURCE and DEST swapped"):  # issue 18, items 1 to 5
+        assert f"\n| {item}" in rows, item
