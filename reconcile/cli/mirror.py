@@ -18,7 +18,7 @@ from reconcile.cli.flags import (JOB_FLAGS, AcceptNew, AllOpt, AllowEmpty, Allow
                                  run_options, with_flags_of)
 from reconcile.cli.guard import guarded
 from reconcile.cli.root import command
-from reconcile.cli.summary import (not_stored_note, print_network, print_summary, resumed_line,
+from reconcile.cli.summary import (not_stored_note, print_delta_note, print_network, print_summary, resumed_line,
                                    unreadable_note)
 from reconcile.errors import EXIT_PARTIAL
 
@@ -99,6 +99,7 @@ def _run(command: str, source: str, dest: str, kw: dict, mapping: str | None = N
                               "apply finishes them first")
             if verbose:
                 print_network(run)
+                print_delta_note(run)
             print_summary(f"{tag}plan: {plan_summary(result.plan)}{unreadable_note(result.unreadable)}"
                           f"{not_stored_note(result.not_stored)}", result, started)
             return 0
@@ -136,6 +137,7 @@ def _run(command: str, source: str, dest: str, kw: dict, mapping: str | None = N
         line += unreadable_note(result.unreadable) + not_stored_note(result.not_stored)
     if verbose:
         print_network(run)
+        print_delta_note(run)
     print_summary(line, result, started)
     return EXIT_PARTIAL if word == "partial" else 0
 

@@ -57,6 +57,13 @@ def print_network(run) -> None:
           f"{count(net.round_trips, 'round trip')} waited on", file=sys.stderr)
 
 
+def print_delta_note(run) -> None:
+    """-v: how large files that change travel to this destination (delta transfer)"""
+    note = run.delta_note()
+    if note:
+        print(f"large files (64 MiB or more) that change: {note}", file=sys.stderr)
+
+
 def print_summary(line: str, result, started: float) -> None:
     w = result.walk
     from reconcile.report import count

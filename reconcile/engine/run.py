@@ -88,6 +88,10 @@ class Run(RunState, ChangeFinder, Planning, Hashes, Guards, Execution):
         NetStats: connections, sessions, round trips waited on), else None."""
         return self._remote.net_stats() if self._remote is not None else None
 
+    def delta_note(self) -> str | None:
+        """-v: how large files that changed travel to this remote, once it is open"""
+        return self._remote.delta_note() if self._remote is not None else None
+
     def _on_retry(self, what: str, exc: Exception, wait: float) -> None:
         refuse_unknown_host(exc, self.state, self.dest)
         if not getattr(self.reporter, "tty", False):

@@ -298,6 +298,11 @@ class Remote(ABC):
         (upload_child) would only add a connection. This default: False."""
         return False
 
+    def delta_note(self) -> str | None:
+        """-v: how a large file that changed travels here (delta transfer,
+        blockmap.py), where capabilities.delta; None where it goes whole."""
+        return None
+
     def forget_connections(self) -> None:
         """Only where capabilities.fork_safe, in a forked child: the parent's
         connections are not ours to use or close; the next call connects

@@ -183,6 +183,13 @@ class LocalRemote(Remote):
     def _delta_pays(self) -> bool:
         return self.capabilities.fs_type in CHEAP_COPY_FS or os.environ.get(DELTA_ANYWHERE) == "1"
 
+    def delta_note(self) -> str:
+        fs = self.capabilities.fs_type or "this file system"
+        if self._delta_pays():
+            return f"only their changed blocks are written, the rest shared or copied by {fs} (copy_file_range)"
+        return (f"copied whole ({fs} has no reflink: a delta would write as much as a full copy; "
+                "deltas on Btrfs, XFS, ZFS, NFS 4.2, SMB)")
+
     def _try_delta(self, parent: safepath.Parent, src: int, path: str, entry: Entry, bmap: BlockMap,
                    progress: Progress | None) -> int | None:
         """bytes reused from the old file, the new one in place; None: send it whole"""

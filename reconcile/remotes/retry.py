@@ -159,6 +159,9 @@ class RetryingRemote(Remote):
     def link_bound(self) -> bool:
         return self._remote.link_bound()  # a measurement: nothing to retry
 
+    def delta_note(self) -> str | None:
+        return self._remote.delta_note()  # what the remote knows: nothing to retry
+
     def forget_connections(self) -> None:
         self._run(self._remote.forget_connections, "forget_connections ")
 

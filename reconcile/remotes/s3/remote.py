@@ -173,6 +173,9 @@ class S3Remote(ObjectRecord, Listing, Upload, Multipart, Moves, Errors, Remote):
         except NotSupported:
             return count
 
+    def delta_note(self) -> str:
+        return "only their changed blocks are sent, the rest copied from the old object (UploadPartCopy)"
+
     def close(self) -> None:
         with self._pool_lock:
             pools, self._io_pool, self._part_pool = [self._io_pool, self._part_pool], None, None

@@ -408,6 +408,12 @@ class SftpRemote(Session, Listing, Upload, Batch, Remote):
             _remove_quietly(sftp, self._abs(rel))
         return True
 
+    def delta_note(self) -> str:
+        if not self._copy_data:
+            return "sent whole (copy-data is off: sftp_copy_data, or the server refused it)"
+        return ("only their changed blocks are sent, the rest copied on the server with copy-data "
+                "(OpenSSH 9.0 or later; a server without it gets whole files)")
+
     def close(self) -> None:
         with self._lock:
             pool, self._pool = self._pool, None
