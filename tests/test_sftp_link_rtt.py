@@ -229,3 +229,36 @@ class _Recording:
 
     def __getattr__(self, name):
         return getattr(self._sock, name)
+
+
+def test_a_sessions_limits_are_asked_without_waiting_for_the_answer(sshd_server, tmp_path, monkeypatch):
+    # limits@openssh.com (request sizes, open files) was a round trip of its own on every session
+    import paramiko
+
+    from reconcile.remotes.sftp import wire
+
+    monkeypatch.setattr(forked, "available", lambda: False)
+    made: list[Turns] = []
+    real = paramiko.SFTPClient.__init__
+
+    def counted(self, *a, **kw):
+        real(self, *a, **kw)  # SFTP's INIT
+        made.append(Turns(self))
+
+    monkeypatch.setattr(paramiko.SFTPClient, "__init__", counted)
+    root = tmp_path / "r"
+    (root / "a").mkdir(parents=True)
+    remote = remote_at(sshd_server, tmp_path, root)
+    try:
+        assert remote.stat("a") is not None
+        assert made[0].count == 1  # the limits and the stat answered in one wait
+        assert remote._conn().write_chunk == wire.MAX_CHUNK  # and the answer was read (OpenSSH's 255 KiB)
+        other = remote_at(sshd_server, tmp_path, root)
+        try:
+            assert [r[0] for r in other.list_rows()] == [b"a/"]  # a raw listing meets the answer first
+            conn = other._session()  # the listing's session, handed on: nothing was left unread
+            assert conn.limits.values is not None and other.net_stats().sessions == 1
+        finally:
+            other.close()
+    finally:
+        remote.close()

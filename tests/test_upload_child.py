@@ -20,7 +20,7 @@ import xxhash
 from reconcile import apply, forked
 from reconcile.entry import is_temp_name
 from reconcile.remotes.base import RemoteOptions, SftpOptions
-from reconcile.remotes.sftp import SftpRemote
+from reconcile.remotes.sftp import SftpRemote, session
 from tests.mirror import run, tree
 from tests.servers_sftp import sftp_url
 from tests.test_sftp import no_agent_no_config, root  # noqa: F401
@@ -32,6 +32,8 @@ pytestmark = pytest.mark.skipif(not forked.available(), reason="the upload child
 @pytest.fixture(autouse=True)
 def fork_from_few(monkeypatch):
     monkeypatch.setattr(apply, "FORK_SMALL_FROM", 20)
+    # a busy machine's loopback must not pass for a slow link (no child there: test_sftp_link_rtt.py)
+    monkeypatch.setattr(session, "LINK_BOUND_RTT", float("inf"))
 
 
 def pids_uploading(monkeypatch, tmp_path: Path) -> Path:

@@ -25,7 +25,7 @@ from reconcile.errors import Refused, Transient, Unreachable, UnresolvedHost
 from reconcile.remotes.base import NetStats
 from reconcile.remotes.sftp.auth import Auth
 from reconcile.remotes.sftp.loader import paramiko
-from reconcile.remotes.sftp.wire import _chunk_limits
+from reconcile.remotes.sftp.wire import _Limits
 
 CONNECT_TIMEOUT = 20.0
 IO_TIMEOUT = 60.0  # a silent server for this long counts as a lost connection
@@ -49,9 +49,20 @@ class _Conn:
         self.finish: Callable[[], bool] | None = None  # reads a listing's last replies: clean after?
         self.no_fsync = False
         self.no_posix_rename = False
-        asked = time.monotonic()
-        self.write_chunk, self.read_chunk, self.max_handles = _chunk_limits(sftp)
-        self.rtt = time.monotonic() - asked  # one request answered: the link's round trip, about
+        self.limits = _Limits(sftp)
+        self.rtt = 0.0  # the link's round trip, about (measured on opening the session)
+
+    @property
+    def write_chunk(self) -> int:
+        return self.limits.get()[0]
+
+    @property
+    def read_chunk(self) -> int:
+        return self.limits.get()[1]
+
+    @property
+    def max_handles(self) -> int:
+        return self.limits.get()[2]
 
     def close(self) -> None:
         try:
@@ -81,6 +92,19 @@ def _shut_down(sock) -> None:
             sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass  # closed already
+
+
+def _sftp_client(transport: paramiko.Transport) -> tuple[paramiko.SFTPClient | None, float]:
+    """paramiko's SFTPClient.from_transport, and how long SFTP's INIT took to
+    be answered: one round trip of the link, about (the subsystem's start on
+    the server, in the round trip before it, is left out)."""
+    chan = transport.open_session(window_size=WINDOW)
+    if chan is None:
+        return None, 0.0
+    chan.invoke_subsystem("sftp")
+    started = time.monotonic()
+    sftp = paramiko.SFTPClient(chan)
+    return sftp, time.monotonic() - started
 
 
 class _Wire:
@@ -325,7 +349,7 @@ class Session(Auth):
         with self.net.lock:
             self.net.sessions += 1
         try:
-            sftp = paramiko.SFTPClient.from_transport(transport, window_size=WINDOW)
+            sftp, rtt = _sftp_client(transport)
         except paramiko.ChannelException as exc:
             raise _NoSession(str(exc)) from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
@@ -334,6 +358,7 @@ class Session(Auth):
             raise Permanent(f"{self._where()} refused the sftp subsystem")
         sftp.get_channel().settimeout(IO_TIMEOUT)
         conn = _Conn(transport, sftp, owns_transport)
+        conn.rtt = rtt
         with self.net.lock:
             self._rtt = conn.rtt if self._rtt is None else min(self._rtt, conn.rtt)
         return conn

@@ -152,15 +152,26 @@ class _Pipe:
         return n if len(buf) - pos - 4 >= n else 0
 
     def next(self) -> tuple[int, int, bytes]:
-        """(request number, type, body) of the next reply."""
-        while not (n := self._whole()):
-            data = self.chan.recv(1 << 16)
-            if not data:
-                raise EOFError("the channel closed")
-            self.buf, self.pos = self.buf[self.pos:] + data, 0
-        buf, pos = self.buf, self.pos
-        self.pos = pos + 4 + n
-        return int.from_bytes(buf[pos + 5:pos + 9], "big"), buf[pos + 4], buf[pos + 9:pos + 4 + n]
+        """(request number, type, body) of the next reply to a request of
+        this pipe's; one paramiko sent without waiting (_Limits) goes to its owner."""
+        while True:
+            while not (n := self._whole()):
+                if self.out and not self.chan.recv_ready():
+                    self.flush()  # what is queued goes out before a wait (a reply read ahead was not ours)
+                data = self.chan.recv(1 << 16)
+                if not data:
+                    raise EOFError("the channel closed")
+                self.buf, self.pos = self.buf[self.pos:] + data, 0
+            buf, pos = self.buf, self.pos
+            self.pos = pos + 4 + n
+            num, t, body = int.from_bytes(buf[pos + 5:pos + 9], "big"), buf[pos + 4], buf[pos + 9:pos + 4 + n]
+            with self.sftp._lock:
+                owner = self.sftp._expecting.get(num)
+                if isinstance(owner, _Limits):
+                    del self.sftp._expecting[num]
+            if not isinstance(owner, _Limits):
+                return num, t, body
+            owner._async_response(t, paramiko.Message(body), num)
 
     @property
     def idle(self) -> bool:
@@ -349,19 +360,31 @@ def _ask_read(sftp: paramiko.SFTPClient, acks: _Acks, handle: bytes, offset: int
     return sftp._async_request(acks, CMD_READ, handle, int64(offset), n)
 
 
-def _chunk_limits(sftp: paramiko.SFTPClient) -> tuple[int, int, int]:
-    """(write, read) request sizes: 32 KiB unless the server names its limits;
-    and the files it keeps open at once (limits@openssh.com), 0 when unsaid."""
-    try:
-        t, msg = sftp._request(CMD_EXTENDED, "limits@openssh.com")
-    except OSError:
-        return SAFE_CHUNK, SAFE_CHUNK, 0  # not offered
-    if t != CMD_EXTENDED_REPLY:
-        return SAFE_CHUNK, SAFE_CHUNK, 0
-    _packet, read, write = msg.get_int64(), msg.get_int64(), msg.get_int64()
-    handles = msg.get_int64()  # 0 from a shorter reply: paramiko reads past its end as zeros
-    return (min(write, MAX_CHUNK) if write >= SAFE_CHUNK else SAFE_CHUNK,
-            min(read, MAX_CHUNK) if read >= SAFE_CHUNK else SAFE_CHUNK, handles)
+class _Limits:
+    """limits@openssh.com, asked without waiting for the answer (a round trip
+    less for every session): (write, read) request sizes, 32 KiB unless the
+    server names its limits, and the files it keeps open at once, 0 when
+    unsaid. The answer is read when first needed, or by whichever reader
+    meets it first (paramiko's, or a _Pipe's)."""
+
+    def __init__(self, sftp: paramiko.SFTPClient) -> None:
+        self.sftp = sftp
+        self.values: tuple[int, int, int] | None = None
+        sftp._async_request(self, CMD_EXTENDED, "limits@openssh.com")
+
+    def _async_response(self, t: int, msg: paramiko.Message, num: int) -> None:
+        if t != CMD_EXTENDED_REPLY:
+            self.values = SAFE_CHUNK, SAFE_CHUNK, 0  # not offered
+            return
+        _packet, read, write = msg.get_int64(), msg.get_int64(), msg.get_int64()
+        handles = msg.get_int64()  # 0 from a shorter reply: paramiko reads past its end as zeros
+        self.values = (min(write, MAX_CHUNK) if write >= SAFE_CHUNK else SAFE_CHUNK,
+                       min(read, MAX_CHUNK) if read >= SAFE_CHUNK else SAFE_CHUNK, handles)
+
+    def get(self) -> tuple[int, int, int]:
+        while self.values is None:
+            self.sftp._read_response()
+        return self.values
 
 
 def _create_exclusive(sftp: paramiko.SFTPClient, path: bytes) -> paramiko.SFTPFile:
