@@ -311,3 +311,32 @@ def test_a_restore_from_s3_keeps_the_mode_perms_stored(s3_dest, tmp_path):
         os.umask(old)
     assert stat.S_IMODE(os.stat(out / "private").st_mode) == 0o600
     assert stat.S_IMODE(os.stat(out / "script").st_mode) == 0o750
+
+
+@pytest.mark.parametrize("shape", ["objects-a-list", "record-an-int", "fields-of-the-wrong-type"])
+def test_an_s3_record_of_the_wrong_shape_is_ignored(s3_dest, tmp_path, shape):
+    """issue 24.5's 'set aside, never crash' for the S3 remote's record in the
+    state folder (valid msgpack, wrong shape): the run lists the bucket instead"""
+    import msgpack
+
+    from tests.cli import reconcile
+
+    src, state = tmp_path / "src", tmp_path / "state"
+    write(src / "a", b"1", T0)
+    run = ("apply", src, s3_dest.url, "--state-dir", state, *s3_dest.cli_args)
+    reconcile(*run, env=s3_dest.env, check=0)
+    [path] = [p for p in (state / "remote").rglob("*.msgpack") if "record" in p.name]
+    data = msgpack.unpackb(path.read_bytes(), raw=False, strict_map_key=False)
+    from reconcile.remotes.s3.record import _well_formed
+    assert data["objects"] and all(_well_formed(v) for v in data["objects"].values())  # what we save passes
+    if shape == "objects-a-list":
+        data["objects"] = [1, 2]
+    elif shape == "record-an-int":
+        data["objects"] = {k: 5 for k in data["objects"]}
+    else:
+        data["objects"] = {k: [v[0], v[1], "not a time", 7, "rw"] for k, v in data["objects"].items()}
+    path.write_bytes(msgpack.packb(data, use_bin_type=True))
+    write(src / "a", b"2", T0 + 10**12)
+    p = reconcile(*run, env=s3_dest.env, check=0)
+    assert "internal error" not in p.stderr
+    p = reconcile("verify", src, s3_dest.url, "--state-dir", state, *s3_dest.cli_args, env=s3_dest.env, check=0)

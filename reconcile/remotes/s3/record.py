@@ -44,9 +44,12 @@ class ObjectRecord:
             return
         if not isinstance(data, dict) or data.get("head") != self._record_header():
             return  # another endpoint/bucket/prefix, or an older format: start over
+        objects = data.get("objects", {})
+        if not isinstance(objects, dict) or not all(isinstance(k, str) and _well_formed(v) for k, v in objects.items()):
+            log.warning("ignoring an S3 record of the wrong shape %s: listing the bucket instead", path)
+            return
         # records written before modes were kept have four fields
-        self._record = {k: (v[0], v[1], v[2], v[3], v[4] if len(v) > 4 else None)
-                        for k, v in data.get("objects", {}).items()}
+        self._record = {k: (v[0], v[1], v[2], v[3], v[4] if len(v) > 4 else None) for k, v in objects.items()}
 
     def _remember(self, rel: str, rec: Record | None) -> None:
         with self._lock:
@@ -87,3 +90,9 @@ class ObjectRecord:
                 with contextlib.suppress(OSError):
                     os.unlink(f"{path}.tmp")
                 log.warning("cannot save S3 record %s: %s", path, exc.strerror)
+
+
+def _well_formed(v) -> bool:
+    """(size, etag, mtime, xxh3, mode) as saved, the mode missing in older records"""
+    return isinstance(v, (list, tuple)) and len(v) in (4, 5) and isinstance(v[0], int) and isinstance(v[1], str) \
+        and all(x is None or isinstance(x, t) for x, t in zip(v[2:], (int, bytes, int)))
