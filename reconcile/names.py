@@ -339,6 +339,9 @@ def unstorable(e: Entry, caps: Capabilities, encoding: bool) -> str | None:
     """why the destination cannot hold source entry e (its name, a symlink, its
     size), as the warning says it; None when it can. verify asks too."""
     path, fs = e.path, caps.fs_type or "this file system"
+    if caps.utf8_names and not _is_utf8(path):
+        shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        return f"cannot store {shown} on this destination: the name is not valid UTF-8 and S3 keys must be; rename it"
     reason = name_problem(path.rsplit("/", 1)[-1], encoding) if caps.windows_names else None
     if reason is not None:
         mendable = not encoding and caps.name_encoding and "reserved" not in reason and "longer" not in reason
@@ -351,6 +354,14 @@ def unstorable(e: Entry, caps: Capabilities, encoding: bool) -> str | None:
                 f"FAT32 file size limit of {caps.max_file_size:,} bytes (4 GiB - 1); "
                 "use a disk formatted exFAT or NTFS, or exclude it")
     return None
+
+
+def _is_utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8, kept as lone surrogates
+        return False
+    return True
 
 
 def _under(path: str, folders: set[str]) -> bool:

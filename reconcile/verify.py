@@ -148,7 +148,7 @@ def _unstorable_check(caps, encoding: bool, result: VerifyResult):
     """c -> True for a source entry the destination cannot hold (or one inside a
     folder it cannot hold), each recorded once in result.not_stored as apply words it"""
     refused: list[str] = []
-    if not (caps.windows_names or caps.max_file_size is not None):  # USB disks only, as apply
+    if not (caps.windows_names or caps.max_file_size is not None or caps.utf8_names):  # USB disks, S3
         return lambda c: False
 
     def check(c: Entry) -> bool:

@@ -288,3 +288,22 @@ def test_the_readme_exit_code_table_lists_every_code_and_reliability_has_items_1
                  "A destination disk not mounted", "A host name that does not resolve",
                  "SOURCE and DEST swapped"):  # issue 18, items 1 to 5
         assert f"\n| {item}" in rows, item
+
+
+def test_verify_on_s3_reports_a_name_that_is_not_utf8_as_not_stored(s3_dest, tmp_path):
+    import json
+
+    src, state = tmp_path / "src", tmp_path / "state"
+    write(src / "Docs" / "ok.txt", b"fine", T0)
+    with open(os.path.join(os.fsencode(src / "Docs"), b"caf\xe9.txt"), "wb") as f:
+        f.write(b"x")
+    args = ("--state-dir", state, *s3_dest.cli_args)
+    reconcile("apply", src, s3_dest.url, *args, env=s3_dest.env, check=3)  # apply: that one fails, with why
+    p = reconcile("verify", src, s3_dest.url, *args, env=s3_dest.env, check=1)
+    assert "missing" not in p.stdout, p.stdout
+    assert "warning: cannot store Docs/caf\\xe9.txt on this destination: the name is not valid UTF-8 and S3 keys " \
+           "must be; rename it" in p.stderr, p.stderr
+    last = p.stderr.splitlines()[-1]
+    assert "1 not stored: the destination cannot hold them" in last and "`reconcile apply` sends" not in last, last
+    doc = json.loads(reconcile("verify", src, s3_dest.url, *args, "--json", env=s3_dest.env, check=1).stdout)
+    assert doc["differences"] == [] and len(doc["not_stored"]) == 1

@@ -46,7 +46,7 @@ class ChangeFinder:
         """--offline: the last snapshot (the source as it was) stands for the remote,
         but what the destination cannot hold never reached it: left out here, it is
         reported as not stored, as a plan that connects reports it"""
-        if not (caps.windows_names or caps.max_file_size is not None):
+        if not (caps.windows_names or caps.max_file_size is not None or caps.utf8_names):
             return rows
         return _held(rows, caps, self._name_encoding())
 

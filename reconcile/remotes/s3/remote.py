@@ -38,6 +38,7 @@ class S3Remote(ObjectRecord, Listing, Upload, Multipart, Moves, Errors, Remote):
         set_mtime=True,
         delta=True,
         resumable=True,
+        utf8_names=True,
     )
 
     def __init__(self, bucket: str, prefix: str, options: RemoteOptions, client=None) -> None:
