@@ -307,3 +307,16 @@ def test_verify_on_s3_reports_a_name_that_is_not_utf8_as_not_stored(s3_dest, tmp
     assert "1 not stored: the destination cannot hold them" in last and "`reconcile apply` sends" not in last, last
     doc = json.loads(reconcile("verify", src, s3_dest.url, *args, "--json", env=s3_dest.env, check=1).stdout)
     assert doc["differences"] == [] and len(doc["not_stored"]) == 1
+
+
+def test_offline_plan_without_a_snapshot_says_so_instead_of_an_unmounted_disk(tmp_path):
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    write(src / "a.txt", b"1", T0)
+    none_yet = "plan --offline plans against the snapshot of the last complete run, and this pair has none"
+    p = reconcile("plan", src, dst, "--state-dir", state, "--offline", check=2)  # never ran: the remote is unknown
+    assert none_yet in p.stderr and "without --offline" in p.stderr, p.stderr
+    reconcile("apply", src, dst, "--state-dir", state, check=0)
+    os.unlink(state / "snapshot.msgpack")  # as after a first run that ended partial (its snapshot is not kept)
+    p = reconcile("plan", src, dst, "--state-dir", state, "--offline", check=2)
+    assert none_yet in p.stderr and "is the disk mounted" not in p.stderr, p.stderr
+    reconcile("plan", src, dst, "--state-dir", state, check=0)

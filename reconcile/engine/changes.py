@@ -8,7 +8,7 @@ import os
 from reconcile import portable, snapshot
 from reconcile.diff import Changes, merge_rows, with_implied_dirs
 from reconcile.entry import DIR, Entry, entry_of, is_inside, is_safe_path, row_of
-from reconcile.errors import NotFound, SourceChanged, Transient
+from reconcile.errors import ConfigError, NotFound, SourceChanged, Transient
 from reconcile.hashing import hash_file
 from reconcile.names import CollisionWatch, unstorable
 from reconcile.spool import walk_while_waiting
@@ -22,6 +22,10 @@ class ChangeFinder:
         caps = self.remote.capabilities
         keep = None
         if self.opts.offline:
+            if not os.path.exists(self.state.snapshot):  # the remote is unknown, not empty
+                raise ConfigError("plan --offline plans against the snapshot of the last complete run, and this "
+                                  "pair has none (no run of it has completed yet); run `reconcile plan` without "
+                                  "--offline to look at the destination")
             remote_rows = self._storable(self.previous(), caps)
             if not caps.empty_dirs:
                 remote_rows = map(row_of, with_implied_dirs(map(entry_of, remote_rows)))
