@@ -340,3 +340,47 @@ def test_an_s3_record_of_the_wrong_shape_is_ignored(s3_dest, tmp_path, shape):
     p = reconcile(*run, env=s3_dest.env, check=0)
     assert "internal error" not in p.stderr
     p = reconcile("verify", src, s3_dest.url, "--state-dir", state, *s3_dest.cli_args, env=s3_dest.env, check=0)
+
+
+def test_range_writers_never_write_into_a_file_swapped_in_for_the_temp(sftp_dest, tmp_path, monkeypatch):
+    """issue 24.3: a large file goes as ranges, each writer on its own
+    connection reopening the temp file by its name. An account that can
+    write the destination (inotify shows it the new temp at once) swaps it for
+    a symlink to a file the login can write, before the writers open it: they
+    wrote the source's bytes into that file. Now each writer checks that what
+    it opened is the file we made (its marked access time) before writing."""
+    from reconcile.entry import FILE, Entry
+    from reconcile.errors import ReconcileError
+    from reconcile.remotes.sftp import SftpRemote, upload as upload_mod
+
+    root = _root_of(sftp_dest)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"v" * 100)
+    os.chmod(victim, 0o600)
+    local = tmp_path / "src" / "big"
+    write(local, os.urandom(4 << 20), T0)
+    monkeypatch.setattr(upload_mod, "RANGE_MIN", 1 << 20)
+    real = SftpRemote._open_temp
+
+    def then_swap(self, sftp, tmp_rel, truncate):
+        f = real(self, sftp, tmp_rel, truncate)
+        real_close = f.close
+
+        def close():
+            real_close()
+            if truncate and not (root / tmp_rel).is_symlink():  # the first close: the writers open it next
+                os.unlink(root / tmp_rel)
+                os.symlink(victim, root / tmp_rel)
+        f.close = close
+        return f
+
+    monkeypatch.setattr(SftpRemote, "_open_temp", then_swap)
+    monkeypatch.setenv("RECONCILE_SSH_CONFIG", str(tmp_path / "none"))
+    sftp_dest.options.transfers = 4
+    remote = SftpRemote.from_url(sftp_dest.url, sftp_dest.options)
+    try:
+        with pytest.raises(ReconcileError):
+            remote.upload(str(local), "big", Entry("big", FILE, 4 << 20, T0))
+    finally:
+        remote.close()
+    assert victim.read_bytes() == b"v" * 100

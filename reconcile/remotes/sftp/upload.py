@@ -143,7 +143,11 @@ class Upload:
         tmp = self._abs(tmp_rel)
         if state is not None and "ranges" in state:
             if state["confirmed"] == 0:
-                self._open_temp(sftp, tmp_rel, truncate=True).close()
+                f = self._open_temp(sftp, tmp_rel, truncate=True)
+                try:
+                    state["marked"] = _mark(f)
+                finally:
+                    f.close()
             return self._send_ranges(fd, tmp, state, progress, checkpoint, mapper)
         start = state["confirmed"] if state else 0
         f = self._open_temp(sftp, tmp_rel, truncate=start == 0)
@@ -187,7 +191,8 @@ class Upload:
             ranges = [list(r) for r in resume["ranges"]]
             furthest = max((pos for start, _, pos in ranges if pos > start), default=0)
             ok = furthest <= have and ranges and ranges[-1][1] == size
-            return {"tmp": tmp_rel, "confirmed": resume.get("confirmed", 0), "ranges": ranges} if ok else None
+            return {"tmp": tmp_rel, "confirmed": resume.get("confirmed", 0), "ranges": ranges,
+                    "marked": resume.get("marked") is True} if ok else None
         confirmed = int(resume.get("confirmed", 0))
         return {"tmp": tmp_rel, "confirmed": confirmed} if 0 < confirmed <= min(have, size) else None
 
@@ -268,15 +273,18 @@ class Upload:
                 if checkpoint:
                     snapshot = [list(x) for x in ranges]
                     checkpoint({"tmp": state["tmp"], "confirmed": sum(x[2] - x[0] for x in snapshot),
-                                "ranges": snapshot})
+                                "ranges": snapshot, "marked": state.get("marked", False)})
 
         every = _mark_every(len(ranges))
 
         def run(r: list[int], conn: _Conn | None) -> None:
             with self._op("cannot write range", failure=Transient):
                 conn = conn or self._conn(own=True)  # its own connection: its own packet thread
-                f = conn.sftp.open(tmp, "r+")
+                f = conn.sftp.open(tmp, "r+")  # by name: SFTP follows a link swapped in since we made it
                 try:
+                    if state.get("marked") and not _is_marked(f):
+                        raise Permanent(f"cannot write {state['tmp']}: the temp file was replaced on the server "
+                                        "(by a symlink?); reconcile never writes through one")
                     self._send_range(conn, f.handle, fd, r[2], r[1], count, partial(note, r), mark_every=every)
                 finally:
                     f.close()
@@ -312,6 +320,28 @@ def _mark_every(ranges: int) -> int:
     """the mark interval that keeps a file's unconfirmed bytes below UNCONFIRMED_MAX"""
     room = UNCONFIRMED_MAX // ranges - MAX_INFLIGHT_BYTES
     return max(1 << 20, min(CHECKPOINT_EVERY, room // (1 << 20) * (1 << 20)))
+
+
+# Range writers reopen the temp file by its name, each on its own connection.
+# Its access time, set far ahead through the handle that made it, tells them
+# it is still that file: a file it was swapped for (a symlink's target) has
+# its own, which only its owner could set so. FAT keeps an access day only.
+MARK_ATIME = 4_000_000_000  # 2096-10-02; reads leave a future atime alone (relatime)
+MARK_SLACK = 2 * 86400
+
+
+def _mark(f: paramiko.SFTPFile) -> bool:
+    """true when the server kept the mark (some keep no access time: unchecked there)"""
+    try:
+        f.utime((MARK_ATIME, int(time.time())))
+        return _is_marked(f)
+    except OSError:
+        return False
+
+
+def _is_marked(f: paramiko.SFTPFile) -> bool:
+    a = f.stat()
+    return st.S_ISREG(a.st_mode or 0) and abs((a.st_atime or 0) - MARK_ATIME) <= MARK_SLACK
 
 
 def _split(size: int, n: int) -> list[list[int]]:
