@@ -121,7 +121,8 @@ def _logged(log: LogSettings, command: str, name: str | None, source: str | None
             rc = driver.guard(run_log.guard(fn), verbose)
         except driver.usage_error as exc:
             # the command line prints it with the usage; the log still gets its summary line
-            run_log.error = ConfigError(exc.format_message())  # type: ignore[attr-defined]
+            # as the command line shows it: click's "Invalid value: " prefix left out
+            run_log.error = ConfigError(exc.format_message().removeprefix("Invalid value: "))  # type: ignore[attr-defined]
             run_log.finish(2)
             raise
         run_log.finish(rc)

@@ -320,3 +320,13 @@ def test_offline_plan_without_a_snapshot_says_so_instead_of_an_unmounted_disk(tm
     p = reconcile("plan", src, dst, "--state-dir", state, "--offline", check=2)
     assert none_yet in p.stderr and "is the disk mounted" not in p.stderr, p.stderr
     reconcile("plan", src, dst, "--state-dir", state, check=0)
+
+
+def test_a_bad_flag_is_logged_as_the_command_line_shows_it(tmp_path):
+    src, log = tmp_path / "src", tmp_path / "run.log"
+    src.mkdir()
+    p = reconcile("apply", src, tmp_path / "dst", "--state-dir", tmp_path / "state", "--transfers", "0",
+                  "--log-file", log, check=2)
+    assert p.stderr.startswith("reconcile: --transfers must be 1 or more\n"), p.stderr
+    summary = [line for line in log.read_text().splitlines() if "summary" in line]
+    assert len(summary) == 1 and summary[0].endswith("| --transfers must be 1 or more"), summary
