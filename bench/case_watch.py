@@ -289,7 +289,7 @@ def main(argv: list[str]) -> int:
     size = SIZES[args.size]
     os.makedirs(f"{ROOT}/watch", exist_ok=True)
     from bench.servers import start_seaweed, start_sshd
-    from tests.servers_sftp import TcpProxy
+    from bench.proxy import TcpProxy
 
     sshd = start_sshd()
     proxy = TcpProxy(sshd.port)

@@ -13,6 +13,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from bench.proxy import Forwarder, _shut, _shut_write
+
 CHUNK = 1 << 16
 
 
@@ -26,7 +28,7 @@ class _Link:
     socks: list[socket.socket] = field(default_factory=list)
 
 
-class DelayProxy:
+class DelayProxy(Forwarder):
     """127.0.0.1:port -> 127.0.0.1:target_port with rtt_ms of round-trip time.
 
     `waits` counts, over all connections, the client sends that came after the
@@ -35,18 +37,10 @@ class DelayProxy:
     counts once; connections working in parallel each count theirs."""
 
     def __init__(self, target_port: int, rtt_ms: float, target_host: str = "127.0.0.1") -> None:
-        self.target = (target_host, target_port)
         self.delay = rtt_ms / 2000.0
         self.rtt_ms = rtt_ms
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.connections = 0
-        self.bytes_up = self.bytes_down = 0
         self._links: list[_Link] = []
-        self._lock = threading.Lock()
-        self._closed = False
-        self._threads = [threading.Thread(target=self._accept_loop, daemon=True, name="delay-accept")]
-        self._threads[0].start()
+        super().__init__((target_host, target_port), name="delay-accept")
 
     @property
     def waits(self) -> int:
@@ -65,34 +59,14 @@ class DelayProxy:
             socks = [s for link in self._links for s in link.socks]
         for s in socks:
             _shut(s)
-        for t in list(self._threads):
-            t.join(5)
+        self._join()
 
-    def _accept_loop(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            try:
-                server = socket.create_connection(self.target)
-            except OSError:
-                _shut(client)
-                continue
-            for s in (client, server):  # a held chunk goes out whole and at once
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            link = _Link(socks=[client, server])
-            with self._lock:
-                self._links.append(link)
-                self.connections += 1
-            for src, dst, up in ((client, server, True), (server, client, False)):
-                self._start(_Direction(self, link, src, dst, up).run)
-
-    def _start(self, fn) -> None:
-        t = threading.Thread(target=fn, daemon=True)
+    def _serve(self, client: socket.socket, server: socket.socket) -> None:
+        link = _Link(socks=[client, server])
         with self._lock:
-            self._threads = [x for x in self._threads if x.is_alive()] + [t]
-        t.start()
+            self._links.append(link)
+        for src, dst, up in ((client, server, True), (server, client, False)):
+            self._start(_Direction(self, link, src, dst, up).run)
 
     def _received(self, link: _Link, n: int, up: bool, now: float) -> None:
         with self._lock:
@@ -177,17 +151,3 @@ class _Direction:
             _shut(self.src)
             _shut(self.dst)
 
-
-def _shut_write(s: socket.socket) -> None:
-    try:
-        s.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
-
-
-def _shut(s: socket.socket) -> None:
-    try:
-        s.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    s.close()

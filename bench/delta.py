@@ -75,7 +75,7 @@ def reconcile_target(name: str, proxy, dest: str, state: Path, extra: list[str],
 
 
 def targets(work: Path, sshd, weed, bucket: str, stem: str) -> list[Target]:
-    from tests.servers_sftp import TcpProxy
+    from bench.proxy import TcpProxy
 
     out = []
     host_pub = " ".join((Path(ROOT) / "sshd" / "hostkey.pub").read_text().split()[:2])

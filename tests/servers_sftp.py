@@ -1,4 +1,5 @@
-"""A real OpenSSH sshd for the tests, plus a TCP proxy that can cut connections.
+"""A real OpenSSH sshd for the tests, plus a TCP proxy that can cut connections
+(bench/proxy.py's TcpProxy: the bench and the tests share it).
 
 The sshd runs from a temp dir on a free 127.0.0.1 port, with its own ed25519
 host key and user key (start_sshd: also for the fault campaign and the bench).
@@ -16,7 +17,6 @@ import os
 import shutil
 import socket
 import subprocess
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 import pytest
 
+from bench.proxy import TcpProxy
 from reconcile.remotes.base import RemoteOptions, SftpOptions
 
 SSHD = "/usr/sbin/sshd"
@@ -194,115 +195,6 @@ def sftp_dest(sshd_server: SshServer, tmp_path):
     options = RemoteOptions(sftp=SftpOptions(key=key, known_hosts=kh), state_dir=str(tmp_path / "rstate"))
     return Dest("sftp", sftp_url(sshd_server, root), options,
                 cli_args=["--ssh-key", key, "--known-hosts", kh], env={})
-
-
-class TcpProxy:
-    """Forwards 127.0.0.1:port to a target port, counting bytes, and cuts
-    connections on request: at once (drop_all) or after N more client bytes."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.bytes_up = 0  # client -> server, all connections
-        self.bytes_down = 0  # server -> client
-        self._cut_down_at: int | None = None
-        self.connections = 0
-        self._cut_at: int | None = None
-        self._refuse = False
-        self._socks: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._closed = False
-        self._threads = [threading.Thread(target=self._accept_loop, daemon=True)]
-        self._threads[0].start()
-
-    def drop_all(self) -> None:
-        with self._lock:
-            socks, self._socks = self._socks, []
-        for s in socks:
-            _shut(s)
-
-    def drop_after(self, n: int, down: bool = False) -> None:
-        """cut every connection once n more bytes went from client to server
-        (with down: from server to client)."""
-        with self._lock:
-            if down:
-                self._cut_down_at = self.bytes_down + n
-            else:
-                self._cut_at = self.bytes_up + n
-
-    def refuse(self, on: bool = True) -> None:
-        """close new connections at once, as a server that is down would."""
-        self._refuse = on
-
-    def close(self) -> None:
-        """stop, and wait for every thread of ours to end: a test after this
-        one may need a process with no other thread (forked.py forks only then)."""
-        self._closed = True
-        _shut(self.listener)
-        self.drop_all()
-        for t in list(self._threads):
-            t.join(5)
-
-    def _accept_loop(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            if self._refuse:
-                _shut(client)
-                continue
-            try:
-                server = socket.create_connection(("127.0.0.1", self.target_port))
-            except OSError:
-                _shut(client)
-                continue
-            for s in (client, server):  # no Nagle stalls on many small requests
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self._lock:
-                self._socks += [client, server]
-                self.connections += 1
-            for args in ((client, server, True), (server, client, False)):
-                pump = threading.Thread(target=self._pump, args=args, daemon=True)
-                self._threads.append(pump)
-                pump.start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, upstream: bool) -> None:
-        try:
-            while data := src.recv(65536):
-                if not self._count(len(data), upstream):
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        _shut(src)
-        _shut(dst)
-
-    def _count(self, n: int, upstream: bool) -> bool:
-        """false once the cut point is reached: the caller then drops everything."""
-        with self._lock:
-            if upstream:
-                self.bytes_up += n
-                cut = self._cut_at is not None and self.bytes_up >= self._cut_at
-                if cut:
-                    self._cut_at = None
-            else:
-                self.bytes_down += n
-                cut = self._cut_down_at is not None and self.bytes_down >= self._cut_down_at
-                if cut:
-                    self._cut_down_at = None
-        if cut:
-            self.drop_all()
-        return not cut
-
-
-def _shut(s: socket.socket) -> None:
-    try:
-        s.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    s.close()
 
 
 @pytest.fixture
