@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import struct
 from itertools import chain
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 import msgpack
 import xxhash
@@ -51,6 +51,10 @@ class SnapshotWriter:
         self._buf = bytearray()  # entries are small: write and hash them in blocks
         self._rows: list[tuple] = []  # add_row's rows, packed ROWS_AT_ONCE at a time
         self.count = 0
+        # (key of a row, byte offset where it starts) at the head of each block of rows
+        # add_row packed: known.py reads and rewrites one block of a large snapshot
+        # without the rest. None once add() mixed in rows it cannot place.
+        self.index: list[tuple[bytes, int]] | None = []
         self._write(MAGIC)
         self._write(self._packer.pack({"version": VERSION, **(header or {})}))
 
@@ -61,6 +65,7 @@ class SnapshotWriter:
 
     def _add(self, packed: bytes) -> None:
         self._pack_rows()
+        self.index = None
         self._buf += packed
         self.count += 1
         if len(self._buf) >= FLUSH:
@@ -72,10 +77,10 @@ class SnapshotWriter:
         rows = self._rows
         if not rows:
             return
-        n = len(rows)
-        packed = self._packer.pack([(row_path(r), *r[1:9]) for r in rows])
-        self._buf += memoryview(packed)[1 if n < 16 else 3 if n < 1 << 16 else 5:]
-        self.count += n
+        if self.index is not None:
+            self.index.append((rows[0][0], self._length + len(self._buf)))
+        self._buf += pack_rows(self._packer, rows)
+        self.count += len(rows)
         rows.clear()
 
     def _flush(self) -> None:
@@ -94,6 +99,14 @@ class SnapshotWriter:
             self._pack_rows()
             if len(self._buf) >= FLUSH:
                 self._flush()
+
+    def copy(self, data: bytes, heads: list[tuple[bytes, int]]) -> None:
+        """rows packed by another writer, as they are (known.py): heads are
+        the (key, offset in data) of their blocks"""
+        self._flush()
+        if self.index is not None:
+            self.index.extend((key, self._length + offset) for key, offset in heads)
+        self._write(data)
 
     def finish(self) -> None:
         """Seal the temp file (footer, fsync) without putting it in place."""
@@ -116,6 +129,40 @@ class SnapshotWriter:
             os.unlink(self.tmp)
         except FileNotFoundError:
             pass
+
+
+def pack_rows(packer: msgpack.Packer, rows: list[tuple]) -> memoryview:
+    """rows packed one after another: one msgpack array, less its header, is
+    the same bytes as packing each row alone, for one call instead of one per row"""
+    n = len(rows)
+    packed = packer.pack([(row_path(r), *r[1:9]) for r in rows])
+    return memoryview(packed)[1 if n < 16 else 3 if n < 1 << 16 else 5:]
+
+
+def unpack_rows(unpacker: msgpack.Unpacker) -> list[tuple]:
+    """the rows fed to unpacker (one made by new_unpacker) so far"""
+    try:
+        return [(p + b"/" if kind == DIR else p, kind, size, mtime_ns, inode, dev, mode, hsh, target, None)
+                for p, kind, size, mtime_ns, inode, dev, mode, hsh, target in unpacker]
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise CorruptState(f"a snapshot holds an entry of unknown shape ({exc.__class__.__name__})") from None
+
+
+def new_unpacker() -> msgpack.Unpacker:
+    return msgpack.Unpacker(use_list=False, raw=False, unicode_errors="surrogateescape", max_buffer_size=1 << 26)
+
+
+def with_hashes(rows: Iterable[tuple], hashes: dict[str, bytes | None]) -> Iterator[tuple]:
+    """rows with the hashes a run learnt put in; a file whose hash is None
+    (unreadable, or changed while sent) is left out: not recorded"""
+    by_key = {encode_path(p): h for p, h in hashes.items()}
+    for row in rows:
+        path = row_path(row)
+        if path in by_key:
+            if by_key[path] is None:
+                continue
+            row = row[:7] + (by_key[path],) + row[8:]
+        yield row
 
 
 def verify(path: str) -> None:
@@ -164,8 +211,7 @@ def _row_blocks(path: str) -> Iterator[list[tuple]]:
     body = os.path.getsize(path) - FOOTER.size
     with open(path, "rb") as f:
         f.read(len(MAGIC))
-        unpacker = msgpack.Unpacker(use_list=False, raw=False, unicode_errors="surrogateescape",
-                                    max_buffer_size=1 << 26)
+        unpacker = new_unpacker()
         remaining = body - len(MAGIC)
         header = True
         while remaining > 0:
@@ -179,7 +225,6 @@ def _row_blocks(path: str) -> Iterator[list[tuple]]:
                     continue
                 header = False
             try:
-                yield [(p + b"/" if kind == DIR else p, kind, size, mtime_ns, inode, dev, mode, hsh, target, None)
-                       for p, kind, size, mtime_ns, inode, dev, mode, hsh, target in unpacker]
-            except (ValueError, TypeError, msgpack.UnpackException) as exc:
-                raise CorruptState(f"{path} holds an entry of unknown shape ({exc.__class__.__name__})") from None
+                yield unpack_rows(unpacker)
+            except CorruptState as exc:
+                raise CorruptState(str(exc).replace("a snapshot", path, 1)) from None

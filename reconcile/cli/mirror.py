@@ -79,8 +79,9 @@ def _run(command: str, source: str, dest: str, kw: dict, mapping: str | None = N
     tag = f"[{mapping}] " if mapping else ""
     walk_only = kw.pop("walk_only", None)  # reconcile watch: only the paths its events marked
     source_dev = kw.pop("source_dev", None)  # reconcile watch: the source's disk at its start
+    known = kw.pop("known", None)  # reconcile watch: what its last clean run left (known.py)
     opts = run_options(kw)
-    opts.walk_only, opts.source_dev = walk_only, source_dev
+    opts.walk_only, opts.source_dev, opts.known = walk_only, source_dev, known
     reporter = ApplyReporter(verbose=verbose, quiet=quiet, binary_rate=bool(opts.bwlimit))
     run = Run(source, dest, opts, reporter)
     started = time.monotonic()

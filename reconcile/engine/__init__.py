@@ -9,6 +9,7 @@ merge, plan, guards, apply, commit state.
     planning.py  Changes -> Plan (names the destination cannot hold, trash)
     guards.py    the refusals before anything changes
     execute.py   the plan carried out under the journal, resume first
+    triggered.py reconcile watch: runs planned on what its last clean run left (known.py)
 """
 
 from __future__ import annotations

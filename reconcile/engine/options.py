@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from reconcile.apply import Counted, Outcome
 from reconcile.diff import Changes
+from reconcile.known import Known
 from reconcile.plan import Plan
 from reconcile.remotes.base import RemoteOptions
 from reconcile.walk import WalkReport
@@ -34,6 +35,9 @@ class RunOptions:
     # the source's device (st_dev) when reconcile watch started: a run that finds the
     # source on another one (its disk unmounted, the bare mount point left) refuses
     source_dev: int | None = None
+    # reconcile watch: what its last clean run left (known.py); a run of walk_only
+    # paths is planned on it instead of a listing where nothing is in doubt
+    known: Known | None = None
 
 
 @dataclass

@@ -31,6 +31,7 @@ from reconcile.engine.hashes import Hashes
 from reconcile.engine.options import RunOptions, RunResult
 from reconcile.engine.planning import RUN_NAME, Planning
 from reconcile.engine.state import RunState
+from reconcile.engine.triggered import Triggered
 
 OUTAGE_GAP = 5.0  # seconds past a retry's due time after which the next one starts a new wait
 
@@ -39,7 +40,7 @@ def _clock(seconds: float) -> str:
     return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
 
 
-class Run(RunState, ChangeFinder, Planning, Hashes, Guards, Execution):
+class Run(RunState, ChangeFinder, Planning, Hashes, Guards, Execution, Triggered):
     def __init__(self, source: str, dest: str, opts: RunOptions, reporter: Reporter) -> None:
         self.source = check_paths(source, dest)
         if opts.links == "store" and not remote_class(dest).CAPABILITIES.symlinks:
@@ -153,6 +154,8 @@ class Run(RunState, ChangeFinder, Planning, Hashes, Guards, Execution):
             report = WalkReport()
             walk_tmp = self.state.walk_snapshot
             writers: list[snapshot.SnapshotWriter] = []
+            subset = self._known_subset(resumed)  # reconcile watch: no listing where nothing is in doubt
+            recorded: list[tuple] = []  # a subset's new rows
 
             def attempt() -> Changes:
                 # a retried listing starts the snapshot file afresh
@@ -164,8 +167,11 @@ class Run(RunState, ChangeFinder, Planning, Hashes, Guards, Execution):
                 return self.changes(writers[-1], report)
 
             try:
-                changes = self.remote.policy.run(lambda: self._set_aside_if_corrupt(attempt), "list")
-                writers[-1].finish()
+                if subset is None:
+                    changes = self.remote.policy.run(lambda: self._set_aside_if_corrupt(attempt), "list")
+                    writers[-1].finish()
+                else:
+                    changes = self._changes_known(subset, recorded.append, report)
                 self.leave_out_unstorable(changes)
                 hashes = self.hash_needed(changes)
                 tag = uuid.uuid4().hex[:8]
@@ -174,16 +180,20 @@ class Run(RunState, ChangeFinder, Planning, Hashes, Guards, Execution):
                 with executing(plan):
                     outcome = self._execute(plan, tag)
                 self._record_destination(changes, plan, outcome)
+                index = None
                 if outcome.complete:
-                    self._commit_snapshot(walk_tmp, {**plan.hashes, **hashes, **self.hashes_of_sent(plan, outcome)})
+                    learnt = {**plan.hashes, **hashes, **self.hashes_of_sent(plan, outcome)}
+                    index = (self._commit_snapshot(walk_tmp, learnt, writers[-1].index) if subset is None
+                             else self._commit_subset(subset, recorded, learnt))
                     self._prune_block_records()
-                if outcome.remote_gone is None and self.tidy_remote:
-                    self._remove_temp_files()
+                if outcome.remote_gone is None and self.tidy_remote and subset is None:
+                    self._remove_temp_files()  # a subset's run starts clean: no journal, nothing to tidy
             finally:
                 for w in writers:
                     w.discard()
             result = self._result(plan, report, changes)
             result.outcome, result.resumed = outcome, resumed
+            self._remember(subset, changes, plan, result, index)
             if resumed is not None:
                 result.resumed_ops = self._executors[0][0]
             self._save_last_run(result)

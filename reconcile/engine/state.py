@@ -12,7 +12,6 @@ from reconcile import journal as journal_mod
 from reconcile import snapshot
 from reconcile.apply import Counted
 from reconcile.blockmap import BlockStore, large_files
-from reconcile.entry import encode_path, row_path
 from reconcile.errors import ReconcileError
 from reconcile.statedir import pair_id
 from reconcile.statefile import write_private
@@ -91,22 +90,19 @@ class RunState:
         except ReconcileError:
             return False
 
-    def _commit_snapshot(self, walk_tmp: str, hashes: dict[str, bytes | None]) -> None:
+    def _commit_snapshot(self, walk_tmp: str, hashes: dict[str, bytes | None],
+                         walked_index: list | None) -> list | None:
+        """the walk's snapshot in place, with the hashes this run learnt; its index"""
         if not hashes:
             os.replace(walk_tmp, self.state.snapshot)
-            return
-        by_key = {encode_path(p): h for p, h in hashes.items()}
+            return walked_index
         out = snapshot.SnapshotWriter(self.state.snapshot, {"source": self.source})
         try:
-            for row in snapshot.read_rows(walk_tmp):
-                path = row_path(row)
-                if path in by_key:
-                    if by_key[path] is None:
-                        continue  # unreadable or unstable: not recorded
-                    row = row[:7] + (by_key[path],) + row[8:]
+            for row in snapshot.with_hashes(snapshot.read_rows(walk_tmp), hashes):
                 out.add_row(row)
             out.finish()
             out.commit()
+            return out.index
         finally:
             out.discard()
             try:

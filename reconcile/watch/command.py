@@ -5,12 +5,14 @@ ordinary logged `apply` through the command layer's Driver."""
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import replace
 from typing import Any, Callable
 
 from reconcile.trash import DEFAULT_TRASH, known_trash, trash_root
 from reconcile.errors import ConfigError
 from reconcile.excludes import Excludes, all_patterns
+from reconcile.known import Known
 from reconcile.jobs import Driver, Job, _logged, _raiser, resolve
 from reconcile.logs import LogSettings
 from reconcile.statedir import StateDir
@@ -34,12 +36,21 @@ def _pair(job: Job, all_: bool, log: LogSettings, driver: Driver, settings: Watc
     state = StateDir.for_pair(source, job.dest, job.kw.get("state_dir"))
     verbose = job.kw.get("verbose", False)
 
-    def run_one(only: list[str] | None, source_dev: int | None) -> int:
-        one = replace(job, kw={**job.kw, "walk_only": only, "source_dev": source_dev})
+    known = Known()  # what the last clean run left: a triggered run is planned on it, not on a listing
+
+    def run_one(only: list[str] | None, source_dev: int | None, again: bool = False) -> int:
+        one = replace(job, kw={**job.kw, "walk_only": only, "source_dev": source_dev, "known": known})
+        known.used = known.recheck = False  # what this run sets, whichever way it ends
         rc = _logged(log, "apply", job.name, job.source, job.dest, job.kw.get("state_dir"),
                      lambda: driver.run(one, all_), verbose, driver)
         if rc == 130:
             raise KeyboardInterrupt  # the run stopped on SIGTERM or Ctrl-C: so does the watch
+        if verbose and known.used:
+            print("watch: planned on the remote as the last run left it (not listed)", file=sys.stderr, flush=True)
+        if known.recheck and not again:  # an operation skipped or failed: the remote was not as planned on
+            print("watch: the remote was not as the last run left it; running again with a full listing",
+                  file=sys.stderr, flush=True)
+            return run_one(only, source_dev, again=True)  # Known is forgotten: this one lists
         return rc
 
     return PairWatch(job.name, source, run_one, _skip(job.kw, state), WatchState(state.path), settings)
