@@ -1,13 +1,17 @@
 """reconcile watch: latency, a folder rename, the CPU of a triggered run,
 idle cost, and lsyncd (Debian package, default rsync mode) beside it.
 
-    python -m bench.case_watch [--size small|full] [--output FILE]
+    python -m bench.case_watch [--size small|full] [--parts latency,rename,big] [--big N]
+                               [--output FILE] [--into docs/benchmarks.md]
+    python -m bench --only watch [--size small|full]    (the same, into docs/benchmarks.md)
 
 Latency is from the moment a write is closed to the file complete under its
 real name on the remote (reconcile writes a temp name then renames, so the
 name appearing is the file complete), polled every 10 ms. SFTP goes through
 a byte-counting proxy (tests/servers_sftp.py TcpProxy) so bytes sent on the
-wire are counted for both tools. Prints a Markdown section.
+wire are counted for both tools. Prints a Markdown section; --into puts it
+below the KEPT_MARK line of that page, in place of the one an earlier run put
+there, and leaves the rest of the page as it is.
 """
 
 from __future__ import annotations
@@ -281,41 +285,77 @@ def _memory_rows(size: dict) -> list[str]:
     return rows
 
 
+HEADING = "### watch: latency, folder rename, triggered run, idle (lsyncd beside it)"
+PARTS = ("latency", "rename", "big")
+
+
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(prog="python -m bench.case_watch")
     ap.add_argument("--size", choices=SIZES, default="small")
-    ap.add_argument("--output")
+    ap.add_argument("--parts", type=lambda v: v.split(","), default=list(PARTS),
+                    help=f"which parts to run, comma-separated: {','.join(PARTS)}")
+    ap.add_argument("--big", type=int, help="files in the large tree (default: 20,000 small, 200,000 full)")
+    ap.add_argument("--output", help="write the section to this file too")
+    ap.add_argument("--into", help="put the section below the KEPT_MARK line of this page (docs/benchmarks.md)")
     args = ap.parse_args(argv)
-    size = SIZES[args.size]
+    size = dict(SIZES[args.size], **({"big": args.big} if args.big else {}))
     os.makedirs(f"{ROOT}/watch", exist_ok=True)
     from bench.servers import start_seaweed, start_sshd
     from bench.proxy import TcpProxy
 
-    sshd = start_sshd()
-    proxy = TcpProxy(sshd.port)
-    s3 = start_seaweed()
-    try:
-        lat = latency_rows(size, sshd, proxy, s3)
-        peers = rename_and_lsyncd(size, sshd, proxy)
+    lat = peers = big = []
+    if {"latency", "rename"} & set(args.parts):
+        sshd = start_sshd()
+        proxy = TcpProxy(sshd.port)
+        s3 = start_seaweed()
+        try:
+            lat = latency_rows(size, sshd, proxy, s3) if "latency" in args.parts else []
+            peers = rename_and_lsyncd(size, sshd, proxy) if "rename" in args.parts else []
+        finally:
+            proxy.close()
+            sshd.stop()
+            s3.stop()
+    if "big" in args.parts:
         big = big_tree_rows(size)
-    finally:
-        proxy.close()
-        sshd.stop()
-        s3.stop()
-    out = ["### watch: latency, folder rename, triggered run, idle (lsyncd beside it)", "",
-           f"Size `{args.size}`; `python -m bench.case_watch --size {args.size}`. The machine has 2 cores and "
-           "was shared with 6 other agents while this ran: figures are noisy.", "",
-           "Small file saved → complete on the remote (p50 / p95):", "",
-           "| tool | destination | p50 / p95 | files |", "|---|---|---|---|", *lat, "",
-           f"Same changes to SFTP/ssh through a byte-counting proxy; rename of a folder of {size['rename']:,} "
-           "files until the remote is in step:", "",
-           "| tool | small file p50 / p95 | folder rename in step after | bytes sent for the rename |",
-           "|---|---|---|---|", *peers, "", "| figure | measured |", "|---|---|", *big, ""]
+    command = " ".join(["python -m bench.case_watch", *argv])
+    out = [HEADING, "", f"`{command}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. The machine has 2 "
+           "cores and was shared with 6 other agents while this ran: figures are noisy.", ""]
+    if lat:
+        out += ["Small file saved → complete on the remote (p50 / p95):", "",
+                "| tool | destination | p50 / p95 | files |", "|---|---|---|---|", *lat, ""]
+    if peers:
+        out += [f"Same changes to SFTP/ssh through a byte-counting proxy; rename of a folder of "
+                f"{size['rename']:,} files until the remote is in step:", "",
+                "| tool | small file p50 / p95 | folder rename in step after | bytes sent for the rename |",
+                "|---|---|---|---|", *peers, ""]
+    if big:
+        out += ["| figure | measured |", "|---|---|", *big, ""]
     text = "\n".join(out)
     print(text)
     if args.output:
         Path(args.output).write_text(text)
+    if args.into:
+        put_below_mark(args.into, text)
     return 0
+
+
+def put_below_mark(path: str, section: str) -> None:
+    """the section below the page's KEPT_MARK line (what a re-render of the
+    page keeps), in place of the one an earlier run put there"""
+    from bench.report import KEPT_MARK
+
+    text = Path(path).read_text()
+    head, mark, kept = text.partition(KEPT_MARK)
+    if not mark:
+        head, mark, kept = text.rstrip("\n") + "\n\n", KEPT_MARK, "\n"
+    lines, out, skipping = kept.split("\n"), [], False
+    for line in lines:
+        if line.startswith("### "):
+            skipping = line == HEADING
+        if not skipping:
+            out.append(line)
+    kept = "\n".join(out).rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
+    Path(path).write_text(head + mark + kept)
 
 
 if __name__ == "__main__":
