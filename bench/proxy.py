@@ -74,6 +74,7 @@ class TcpProxy(Forwarder):
         self._cut_at: int | None = None
         self._cut_down_at: int | None = None
         self._refuse = False
+        self._refuse_after_cut = False
         self._socks: list[socket.socket] = []
         super().__init__(("127.0.0.1", target_port))
 
@@ -83,14 +84,16 @@ class TcpProxy(Forwarder):
         for s in socks:
             _shut(s)
 
-    def drop_after(self, n: int, down: bool = False) -> None:
+    def drop_after(self, n: int, down: bool = False, then_refuse: bool = False) -> None:
         """cut every connection once n more bytes went from client to server
-        (with down: from server to client)."""
+        (with down: from server to client); then_refuse: and refuse new ones
+        from then on (a server gone, not a blip a client's own retry gets past)."""
         with self._lock:
             if down:
                 self._cut_down_at = self.bytes_down + n
             else:
                 self._cut_at = self.bytes_up + n
+            self._refuse_after_cut = then_refuse
 
     def refuse(self, on: bool = True) -> None:
         """close new connections at once, as a server that is down would."""
@@ -137,6 +140,8 @@ class TcpProxy(Forwarder):
                 if cut:
                     self._cut_down_at = None
         if cut:
+            if self._refuse_after_cut:
+                self._refuse = True
             self.drop_all()
         return not cut
 

@@ -6,9 +6,15 @@ A case is skipped only where the remote lacks the capability it needs.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import pickle
+import subprocess
+import sys
+import time
 import unicodedata
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import xxhash
@@ -17,6 +23,8 @@ from reconcile.entry import DIR, FILE, Entry, entry_key, is_temp_name
 from reconcile.errors import NotFound
 from reconcile.errors import ReconcileError, SourceChanged
 from reconcile.remotes import open_remote, remote_class
+from reconcile.remotes.retry import RetryingRemote, RetryPolicy
+from tests.proxied import proxied  # noqa: F401 (a fixture)
 from tests.storage import plant_resume_temps, plant_temps, read_dest, resume_handles
 
 
@@ -316,3 +324,84 @@ def test_remove_temp_files_keeps_the_resume_handles_it_is_given(remote, dest):
     assert len(resume_handles(dest)) == 2 and keep in resume_handles(dest)
     assert remote.remove_temp_files(frozenset({keep})) == 1
     assert resume_handles(dest) == {keep}
+
+
+def test_an_upload_cut_mid_way_resumes_exactly_and_leaves_nothing_partial_under_its_name(dest, proxied, tmp_path):
+    # the connection cut (and the server gone) mid-upload, then the same upload with the resume
+    # handle the cut one checkpointed: the file exact, never partial under its name, and what
+    # was stored before the cut not sent again (SFTP: the confirmed offset; S3: the stored parts)
+    if not remote_class(dest.url).CAPABILITIES.resumable:
+        pytest.skip("the remote resumes no upload: a cut one starts again (the killed-process case below)")
+    reached, proxy = proxied
+    # S3 is reached through the proxy by its endpoint, SFTP by the URL's port; each ignores the other's
+    options = dataclasses.replace(reached.options, s3=dataclasses.replace(
+        reached.options.s3, endpoint=f"http://127.0.0.1:{proxy.port}"))
+    size = 48 << 20  # over both remotes' steps: SFTP checkpoints every 16 MiB, S3 sends 8 MiB parts above 32
+    data = os.urandom(size)
+    local, e = write(tmp_path, "big", data)
+    entry = Entry("dir/big", FILE, e.size, e.mtime_ns)
+    remote = open_remote(reached.url, options)
+    try:
+        list(remote.list())  # connected before the bytes are counted
+        marks: list[dict] = []
+        proxy.drop_after(36 << 20, then_refuse=True)
+        with pytest.raises(ReconcileError):
+            remote.upload(local, "dir/big", entry, checkpoint=marks.append)
+        assert marks, "no resume handle before the cut"
+        assert read_dest(reached).files == {}  # in storage, not only in a listing
+        proxy.refuse(False)
+        retrying = RetryingRemote(remote, RetryPolicy(60, sleep=lambda _: None))  # as the engine calls it
+        assert retrying.stat("dir/big") is None
+
+        before = proxy.bytes_up
+        sent = retrying.upload(local, "dir/big", entry, resume=marks[-1], checkpoint=marks.append)
+        assert proxy.bytes_up - before < size  # resumed, not sent whole again
+        assert sent.size == size and sent.hash in (None, xxhash.xxh3_128_digest(data))
+        assert files(retrying) == {"dir/big": size}
+        stored = read_dest(reached)
+        assert stored.files == {"dir/big": data} and stored.temps == []  # the resumed upload left nothing
+    finally:
+        remote.close()
+
+
+KILLED_UPLOAD = r"""
+import os, pickle, sys, time
+from reconcile.remotes import open_remote
+url, options, local, path, entry, marker = pickle.loads(open(sys.argv[1], "rb").read())
+remote = open_remote(url, options)
+def progress(n):
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        time.sleep(600)  # killed here, part of the file sent
+remote.upload(local, path, entry, progress=progress)
+"""
+
+
+def test_an_upload_killed_mid_way_leaves_nothing_under_its_name_and_the_next_is_exact(remote, dest, tmp_path):
+    # a local folder has no connection to cut: its process is killed instead (every remote here)
+    size = 24 << 20  # over a local copy's 8 MiB step, under S3's multipart threshold: one PUT cut mid-body
+    data = os.urandom(size)
+    local, e = write(tmp_path, "big", data)
+    entry = Entry("dir/big", FILE, e.size, e.mtime_ns)
+    job, marker = tmp_path / "job.pickle", tmp_path / "part-sent"
+    job.write_bytes(pickle.dumps((dest.url, dest.options, local, "dir/big", entry, str(marker))))
+    repo = str(Path(__file__).resolve().parent.parent)
+    child = subprocess.Popen([sys.executable, "-c", KILLED_UPLOAD, str(job)], cwd=repo,
+                             env={**os.environ, **dest.env, "PYTHONPATH": repo})
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), f"the upload reported no progress (exit {child.poll()})"
+    finally:
+        child.kill()
+        child.wait()
+    assert read_dest(dest).files == {}  # in storage, not only in a listing
+    assert remote.stat("dir/big") is None
+
+    sent = remote.upload(local, "dir/big", entry)
+    assert sent.size == size
+    assert files(remote) == {"dir/big": size}
+    remote.remove_temp_files()  # what the killed one left, as the next run does
+    stored = read_dest(dest)
+    assert stored.files == {"dir/big": data} and stored.temps == []
