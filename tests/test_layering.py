@@ -154,3 +154,12 @@ def test_the_checks_see_what_they_look_for():
     tree = ast.parse("import typer\nif TYPE_CHECKING:\n    import rich\ndef f():\n    from . import cli\n")
     assert imported("reconcile.x", module_level(tree.body), False) == {"typer"}
     assert imported("reconcile.x", ast.walk(tree), False) == {"typer", "rich", "reconcile", "reconcile.cli"}
+
+
+MAX_MODULE_LINES = 600  # issue 20: modules a reader can hold in mind
+
+
+def test_no_module_is_longer_than_a_reader_can_hold_in_mind():
+    long = {str(path.relative_to(PACKAGE.parent)): n for path in sorted(PACKAGE.rglob("*.py"))
+            if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert long == {}, f"split these by what their parts are (over {MAX_MODULE_LINES} lines): {long}"
