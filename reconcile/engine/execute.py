@@ -20,6 +20,7 @@ class Execution:
         pending = self.pending_journal()
         if pending is None:
             return None
+        self.guard_resume()
         n = len(pending.remaining)
         self.reporter.warn(f"resuming an unfinished run: {n} operation{'' if n == 1 else 's'} left")
         j = journal_mod.Journal(self.state.journal)

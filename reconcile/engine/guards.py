@@ -37,6 +37,14 @@ def check_paths(source: str, dest: str) -> str:
     return src
 
 
+def _holds_anything(folder: str) -> bool:
+    try:
+        with os.scandir(folder) as it:
+            return next(it, None) is not None
+    except OSError:
+        return False
+
+
 def off_disk_message(source: str) -> str:
     return (f"source {source} is no longer on the disk it was on when the watch started (unmounted? the "
             "bare mount-point folder is left); nothing is synced from it and nothing deleted until the "
@@ -52,6 +60,18 @@ class Guards:
     def guard_destination(self, changes: Changes) -> None:
         if not self.opts.allow_new_destination:
             check_destination(self.state, self.dest, changes.remote_files, self._snapshot_files)
+
+    def guard_resume(self) -> None:
+        """before an interrupted run is finished, which comes before any listing:
+        a local destination whose disk is gone (its folder missing or empty, on
+        another file system, or its parents missing) is refused as a plan would
+        be, instead of the rest of the run being written under the mount point"""
+        local = self._local_dest()
+        if local is None:
+            return  # SFTP and S3: no disk to be unmounted under a mount point; a missing root is made as ever
+        if not self.opts.allow_new_destination:
+            check_destination(self.state, self.dest, int(_holds_anything(local)), self._snapshot_files)
+        check_dest_parent(self.dest)
 
     def _snapshot_files(self) -> int:
         """the files the last complete run left on the destination, by its snapshot."""
