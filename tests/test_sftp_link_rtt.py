@@ -262,3 +262,41 @@ def test_a_sessions_limits_are_asked_without_waiting_for_the_answer(sshd_server,
             other.close()
     finally:
         remote.close()
+
+
+def test_a_listings_session_serves_the_next_thread_before_the_last_replies_come_back(sshd_server, tmp_path,
+                                                                                    monkeypatch):
+    # the listing's last CLOSEs were read before its session could serve the move of a folder rename:
+    # a round trip; now whoever uses the session next drops them as they come
+    from paramiko.sftp import CMD_ATTRS, CMD_STAT
+
+    from reconcile.remotes.sftp import wire
+
+    monkeypatch.setattr(forked, "available", lambda: False)
+    root = tmp_path / "r"
+    for d in ("a/b", "a/c", "x"):
+        (root / d).mkdir(parents=True)
+    (root / "a" / "b" / "f").write_bytes(b"f")
+    remote = remote_at(sshd_server, tmp_path, root)
+    try:
+        assert [r[0] for r in remote.list_rows()] == [b"a/", b"a/b/", b"a/b/f", b"a/c/", b"x/"]
+        conn = remote._conn()  # the listing's session, handed on
+        assert remote.net_stats().sessions == 1
+        left = len(conn.sftp._expecting)
+        assert left > 0  # its last replies were not waited for
+        remote.move("a/b", "x/b")  # paramiko's reader drops them on the way
+        assert (root / "x" / "b" / "f").read_bytes() == b"f"
+        assert len(conn.sftp._expecting) == 0
+        other = remote_at(sshd_server, tmp_path, root)
+        try:
+            list(other.list_rows())
+            conn = other._conn()
+            assert len(conn.sftp._expecting) > 0
+            pipe = wire._Pipe(conn.sftp)  # a raw reader next (as upload_many is): it drops them too
+            num = pipe.request(CMD_STAT, wire._sftp_str(other._abs("x/b/f")))
+            t, _body = pipe.reply(num, {}, [(num,)])
+            assert t == CMD_ATTRS and pipe.idle and len(conn.sftp._expecting) == 0
+        finally:
+            other.close()
+    finally:
+        remote.close()

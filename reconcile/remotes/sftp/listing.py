@@ -108,11 +108,16 @@ class _Lister:
         return self.root_reply
 
     def drain(self) -> bool:
-        """read the replies still due (the last CLOSEs); True when nothing
-        is left unread, so the session can serve plain calls again."""
-        while self.waiting:
-            self._step()
-        return self.pipe.idle
+        """the replies still due (the last CLOSEs, read-ahead EOFs) left to
+        whoever uses the session next, which drops them as they come: the
+        next thread need not wait a round trip for them. True: the session
+        can serve plain calls again."""
+        while self.waiting and self.pipe.buffered():
+            self._step()  # a reply read in part, or read and not yet parsed: here, not by the next reader
+        if self.waiting:
+            self.pipe.leave(list(self.waiting))
+            self.waiting.clear()
+        return not self.pipe.buffered()
 
     def _step(self) -> None:
         pipe = self.pipe

@@ -46,7 +46,7 @@ class _Conn:
         self.sftp = sftp
         self.owns_transport = owns_transport
         self.clean = False  # a listing over it ended with nothing left unread
-        self.finish: Callable[[], bool] | None = None  # reads a listing's last replies: clean after?
+        self.finish: Callable[[], bool] | None = None  # settles a listing (its last replies left to the next reader): clean after?
         self.no_fsync = False
         self.no_posix_rename = False
         self.limits = _Limits(sftp)

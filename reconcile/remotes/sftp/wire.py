@@ -167,11 +167,25 @@ class _Pipe:
             num, t, body = int.from_bytes(buf[pos + 5:pos + 9], "big"), buf[pos + 4], buf[pos + 9:pos + 4 + n]
             with self.sftp._lock:
                 owner = self.sftp._expecting.get(num)
-                if isinstance(owner, _Limits):
+                if isinstance(owner, (_Limits, _Stray)):
                     del self.sftp._expecting[num]
-            if not isinstance(owner, _Limits):
+            if not isinstance(owner, (_Limits, _Stray)):
                 return num, t, body
             owner._async_response(t, paramiko.Message(body), num)
+
+    def buffered(self) -> bool:
+        """bytes read off the channel and not yet parsed (a reply, or part of one)."""
+        return self.pos < len(self.buf)
+
+    def leave(self, nums) -> None:
+        """requests whose replies nobody needs (a listing's last CLOSEs): sent
+        now, and dropped by whichever reader meets them, this pipe's, another
+        pipe's or paramiko's, so the session can serve before they come back.
+        Only with nothing buffered here (buffered() is False)."""
+        self.flush()
+        with self.sftp._lock:
+            for num in nums:
+                self.sftp._expecting[num] = _STRAY
 
     @property
     def idle(self) -> bool:
@@ -358,6 +372,16 @@ def _realpath(sftp: paramiko.SFTPClient, path: bytes) -> tuple[int, paramiko.Mes
 def _ask_read(sftp: paramiko.SFTPClient, acks: _Acks, handle: bytes, offset: int, n: int) -> int:
     """one READ sent without waiting: its reply goes to acks under the number returned."""
     return sftp._async_request(acks, CMD_READ, handle, int64(offset), n)
+
+
+class _Stray:
+    """the owner of replies nobody waits for: dropped when read."""
+
+    def _async_response(self, t: int, msg: paramiko.Message, num: int) -> None:
+        pass
+
+
+_STRAY = _Stray()  # kept alive here: paramiko holds its owners weakly
 
 
 class _Limits:
