@@ -1,5 +1,5 @@
 """The remote trash (--backup-dir): its default name, the rule a name must
-follow, and the names a pair's earlier runs used. apply writes it (engine.py),
+follow, and the names a pair's earlier runs used. apply writes it (engine/state.py),
 restore reads it back, verify and watch leave it out of the mirror."""
 
 from __future__ import annotations
