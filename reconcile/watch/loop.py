@@ -116,15 +116,20 @@ class PairWatch:
             print(f"warning: {c.lost}; rescanning {c.path or 'the whole source'}", file=sys.stderr, flush=True)
 
     def on_disk(self) -> bool:
-        """the source is on the device it was on at the start (a source that
-        was a mount point may come back under another device number: a disk
-        plugged in again). A missing source counts as on it: the run refuses
-        it on its own (check_paths)."""
+        """the source is on the device it was on at the start, or is a mount
+        point now: a disk plugged in again comes back under another device
+        number, and one mounted after the watch started on its bare folder (a
+        watch started at boot before the disk) is the disk. Such a one is
+        watched afresh and rescanned whole, as one that came back. A missing
+        source counts as on it: the run refuses it on its own (check_paths)."""
         now = _device(self.source)
         if now is None:
             return True
-        if self.device is None or now[0] == self.device[0] or (self.device[1] and now[1]):
+        if self.device is None or now[0] == self.device[0]:
             self.device = now
+            return True
+        if now[1]:
+            self.off_disk = True  # check_disk: the old watches are on another file system
             return True
         return False
 
