@@ -375,6 +375,10 @@ class LocalRemote(Remote):
                     os.unlink(p.target, dir_fd=p.fd)
         except OSError:
             pass  # gone, or only reachable through a symlink now: not ours to remove
+        except RecursionError:
+            # shutil.rmtree recurses (Python 3.11, 3.12): a temp-named folder holding a tree about
+            # a thousand folders deep, made by anyone who can write the destination, is left as it is
+            pass
 
     def close(self) -> None:
         pass
