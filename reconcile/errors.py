@@ -67,6 +67,14 @@ class UnresolvedHost(Unreachable):
         self.host = host or message.partition("cannot resolve host ")[2].partition(":")[0]
 
 
+class DestinationFull(Transient):
+    """the destination's disk is full, or the quota used up: the run stops at
+    once, its journal kept, and is not retried (waiting for free space would
+    hold the run for --retry-for, 5 minutes by default, in vain)."""
+
+    WHY = "the destination's disk is full"
+
+
 class Permanent(RemoteError):
     pass
 

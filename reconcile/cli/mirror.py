@@ -20,7 +20,7 @@ from reconcile.cli.guard import guarded
 from reconcile.cli.root import command
 from reconcile.cli.summary import (not_stored_note, print_delta_note, print_network, print_summary, resumed_line,
                                    unreadable_note)
-from reconcile.errors import EXIT_PARTIAL
+from reconcile.errors import EXIT_PARTIAL, DestinationFull
 
 
 def mirror_flags(delete: Delete = False, exclude: Exclude = None, exclude_from: ExcludeFrom = None,
@@ -120,7 +120,11 @@ def _run(command: str, source: str, dest: str, kw: dict, mapping: str | None = N
     if resumed:
         print(resumed, file=sys.stderr)
     if outcome is None:
-        line = f"{tag}partial: the remote went away while resuming ({result.resumed.remote_gone}); run again later"
+        gone = result.resumed.remote_gone
+        if gone.startswith(DestinationFull.WHY):
+            line = f"{tag}partial: stopped while resuming: {gone}"
+        else:
+            line = f"{tag}partial: the remote went away while resuming ({gone}); run again later"
     else:
         both = [o for o in (result.resumed, outcome) if o is not None]
         done, failed = (sum(o.count(k) for o in both) for k in ("done", "failed"))
@@ -134,7 +138,10 @@ def _run(command: str, source: str, dest: str, kw: dict, mapping: str | None = N
             line += f" ({result.resumed.count('done')} finishing the interrupted run)"
         line += f", {skipped} skipped, {failed} failed; {bytes_line(result.counted)}"
         if outcome.remote_gone:
-            line += f"; the remote went away ({outcome.remote_gone}); the next run resumes"
+            if outcome.remote_gone.startswith(DestinationFull.WHY):
+                line += f"; stopped: {outcome.remote_gone}; the next run resumes"
+            else:
+                line += f"; the remote went away ({outcome.remote_gone}); the next run resumes"
         line += unreadable_note(result.unreadable) + not_stored_note(result.not_stored)
     if verbose:
         print_network(run)

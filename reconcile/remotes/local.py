@@ -15,7 +15,7 @@ from reconcile import forked, names, portable, safepath
 from reconcile.diff import clamp_mtime
 from reconcile.entry import (DIR, FILE, LINK, TEMP_MARK, Entry, decode_path, encode_path, entry_of, is_temp_name,
                              row_of)
-from reconcile.errors import ConfigError, NotFound, Permanent, SourceChanged, Transient
+from reconcile.errors import ConfigError, DestinationFull, NotFound, Permanent, SourceChanged, Transient
 from reconcile.excludes import TEMP_MARK_B
 from reconcile.blockmap import BlockMap, BlockStore, block_hash, map_fd, runs
 from reconcile.remotes.base import (Capabilities, Checkpoint, Progress, Remote, RemoteOptions, Sent, as_sent,
@@ -39,8 +39,10 @@ def _map_oserror(exc: OSError, what: str) -> Exception:
         return Permanent(f"{what}: {exc.strerror}")
     if exc.errno in (errno.ENOENT, errno.ENOTDIR):
         return NotFound(f"{what}: {exc.strerror}")
-    if exc.errno in (errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.ENOSPC, errno.EDQUOT):
-        # a full or flaky mount may recover; the journal keeps the rest.
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DestinationFull(f"{DestinationFull.WHY} ({what}: {exc.strerror}): free space on it, then run again")
+    if exc.errno in (errno.EIO, errno.ESTALE, errno.ETIMEDOUT):
+        # a flaky mount may recover; the journal keeps the rest.
         return Transient(f"{what}: {exc.strerror}")
     return Permanent(f"{what}: {exc.strerror}")
 

@@ -7,7 +7,7 @@ import time
 from typing import BinaryIO, Callable, Iterable, Iterator, TypeVar
 
 from reconcile.entry import Entry
-from reconcile.errors import Transient
+from reconcile.errors import DestinationFull, Transient
 from reconcile.remotes.base import Capabilities, NetStats, Progress, Remote
 
 T = TypeVar("T")
@@ -27,6 +27,8 @@ class RetryPolicy:
             try:
                 return fn()
             except Transient as exc:
+                if isinstance(exc, DestinationFull):
+                    raise
                 now = time.monotonic()
                 deadline = deadline or now + self.retry_for
                 if now >= deadline:
