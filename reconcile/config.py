@@ -121,9 +121,12 @@ class Config:
     def mapping(self, name: str) -> Mapping:
         if name in self.mappings:
             return self.mappings[name]
-        known = ", ".join(sorted(self.mappings)) or "none"
-        raise ConfigError(f"no mapping named {name!r} in {self.path} (mappings: {known}); add a "
-                          f"[mapping.{name}] table with source and dest, or give SOURCE DEST")
+        # a mapping with an error is still one the file names: a typo of it gets the suggestion
+        named = sorted(set(self.mappings) | {p.mapping for p in self.problems if p.mapping})
+        close = difflib.get_close_matches(name, named, n=1)
+        hint = f"did you mean {close[0]}? Or add a " if close else "add a "
+        raise ConfigError(f"no mapping named {name!r} in {self.path} (mappings: {', '.join(named) or 'none'}); "
+                          f"{hint}[mapping.{name}] table with source and dest, or give SOURCE DEST")
 
 
 def load(path: str | None = None) -> Config:

@@ -161,3 +161,12 @@ def test_restore_from_a_folder_not_there_asks_whether_the_disk_is_mounted(tmp_pa
     line = _one_line(p)
     assert line == f"reconcile: {tmp_path / 'usb' / 'backup'} does not exist; check the URL " \
                    "(is the disk it is on mounted?)", line
+
+
+def test_a_mistyped_mapping_name_suggests_the_mapping_even_one_with_an_error(tmp_path):
+    # photos has an error of its own (a typo'd key), so it was left out of the list: '(mappings: none)'
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[mapping.photos]\nsource = "{tmp_path}"\ndest = "{tmp_path}/b"\ndelet = true\n')
+    cfg.chmod(0o600)
+    line = _one_line(reconcile("apply", "phtos", "--config", cfg, check=2))
+    assert "(mappings: photos)" in line and "did you mean photos?" in line, line
