@@ -196,7 +196,8 @@ def refuse_unknown_host(exc: Exception, state: StateDir, dest: str) -> None:
         return  # it worked before: a laptop waking with no network yet, a server restarting
     where = "the S3 endpoint" if dest_kind(dest) == "s3" else display_url(dest)
     if isinstance(exc, Refused):
-        raise ConfigError(f"{exc}: check the port in {where} "
-                          "(this pair has never connected, so it is not retried)") from None
+        # the reason ends in a question (is the server running there?): the advice follows it as a sentence
+        raise ConfigError(f"{exc} This pair has never connected, so it is not retried: "
+                          f"check the port in {where}") from None
     raise ConfigError(f"cannot resolve host {exc.host}: check the host name in {where} "
                       "(this pair has never connected, so it is not retried)") from None

@@ -170,3 +170,16 @@ def test_a_mistyped_mapping_name_suggests_the_mapping_even_one_with_an_error(tmp
     cfg.chmod(0o600)
     line = _one_line(reconcile("apply", "phtos", "--config", cfg, check=2))
     assert "(mappings: photos)" in line and "did you mean photos?" in line, line
+
+
+def test_refused_port_of_a_new_pair_reads_as_sentences(tmp_path):
+    # it read 'is the SSH server running there, and is 9 its port?: check the port in ...'
+    from tests.servers_sftp import free_port
+
+    write(tmp_path / "src" / "a.txt", b"a", T0)
+    port = free_port()
+    url = f"sftp://root@127.0.0.1:{port}/tmp/x"
+    line = _one_line(reconcile("apply", tmp_path / "src", url, "--state-dir", tmp_path / "state",
+                               timeout=120, check=2))
+    assert "?:" not in line, line
+    assert line.endswith(f"its port? This pair has never connected, so it is not retried: check the port in {url}"), line
