@@ -59,6 +59,7 @@ class VerifyResult:
     not_stored: list[tuple[str, str]] = field(default_factory=list)
     content_paths: list[str] = field(default_factory=list)  # same size and mtime, other content
     repaired: list[str] = field(default_factory=list)  # re-sent by --repair
+    dest_missing: bool = False  # a local destination folder not there (a disk not mounted?)
     files: int = 0
     hashed: int = 0
     hashed_bytes: int = 0
@@ -105,6 +106,7 @@ def _missing_folder(dest: str, result: VerifyResult) -> None:
     say so before the list of every file as missing"""
     folder = local_dest_path(dest)
     if folder is not None and not os.path.isdir(folder):
+        result.dest_missing = True
         result.warnings.insert(0, f"the destination {folder} does not exist: is the disk mounted? "
                                   "every file shows as missing")
 

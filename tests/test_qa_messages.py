@@ -96,6 +96,9 @@ def test_verify_of_a_destination_not_mounted_says_so(tmp_path):
     p = reconcile("verify", src, dst, "--state-dir", state, check=1)
     assert f"warning: the destination {dst} does not exist: is the disk mounted?" in p.stderr, p.stderr
     assert "missing  a.txt" in p.stdout
+    # not 'reconcile apply sends the other 2': apply refuses a destination that held files and is gone (exit 4)
+    last = p.stderr.strip().splitlines()[-1]
+    assert "reconcile apply" not in last and "mount its disk (or correct the path) and verify again" in last, last
 
 
 def test_refused_sftp_port_asks_whether_the_server_runs_on_that_port(tmp_path):

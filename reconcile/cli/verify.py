@@ -90,7 +90,9 @@ def summary_line(result: VerifyResult) -> str:
     content = sum(1 for d in result.differences if d.what == "content")
     if content:
         line += f"; `reconcile verify --hash --repair` re-sends the {content} that differ in content"
-    if n > content:
+    if result.dest_missing:  # apply refuses a destination that held files and is gone: mount it first
+        line += "; the destination folder is not there: mount its disk (or correct the path) and verify again"
+    elif n > content:
         line += f"; `reconcile apply` sends the other {n - content}"
     if result.not_stored:  # apply cannot send these: the warnings above say what to do
         line += (f"; {len(result.not_stored)} not stored: the destination cannot hold them "
