@@ -147,7 +147,9 @@ def summary_line(s: Survey, out: Outcome | None) -> str:
                 f"{out.count('corrupt')} kept aside, {out.unverified} unverified")
     extra = []
     if s.differs:
-        extra.append(f"{len(s.differs)} differing local files left alone (--overwrite replaces them)")
+        n = len(s.differs)
+        extra.append(f"{n} differing local {'file' if n == 1 else 'files'} left alone (--overwrite replaces "
+                     f"{'it' if n == 1 else 'them'})")
     if out is not None:
         if out.count("failed"):
             extra.append(f"{out.count('failed')} failed")

@@ -186,3 +186,14 @@ def test_refused_port_of_a_new_pair_reads_as_sentences(tmp_path):
                                timeout=120, check=2))
     assert "?:" not in line, line
     assert line.endswith(f"its port? This pair has never connected, so it is not retried: check the port in {url}"), line
+
+
+def test_restore_over_one_differing_local_file_says_one_file(tmp_path):
+    src, dst, state = tmp_path / "src", tmp_path / "backup", tmp_path / "state"
+    write(src / "a.txt", b"a", T0)
+    write(src / "b.txt", b"b", T0)
+    reconcile("apply", src, dst, "--state-dir", state, check=0)
+    (src / "a.txt").write_bytes(b"changed since")
+    line = _one_line(reconcile("restore", dst, src, check=0))
+    assert "1 differing local file left alone (--overwrite replaces it)" in line, line
+    assert (src / "a.txt").read_bytes() == b"changed since"
