@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import ROOT, log, reconcile_cmd
+from bench.common import REPO, ROOT, log, reconcile_cmd
 
 SIZES = {"small": dict(latency=5, rename=1000, big=20_000, folders=5_000, idle=10),
          "full": dict(latency=20, rename=10_000, big=200_000, folders=100_000, idle=60)}
@@ -317,7 +317,10 @@ def main(argv: list[str]) -> int:
             s3.stop()
     if "big" in args.parts:
         big = big_tree_rows(size)
-    command = " ".join(["python -m bench.case_watch", *argv])
+    # the page as the repository names it: no machine's path in the docs
+    shown = [os.path.relpath(a, REPO) if a == args.into and os.path.abspath(a).startswith(REPO + os.sep) else a
+             for a in argv]
+    command = " ".join(["python -m bench.case_watch", *shown])
     out = [HEADING, "", f"`{command}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. The machine has 2 "
            "cores and was shared with 6 other agents while this ran: figures are noisy.", ""]
     if lat:
