@@ -197,3 +197,17 @@ def test_restore_over_one_differing_local_file_says_one_file(tmp_path):
     line = _one_line(reconcile("restore", dst, src, check=0))
     assert "1 differing local file left alone (--overwrite replaces it)" in line, line
     assert (src / "a.txt").read_bytes() == b"changed since"
+
+
+def test_watch_of_a_mistyped_source_names_it_in_its_warning(tmp_path, local_dest):
+    # it said 'warning: cannot watch .: No such file or directory'
+    from tests.watching import Watcher
+
+    src = tmp_path / "Picturs"  # a typo: no such folder
+    w = Watcher(src, local_dest, tmp_path / "state", tmp_path / "watch.log")
+    try:
+        text = w.wait_log(lambda t: "does not exist" in t)
+    finally:
+        w.stop(idle=False)
+    assert f"cannot watch the source {src}: No such file or directory" in text, text
+    assert "cannot watch .:" not in text, text

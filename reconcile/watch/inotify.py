@@ -112,7 +112,7 @@ class InotifyWatcher:
             err = ctypes.get_errno()
             if err in (errno.ENOENT, errno.ENOTDIR) and folder:
                 return False  # gone already: its parent's event covers it
-            why = f"cannot watch {folder or '.'}: {os.strerror(err)}"
+            why = f"cannot watch {folder or 'the source ' + self.root}: {os.strerror(err)}"
             if err in LIMIT_ERRORS:
                 why += " (raise fs.inotify.max_user_watches; until then it is rescanned on a timer)"
             self.unwatched[folder] = why
