@@ -33,7 +33,7 @@ from reconcile.remotes.sftp.batch import Batch
 from reconcile.remotes.sftp.delta import tag_of
 from reconcile.remotes.sftp.calls import (_entry, _lstat_or_none, _name, _readlink, _remove_quietly, _short,
                                           _wire_mtime)
-from reconcile.remotes.sftp.listing import Listing
+from reconcile.remotes.sftp.listing import MAX_DEPTH, Listing
 from reconcile.remotes.sftp.loader import paramiko
 from reconcile.remotes.sftp.probe import probe_folder
 from reconcile.remotes.sftp.session import Session, _Conn
@@ -387,25 +387,47 @@ class SftpRemote(Session, Listing, Upload, Batch, Remote):
         return count
 
     def _find_temps(self, rel: str) -> list[str]:
-        found = []
-        for e in self._read_dir(rel):
-            if is_temp_name(_name(e.path)):
-                found.append(e.path)
-            elif e.kind == DIR:
-                found += self._find_temps(e.path)
-        return found
+        """temp names below rel, folders walked with a stack of our own (a tree
+        deeper than MAX_DEPTH, made by someone else, is not followed)"""
+        found, folders = [], [(rel, 0)]
+        while folders:
+            folder, depth = folders.pop()
+            for e in self._read_dir(folder):
+                if is_temp_name(_name(e.path)):
+                    found.append(e.path)
+                elif e.kind == DIR and depth < MAX_DEPTH:
+                    folders.append((e.path, depth + 1))
+        return sorted(found)
 
     def _remove_tree(self, sftp: paramiko.SFTPClient, rel: str) -> bool:
-        """true when something was there to remove."""
+        """true when something was there to remove. A temp-named folder holding
+        a tree deeper than MAX_DEPTH (not ours: someone who can write the
+        destination made it) is left as it is."""
         attr = _lstat_or_none(sftp, self._abs(rel))
         if attr is None:
             return False
-        if st.S_ISDIR(attr.st_mode or 0):
-            for name, *_ in _readdir(sftp, self._abs(rel)):
-                self._remove_tree(sftp, f"{rel}/{decode_path(name)}")
-            sftp.rmdir(self._abs(rel))
-        else:
+        if not st.S_ISDIR(attr.st_mode or 0):
             _remove_quietly(sftp, self._abs(rel))
+            return True
+        files, dirs, todo = [], [], [(rel, 0)]
+        while todo:
+            folder, depth = todo.pop()
+            if depth > MAX_DEPTH:
+                return True
+            dirs.append(folder)
+            for name, mode, *_ in _readdir(sftp, self._abs(folder)):
+                path = f"{folder}/{decode_path(name)}"
+                if not mode:  # a server that sent no permissions: ask
+                    attr = _lstat_or_none(sftp, self._abs(path))
+                    mode = attr.st_mode if attr is not None else 0
+                if st.S_ISDIR(mode or 0):
+                    todo.append((path, depth + 1))
+                else:
+                    files.append(path)
+        for path in files:
+            _remove_quietly(sftp, self._abs(path))
+        for folder in reversed(dirs):  # a folder comes after every folder above it: deepest first
+            sftp.rmdir(self._abs(folder))
         return True
 
     def delta_note(self) -> str:
