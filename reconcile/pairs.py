@@ -112,6 +112,8 @@ def check_dest_parent(dest: str) -> None:
     parent, first_missing = os.path.dirname(path), None
     while _missing(parent) and os.path.dirname(parent) != parent:
         first_missing, parent = parent, os.path.dirname(parent)
+    if os.path.exists(parent) and not os.path.isdir(parent):  # every upload would fail 'Not a directory'
+        raise ConfigError(f"destination {path}: {parent} is a file, not a folder: give a folder path")
     if first_missing:
         raise ConfigError(
             f"destination {path}: {first_missing} does not exist, and reconcile makes only the destination's "
@@ -122,7 +124,7 @@ def check_dest_parent(dest: str) -> None:
 def _missing(path: str) -> bool:
     try:
         os.stat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # not there, or below a file
         return True
     except OSError:
         return False  # there, but not ours to look into: the run says so where it matters

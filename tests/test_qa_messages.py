@@ -211,3 +211,14 @@ def test_watch_of_a_mistyped_source_names_it_in_its_warning(tmp_path, local_dest
         w.stop(idle=False)
     assert f"cannot watch the source {src}: No such file or directory" in text, text
     assert "cannot watch .:" not in text, text
+
+
+@pytest.mark.parametrize("below", ["sub", "sub/deeper"])
+def test_a_local_destination_below_a_file_is_refused_naming_the_file(tmp_path, below):
+    # every upload failed 'cannot write a.txt: Not a directory', exit 3, as if a retry could help
+    write(tmp_path / "src" / "a.txt", b"a", T0)
+    afile = tmp_path / "afile"
+    afile.write_bytes(b"not a folder")
+    line = _one_line(reconcile("apply", tmp_path / "src", afile / below, "--state-dir", tmp_path / "state", check=2))
+    assert f"{afile} is a file, not a folder" in line, line
+    assert afile.read_bytes() == b"not a folder"
