@@ -684,7 +684,16 @@ def run_campaign(target: Target, workdir: Path, size: Size, seed: int = 7,
         if target.proxy is not None:
             target.proxy.close()
         if target.destfs is not None:
-            subprocess.run(["umount", str(target.destfs)], check=False)
+            _unmount(target.destfs)
+
+
+def _unmount(mount: Path) -> None:
+    """the campaign's small disk, even when the server still has a file open on it for a moment"""
+    for _ in range(50):
+        if subprocess.run(["umount", str(mount)], capture_output=True).returncode == 0:
+            return
+        time.sleep(0.1)
+    subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
 # --- servers outside pytest --------------------------------------------------
