@@ -133,3 +133,8 @@ def _reason(exc: Exception) -> str:
     """botocore's message without the URL's query (signatures live there)."""
     text = str(exc)
     return re.sub(r"\?[^\s\"']*", "", text)
+
+
+def precondition_failed(exc: bex.ClientError) -> bool:
+    """a CopySourceIfMatch (or If-Match) that did not hold: HTTP 412"""
+    return (exc.response.get("ResponseMetadata", {}) or {}).get("HTTPStatusCode") == 412

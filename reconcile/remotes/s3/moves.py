@@ -13,7 +13,7 @@ from botocore import exceptions as bex
 from reconcile.entry import Entry
 from reconcile.errors import NotFound, NotSupported, Permanent, RemoteError, Transient
 from reconcile.remotes.s3.body import MiB
-from reconcile.remotes.s3.errors import MISSING_CODES
+from reconcile.remotes.s3.errors import MISSING_CODES, precondition_failed
 from reconcile.remotes.s3.multipart import MAX_PARTS
 from reconcile.remotes.s3.objects import Record, _etag, _holds
 
@@ -29,10 +29,6 @@ def chunks(items: list, n: int) -> Iterator[list]:
 
 class _NotAsRecorded(Exception):
     """a copy's source is not the version listed (CopySourceIfMatch failed)"""
-
-
-def _precondition_failed(exc: bex.ClientError) -> bool:
-    return (exc.response.get("ResponseMetadata", {}) or {}).get("HTTPStatusCode") == 412
 
 
 class Moves:
@@ -61,7 +57,7 @@ class Moves:
                             Bucket=self.bucket, Key=dst_key, CopySource={"Bucket": self.bucket, "Key": src_key},
                             Metadata=meta, MetadataDirective="REPLACE", **if_match, **self._extra_args())
                     except bex.ClientError as exc:
-                        raise _NotAsRecorded() if if_match and _precondition_failed(exc) else exc from None
+                        raise _NotAsRecorded() if if_match and precondition_failed(exc) else exc from None
                 etag = _etag((resp.get("CopyObjectResult") or {}).get("ETag"))
         except NotFound:
             self._remember(src, None)  # our record was stale
@@ -97,7 +93,7 @@ class Moves:
                         CopySource={"Bucket": self.bucket, "Key": src_key}, CopySourceRange=f"bytes={first}-{last}",
                         **if_match)
                 except bex.ClientError as exc:
-                    raise _NotAsRecorded() if if_match and _precondition_failed(exc) else exc from None
+                    raise _NotAsRecorded() if if_match and precondition_failed(exc) else exc from None
             return {"PartNumber": n, "ETag": resp["CopyPartResult"]["ETag"]}
 
         try:
@@ -135,7 +131,7 @@ class Moves:
                         CopySourceIfMatch=f'"{etag}"', Metadata=meta, MetadataDirective="REPLACE",
                         **self._extra_args())
                 except bex.ClientError as exc:
-                    if (exc.response.get("ResponseMetadata", {}) or {}).get("HTTPStatusCode") == 412:
+                    if precondition_failed(exc):
                         self._remember(path, None)
                         raise NotFound(f"cannot touch {path}: the object changed since it was listed") from None
                     raise

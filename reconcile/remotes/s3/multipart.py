@@ -21,6 +21,7 @@ from reconcile.errors import NotFound, Permanent, RemoteError, SourceChanged, Tr
 from reconcile.hashing import hash_fd
 from reconcile.remotes.base import Checkpoint, Progress
 from reconcile.remotes.s3.body import MiB, BytesBody, _changed, pread_exact
+from reconcile.remotes.s3.errors import precondition_failed
 from reconcile.remotes.s3.objects import _etag
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,7 @@ class Multipart:
                         CopySourceRange=f"bytes={offset}-{offset + length - 1}")
                 except bex.ClientError as exc:
                     # inside _errors, which would make it a Permanent error: the whole file goes instead
-                    if (exc.response.get("ResponseMetadata", {}) or {}).get("HTTPStatusCode") == 412:
+                    if precondition_failed(exc):
                         raise _NotTheBlocks() from None
                     raise
         except NotFound:
