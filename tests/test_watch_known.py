@@ -179,3 +179,30 @@ def test_the_watcher_lists_again_at_once_when_the_remote_was_not_as_left(src, lo
         assert "running again with a full listing" in w.text()
     finally:
         w.stop()
+
+
+def test_a_triggered_run_leaves_block_records_to_the_full_runs(tmp_path, monkeypatch):
+    # pruning the delta block records reads the whole snapshot: a run for a few
+    # dirty paths must not pay it (the start-up and periodic full runs prune)
+    from reconcile.engine import state as engine_state
+
+    monkeypatch.setenv("RECONCILE_TEST_LOCAL_DELTA", "1")  # records on ext4 too
+    src, dest, state = tmp_path / "src", tmp_path / "dest", tmp_path / "state"
+    (src / "d").mkdir(parents=True)
+    dest.mkdir()
+    with open(src / "big.img", "wb") as f:
+        f.truncate(64 << 20)  # a large file: it gets a block record
+    (src / "d" / "a.txt").write_bytes(b"a")
+    reads = []
+    real = engine_state.large_files
+    monkeypatch.setattr(engine_state, "large_files", lambda *a: reads.append(a) or real(*a))
+    known = Known()
+    _run(src, dest, state, known, None)
+    assert len(reads) == 1  # the full run prunes
+    (src / "d" / "a.txt").write_bytes(b"b")
+    dirty = DirtySet()
+    dirty.add("d/a.txt")
+    result, _ = _run(src, dest, state, known, dirty.take())
+    assert known.used and result.outcome.complete
+    assert (dest / "d" / "a.txt").read_bytes() == b"b"
+    assert len(reads) == 1

@@ -185,7 +185,8 @@ class Run(RunState, ChangeFinder, Planning, Hashes, Guards, Execution, Triggered
                     learnt = {**plan.hashes, **hashes, **self.hashes_of_sent(plan, outcome)}
                     index = (self._commit_snapshot(walk_tmp, learnt, writers[-1].index) if subset is None
                              else self._commit_subset(subset, recorded, learnt))
-                    self._prune_block_records()
+                    if subset is None:  # it reads the whole snapshot: a subset's run leaves it to full runs
+                        self._prune_block_records()
                 if outcome.remote_gone is None and self.tidy_remote and subset is None:
                     self._remove_temp_files()  # a subset's run starts clean: no journal, nothing to tidy
             finally:
