@@ -42,6 +42,7 @@ class _Small:
     ok: bool = True  # every answer so far was OK
     sent: bool = False  # the temp file is complete
     reopened: bool = False  # opened again after creating its folder
+    created: bool = False  # the temp file is ours: our exclusive open of it succeeded
 
 
 class Batch:
@@ -104,6 +105,7 @@ class Batch:
                 continue
             if stage == 0:  # opened
                 if t == CMD_HANDLE:
+                    f.created = True
                     self._send_small(pipe, waiting, conn, f, _handle(body))
                     continue
                 if _status(t, body) == FX_NO_SUCH_FILE and not f.reopened and self._mkdir_chain(pipe, waiting, f, made):
@@ -226,6 +228,8 @@ class Batch:
                     self._replace(self._sftp(), f.tmp, f.dst)
                 self._left_temps.discard(f.tmp_rel)
             else:
+                if f.created:  # what the pipeline wrote of it goes: it is sent again whole under a new name
+                    self._drop_temp(f.tmp_rel)
                 self.upload(item.local_path, item.path, item.entry, progress)
         except Transient:
             raise

@@ -16,7 +16,7 @@ from functools import partial
 import xxhash
 
 from reconcile.entry import Entry, is_safe_path, is_temp_name, parent_of
-from reconcile.errors import NotFound, Permanent, SourceChanged, Transient
+from reconcile.errors import DestinationFull, NotFound, Permanent, ReconcileError, SourceChanged, Transient
 from reconcile.hashing import FileHasher
 from reconcile.blockmap import BlockHasher, BlockMap
 from reconcile.remotes.base import Checkpoint, Progress, Sent, as_sent
@@ -25,7 +25,7 @@ from reconcile.remotes.sftp.delta import CopyRefused, send_delta, tag_of
 from reconcile.remotes.sftp.calls import _entry, _lstat_or_none, _name, _remove_quietly, _wire_mtime, is_temp_of
 from reconcile.remotes.sftp.loader import paramiko
 from reconcile.remotes.sftp.session import _Conn
-from reconcile.remotes.sftp.wire import _FSYNC_EXT, _Pipe, _create_exclusive, _sftp_str, _status_error
+from reconcile.remotes.sftp.wire import _FSYNC_EXT, _Pipe, _create_exclusive, _free_bytes, _sftp_str, _status_error
 from paramiko.sftp import CMD_EXTENDED
 
 MAX_INFLIGHT_BYTES = 4 << 20  # sent before waiting for the oldest ack
@@ -52,22 +52,29 @@ class Upload:
             before = os.fstat(src.fileno())
             size = before.st_size
             bmap = self._delta_map(src.fileno(), size, entry, path, resume)
-            with self._op(f"cannot write {path}", failure=Transient):
-                state = self._resume_state(self._sftp(), path, resume, size)
-                tmp_rel = state["tmp"] if state else self._temp_for(path)
-                self._left_temps.add(tmp_rel)
-                copied = self._try_delta(src.fileno(), path, tmp_rel, bmap, state, progress, checkpoint)
-                if copied is None or copied is False:
-                    if copied is False:  # the server would not copy: the whole file, under a new temp name
-                        state, tmp_rel = None, self._temp_for(path)
-                        self._left_temps.add(tmp_rel)
-                    # mapped as it is sent (one read of the file), unless mapped already
-                    mapper = self._blocks.hasher(size) if bmap is None else None
-                    digest = self._send_file(src.fileno(), size, tmp_rel, progress, state, checkpoint, mapper)
-                    if mapper is not None:
-                        bmap = self._sent_map(src.fileno(), size, entry, path, mapper if digest else None)
-                else:
-                    reused, digest = copied, bmap.digest
+            tmp_rel = None
+            try:
+                with self._op(f"cannot write {path}", failure=Transient):
+                    state = self._resume_state(self._sftp(), path, resume, size)
+                    tmp_rel = state["tmp"] if state else self._temp_for(path)
+                    self._left_temps.add(tmp_rel)
+                    copied = self._try_delta(src.fileno(), path, tmp_rel, bmap, state, progress, checkpoint)
+                    if copied is None or copied is False:
+                        if copied is False:  # the server would not copy: the whole file, under a new temp name
+                            state, tmp_rel = None, self._temp_for(path)
+                            self._left_temps.add(tmp_rel)
+                        # mapped as it is sent (one read of the file), unless mapped already
+                        mapper = self._blocks.hasher(size) if bmap is None else None
+                        digest = self._send_file(src.fileno(), size, tmp_rel, progress, state, checkpoint, mapper)
+                        if mapper is not None:
+                            bmap = self._sent_map(src.fileno(), size, entry, path, mapper if digest else None)
+                    else:
+                        reused, digest = copied, bmap.digest
+            except Transient as exc:
+                full = self._full_or(exc, path, size)
+                if isinstance(full, DestinationFull) and tmp_rel is not None:
+                    self._drop_temp(tmp_rel)  # its bytes are the space the next run needs
+                raise full from None
             after = os.fstat(src.fileno())
         if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
             # never put a mix of two versions under the real name; the temp goes with the tidy-up
@@ -96,6 +103,28 @@ class Upload:
         if bmap is not None:
             self._blocks.put(path, bmap, tag_of(result.size, result.mtime_ns))
         return as_sent(result, reused)
+
+    def _full_or(self, exc: Transient, path: str, size: int) -> Transient:
+        """exc, or DestinationFull where the server's disk has no room left for
+        the file: OpenSSH answers a write to a full disk with a bare "Failure",
+        which reads like a lost connection and would be retried for --retry-for"""
+        if isinstance(exc, DestinationFull) or not str(exc).endswith("(Failure)"):
+            return exc
+        try:
+            free = _free_bytes(self._sftp(), self._abs(parent_of(path)))
+        except ReconcileError:
+            return exc
+        if free is None or free >= size:
+            return exc
+        return DestinationFull(f"{DestinationFull.WHY} (cannot write {path}: {free:,} bytes free on the server, "
+                               f"{size:,} needed): free space on it, then run again")
+
+    def _drop_temp(self, tmp_rel: str) -> None:
+        try:
+            _remove_quietly(self._sftp(), self._abs(tmp_rel))
+            self._left_temps.discard(tmp_rel)
+        except (ReconcileError, OSError):
+            pass  # the next run's tidy-up removes it
 
     def _delta_map(self, fd: int, size: int, entry: Entry, path: str, resume: dict | None) -> BlockMap | None:
         """the new version's block map before anything is sent, where a delta

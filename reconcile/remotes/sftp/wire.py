@@ -411,6 +411,19 @@ class _Limits:
         return self.values
 
 
+def _free_bytes(sftp: paramiko.SFTPClient, path: bytes) -> int | None:
+    """statvfs@openssh.com: the bytes an ordinary user may still write where
+    path lies; None from a server that does not offer it"""
+    try:
+        t, msg = sftp._request(CMD_EXTENDED, "statvfs@openssh.com", path)
+    except OSError:
+        return None
+    if t != CMD_EXTENDED_REPLY:
+        return None
+    _bsize, frsize, _blocks, _bfree, bavail = (msg.get_int64() for _ in range(5))
+    return frsize * bavail
+
+
 def _create_exclusive(sftp: paramiko.SFTPClient, path: bytes) -> paramiko.SFTPFile:
     """open(O_CREAT|O_EXCL) with mode 0600 from the start: a name someone
     planted (a symlink included) fails instead of being written through"""
