@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from reconcile import portable
 from reconcile.errors import (ConfigError, LockBusy, ReconcileError, SafetyRefusal, Unreachable)
+from reconcile.shown import json_text
 
 MAX_BYTES = 10 * 1000 * 1000
 BACKUPS = 5
@@ -74,7 +75,7 @@ class JsonFormatter(logging.Formatter):
         }
         doc.update(getattr(record, "fields", {}))
         doc["message"] = record.getMessage()
-        return json.dumps(doc, ensure_ascii=False)
+        return json_text(doc)
 
 
 class TextFormatter(logging.Formatter):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
@@ -11,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from reconcile.entry import DIR
 from reconcile.plan import Op, Plan
-from reconcile.shown import escape_controls, printable
+from reconcile.shown import escape_controls, json_text, printable
 
 if TYPE_CHECKING:
     from reconcile.apply import Counted
@@ -198,7 +197,7 @@ def plan_json(source: str, dest: str, plan: Plan, results: dict | None = None,
         if counted is not None:
             doc["totals"]["bytes_sent"] = counted.sent
             doc["totals"]["bytes_saved"] = counted.saved
-    return json.dumps(doc, ensure_ascii=False, default=str)
+    return json_text(doc, default=str)
 
 
 def _kept(ops: list[Op]) -> list[int]:

@@ -4,7 +4,6 @@ restore.Restore for the command line. rich is used here, never in restore.py."""
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 
@@ -13,6 +12,7 @@ from reconcile.report import TABLE_ROWS
 from reconcile.restore import Restore
 from reconcile.restore_model import Item, Outcome, RestoreOptions, Survey, child_url, exit_code, shown
 from reconcile.statedir import display_url
+from reconcile.shown import json_text
 
 
 class Reporter:
@@ -106,9 +106,8 @@ def summary_json(s: Survey, out: Outcome | None) -> dict:
 
 
 def print_json(doc: dict) -> None:
-    # names keep their exact bytes, as the file system has them
-    text = json.dumps(doc, ensure_ascii=False)
-    sys.stdout.buffer.write(text.encode("utf-8", "surrogateescape") + b"\n")
+    # names that are not UTF-8 as \udcXX escapes: valid JSON, the exact bytes through os.fsencode
+    sys.stdout.buffer.write(json_text(doc).encode("utf-8") + b"\n")
     sys.stdout.flush()
 
 

@@ -3,7 +3,6 @@ a mapping or --all, and what it prints."""
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import TYPE_CHECKING, Annotated, List, Optional
 
@@ -14,7 +13,7 @@ from reconcile.cli.flags import (JOB_FLAGS, AllOpt, ConfigOpt, Exclude, ExcludeF
                                  StateDirOpt, Transfers, flag_defaults, links_choice, remote_options)
 from reconcile.cli.guard import guarded
 from reconcile.cli.root import command
-from reconcile.shown import printable
+from reconcile.shown import json_text, printable
 
 if TYPE_CHECKING:
     from reconcile.remotes.base import RemoteOptions
@@ -57,7 +56,7 @@ def _verify_one(job, all_: bool) -> int:
 
 
 def to_json(result: VerifyResult, mapping: str | None = None) -> str:
-    return json.dumps({
+    return json_text({
         **({"mapping": mapping} if mapping else {}),
         "source": result.source, "dest": result.dest, "equal": result.equal,
         "checked": {"files": result.files, "hashed": result.hashed, "hashed_bytes": result.hashed_bytes},
@@ -66,7 +65,7 @@ def to_json(result: VerifyResult, mapping: str | None = None) -> str:
         "warnings": result.warnings,
         "not_stored": [{"path": p, "reason": why} for p, why in result.not_stored],
         "repaired": [printable(p) for p in result.repaired],
-    }, ensure_ascii=False)
+    })
 
 
 def text_lines(result: VerifyResult) -> list[str]:
