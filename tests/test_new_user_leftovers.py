@@ -73,6 +73,15 @@ def test_watch_refuses_a_negative_wait(tmp_path, flag):
     assert not (tmp_path / "dst").exists()
 
 
+def test_watch_refuses_a_max_wait_shorter_than_its_quiet_period(tmp_path):
+    # the hard maximum would always come first: the quiet period the user asked for never counts
+    (tmp_path / "src").mkdir()
+    p = reconcile("watch", tmp_path / "src", tmp_path / "dst", "--state-dir", tmp_path / "state",
+                  "--quiet-for", "20s", "--max-wait", "5s", timeout=60, check=2)
+    assert "reconcile: --max-wait (5s) is shorter than --quiet-for (20s)" in p.stderr, p.stderr
+    assert not (tmp_path / "dst").exists()
+
+
 # --- help says what each command does with a flag, and cuts nothing ---------------------------
 
 def test_verify_include_help_says_compare_not_send():

@@ -35,6 +35,9 @@ def watch(source: Optional[str] = NameArg, dest: Optional[str] = OptDestArg,
                              max_wait=parse_duration(max_wait, "--max-wait"),
                              full_rescan=_every(full_rescan, "--full-rescan"),
                              unwatched_every=_every(rescan_unwatched, "--rescan-unwatched"))
+    if settings.max_wait < settings.quiet_for:
+        raise typer.BadParameter(f"--max-wait ({max_wait}) is shorter than --quiet-for ({quiet_for}): no run would ever "
+                                 "wait for quiet; give a --max-wait at least as long")
     driver = Driver(flag_defaults(watch), lambda job, all_: _run("apply", job.source, job.dest, dict(job.kw),
                                                                   job.name if all_ else None),
                     guarded, typer.BadParameter)
