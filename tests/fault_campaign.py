@@ -53,6 +53,7 @@ from typing import Callable
 
 from reconcile.remotes.base import RemoteOptions, S3Options, SftpOptions
 from tests.kill import Stalled, start_stalled
+from tests.servers_usb import unmount
 from tests.storage import Stored, read_bucket, read_folder
 
 T0 = 1_600_000_000_000_000_000
@@ -684,16 +685,7 @@ def run_campaign(target: Target, workdir: Path, size: Size, seed: int = 7,
         if target.proxy is not None:
             target.proxy.close()
         if target.destfs is not None:
-            _unmount(target.destfs)
-
-
-def _unmount(mount: Path) -> None:
-    """the campaign's small disk, even when the server still has a file open on it for a moment"""
-    for _ in range(50):
-        if subprocess.run(["umount", str(mount)], capture_output=True).returncode == 0:
-            return
-        time.sleep(0.1)
-    subprocess.run(["umount", "-l", str(mount)], check=True)
+            unmount(target.destfs)
 
 
 # --- servers outside pytest --------------------------------------------------

@@ -52,7 +52,7 @@ class UsbDisk:
 
     def remount(self) -> None:
         """unmount and mount again: what the disk really keeps, not what FUSE holds in memory."""
-        _unmount(self.mount)
+        unmount(self.mount)
         _mount(self.fs, self.device, self.mount)
 
 
@@ -89,7 +89,8 @@ def _mount(fs: str, device: str, mount: Path) -> None:
         time.sleep(0.05)
 
 
-def _unmount(mount: Path) -> None:
+def unmount(mount: Path) -> None:
+    """unmount, retried while the mount is busy for a moment, lazily at last"""
     for _ in range(50):
         if not os.path.ismount(mount):
             return
@@ -117,7 +118,7 @@ def usb_disk(fs: str, base: Path) -> Iterator[UsbDisk]:
             cannot_mount(str(exc))
         yield UsbDisk(fs, image, device, mount)
     finally:
-        _unmount(mount)
+        unmount(mount)
         subprocess.run(["losetup", "-d", device], capture_output=True)
         image.unlink(missing_ok=True)
 
