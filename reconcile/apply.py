@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from reconcile import forked, portable, winpath
+from reconcile.diff import file_changed
 from reconcile.entry import DIR, Entry
 from reconcile.errors import NotFound, NotSupported, ReconcileError, Transient
 from reconcile.journal import Journal
@@ -427,12 +428,61 @@ class Executor:
                 self._move_files(op)
             else:
                 self.remote.move(op.path, op.to)
-        except NotFound:
-            if self.remote.stat(op.to) is not None:
-                return "done"  # replayed after a crash: it already happened
-            return "skipped", f"{op.path} is no longer on the remote; the next run sends it"
+        except NotFound as exc:
+            return self._send_instead_of_move(i, op, state, getattr(exc, "moved", []))
         except NotSupported:
             return self._move_by_upload(i, op)
+        return "done"
+
+    def _send_instead_of_move(self, i: int, op: Op, state: dict | None, moved: list[tuple[str, str]]):
+        """the move's source is not on the remote: a replay after a crash (it
+        moved already), or deleted or moved behind our back. Each file the
+        target does not hold as it is here is sent from the source; a file
+        still at the old name (a folder moved in part) is moved first.
+        moved: the pairs a move_many that failed in part did move."""
+        if op.reason == "temp" or op.to is None:
+            # parked under a temp name for a swap: the move out of it sends the files
+            return "skipped", f"{op.path} is no longer on the remote; the move to its new name sends it"
+        if op.kind != DIR:
+            return self._send_unless_held(i, op.to, state, single=True)
+        caps = self.remote.capabilities
+        # a whole folder renamed in one request is either all there or all gone
+        gone_whole = caps.dir_move and self.remote.stat(op.to) is None
+        done_already = {dst for _, dst in moved}
+        missing = []
+        for f in op.files:
+            if f"{op.to}/{f}" in done_already:
+                continue
+            if not caps.dir_move:
+                try:
+                    self.remote.move(f"{op.path}/{f}", f"{op.to}/{f}")
+                    continue
+                except NotFound:
+                    pass
+            result = self._send_unless_held(i, f"{op.to}/{f}", None, single=False, known_absent=gone_whole)
+            if result != "done":
+                missing.append(f"{op.to}/{f}")
+        if missing:
+            return "skipped", f"{len(missing)} of its files are gone from the source too, first {missing[0]}"
+        return "done"
+
+    def _send_unless_held(self, i: int, path: str, state: dict | None, single: bool,
+                          known_absent: bool = False):
+        """send the local file at path unless the remote holds it as it is here."""
+        try:
+            st = os.stat(self._local(path))
+        except FileNotFoundError:
+            return "skipped", f"{path} is gone from the remote and from the source"
+        entry = Entry(path, size=st.st_size, mtime_ns=st.st_mtime_ns, mode=st.st_mode)
+        caps = self.remote.capabilities
+        held = None if known_absent else self.remote.stat(path)
+        if held is not None and not file_changed(held, entry, caps.mtime_precision_ns, span=caps.mtime_range):
+            return "done"  # replayed after a crash: it moved already
+        got = self.remote.upload(self._local(path), path, entry, progress=self.reporter.sent,
+                                 resume=state if single else None,
+                                 checkpoint=(lambda s: self.journal.checkpoint(i, s)) if single else None)
+        self._sent(Op("upload", path, entry=entry), self._local(path), got.hash)
+        self.outcome.sent_instead[i] = self.outcome.sent_instead.get(i, 0) + st.st_size - got.reused
         return "done"
 
     def _move_files(self, op: Op) -> None:

@@ -11,7 +11,8 @@ is removed; a test kills it there, or cuts its connection, fills a disk or
 stops a server and then removes <path> to let it go on. Points:
 
     upload[:N]   the Nth report of bytes sent for an upload that has not
-                 sent all of its bytes yet (the file is half sent)
+                 sent all of its bytes yet (the file is half sent), or for a
+                 move that sends its files because its source was gone
     move[:N]     the Nth move is about to run (likewise delete, mkdir, link)
     op:N         the Nth operation of any kind is about to run
 
@@ -37,14 +38,15 @@ class _Stall:
         self.lock = threading.Lock()
         self.seen = 0
         self.fired = False
-        self.in_flight: dict[int, list] = {}  # id(op) -> [op, bytes reported since it started]
+        self.in_flight: dict[int, list] = {}  # id(op) -> [op, bytes reported since it started, its size]
         self.current: dict[int, object] = {}  # thread -> the operation it started last
 
     def started(self, op) -> None:
         self.hold()
         with self.lock:
-            if op.op == "upload" and op.entry is not None and op.entry.size > 0:
-                self.in_flight[id(op)] = [op, 0]
+            size = op.entry.size if op.op == "upload" and op.entry is not None else op.size
+            if op.op in ("upload", "move") and size > 0:
+                self.in_flight[id(op)] = [op, 0, size]
             self.current[threading.get_ident()] = op
             hit = self.kind == "op" or (self.kind == op.op and self.kind != "upload")
             fire = hit and self._count()
@@ -66,7 +68,7 @@ class _Stall:
             partial = None
             for counts in counting:
                 counts[1] += n
-                if 0 < counts[1] < counts[0].entry.size:
+                if 0 < counts[1] < counts[2]:
                     partial = counts[0]  # some but surely not all of its bytes went
             fire = self.kind == "upload" and partial is not None and self._count()
         if fire:
