@@ -287,7 +287,7 @@ def refusals(changes: Changes, caps: Capabilities, encoding: bool,
     out: list[tuple[str, str]] = []
     for group in collisions:
         out += _settle_collision(group, changes, caps)
-    if caps.windows_names or caps.max_file_size is not None:  # USB disks: FAT, exFAT, NTFS
+    if caps.windows_names or caps.max_file_size is not None or caps.utf8_names:  # USB disks, S3
         out += _unstorable(changes, caps, encoding)
     return out
 

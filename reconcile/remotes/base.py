@@ -48,7 +48,7 @@ class Capabilities:
     fs_type: str = ""  # exfat, vfat, ntfs, ext4...: named in messages
     windows_names: bool = False  # no : ? * " < > | \, no CON or NUL..., no trailing dot or space
     max_file_size: int | None = None  # FAT32: 4 GiB - 1
-    utf8_names: bool = False  # names must be valid UTF-8 (S3 keys); apply finds out when it sends, verify asks first
+    utf8_names: bool = False  # names must be valid UTF-8 (S3 keys): the plan leaves the others out, verify too
     mtime_range: tuple[int, int] | None = None  # FAT and exFAT: 1980 to 2107, in ns
     # upload() reports checkpoints and resumes from them; remove_temp_files
     # keeps the temp files or uploads they name (its keep)
