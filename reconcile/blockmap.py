@@ -6,8 +6,9 @@ after each upload of a file of DELTA_MIN or more, the file's block map (its
 xxh3_128 and one xxh3_128 per BLOCK bytes) beside a tag saying which remote
 file the map describes (size and mtime on SFTP, the ETag on S3, size, mtime
 and inode on a folder). The next upload of a changed version maps the local
-file again; a block whose hash and length are unchanged is copied from the
-old remote file, the others are sent. The remote falls back to a full upload
+file again (or takes the map the plan made while it hashed the file, if the
+file is still the version read then); a block whose hash and length are
+unchanged is copied from the old remote file, the others are sent. The remote falls back to a full upload
 whenever its old file no longer carries the recorded tag.
 
 Records live in <state>/blocks/<xxh3_64 of the path>.msgpack, mode 0600.
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
 import msgpack
@@ -26,7 +27,7 @@ import xxhash
 from reconcile import portable, snapshot
 from reconcile.entry import FILE, ROW_KIND, ROW_SIZE, decode_path, row_path
 from reconcile.errors import SourceChanged
-from reconcile.hashing import _buffer
+from reconcile.hashing import _buffer, hash_checked
 from reconcile.statefile import open_read, write_private
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,9 @@ class BlockMap:
     size: int
     digest: bytes  # xxh3_128 of the whole file
     blocks: list[bytes]  # xxh3_128 of each block, the last one maybe short
+    # the local file this map was read from, as identity(): a map taken while
+    # the plan hashed the file serves its upload only while the file is this one
+    taken: tuple | None = field(default=None, compare=False)
 
     def span(self, i: int) -> tuple[int, int]:
         """(offset, length) of block i"""
@@ -60,6 +64,29 @@ def map_fd(fd: int, size: int, block: int = BLOCK) -> BlockMap:
             raise SourceChanged("the file shrank while it was read")
         hasher.update(memoryview(buf)[:min(n, size - hasher.size)])
     return hasher.block_map()
+
+
+# the plan's map of a file serves its upload only where a write is sure to
+# show (ctime is the change time on POSIX; on Windows it is the creation time)
+PLAN_MAPS = not portable.WINDOWS
+
+
+def identity(s: os.stat_result) -> tuple:
+    """which version of a local file: any write changes its ctime, even one
+    that puts the mtime back"""
+    return (s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns)
+
+
+def map_file(path: str, expect_size: int, expect_mtime_ns: int | None, block: int = BLOCK) -> BlockMap:
+    """hashing.hash_file's pass, mapping the blocks on the way (the map's
+    digest is the file's xxh3), remembering the version it read. The plan
+    hashes a changed large file this way, so that its upload need not read
+    it again to map it (map_new with taken=). SourceChanged as hash_file."""
+    hasher = BlockHasher(block)
+    _, after = hash_checked(path, expect_size, expect_mtime_ns, hasher)
+    bmap = hasher.block_map()
+    bmap.taken = identity(after)
+    return bmap
 
 
 class BlockHasher:
@@ -131,15 +158,25 @@ class BlockStore:
         for a delta next time"""
         return BlockHasher(self.block) if self.wants(size) else None
 
-    def map_new(self, fd: int, size: int, expected: bytes | None, path: str) -> BlockMap | None:
+    def map_new(self, fd: int, size: int, expected: bytes | None, path: str,
+                taken: BlockMap | None = None) -> BlockMap | None:
         """the block map of the version about to be sent, where it is large
-        enough for a delta next time; SourceChanged if it is not the one expected"""
+        enough for a delta next time; SourceChanged if it is not the one expected.
+        taken: the map the plan took of this file (map_file), used without
+        reading the file again while fd is still the version it read"""
         if not self.wants(size):
             return None
+        if self.still(fd, taken, expected):
+            return taken
         bmap = map_fd(fd, size, self.block)
         if expected is not None and bmap.digest != expected:
             raise SourceChanged(f"{path} changed since it was scanned; left for the next run")
         return bmap
+
+    def still(self, fd: int, taken: BlockMap | None, expected: bytes | None = None) -> bool:
+        """taken (map_file's) describes the open file fd as it is now"""
+        return (PLAN_MAPS and taken is not None and taken.taken is not None and taken.block == self.block
+                and (expected is None or taken.digest == expected) and taken.taken == identity(os.fstat(fd)))
 
     def reusable(self, path: str, bmap: BlockMap) -> tuple[list[bool], BlockMap, dict] | None:
         """(for each block of bmap whether the recorded old version holds it,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 FILE = "f"
 DIR = "d"
@@ -31,6 +31,9 @@ class Entry:
     hash: bytes | None = None
     target: str | None = None  # symlink target, when links are stored
     error: str | None = None  # set on a directory the walk could not read
+    # a large file's blockmap.BlockMap, taken while the plan hashed it
+    # (engine.hashes): its upload maps it for a delta without reading it again
+    block_map: object | None = field(default=None, compare=False, repr=False)
 
     @property
     def is_dir(self) -> bool:

@@ -30,15 +30,26 @@ def _buffer() -> mmap.mmap:
 
 def hash_file(path: str, expect_size: int | None = None, expect_mtime_ns: int | None = None) -> bytes:
     """xxh3_128 of the file; raises SourceChanged if it moved under us."""
+    return hash_checked(path, expect_size, expect_mtime_ns)[0]
+
+
+def hash_checked(path: str, expect_size: int | None = None, expect_mtime_ns: int | None = None,
+                 hasher=None) -> tuple[bytes, os.stat_result]:
+    """hash_file, with the file's stat after the read (the version hashed).
+    hasher: as FileHasher's, fed every byte in order; with one, a change of
+    ctime while the file was read counts as a change too (what was fed is
+    kept beyond this read: blockmap.map_file)"""
     with open(path, "rb", buffering=0) as f:
         before = os.fstat(f.fileno())
-        digest = FileHasher(f.fileno(), before.st_size).digest()
+        digest = FileHasher(f.fileno(), before.st_size, hasher).digest()
         after = os.fstat(f.fileno())
-    if digest is None or (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+    strict = hasher is not None
+    if digest is None or (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns) or (
+            strict and before.st_ctime_ns != after.st_ctime_ns):
         raise SourceChanged(f"{path} changed while it was read")
     if expect_size is not None and (after.st_size, after.st_mtime_ns) != (expect_size, expect_mtime_ns):
         raise SourceChanged(f"{path} changed since it was listed")
-    return digest
+    return digest, after
 
 
 def hash_fd(fd: int, size: int, what: str) -> bytes:

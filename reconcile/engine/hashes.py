@@ -9,6 +9,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from reconcile.apply import Outcome
+from reconcile.blockmap import PLAN_MAPS, BlockStore, map_file
 from reconcile.diff import Changes
 from reconcile.entry import FILE, Entry
 from reconcile.errors import SourceChanged
@@ -30,7 +31,7 @@ class Hashes:
         or keeps changing is left out of this run and its remote copy left alone."""
         caps = self.remote.capabilities
         todo = needs_hash(changes, caps.mtime_precision_ns, touch=caps.set_mtime)
-        results = self._hash_files(todo, warn=True)
+        results = self._hash_files(todo, warn=True, mapped=self._plan_map_store())
         for e in changes.needed.values():
             if e.kind == FILE and e.hash is None and e.path not in results and not os.access(self._local(e), os.R_OK):
                 results[e.path] = None
@@ -55,12 +56,26 @@ class Hashes:
         hashes.update(self._hash_files([e for e in sent if e.hash is None], warn=False))
         return hashes
 
-    def _hash_files(self, entries: list[Entry], warn: bool) -> dict[str, bytes | None]:
+    def _plan_map_store(self) -> BlockStore | None:
+        """where a large file the plan hashes is mapped on that pass too (the
+        remote sends deltas and keeps block maps): its upload, a delta or the
+        one that records its blocks, then need not read it again"""
+        if not (PLAN_MAPS and self.remote.capabilities.delta):
+            return None
+        store = BlockStore(self.opts.remote.state_dir)
+        return store if store.dir is not None else None
+
+    def _hash_files(self, entries: list[Entry], warn: bool,
+                    mapped: BlockStore | None = None) -> dict[str, bytes | None]:
         results: dict[str, bytes | None] = {}
 
         def one(e: Entry) -> None:
             try:
-                e.hash = hash_file(self._local(e), e.size, e.mtime_ns)
+                if mapped is not None and mapped.wants(e.size):
+                    e.block_map = map_file(self._local(e), e.size, e.mtime_ns, mapped.block)
+                    e.hash = e.block_map.digest
+                else:
+                    e.hash = hash_file(self._local(e), e.size, e.mtime_ns)
                 results[e.path] = e.hash
             except FileNotFoundError:
                 results[e.path] = None  # vanished since the walk: gone, not an error

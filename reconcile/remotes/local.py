@@ -167,7 +167,8 @@ class LocalRemote(Remote):
         try:
             with src, self._parent(path, create=True) as parent:
                 if self._delta_pays():
-                    bmap = self._blocks.map_new(src.fileno(), os.fstat(src.fileno()).st_size, entry.hash, path)
+                    bmap = self._blocks.map_new(src.fileno(), os.fstat(src.fileno()).st_size, entry.hash, path,
+                                                taken=entry.block_map)
                 if bmap is not None:
                     reused = self._try_delta(parent, src.fileno(), path, entry, bmap, progress)
                 if reused is None:

@@ -66,7 +66,7 @@ class Upload:
             if before.st_size != entry.size:
                 raise SourceChanged(f"{path} changed size since it was scanned; left for the next run")
             if before.st_size > self.multipart_threshold:
-                bmap = self._blocks.map_new(f.fileno(), entry.size, entry.hash, path)
+                bmap = self._blocks.map_new(f.fileno(), entry.size, entry.hash, path, taken=entry.block_map)
                 reuse = self._reusable_parts(path, entry.size, bmap)
                 try:
                     etag, digest, reused = self._upload_multipart(f.fileno(), key, path, entry, progress, resume,

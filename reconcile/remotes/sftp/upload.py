@@ -68,6 +68,8 @@ class Upload:
                         digest = self._send_file(src.fileno(), size, tmp_rel, progress, state, checkpoint, mapper)
                         if mapper is not None:
                             bmap = self._sent_map(src.fileno(), size, entry, path, mapper if digest else None)
+                        elif bmap is not None and digest is not None and digest != bmap.digest:
+                            raise SourceChanged(f"{path} changed since it was mapped; left for the next run")
                     else:
                         reused, digest = copied, bmap.digest
             except Transient as exc:
@@ -132,13 +134,13 @@ class Upload:
         copies); else None, and a full upload maps the file as it reads it"""
         if not self._copy_data or (resume and "ranges" in resume) or self._blocks.get(path) is None:
             return None
-        return self._blocks.map_new(fd, size, entry.hash, path)
+        return self._blocks.map_new(fd, size, entry.hash, path, taken=entry.block_map)
 
     def _sent_map(self, fd: int, size: int, entry: Entry, path: str, mapper: BlockHasher | None) -> BlockMap | None:
         """the block map of what a full upload sent: the mapper's, where it saw
         the whole file go (a resumed upload sent only the rest: read it now)"""
         if mapper is None:
-            return self._blocks.map_new(fd, size, entry.hash, path)
+            return self._blocks.map_new(fd, size, entry.hash, path, taken=entry.block_map)
         if entry.hash is not None and mapper.digest() != entry.hash:
             raise SourceChanged(f"{path} changed since it was scanned; left for the next run")
         return mapper.block_map()
