@@ -80,6 +80,7 @@ class Run(RunState, ChangeFinder, Planning, Hashes, Guards, Execution, Triggered
         if self._remote is None:
             policy = RetryPolicy(self.opts.remote.retry_for, on_retry=self._on_retry)
             self.opts.remote.expected_entries = self._snapshot_entries()
+            self.opts.remote.known_folders = self._snapshot_folders
             self.opts.remote.offline = self.opts.offline
             self._remote = RetryingRemote(open_remote(self.dest, self.opts.remote), policy)
         return self._remote

@@ -12,6 +12,7 @@ from reconcile import journal as journal_mod
 from reconcile import snapshot
 from reconcile.apply import Counted
 from reconcile.blockmap import BlockStore, large_files
+from reconcile.entry import DIR
 from reconcile.errors import ReconcileError
 from reconcile.statedir import pair_id
 from reconcile.statefile import write_private
@@ -38,6 +39,20 @@ class RunState:
             return os.path.getsize(self.state.snapshot) // SNAPSHOT_BYTES_PER_ENTRY
         except OSError:
             return 0
+
+    def _snapshot_folders(self) -> list[bytes]:
+        """the folders the last snapshot names (keys, in listing order): where
+        a listing may look ahead. Read whole when asked (the file is not held
+        open while the run replaces it); a fault in the file ends the list
+        there (the merge reads it again and says what is wrong)."""
+        folders: list[bytes] = []
+        try:
+            for row in snapshot.read_rows(self.state.snapshot):
+                if row[1] == DIR:
+                    folders.append(row[0][:-1])
+        except Exception:  # a hint, not data: nothing is decided on it
+            pass
+        return folders
 
     def previous(self):
         """the last snapshot's rows (entry.row_of), or none."""

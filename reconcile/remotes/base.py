@@ -126,6 +126,9 @@ class RemoteOptions:
     state_dir: str | None = None  # private folder a remote may keep records in
     retry_for: float = 300.0
     expected_entries: int = 0  # about how many entries the last run saw: a listing may pick its way by it
+    # the folders the last run saw (keys, in listing order), read when called: a
+    # listing may ask for them all at once. Only where to look, never what is there
+    known_folders: Callable[[], Iterable[bytes]] | None = None
     offline: bool = False  # --offline: never connect (a probe takes what is recorded, or nothing)
     sftp: SftpOptions = field(default_factory=SftpOptions)
     s3: S3Options = field(default_factory=S3Options)
