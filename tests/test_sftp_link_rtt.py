@@ -302,3 +302,36 @@ def test_a_listings_session_serves_the_next_thread_before_the_last_replies_come_
             other.close()
     finally:
         remote.close()
+
+
+def test_a_move_to_a_top_level_name_is_one_request_and_refuses_what_the_checked_move_refuses(sshd_server,
+                                                                                           tmp_path):
+    # OpenSSH's plain rename never replaces a target and fails on a missing source: the checks
+    # (two lstats, a round trip) are the server's; where it fails, the checked move says why
+    from reconcile.errors import NotFound, Permanent
+
+    root = tmp_path / "r"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "b" / "f").write_bytes(b"f")
+    (root / "full").mkdir()
+    (root / "full" / "g").write_bytes(b"g")
+    (root / "file").write_bytes(b"file")
+    remote = remote_at(sshd_server, tmp_path, root)
+    try:
+        assert not remote.capabilities.case_insensitive  # the disk probed, as a run has by its moves
+        turns = Turns(remote._sftp())
+        remote.move("a", "moved")
+        assert turns.count == 1
+        assert (root / "moved" / "b" / "f").read_bytes() == b"f" and not (root / "a").exists()
+        with pytest.raises(Permanent, match="target exists"):
+            remote.move("moved", "full")
+        (root / "empty").mkdir()
+        with pytest.raises(Permanent, match="target exists"):
+            remote.move("moved", "empty")  # a rename(2) would have replaced it
+        assert (root / "moved" / "b" / "f").read_bytes() == b"f" and (root / "full" / "g").exists()
+        with pytest.raises(NotFound):
+            remote.move("no-such-folder", "elsewhere")
+        remote.move("full/g", "file")  # a file is replaced, as by the checked move
+        assert (root / "file").read_bytes() == b"g"
+    finally:
+        remote.close()

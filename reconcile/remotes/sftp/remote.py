@@ -246,6 +246,11 @@ class SftpRemote(Session, Listing, Upload, Batch, Remote):
         with self._op(f"cannot move {src} to {dst}"):
             sftp = self._sftp()
             a, b = self._abs(src), self._abs(dst)
+            if self._server_checks_move(sftp, src, dst) and _renamed(sftp, a, b):
+                # one round trip, not two; the kind is not known here: a file's record and those below a folder
+                self._blocks.moved(src, dst, folder=True)
+                self._blocks.moved(src, dst)
+                return
             above = _folders_above(dst)
             # every check in one round trip: the source, the target, each folder above the target
             attr, target, *folders = _lstats(sftp, [a, b, *map(self._abs, above)])
@@ -264,6 +269,16 @@ class SftpRemote(Session, Listing, Upload, Batch, Remote):
                 self._replace(sftp, a, b)
         # a rename keeps size and mtime, the record's tag
         self._blocks.moved(src, dst, folder=st.S_ISDIR(attr.st_mode or 0))
+
+    def _server_checks_move(self, sftp: paramiko.SFTPClient, src: str, dst: str) -> bool:
+        """a plain SFTP rename does this move's checks on the server: OpenSSH's
+        never replaces a target (a file is linked then unlinked; anything else
+        renamed only where nothing is at the target) and fails where the source
+        is missing. Only where no folder above the target needs checking for a
+        symlink (a name at the top), and not a case-only rename. Where it
+        fails, the move is checked and made as before, with its own message."""
+        return ("/" not in dst and not self._case_only(src, dst)
+                and sftp.get_channel().get_transport().remote_version.startswith("SSH-2.0-OpenSSH"))
 
     def _case_only(self, src: str, dst: str) -> bool:
         """Readme -> README on a disk that holds both as one name: a rename, not a merge"""
@@ -445,6 +460,15 @@ class SftpRemote(Session, Listing, Upload, Batch, Remote):
 
 
 # --- helpers on one SFTPClient ----------------------------------------------
+
+
+def _renamed(sftp: paramiko.SFTPClient, src: bytes, dst: bytes) -> bool:
+    """SFTP's plain rename (never over an existing target): False where the server refused it."""
+    try:
+        sftp.rename(src, dst)
+    except OSError:
+        return False  # the checked move says why (a lost connection: it fails there too)
+    return True
 
 
 def _folders_above(path: str) -> list[str]:
