@@ -207,17 +207,27 @@ class Batch:
         return struct.pack(">I", flags) + body
 
     def _send_small(self, pipe: _Pipe, waiting: dict, conn: _Conn, f: _Small, handle: bytes) -> None:
+        """the writes, the fsetstat and the close of one file, built here in
+        one go (numbers taken together): the per-request cost is most of a
+        small file's CPU"""
         h = _sftp_str(handle)
-        view, step = memoryview(f.data), conn.write_chunk
-        nums = []
-        for pos in range(0, f.size, step):
+        step = conn.write_chunk
+        starts = range(0, f.size, step)
+        count = len(starts) + 2
+        num = pipe.reserve(count)
+        first, hl, view, parts = num, len(h), memoryview(f.data), []
+        for pos in starts:
             piece = view[pos:pos + step]
-            nums.append(pipe.request(CMD_WRITE, h, struct.pack(">QI", pos, len(piece)), piece))
-        nums.append(pipe.request(CMD_FSETSTAT, h, f.attrs))
-        nums.append(pipe.request(CMD_CLOSE, h))  # same handle: served after the writes
-        f.pending = len(nums)
-        for num in nums:
-            waiting[num] = (f, 1)
+            parts.append(struct.pack(f">IBI{hl}sQI", 17 + hl + len(piece), CMD_WRITE, num, h, pos, len(piece)))
+            parts.append(piece)
+            num += 1
+        parts.append(struct.pack(f">IBI{hl}s", 5 + hl + len(f.attrs), CMD_FSETSTAT, num, h) + f.attrs)
+        parts.append(struct.pack(f">IBI{hl}s", 5 + hl, CMD_CLOSE, num + 1, h))  # same handle: served after the writes
+        pipe.queue(*parts)
+        f.pending = count
+        stage = (f, 1)
+        for num in range(first, first + count):
+            waiting[num] = stage
 
     def _finish_slow(self, f: _Small, done, progress: Progress | None) -> None:
         """a file the pipeline could not finish: rename what it sent, or send it again."""

@@ -56,6 +56,7 @@ class _Acks:
         return self.done.pop(num)
 
 
+_REPLY_HEAD = struct.Struct(">IBI")  # length, type, request number
 _RENAME_EXT = struct.pack(">I", 24) + b"posix-rename@openssh.com"
 _OPEN_ARGS = struct.pack(">III", OPEN_WRITE, ATTR_PERMS, TEMP_MODE)  # pflags, attributes
 _NO_ATTRS = struct.pack(">I", 0)
@@ -118,12 +119,25 @@ class _Pipe:
         """a reply can be read without waiting."""
         return self._whole() > 0 or self.chan.recv_ready()
 
-    def _number(self) -> int:
+    def _number(self, count: int = 1) -> int:
+        """the first of count request numbers in a row"""
         sftp = self.sftp
         with sftp._lock:  # numbers shared with paramiko's own requests
             num = sftp.request_number
-            sftp.request_number = num + 1
+            sftp.request_number = num + count
         return num
+
+    def reserve(self, count: int) -> int:
+        """the first of count request numbers in a row, for requests the
+        caller builds whole and hands to queue()"""
+        return self._number(count)
+
+    def queue(self, *parts: bytes | memoryview) -> None:
+        """requests built whole by the caller, sent with the next flush"""
+        if self.queued >= FLUSH_AT:
+            self.flush()
+        self.out.extend(parts)
+        self.queued += sum(map(len, parts))
 
     def flush(self) -> None:
         if not self.out:
@@ -155,23 +169,37 @@ class _Pipe:
         """(request number, type, body) of the next reply to a request of
         this pipe's; one paramiko sent without waiting (_Limits) goes to its owner."""
         while True:
-            while not (n := self._whole()):
-                if self.out and not self.chan.recv_ready():
-                    self.flush()  # what is queued goes out before a wait (a reply read ahead was not ours)
-                data = self.chan.recv(1 << 16)
-                if not data:
-                    raise EOFError("the channel closed")
-                self.buf, self.pos = self.buf[self.pos:] + data, 0
             buf, pos = self.buf, self.pos
-            self.pos = pos + 4 + n
-            num, t, body = int.from_bytes(buf[pos + 5:pos + 9], "big"), buf[pos + 4], buf[pos + 9:pos + 4 + n]
-            with self.sftp._lock:
-                owner = self.sftp._expecting.get(num)
-                if isinstance(owner, (_Limits, _Stray)):
-                    del self.sftp._expecting[num]
+            if len(buf) - pos >= 9:
+                n, t, num = _REPLY_HEAD.unpack_from(buf, pos)
+                if n > MAX_REPLY or n < 5:
+                    raise paramiko.sftp.SFTPError("garbage reply")
+                end = pos + 4 + n
+                if end <= len(buf):
+                    self.pos = end
+                    body = buf[pos + 9:end]
+                    # paramiko waits for nothing (the usual case): the reply is ours
+                    if not self.sftp._expecting or not self._to_owner(num, t, body):
+                        return num, t, body
+                    continue
+            elif len(buf) - pos >= 4:
+                self._whole()  # raises on a garbage length
+            if self.out and not self.chan.recv_ready():
+                self.flush()  # what is queued goes out before a wait (a reply read ahead was not ours)
+            data = self.chan.recv(1 << 16)
+            if not data:
+                raise EOFError("the channel closed")
+            self.buf, self.pos = self.buf[self.pos:] + data, 0
+
+    def _to_owner(self, num: int, t: int, body: bytes) -> bool:
+        """a reply paramiko's own request is waiting for, handed to its owner."""
+        with self.sftp._lock:
+            owner = self.sftp._expecting.get(num)
             if not isinstance(owner, (_Limits, _Stray)):
-                return num, t, body
-            owner._async_response(t, paramiko.Message(body), num)
+                return False
+            del self.sftp._expecting[num]
+        owner._async_response(t, paramiko.Message(body), num)
+        return True
 
     def buffered(self) -> bool:
         """bytes read off the channel and not yet parsed (a reply, or part of one)."""
