@@ -106,6 +106,8 @@ class Executor:
                  transfers: int = 4, fork_small: bool = False) -> None:
         self.remote = remote
         self.source_root = source_root
+        # a file's local path by one concatenation where "/" is the separator (once per file sent)
+        self._root_slash = source_root.rstrip("/") + "/" if os.sep == "/" and source_root else None
         self.journal = journal
         self.reporter = with_test_stall(reporter)  # unchanged unless a kill test asks for a pause
         self.transfers = max(1, transfers)
@@ -297,12 +299,13 @@ class Executor:
                     return
                 op = ops[i]
                 self.reporter.op_started(op)
-                moved = self._source_moved(op)
+                local = self._local(op.path)
+                moved = self._source_moved(op, local)
                 if moved:
                     self._record(i, op, "skipped", moved)
                     continue
                 taken[i] = op
-                yield SmallUpload(i, self._local(op.path), op.path, op.entry)
+                yield SmallUpload(i, local, op.path, op.entry)
 
         def done(item: SmallUpload, error: ReconcileError | None) -> None:
             op = taken.pop(item.key)
@@ -343,16 +346,17 @@ class Executor:
         taken[i] = ops[i]
         return True
 
-    def _source_moved(self, op: Op) -> str | None:
+    def _source_moved(self, op: Op, local: str | None = None) -> str | None:
         """why an upload is skipped: the source is gone or changed since the plan."""
         e = op.entry
+        local = local or self._local(op.path)
         try:
-            s = os.stat(self._local(op.path))
+            s = os.stat(local)
         except FileNotFoundError:
             return "the source file is gone"
         if (s.st_size, s.st_mtime_ns) != (e.size, e.mtime_ns):
             return "the source file changed since the plan; the next run sends it"
-        if portable.LOCKS and winpath.locked(self._local(op.path)):
+        if portable.LOCKS and winpath.locked(local):
             self.outcome.locked.add(op.path)
             why = ("another program has it locked (a sharing violation); close that program or exclude "
                    "the file: the next run sends it")
@@ -374,6 +378,8 @@ class Executor:
             e.hash = digest
 
     def _local(self, path: str) -> str:
+        if self._root_slash is not None:
+            return self._root_slash + path
         return os.path.join(self.source_root, *path.split("/"))
 
     # --- operations ----------------------------------------------------------
