@@ -4,6 +4,7 @@ the core's options."""
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Annotated, List, Optional
 
 import typer
@@ -114,6 +115,29 @@ def flag_defaults(command) -> dict:
     return {name: p.default for name, p in inspect.signature(command).parameters.items()}
 
 
+def conflicting_flags(ctx) -> str | None:
+    """why the flags given cannot go together, in one line; None when they can.
+    RECONCILE_CONFIG comes in as --config too: only a --config typed on the
+    command line is checked (cron runs SOURCE DEST with it set)."""
+    params = ctx.params
+    if params.get("quiet") and params.get("verbose"):
+        return "-q (--quiet) and -v (--verbose) contradict each other: give one of them"
+    config = params.get("config")
+    source = ctx.get_parameter_source("config")  # click's ParameterSource (typer vendors click)
+    if config is None or source is None or source.name != "COMMANDLINE":
+        return None
+    if params.get("source") is not None and params.get("dest") is not None:
+        return (f"--config {config} reads mappings, but SOURCE and DEST were given too, which name no mapping: "
+                "drop --config, or give a mapping name (or --all) instead of SOURCE DEST")
+    if not os.path.exists(os.path.expanduser(config)):
+        name = params.get("source")
+        folder = (f"; if {name} is the folder to mirror, give the destination too (and no --config)"
+                  if name is not None and os.path.isdir(os.path.expanduser(name)) else "")
+        return (f"no config file at {config} (given with --config): check the path, or drop --config to read "
+                f"the default one{folder}")
+    return None
+
+
 # the flags that pick and log runs rather than shape one
 JOB_FLAGS = ("source", "dest", "all_", "config", "log_file", "log_format")
 
@@ -127,7 +151,7 @@ MaxDelete = Annotated[Optional[int], typer.Option("--max-delete", metavar="N", r
 AllowEmpty = Annotated[bool, typer.Option("--allow-empty-source", rich_help_panel=GUARDS, help="allow an empty source to empty the remote")]
 AllowNewDest = Annotated[bool, typer.Option("--allow-new-destination", rich_help_panel=GUARDS, help="start again a destination that held files at the last run and is now missing, empty or on another disk")]
 AllowReverse = Annotated[bool, typer.Option("--allow-reverse", rich_help_panel=GUARDS, help="copy into a folder that is the SOURCE of another pair that ran before")]
-Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="only warnings, errors and the summary line")]
+Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="only warnings, errors and the summary line (not with -v)")]
 Verbose = Annotated[bool, typer.Option("-v", "--verbose", help="every operation, and tracebacks on bugs")]
 Transfers = Annotated[Optional[int], typer.Option("--transfers", metavar="N", rich_help_panel=CONNECTION, help="parallel transfers (default: local 4, sftp 4, s3 16)")]
 SshKey = Annotated[Optional[str], typer.Option("--ssh-key", metavar="FILE", rich_help_panel=SFTP, help="SSH private key file")]
@@ -148,7 +172,7 @@ Perms = Annotated[bool, typer.Option("--perms", rich_help_panel=CONTROLS, help="
 NameEncoding = Annotated[bool, typer.Option("--name-encoding", rich_help_panel=CONTROLS, help="store names a USB disk forbids (a:b, what?) as rclone does: a：b, what？ (restore maps them back)")]
 SshFind = Annotated[str, typer.Option("--ssh-find", metavar="auto|always|never", rich_help_panel=SFTP, help="list a large tree by running find on the server")]
 AllOpt = Annotated[bool, typer.Option("--all", rich_help_panel=JOBS, help="every mapping of the config file")]
-ConfigOpt = Annotated[Optional[str], typer.Option("--config", metavar="FILE", envvar="RECONCILE_CONFIG", rich_help_panel=JOBS, help="config file (default: the platform's config folder)")]
+ConfigOpt = Annotated[Optional[str], typer.Option("--config", metavar="FILE", envvar="RECONCILE_CONFIG", rich_help_panel=JOBS, help="config file of mappings (default: the platform's config folder); not with SOURCE DEST")]
 LogFile = Annotated[Optional[str], typer.Option("--log-file", metavar="FILE", rich_help_panel=JOBS, help="append log lines here (rotated at 10 MB, 5 kept)")]
 LogFormat = Annotated[str, typer.Option("--log-format", metavar="text|json", rich_help_panel=JOBS, callback=lambda v: choice(v, ("text", "json")), help="json: one object per line")]
 DryRun = Annotated[bool, typer.Option("-n", "--dry-run", help="show what would be done and change nothing (the same as plan)")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -32,7 +33,18 @@ PANELS = ("Options", GUARDS, CONTROLS, CONNECTION, SFTP, S3, JOBS)
 
 
 class GroupedCommand(typer.core.TyperCommand):
-    """plain --help with the options in panels (typer draws panels only with rich markup)."""
+    """plain --help with the options in panels (typer draws panels only with rich markup);
+    flags that contradict each other refused before the command runs."""
+
+    def invoke(self, ctx):
+        from reconcile.cli.flags import conflicting_flags
+        from reconcile.errors import EXIT_USAGE
+
+        problem = conflicting_flags(ctx)
+        if problem:
+            print(f"reconcile: {problem}", file=sys.stderr)
+            raise typer.Exit(EXIT_USAGE)
+        return super().invoke(ctx)
 
     def format_options(self, ctx, formatter) -> None:
         args, groups = [], {p: [] for p in PANELS}
