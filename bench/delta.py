@@ -1,10 +1,14 @@
-"""python -m bench.delta [--mib 1024] [--output FILE]
+"""python -m bench.delta [--mib 1024] [--rounds 3] [--reflink DIR] [--output FILE]
 
 Bytes on the wire for issue 26 (touch, resume bound, delta), counted by a TCP
 proxy (tests/servers_sftp.py TcpProxy) between each tool and the loopback
 sshd or SeaweedFS, with times beside them. Peers on the same data: rsync
-over ssh (its --stats "Total bytes sent" too) and rclone. Writes a markdown
-section (docs/benchmarks.md keeps it below its hand-written mark)."""
+over ssh (its --stats "Total bytes sent" too) and rclone. reconcile's own
+targets also send the same kind of change whole over the old copy (their
+block records forgotten): the fair baseline for a delta, which pays the old
+version's removal too. --reflink DIR adds a local target in DIR (a folder on
+a file system that shares blocks, e.g. XFS with reflink). Prints a markdown
+section, or writes it to --output FILE; never edits docs/benchmarks.md."""
 
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from bench.servers import s3_env, start_seaweed, start_sshd
 
 MiB = 1 << 20
 T0 = 1_600_000_000
+WHOLE_OVER_OLD = "1 MiB changed, sent whole over the old copy"
 
 
 @dataclass
@@ -33,6 +38,7 @@ class Target:
     proxy: object | None  # TcpProxy, None for a local folder
     sync: callable  # (src) -> (seconds, stdout)
     fresh: callable = lambda: None  # a new, empty destination and state (reconcile's targets)
+    forget_blocks: callable | None = None  # drop its block records: the next change goes whole (reconcile's)
     rows: dict[str, list[tuple[int | None, float, str]]] = field(default_factory=dict)  # case -> [(bytes, s, note)]
 
 
@@ -71,10 +77,14 @@ def reconcile_target(name: str, proxy, dest: str, state: Path, extra: list[str],
         where[2] += 1
         where[0], where[1] = f"{dest}-{where[2]}", Path(f"{state}-{where[2]}")
 
-    return Target(name, proxy, sync, fresh)
+    def forget_blocks() -> None:
+        for blocks in Path(where[1]).rglob("blocks"):
+            rmtree(str(blocks))
+
+    return Target(name, proxy, sync, fresh, forget_blocks)
 
 
-def targets(work: Path, sshd, weed, bucket: str, stem: str) -> list[Target]:
+def targets(work: Path, sshd, weed, bucket: str, stem: str, reflink: str | None = None) -> list[Target]:
     from bench.proxy import TcpProxy
 
     out = []
@@ -97,6 +107,9 @@ def targets(work: Path, sshd, weed, bucket: str, stem: str) -> list[Target]:
     # the bench folder is on ext4, where a folder gets whole files: the delta's cost there, forced
     out.append(reconcile_target("reconcile local (delta forced)", None, str(work / f"{stem}-localf"),
                                 work / f"{stem}-state-localf", [], {"RECONCILE_TEST_LOCAL_DELTA": "1"}))
+    if reflink:
+        out.append(reconcile_target("reconcile local (reflink)", None, f"{reflink}/{stem}-local",
+                                    work / f"{stem}-state-reflink", []))
     p, kh = sftp_proxy()
     ssh = (f"ssh -p {p.port} -i {sshd.key} -o UserKnownHostsFile={kh} -o StrictHostKeyChecking=yes "
            "-o BatchMode=yes")
@@ -115,9 +128,9 @@ def targets(work: Path, sshd, weed, bucket: str, stem: str) -> list[Target]:
     return out
 
 
-def big_file_cases(work: Path, sshd, weed, bucket: str, mib: int, rounds: int) -> list[Target]:
+def big_file_cases(work: Path, sshd, weed, bucket: str, mib: int, rounds: int, reflink: str | None) -> list[Target]:
     """every tool once; reconcile's own targets `rounds` times (times are noisy), each on a fresh copy"""
-    ts = targets(work, sshd, weed, bucket, "big")
+    ts = targets(work, sshd, weed, bucket, "big", reflink)
     for r in range(rounds):
         _big_round(work / f"big-src{r}", [t for t in ts if r == 0 or t.name.startswith("reconcile")], mib, r)
     return ts
@@ -141,6 +154,16 @@ def _big_round(src: Path, ts: list[Target], mib: int, r: int) -> None:
     os.utime(path, (T0 + 100 * r + 10, T0 + 100 * r + 10))
     for t in ts:
         measure(t, "1 MiB changed in the middle", src)
+    with open(path, "r+b") as f:
+        f.seek(size // 2 - MiB // 2)
+        f.write(random.randbytes(MiB))
+    os.utime(path, (T0 + 100 * r + 15, T0 + 100 * r + 15))
+    for t in ts:
+        if t.forget_blocks:
+            t.forget_blocks()
+            measure(t, WHOLE_OVER_OLD, src)
+        else:
+            measure(t, "second change (peers: kept in step, not shown)", src)
     with open(path, "ab") as f:
         f.write(random.randbytes(MiB))
     os.utime(path, (T0 + 100 * r + 20, T0 + 100 * r + 20))
@@ -228,18 +251,24 @@ def render(big: list[Target], touch: list[Target], resume: list[str], mib: int) 
            "reconcile's big-file times are medians of several rounds (each on a fresh destination), the peers' "
            "one run.", ""]
     by = {t.name: t for t in big}
-    cases = ["full upload", "1 MiB changed in the middle", "1 MiB appended"]
-    out += [f"**One {mib} MiB file** (random data; the change is 1 MiB across two 8 MiB blocks)", "",
+    cases = ["full upload", "1 MiB changed in the middle", WHOLE_OVER_OLD, "1 MiB appended"]
+    out += [f"**One {mib} MiB file** (random data; the change is 1 MiB across two 8 MiB blocks; "
+            "\"full upload\" goes into an empty folder, \"sent whole over the old copy\" is the same kind of "
+            "change with reconcile's block records forgotten: the fair baseline)", "",
             "| case | " + " | ".join(by) + " |", "|---|" + "---|" * len(by)]
     for case in cases:
         out.append(f"| {case} | " + " | ".join(cell(by[n], case) for n in by) + " |")
     out.append("")
-    for name in ("reconcile sftp", "reconcile local", "reconcile local (delta forced)", "reconcile s3"):
+    for name in [n for n in by if n.startswith("reconcile")]:
         t = by[name]
-        full, delta, app = (median(t, c) for c in cases)
+        full, delta, whole, app = (median(t, c) for c in cases)
         each = ", ".join(f"{d[1] / f[1]:.2f}" for f, d in zip(t.rows[cases[0]], t.rows[cases[1]]))
-        out.append(f"- {name}: 1 MiB changed: {delta / full:.2f}× the full upload's time (medians; "
-                   f"each round: {each}); 1 MiB appended: {app / full:.2f}×")
+        fair = ", ".join(f"{d[1] / w[1]:.2f}" for d, w in zip(t.rows[cases[1]], t.rows[WHOLE_OVER_OLD]))
+        out.append(f"- {name}: 1 MiB changed: {delta / full:.2f}× the full upload into an empty folder "
+                   f"(medians; each round: {each}), {delta / whole:.2f}× the whole file over the old copy "
+                   f"(each round: {fair}); 1 MiB appended: {app / full:.2f}× the full upload")
+    if not touch:
+        return "\n".join(out)
     out += ["", "**100 files of 50 KB get a new mtime (`touch`)**", "",
             "| tool | first sync | after touch |", "|---|---|---|"]
     for t in touch:
@@ -256,6 +285,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--mib", type=int, default=1024)
     p.add_argument("--output", default="-")
     p.add_argument("--rounds", type=int, default=3, help="rounds of reconcile's own big-file runs")
+    p.add_argument("--reflink", help="a folder on a file system that shares blocks (XFS, Btrfs): one more local target")
+    p.add_argument("--big-only", action="store_true", help="only the large-file cases (no touch, no resume)")
     args = p.parse_args(argv)
     work = Path(ROOT) / "delta"
     rmtree(str(work))
@@ -263,13 +294,16 @@ def main(argv: list[str]) -> int:
     sshd, weed = start_sshd(), start_seaweed()
     try:
         bucket = weed.new_bucket("delta")
-        big = big_file_cases(work, sshd, weed, bucket, args.mib, args.rounds)
-        touch = touch_cases(work, sshd, weed, bucket)
-        resume = resume_case(work, sshd, weed, bucket)
+        big = big_file_cases(work, sshd, weed, bucket, args.mib, args.rounds, args.reflink)
+        touch = [] if args.big_only else touch_cases(work, sshd, weed, bucket)
+        resume = [] if args.big_only else resume_case(work, sshd, weed, bucket)
         text = render(big, touch, resume, args.mib)
     finally:
         sshd.stop()
         weed.stop()
+        if args.reflink:
+            for folder in Path(args.reflink).glob("big-local*"):
+                rmtree(str(folder))
     if args.output == "-":
         print(text)
     else:
