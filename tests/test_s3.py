@@ -26,15 +26,26 @@ MTIME = 1_700_000_000_123_456_789
 class Requests:
     """counts requests by operation name, retries included."""
 
-    def __init__(self, client) -> None:
-        self.counts: Counter[str] = Counter()
+    def __init__(self, client, quick=None) -> None:
+        """quick: the remote's QuickCopy, whose CopyObject requests bypass the client"""
+        self._client_counts: Counter[str] = Counter()
+        self.quick = quick
+        self._quick_base = quick.sent if quick else 0
         client.meta.events.register("before-send.s3", self._on)
 
     def _on(self, event_name: str, **_) -> None:
-        self.counts[event_name.rsplit(".", 1)[-1]] += 1
+        self._client_counts[event_name.rsplit(".", 1)[-1]] += 1
+
+    @property
+    def counts(self) -> Counter[str]:
+        counts = Counter(self._client_counts)
+        if self.quick is not None and self.quick.sent > self._quick_base:
+            counts["CopyObject"] += self.quick.sent - self._quick_base
+        return counts
 
     def reset(self) -> None:
-        self.counts.clear()
+        self._client_counts.clear()
+        self._quick_base = self.quick.sent if self.quick else 0
 
 
 def open_remote(dest, **extra):
@@ -74,7 +85,7 @@ def test_no_change_list_costs_only_list_requests(s3_dest, tmp_path):
     remote.close()
 
     again = open_remote(s3_dest)  # a new run: the record comes from disk
-    reqs = Requests(again.client)
+    reqs = Requests(again.client, again._quick)
     listed = list(again.list())
     again.close()
     assert reqs.counts == {"ListObjectsV2": math.ceil(n / 1000)}
@@ -89,14 +100,14 @@ def test_unknown_objects_are_headed_once(s3_dest, seaweed):
         seaweed.client().put_object(Bucket=bucket, Key=key, Body=b"x" * i,
                                     Metadata={"mtime": "1700000000.5"})
     remote = open_remote(s3_dest)
-    reqs = Requests(remote.client)
+    reqs = Requests(remote.client, remote._quick)
     first = list(remote.list())
     assert reqs.counts == {"ListObjectsV2": 1, "HeadObject": 20}
     assert all(e.mtime_ns == 1_700_000_000_500_000_000 and e.hash is None for e in first)
     remote.close()
 
     again = open_remote(s3_dest)
-    reqs = Requests(again.client)
+    reqs = Requests(again.client, again._quick)
     assert [(e.path, e.size, e.mtime_ns) for e in again.list()] == [(e.path, e.size, e.mtime_ns) for e in first]
     assert reqs.counts == {"ListObjectsV2": 1}
 
@@ -107,7 +118,7 @@ def test_changed_object_is_headed_again_and_gone_ones_forgotten(s3_dest, seaweed
     bucket, key = raw_key(s3_dest, "b")
     seaweed.client().put_object(Bucket=bucket, Key=key, Body=b"other tool", Metadata={"mtime": "5"})
     seaweed.client().delete_object(Bucket=bucket, Key=raw_key(s3_dest, "c")[1])
-    reqs = Requests(remote.client)
+    reqs = Requests(remote.client, remote._quick)
     listed = {e.path: e for e in remote.list()}
     assert reqs.counts == {"ListObjectsV2": 1, "HeadObject": 1}
     assert listed["b"].mtime_ns == 5 * 10**9 and listed["b"].size == 10 and listed["b"].hash is None
@@ -196,7 +207,7 @@ def test_directory_move_sends_no_file_data(s3_dest, tmp_path):
     remote = open_remote(s3_dest)
     paths = [f"old/sub{i % 5}/f{i:03d}" for i in range(500)]
     upload_many(remote, tmp_path, paths + ["older"])
-    reqs = Requests(remote.client)
+    reqs = Requests(remote.client, remote._quick)
     remote.move("old", "new")
     assert reqs.counts["PutObject"] == reqs.counts["UploadPart"] == 0
     assert reqs.counts["CopyObject"] == 500
@@ -222,7 +233,7 @@ def test_move_file_and_missing_source(s3_dest, tmp_path):
 def test_move_many_and_its_guard(s3_dest, tmp_path):
     remote = open_remote(s3_dest)
     upload_many(remote, tmp_path, [f"m{i}" for i in range(30)])
-    reqs = Requests(remote.client)
+    reqs = Requests(remote.client, remote._quick)
     remote.move_many([(f"m{i}", f"n/m{i}") for i in range(30)])
     assert reqs.counts["CopyObject"] == 30 and reqs.counts["DeleteObjects"] == 1
     assert reqs.counts["PutObject"] == 0
@@ -239,7 +250,7 @@ def test_big_copy_uses_upload_part_copy(s3_dest, seaweed, tmp_path):
     data = os.urandom(12 * MiB)
     entry = write(tmp_path / "big", data)
     remote.upload(str(tmp_path / "big"), "big", entry)
-    reqs = Requests(remote.client)
+    reqs = Requests(remote.client, remote._quick)
     remote.move("big", "moved")
     assert reqs.counts["UploadPartCopy"] == 3 and reqs.counts["UploadPart"] == 0
     bucket, key = raw_key(s3_dest, "moved")
@@ -252,7 +263,7 @@ def test_delete_many_batches_by_1000(s3_dest, tmp_path):
     remote = open_remote(s3_dest)
     paths = [f"x{i:04d}" for i in range(1200)]
     upload_many(remote, tmp_path, paths)
-    reqs = Requests(remote.client)
+    reqs = Requests(remote.client, remote._quick)
     remote.delete_many(paths + ["never-existed"])
     assert reqs.counts == {"DeleteObjects": 2}
     remote.delete("never-existed")  # missing is fine
@@ -323,7 +334,7 @@ def check_resumed(dest, seaweed_client, path, entry, data, state, opts) -> None:
     stored = stored_parts(seaweed_client, dest, state["upload_id"])
     assert 0 < stored < total
     remote = open_remote(dest, **opts)  # a new run
-    reqs = Requests(remote.client)
+    reqs = Requests(remote.client, remote._quick)
     sent = []
     got = remote.upload(path, "big", entry, progress=sent.append, resume=state)
     assert reqs.counts["UploadPart"] == total - stored
@@ -366,7 +377,7 @@ def test_multipart_resume_after_server_stop(seaweed_factory, tmp_path):
 def test_gone_upload_id_starts_over(s3_dest, tmp_path):
     path, entry, data = big_file(tmp_path, 12 * MiB)
     remote = open_remote(s3_dest, **MULTIPART)
-    reqs = Requests(remote.client)
+    reqs = Requests(remote.client, remote._quick)
     stale = {"upload_id": "no-such-upload", "key": raw_key(s3_dest, "big")[1], "part_size": 5 * MiB}
     states: list[dict] = []
     remote.upload(path, "big", entry, resume=stale, checkpoint=states.append)

@@ -51,14 +51,8 @@ class Moves:
             if size > self.copy_threshold:
                 etag = self._copy_multipart(src_key, dst_key, size, meta, if_match)
             else:
-                with self._errors(f"copy {src} to {dst}"):
-                    try:
-                        resp = self.client.copy_object(
-                            Bucket=self.bucket, Key=dst_key, CopySource={"Bucket": self.bucket, "Key": src_key},
-                            Metadata=meta, MetadataDirective="REPLACE", **if_match, **self._extra_args())
-                    except bex.ClientError as exc:
-                        raise _NotAsRecorded() if if_match and precondition_failed(exc) else exc from None
-                etag = _etag((resp.get("CopyObjectResult") or {}).get("ETag"))
+                etag = self._quick_copy(src_key, dst_key, meta, if_match) or self._client_copy(
+                    src, dst, src_key, dst_key, meta, if_match)
         except NotFound:
             self._remember(src, None)  # our record was stale
             raise NotFound(f"cannot copy {src}: not found on {self.url}") from None
@@ -76,6 +70,23 @@ class Moves:
         else:
             self._blocks.drop(dst)  # the record of what the copy replaced
         return new
+
+    def _quick_copy(self, src_key: str, dst_key: str, meta: dict[str, str], if_match: dict[str, str]) -> str | None:
+        """the copy's ETag through the fast path (quickcopy.py), or None: then through the client"""
+        if self._quick is None or self._extra_args():
+            return None
+        return self._quick.copy(self.bucket, src_key, dst_key, meta, if_match.get("CopySourceIfMatch"))
+
+    def _client_copy(self, src: str, dst: str, src_key: str, dst_key: str, meta: dict[str, str],
+                     if_match: dict[str, str]) -> str:
+        with self._errors(f"copy {src} to {dst}"):
+            try:
+                resp = self.client.copy_object(
+                    Bucket=self.bucket, Key=dst_key, CopySource={"Bucket": self.bucket, "Key": src_key},
+                    Metadata=meta, MetadataDirective="REPLACE", **if_match, **self._extra_args())
+            except bex.ClientError as exc:
+                raise _NotAsRecorded() if if_match and precondition_failed(exc) else exc from None
+        return _etag((resp.get("CopyObjectResult") or {}).get("ETag"))
 
     def _copy_multipart(self, src_key: str, dst_key: str, size: int, meta: dict[str, str],
                         if_match: dict[str, str]) -> str:

@@ -15,6 +15,7 @@ from reconcile.remotes.s3.client import _is_aws, make_client
 from reconcile.remotes.s3.errors import Errors
 from reconcile.remotes.s3.listing import Listing
 from reconcile.remotes.s3.moves import COPY_LIMIT, COPY_PART, Moves
+from reconcile.remotes.s3.quickcopy import QuickCopy
 from reconcile.remotes.s3.multipart import DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE, Multipart
 from reconcile.remotes.s3.objects import MAX_KEY_BYTES, Record, parse_hash, parse_mtime, parse_url, valid_rel
 from reconcile.remotes.s3.record import ObjectRecord
@@ -53,6 +54,8 @@ class S3Remote(ObjectRecord, Listing, Upload, Multipart, Moves, Errors, Remote):
         pool = 2 * self.transfers + self.part_workers
         self.client = client or make_client(options, pool)
         self.endpoint = self.client.meta.endpoint_url
+        # a folder move's copies through a lighter path where it applies (quickcopy.py)
+        self._quick = QuickCopy.for_client(self.client) if options.extra.get("quick_copy", True) else None
         self.multipart_threshold = int(options.extra.get("multipart_threshold", DEFAULT_MULTIPART_THRESHOLD))
         self.part_size = int(options.extra.get("part_size", DEFAULT_PART_SIZE))
         self.copy_threshold = int(options.extra.get("copy_threshold", COPY_LIMIT))
