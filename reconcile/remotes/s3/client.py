@@ -4,6 +4,7 @@ loader of botocore's service models, and the request settings we rely on."""
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from urllib.parse import urlsplit
 
 import boto3
@@ -49,9 +50,26 @@ def _session(profile: str | None):
         core.register_component("data_loader", _LOADER[0])
     else:
         _LOADER.append(core.get_component("data_loader"))
+    core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=_timestamp)
     session = boto3.Session(botocore_session=core, profile_name=profile)
     core.get_scoped_config()  # an unknown profile fails here, as boto3.Session(profile_name=) does
     return session
+
+
+def _timestamp(value):
+    """a response's timestamps (a listing's LastModified, one per object) as
+    botocore gives them, without its dateutil parse (0.2 ms each): S3's ISO
+    8601 through datetime.fromisoformat, anything else as botocore does"""
+    if isinstance(value, str) and "T" in value:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            parsed = None
+        if parsed is not None and parsed.tzinfo is not None:
+            return parsed
+    from botocore.utils import parse_timestamp
+
+    return parse_timestamp(value)
 
 
 def make_client(options: RemoteOptions, pool: int):

@@ -1,0 +1,34 @@
+"""The boto3 client's set-up (remotes/s3/client.py), against SeaweedFS."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dateutil.parser
+from botocore.utils import parse_timestamp
+
+from reconcile.remotes.s3.client import _timestamp
+from tests.servers_s3 import boto3_client
+from tests.test_s3 import open_remote, raw_key
+
+
+def test_listing_timestamps_skip_dateutil_and_match_botocore(s3_dest, seaweed, monkeypatch):
+    bucket, _ = raw_key(s3_dest, "")
+    plain = boto3_client(seaweed.endpoint)  # botocore's own parser
+    for i in range(5):
+        plain.put_object(Bucket=bucket, Key=raw_key(s3_dest, f"t{i}")[1], Body=b"x")
+    expected = {o["Key"]: o["LastModified"] for o in plain.list_objects_v2(Bucket=bucket)["Contents"]}
+    remote = open_remote(s3_dest)
+    calls = []
+    real = dateutil.parser.parse
+    monkeypatch.setattr(dateutil.parser, "parse", lambda *a, **k: calls.append(a) or real(*a, **k))
+    got = {o["Key"]: o["LastModified"] for o in remote.client.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert calls == [] and got == expected and all(t.utcoffset() == dt.timedelta(0) for t in got.values())
+    remote.close()
+
+
+def test_other_timestamp_forms_are_parsed_as_botocore_does():
+    assert _timestamp("2026-12-07T01:33:01.123Z") == dt.datetime(2026, 12, 7, 1, 33, 1, 123000, dt.timezone.utc)
+    assert _timestamp("Mon, 07 Dec 2026 01:33:01 GMT") == dt.datetime(2026, 12, 7, 1, 33, 1, tzinfo=dt.timezone.utc)
+    assert _timestamp(0) == dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    assert _timestamp("2026-12-07T01:33:01") == parse_timestamp("2026-12-07T01:33:01")  # no zone: botocore's answer
