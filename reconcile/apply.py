@@ -28,6 +28,26 @@ class Reporter(Protocol):
     def warn(self, message: str) -> None: ...
 
 
+class HushableReporter:
+    """Passes every report on until hush(). After Ctrl-C the transfer threads
+    meet their connections closing ('failed: ... Socket is closed', 'retrying
+    in 0.5s'): that is the interruption itself, not news for the user."""
+
+    HUSHED = frozenset({"op_ended", "warn", "waiting"})
+
+    def __init__(self, reporter) -> None:
+        self._reporter = reporter
+        self.hushed = False
+
+    def hush(self) -> None:
+        self.hushed = True
+
+    def __getattr__(self, name: str):
+        if self.hushed and name in self.HUSHED:
+            return lambda *args: None
+        return getattr(self._reporter, name)
+
+
 @dataclass
 class Outcome:
     results: dict[int, tuple[str, str | None]] = field(default_factory=dict)

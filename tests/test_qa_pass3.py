@@ -32,3 +32,36 @@ def test_a_name_s3_cannot_hold_does_not_cost_the_pair_its_rename_detection(s3_de
     p = reconcile("apply", src, s3_dest.url, *args, env=s3_dest.env, check=3)
     assert p.stderr.splitlines()[-1].startswith("partial: 1 done,"), p.stderr
     assert "1 not stored: the destination cannot hold them" in p.stderr.splitlines()[-1], p.stderr
+
+
+def test_ctrl_c_during_a_large_sftp_upload_prints_no_failure_of_its_own(sshd_server, tmp_path):
+    """Ctrl-C while a large file went up printed 'warning: upload m.bin: cannot
+    finish m.bin: connection lost (SSHException); retrying in 0.4s' (or 'failed:
+    upload m.bin: ... Socket is closed') before 'interrupted': the transfer
+    threads met the connections the interruption closed, and said so as news."""
+    import signal
+    import sys
+    import time
+
+    from tests.kill import start_stalled
+    from tests.servers_sftp import sftp_url
+
+    src, state, root = tmp_path / "src", tmp_path / "state", tmp_path / "root"
+    root.mkdir()
+    src.mkdir()
+    with open(src / "m.bin", "wb") as f:
+        f.truncate(300 << 20)  # ranges on 4 connections, for long enough to be cut
+    kh = sshd_server.write_known_hosts(tmp_path / "known_hosts")
+    url = sftp_url(sshd_server, root)
+    args = ("--state-dir", state, "--ssh-key", sshd_server.user_key, "--known-hosts", kh)
+    run = start_stalled([sys.executable, "-m", "reconcile", "apply", src, url, *map(str, args)],
+                        "upload:2", state, tmp_path / "marker")
+    run.wait()
+    run.child.send_signal(signal.SIGINT)
+    time.sleep(1)  # the main thread closes the connections while the sender is held
+    run.release()
+    err = run.child.stderr.read()
+    assert run.child.wait(60) == 130, err
+    assert err.splitlines() == ["reconcile: interrupted; the next run resumes where this one stopped"], err
+    reconcile("apply", src, url, *args, check=0)
+    reconcile("verify", src, url, *args, check=0)

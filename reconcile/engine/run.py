@@ -10,7 +10,7 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 from reconcile import snapshot
-from reconcile.apply import Executor, Reporter
+from reconcile.apply import Executor, HushableReporter, Reporter
 from reconcile.bwlimit import Bandwidth, ThrottledReporter
 from reconcile.diff import Changes
 from reconcile.errors import ConfigError, ReconcileError, UnresolvedHost
@@ -50,7 +50,7 @@ class Run(RunState, ChangeFinder, Planning, Hashes, Guards, Execution, Triggered
         self.opts = opts
         if opts.bwlimit:
             reporter = ThrottledReporter(reporter, Bandwidth(opts.bwlimit))
-        self.reporter = reporter
+        self.reporter = HushableReporter(reporter)
         self.state = StateDir.for_pair(self.source, dest, opts.state_dir)
         if opts.remote.state_dir is None:
             opts.remote.state_dir = self.state.remote_state
@@ -130,6 +130,7 @@ class Run(RunState, ChangeFinder, Planning, Hashes, Guards, Execution, Triggered
         try:
             return self._apply(executing)
         except KeyboardInterrupt:
+            self.reporter.hush()  # what the threads meet as their connections close is this Ctrl-C
             # Ctrl-C: the journal keeps the rest; status and the log say what was done
             self._save_last_run(self._result(Plan(), WalkReport(), Changes()), "interrupted")
             raise
