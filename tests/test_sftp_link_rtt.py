@@ -335,3 +335,34 @@ def test_a_move_to_a_top_level_name_is_one_request_and_refuses_what_the_checked_
         assert (root / "file").read_bytes() == b"g"
     finally:
         remote.close()
+
+
+def test_the_userauth_request_goes_right_behind_the_service_request(sshd_server, tmp_path, monkeypatch):
+    # OpenSSH handles a connection's messages in turn: waiting for the service's acceptance before
+    # sending the userauth request cost every connection a round trip
+    import paramiko
+    from paramiko.common import MSG_SERVICE_ACCEPT, MSG_USERAUTH_REQUEST, MSG_USERAUTH_SUCCESS
+
+    wire_log: list[tuple[str, int]] = []
+    send, read = paramiko.packet.Packetizer.send_message, paramiko.packet.Packetizer.read_message
+
+    def sent(self, data):
+        wire_log.append(("sent", data.asbytes()[0]))
+        return send(self, data)
+
+    def got(self):
+        ptype, m = read(self)
+        wire_log.append(("read", ptype))
+        return ptype, m
+
+    monkeypatch.setattr(paramiko.packet.Packetizer, "send_message", sent)
+    monkeypatch.setattr(paramiko.packet.Packetizer, "read_message", got)
+    root = tmp_path / "r"
+    (root / "a").mkdir(parents=True)
+    remote = remote_at(sshd_server, tmp_path, root)
+    try:
+        assert remote.stat("a") is not None
+    finally:
+        remote.close()
+    assert wire_log.index(("sent", MSG_USERAUTH_REQUEST)) < wire_log.index(("read", MSG_SERVICE_ACCEPT))
+    assert ("read", MSG_USERAUTH_SUCCESS) in wire_log

@@ -8,11 +8,13 @@ import getpass
 import hashlib
 import os
 import sys
+import threading
 from typing import Iterator
 
 from reconcile import portable
 from reconcile.errors import AuthError, ConfigError, Transient
 from reconcile.remotes.sftp.loader import paramiko
+from paramiko.auth_handler import AuthHandler
 
 
 def _fingerprint(key: paramiko.PKey) -> str:
@@ -34,6 +36,37 @@ def _unreadable_key(path: str, exc: Exception) -> str:
                 "(the file of the same name without .pub)")
     return (f"cannot read ssh key file {path}: it is not a private key paramiko can load "
             f"({exc.__class__.__name__}); give an OpenSSH or PEM private key with --ssh-key")
+
+
+class _EagerAuth(AuthHandler):
+    """paramiko's authentication, with the userauth request sent right behind
+    the service request instead of after its answer: a round trip less a
+    connection. Only to OpenSSH, which handles a connection's messages in turn."""
+
+    def _request_auth(self) -> None:
+        super()._request_auth()
+        accepted = paramiko.Message()
+        accepted.add_string("ssh-userauth")
+        accepted.rewind()
+        super()._parse_service_accept(accepted)  # the userauth request, made as paramiko makes it
+
+    def _parse_service_accept(self, m: paramiko.Message) -> None:
+        pass  # the request went out already
+
+
+def _auth_publickey(transport: paramiko.Transport, user: str, key: paramiko.PKey) -> None:
+    """transport.auth_publickey; to OpenSSH with a key that is not RSA (whose
+    signature algorithm paramiko picks from the server's answer to the key
+    exchange) the request goes without waiting for the service's acceptance."""
+    if "rsa" in key.get_name() or not transport.remote_version.startswith("SSH-2.0-OpenSSH"):
+        transport.auth_publickey(user, key)
+        return
+    if not transport.is_active() or not transport.initial_kex_done:
+        raise paramiko.SSHException("No existing session")
+    event = threading.Event()
+    transport.auth_handler = _EagerAuth(transport)  # as Transport.auth_publickey does, with ours
+    transport.auth_handler.auth_publickey(user, key, event)
+    transport.auth_handler.wait_for_response(event)
 
 
 class Auth:
@@ -104,7 +137,7 @@ class Auth:
         try:
             for label, key in self._keys():
                 try:
-                    transport.auth_publickey(user, key)
+                    _auth_publickey(transport, user, key)
                     return
                 except paramiko.BadAuthenticationType:
                     break  # the server takes no keys at all
