@@ -31,8 +31,8 @@ class Chains:
     """per _Pipe, the round trips behind each request: one more than the
     most behind any reply read before it was sent. `depth` is the longest
     chain of the listing's own requests (STAT, OPENDIR, READDIR, READLINK):
-    the round trips it waited on on a link of any length. Also the handles
-    the server gave and those closed, and the most open at once."""
+    the round trips it waited on on a link of any length. Also the folder
+    handles the server gave and those closed, and the most open at once."""
 
     def __init__(self, monkeypatch) -> None:
         self.depth = 0
@@ -41,6 +41,7 @@ class Chains:
         self.most_open = 0
         self.asked: list[int] = []  # request types, in order
         chains: dict[int, int] = {}  # request -> its round trips
+        opendirs: set[int] = set()  # the OPENDIRs not yet answered
         behind: dict[int, int] = {}  # id(pipe) -> round trips behind the replies read so far
         request, next_reply = wire._Pipe.request, wire._Pipe.next
 
@@ -48,6 +49,8 @@ class Chains:
             num = request(pipe, t, *parts)
             chains[num] = behind.get(id(pipe), 0) + 1
             self.asked.append(t)
+            if t == CMD_OPENDIR:
+                opendirs.add(num)
             if t in LISTING_REQUESTS:
                 self.depth = max(self.depth, chains[num])
             if t == CMD_CLOSE:
@@ -57,7 +60,7 @@ class Chains:
         def counted_next(pipe):
             num, t, body = next_reply(pipe)
             behind[id(pipe)] = max(behind.get(id(pipe), 0), chains.pop(num, 0))
-            if t == CMD_HANDLE:
+            if t == CMD_HANDLE and num in opendirs:  # a folder's (files' handles are the uploads')
                 self.handles.add(wire._sftp_str(wire._handle(body)))
                 self.most_open = max(self.most_open, len(self.handles - self.closed))
             return num, t, body
