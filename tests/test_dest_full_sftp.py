@@ -7,6 +7,7 @@ each try left a new temp file on the full disk."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 from pathlib import Path
@@ -14,7 +15,9 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+from reconcile.errors import DestinationFull
 from tests.cli import reconcile
+from tests.mirror import run
 
 SIZE = 600_000  # two of these do not fit on a 1 MiB tmpfs
 
@@ -52,3 +55,25 @@ def test_a_full_disk_on_the_sftp_server_stops_the_run_at_once(sftp_dest, small_s
     for name in ("a.bin", "b.bin", "note.txt"):
         assert (small_sftp_root / name).read_bytes() == (src / name).read_bytes()
     assert [n for n in os.listdir(small_sftp_root) if n.startswith(".reconcile-tmp")] == []
+
+
+def test_a_full_disk_on_a_server_without_statvfs_stops_the_run_at_once(sftp_dest, small_sftp_root, tmp_path):
+    """the client asks no statvfs@openssh.com (as against a server without it): the
+    write's bare Failure on a session that still answers is not a lost connection.
+    It used to be retried for --retry-for (here 1m), then end as one."""
+    src, state = tmp_path / "src", tmp_path / "state"
+    src.mkdir()
+    (src / "a.bin").write_bytes(os.urandom(SIZE))
+    (src / "b.bin").write_bytes(os.urandom(SIZE))
+    options = dataclasses.replace(sftp_dest.options, extra={"sftp_statvfs": False}, retry_for=60.0)
+    result = run(src, sftp_dest.url, state, options=options)
+    gone = result.outcome.remote_gone
+    assert gone is not None and gone.startswith(DestinationFull.WHY), gone
+    assert "bare Failure" in gone and "cannot say how much space is free" in gone, gone
+    assert all(os.path.getsize(small_sftp_root / n) == 0 for n in os.listdir(small_sftp_root)
+               if n.startswith(".reconcile-tmp"))
+
+    subprocess.run(["mount", "-o", "remount,size=4m", str(small_sftp_root)], check=True)
+    reconcile("apply", src, sftp_dest.url, "--state-dir", state, *sftp_dest.cli_args, check=0)
+    for name in ("a.bin", "b.bin"):
+        assert (small_sftp_root / name).read_bytes() == (src / name).read_bytes()

@@ -107,19 +107,30 @@ class Upload:
         return as_sent(result, reused)
 
     def _full_or(self, exc: Transient, path: str, size: int) -> Transient:
-        """exc, or DestinationFull where the server's disk has no room left for
-        the file: OpenSSH answers a write to a full disk with a bare "Failure",
-        which reads like a lost connection and would be retried for --retry-for"""
+        """exc, or DestinationFull where the server refused the write: OpenSSH
+        answers a write to a full disk with a bare "Failure", which reads like a
+        lost connection and would be retried for --retry-for. A server that says
+        how much is free (statvfs@openssh.com) and has no room is full; one that
+        cannot say, or says it has room (a quota? no inodes left?), is asked once
+        more: a session that still answers was not lost, so it is not retried."""
         if isinstance(exc, DestinationFull) or not str(exc).endswith("(Failure)"):
             return exc
+        folder = self._abs(parent_of(path))
         try:
-            free = _free_bytes(self._sftp(), self._abs(parent_of(path)))
+            with self._op(f"cannot write {path}", failure=Transient):
+                sftp = self._sftp()
+                free = _free_bytes(sftp, folder) if self.options.extra.get("sftp_statvfs", True) else None
+                if free is None or free >= size:
+                    sftp.lstat(folder)  # does the session still answer?
         except ReconcileError:
             return exc
-        if free is None or free >= size:
-            return exc
-        return DestinationFull(f"{DestinationFull.WHY} (cannot write {path}: {free:,} bytes free on the server, "
-                               f"{size:,} needed): free space on it, then run again")
+        if free is not None and free < size:
+            return DestinationFull(f"{DestinationFull.WHY} (cannot write {path}: {free:,} bytes free on the server, "
+                                   f"{size:,} needed): free space on it, then run again")
+        room = "cannot say how much space is free" if free is None else f"says {free:,} bytes are free"
+        return DestinationFull(f"{DestinationFull.WHY}, or refused the write otherwise (cannot write {path}: the "
+                               f"server answered a bare Failure and {room}): free space on it or read its log, "
+                               "then run again")
 
     def _drop_temp(self, tmp_rel: str) -> None:
         try:
