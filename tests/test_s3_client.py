@@ -32,3 +32,19 @@ def test_other_timestamp_forms_are_parsed_as_botocore_does():
     assert _timestamp("Mon, 07 Dec 2026 01:33:01 GMT") == dt.datetime(2026, 12, 7, 1, 33, 1, tzinfo=dt.timezone.utc)
     assert _timestamp(0) == dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
     assert _timestamp("2026-12-07T01:33:01") == parse_timestamp("2026-12-07T01:33:01")  # no zone: botocore's answer
+
+
+def test_service_models_load_as_plain_dicts_and_the_client_works(s3_dest):
+    from collections import OrderedDict
+
+    from reconcile.remotes.s3 import client as client_module
+
+    remote = open_remote(s3_dest)
+    loader = client_module._LOADER[0]
+    model = loader.load_service_model("s3", "service-2")
+    rules = loader.load_service_model("s3", "endpoint-rule-set-1")
+    assert type(model) is dict and type(model["shapes"]["CopyObjectRequest"]) is dict
+    assert type(rules) is dict and not isinstance(model["operations"], OrderedDict)
+    assert list(model["shapes"]["CopyObjectRequest"]["members"])[:2] == ["ACL", "Bucket"]  # file order kept
+    assert remote.client.list_objects_v2(Bucket=remote.bucket)["ResponseMetadata"]["HTTPStatusCode"] == 200
+    remote.close()
