@@ -1,6 +1,6 @@
 """The small-file pipeline's per-file CPU (issue 21), against the real sshd:
-a file's writes, fsetstat and close are built in one go (one call, numbers
-taken together) instead of one request() each, and what reaches the server
+a file's writes and fsetstat are built in one go (one call, numbers taken
+together) instead of one request() each, and what reaches the server
 is the same: exact bytes, mode and mtime, from empty files to files of
 several write chunks."""
 
@@ -17,7 +17,7 @@ from tests.test_sftp import no_agent_no_config, remote, root  # noqa: F401
 from tests.test_sftp_batch import items_for, make_src
 
 
-def test_a_small_file_costs_two_single_requests_and_lands_whole(remote, root, tmp_path, monkeypatch):
+def test_a_small_file_costs_three_single_requests_and_lands_whole(remote, root, tmp_path, monkeypatch):
     src = tmp_path / "src-tree"
     files = make_src(src, 40)
     files["empty.bin"] = b""
@@ -39,8 +39,9 @@ def test_a_small_file_costs_two_single_requests_and_lands_whole(remote, root, tm
     remote.upload_many(items, lambda item, error: errors.append(error) if error else None)
     assert errors == []
     singles = [t for t in kinds if t not in (wire.CMD_MKDIR,)]
-    # OPEN and the posix-rename only: the rest of each file went out with queue()
-    assert len(singles) == 2 * len(files)
+    # OPEN, CLOSE and the posix-rename only: the writes and fsetstat went out with queue()
+    assert len(singles) == 3 * len(files)
+    assert singles.count(wire.CMD_CLOSE) == len(files)
     assert tree(root) == tree(src)
     for rel in files:
         assert stat.S_IMODE(os.stat(root / rel).st_mode) == final_mode(os.stat(src / rel).st_mode, False, UMASK)
@@ -53,3 +54,4 @@ def test_numbers_taken_together_follow_on_from_single_requests(remote):
     first = pipe.reserve(3)
     assert pipe.reserve(1) == first + 3
     assert sftp.request_number == first + 4
+

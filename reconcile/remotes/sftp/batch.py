@@ -207,13 +207,13 @@ class Batch:
         return struct.pack(">I", flags) + body
 
     def _send_small(self, pipe: _Pipe, waiting: dict, conn: _Conn, f: _Small, handle: bytes) -> None:
-        """the writes, the fsetstat and the close of one file, built here in
-        one go (numbers taken together): the per-request cost is most of a
-        small file's CPU"""
+        """the writes and the fsetstat of one file, built here in one go
+        (numbers taken together: the per-request cost is most of a small
+        file's CPU), then its close as a request of its own"""
         h = _sftp_str(handle)
         step = conn.write_chunk
         starts = range(0, f.size, step)
-        count = len(starts) + 2
+        count = len(starts) + 1
         num = pipe.reserve(count)
         first, hl, view, parts = num, len(h), memoryview(f.data), []
         for pos in starts:
@@ -222,12 +222,12 @@ class Batch:
             parts.append(piece)
             num += 1
         parts.append(struct.pack(f">IBI{hl}s", 5 + hl + len(f.attrs), CMD_FSETSTAT, num, h) + f.attrs)
-        parts.append(struct.pack(f">IBI{hl}s", 5 + hl, CMD_CLOSE, num + 1, h))  # same handle: served after the writes
         pipe.queue(*parts)
-        f.pending = count
         stage = (f, 1)
         for num in range(first, first + count):
             waiting[num] = stage
+        waiting[pipe.request(CMD_CLOSE, h)] = stage  # same handle: served after the writes
+        f.pending = count + 1
 
     def _finish_slow(self, f: _Small, done, progress: Progress | None) -> None:
         """a file the pipeline could not finish: rename what it sent, or send it again."""
