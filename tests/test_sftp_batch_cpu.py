@@ -55,3 +55,31 @@ def test_numbers_taken_together_follow_on_from_single_requests(remote):
     assert pipe.reserve(1) == first + 3
     assert sftp.request_number == first + 4
 
+
+class _CountingSocket:
+    def __init__(self, sock) -> None:
+        self.sock, self.recvs = sock, 0
+
+    def recv(self, n: int) -> bytes:
+        self.recvs += 1
+        return self.sock.recv(n)
+
+    def __getattr__(self, name: str):
+        return getattr(self.sock, name)
+
+
+def test_the_packet_thread_reads_many_replies_per_socket_read(remote, tmp_path):
+    """paramiko reads each packet in two recv calls; the connection's socket
+    (session._Wire) reads ahead, so a stream of small replies costs fewer
+    reads than packets. The upload is exact all the same."""
+    src = tmp_path / "src-tree"
+    files = make_src(src, 300, seed=7)
+    transport = remote._conn().sftp.sock.get_transport()
+    wire = transport.sock
+    counting = wire._sock = _CountingSocket(wire._sock)
+    before = transport.packetizer._Packetizer__received_packets
+    errors = []
+    remote.upload_many(items_for(src, files), lambda item, error: errors.append(error) if error else None)
+    packets = transport.packetizer._Packetizer__received_packets - before
+    assert errors == [] and packets >= 300
+    assert counting.recvs < packets  # was two per packet

@@ -31,6 +31,7 @@ CONNECT_TIMEOUT = 20.0
 IO_TIMEOUT = 60.0  # a silent server for this long counts as a lost connection
 CLOSE_WAIT = 5.0  # for a closed connection's thread to end
 WINDOW = 32 << 20  # ssh channel window: large, so pipelined writes never stall on it
+READ_AHEAD = 1 << 16  # bytes one read off the socket may take (paramiko then takes them from _Wire)
 # from this round trip a first sync's small files wait on the link, not the
 # CPU: no upload child (its handshake would cost more than its core saves)
 LINK_BOUND_RTT = 0.02
@@ -108,12 +109,18 @@ def _sftp_client(transport: paramiko.Transport) -> tuple[paramiko.SFTPClient | N
 
 
 class _Wire:
-    """a connection's socket, counting into stats the round trips waited on."""
+    """a connection's socket, counting into stats the round trips waited on,
+    and read ahead: paramiko asks for each packet in two reads (its first
+    block, then the rest), each a poll and a recv on a socket with a timeout;
+    one read of all that has come serves many packets, which on a stream of
+    small replies was most of the packet thread's system calls."""
 
     def __init__(self, sock: socket.socket, stats: NetStats) -> None:
         self._sock = sock
         self._stats = stats
         self._asked = False  # something was sent since the last wait
+        self._ahead = b""  # read off the socket, not yet handed to paramiko, from _pos on
+        self._pos = 0
 
     def send(self, data) -> int:
         self._asked = True
@@ -124,11 +131,19 @@ class _Wire:
         self._sock.sendall(data)
 
     def recv(self, n: int) -> bytes:
+        ahead, pos = self._ahead, self._pos
+        if pos < len(ahead):
+            self._pos = pos + n
+            return ahead[pos:pos + n]
         if self._asked and not select.select([self._sock], [], [], 0)[0]:
             self._asked = False
             with self._stats.lock:  # every connection's thread counts into one total
                 self._stats.round_trips += 1
-        return self._sock.recv(n)
+        data = self._sock.recv(max(n, READ_AHEAD))
+        if len(data) <= n:
+            return data
+        self._ahead, self._pos = data, n
+        return data[:n]
 
     def __getattr__(self, name: str):
         return getattr(self._sock, name)
