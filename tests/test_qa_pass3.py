@@ -65,3 +65,38 @@ def test_ctrl_c_during_a_large_sftp_upload_prints_no_failure_of_its_own(sshd_ser
     assert err.splitlines() == ["reconcile: interrupted; the next run resumes where this one stopped"], err
     reconcile("apply", src, url, *args, check=0)
     reconcile("verify", src, url, *args, check=0)
+
+
+def test_verify_of_one_file_says_1_file_compared(tmp_path):
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    write(src / "only.txt", b"one", T0)
+    reconcile("apply", src, dst, "--state-dir", state, check=0)
+    p = reconcile("verify", src, dst, "--state-dir", state, check=0)
+    assert p.stderr.startswith("verify: equal; 1 file compared ("), p.stderr
+
+
+def test_a_file_changed_while_sent_is_named_and_its_temp_file_counted_in_the_singular(sshd_server, tmp_path):
+    """it said 'removed 1 temporary files left by an interrupted run' in the run
+    whose own upload had failed (nothing had been interrupted)."""
+    import sys
+
+    from tests.kill import start_stalled
+    from tests.servers_sftp import sftp_url
+
+    src, state, root = tmp_path / "src", tmp_path / "state", tmp_path / "root"
+    root.mkdir()
+    write(src / "live.bin", os.urandom(80 << 20), T0)
+    kh = sshd_server.write_known_hosts(tmp_path / "known_hosts")
+    url = sftp_url(sshd_server, root)
+    args = ("--state-dir", state, "--ssh-key", sshd_server.user_key, "--known-hosts", kh)
+    run = start_stalled([sys.executable, "-m", "reconcile", "apply", src, url, *map(str, args)],
+                        "upload:2", state, tmp_path / "marker")
+    run.wait()
+    with open(src / "live.bin", "r+b") as f:
+        f.write(b"changed")
+    run.release()
+    err = run.child.stderr.read()
+    assert run.child.wait(60) == 3, err
+    assert "failed: upload live.bin: live.bin changed while being uploaded; left for the next run" in err, err
+    assert "removed 1 temporary file left by an interrupted run or a failed upload" in err, err
+    assert not [n for n in os.listdir(root) if n.startswith(".reconcile-tmp")]

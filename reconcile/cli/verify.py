@@ -76,14 +76,14 @@ def text_lines(result: VerifyResult) -> list[str]:
 
 def summary_line(result: VerifyResult) -> str:
     """the last line: what was found, and how to fix it."""
-    from reconcile.report import human_bytes
+    from reconcile.report import count, human_bytes
 
     how = f", {result.hashed} read back ({human_bytes(result.hashed_bytes)})" if result.hashed else ""
     n = len(result.differences)
     word = "equal" if result.equal else f"{n} {'difference' if n == 1 else 'differences'}"
     if not n and result.not_stored:
         word = "no differences in what the destination can hold"
-    line = f"verify: {word}; {result.files} files compared{how} ({result.seconds:.1f}s)"
+    line = f"verify: {word}; {count(result.files, 'file')} compared{how} ({result.seconds:.1f}s)"
     if result.repaired:
         line += f"; re-sent {len(result.repaired)} that differed in content"
     content = sum(1 for d in result.differences if d.what == "content")

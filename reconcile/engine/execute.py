@@ -22,7 +22,8 @@ class Execution:
             return None
         self.guard_resume()
         n = len(pending.remaining)
-        self.reporter.warn(f"resuming an unfinished run: {n} operation{'' if n == 1 else 's'} left")
+        if n:  # else it was stopped after its last operation: nothing to say
+            self.reporter.warn(f"resuming an unfinished run: {n} operation{'' if n == 1 else 's'} left")
         j = journal_mod.Journal(self.state.journal)
         j.reopen()
         outcome = self._executor(j, pending.ops).run(pending.ops, pending.remaining, pending.resume)
@@ -67,7 +68,8 @@ class Execution:
             self.warn(f"could not clear temporary files on the remote ({exc}); the next run tries again")
             return
         if n:
-            self.reporter.warn(f"removed {n} temporary files left by an interrupted run")
+            self.reporter.warn(f"removed {n} temporary file{'' if n == 1 else 's'} left by an interrupted run "
+                               "or a failed upload")
 
     def _transfers(self) -> int:
         return self.opts.remote.transfers or remote_class(self.dest).default_transfers
