@@ -303,11 +303,9 @@ class SftpRemote(Session, Listing, Upload, Batch, Remote):
         each file removed"""
         paths = list(paths)
         above = sorted({f for p in paths for f in _folders_above(p)}, key=lambda f: f.count("/"))
-        with self._op(f"cannot delete {paths[0] if paths else ''}"):
-            for folder, attr in zip(above, _lstats(self._sftp(), [self._abs(f) for f in above])):
-                if attr is not None and st.S_ISLNK(attr.st_mode or 0):
-                    raise Permanent(f"cannot delete under {folder}: it is a symlink on the server; "
-                                    "reconcile never deletes through one")
+        what = paths[0] if len(paths) == 1 else f"{len(paths)} files"
+        with self._op(f"cannot delete {what}"):
+            _refuse_links(what, above, _lstats(self._sftp(), [self._abs(f) for f in above]), "cannot delete")
         for path in paths:
             with self._op(f"cannot delete {path}"):
                 self._remove(self._sftp(), path)
@@ -478,11 +476,11 @@ def _folders_above(path: str) -> list[str]:
 
 
 def _refuse_links(path: str, above: list[str], attrs: list, what: str = "cannot move to") -> None:
-    """a symlink among the folders above path (their lstats, top down) is refused."""
+    """a symlink among the folders above path (their lstats, top down; or above
+    many paths, shallowest first) is refused. A missing folder is no link (a
+    move's _mkdirs makes it, and never follows one)."""
     for folder, attr in zip(above, attrs):
-        if attr is None:
-            return  # made below by _mkdirs, which never follows a link
-        if st.S_ISLNK(attr.st_mode or 0):
+        if attr is not None and st.S_ISLNK(attr.st_mode or 0):
             raise Permanent(f"{what} {path}: {folder} on the server is a symlink; "
                             "reconcile never writes through one")
 
