@@ -48,3 +48,20 @@ def test_service_models_load_as_plain_dicts_and_the_client_works(s3_dest):
     assert list(model["shapes"]["CopyObjectRequest"]["members"])[:2] == ["ACL", "Bucket"]  # file order kept
     assert remote.client.list_objects_v2(Bucket=remote.bucket)["ResponseMetadata"]["HTTPStatusCode"] == 200
     remote.close()
+
+
+def test_opening_an_s3_remote_does_not_import_boto3(s3_dest, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, json; from reconcile.remotes.s3 import S3Remote; from reconcile.remotes.base import "
+            "RemoteOptions, S3Options; r = S3Remote.from_url(sys.argv[1], RemoteOptions(s3=S3Options(endpoint="
+            "sys.argv[2]), state_dir=sys.argv[3])); n = sum(1 for _ in r.list()); r.close(); "
+            "print(json.dumps(['boto3' in sys.modules, n]))")
+    endpoint = s3_dest.options.s3.endpoint
+    out = subprocess.run([sys.executable, "-c", code, s3_dest.url, endpoint, str(tmp_path / "st")],
+                         env={**os.environ, **s3_dest.env}, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == [False, 0]

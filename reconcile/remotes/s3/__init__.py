@@ -17,7 +17,7 @@ recognised, plus our content hash "xxh3" (hex of xxh3_128). With --perms
 the file mode goes in "mode" (octal st_mode, as rclone --metadata writes it).
 
     objects.py    keys, the metadata we write, the Record of one object
-    client.py     the boto3 client and its settings
+    client.py     the botocore client and its settings
     errors.py     botocore's errors -> the project's own (none leaves this package)
     record.py     the record of the bucket in the state folder
     listing.py    the listing in byte order, HEADs of unknown objects, stat
@@ -25,9 +25,10 @@ the file mode goes in "mode" (octal st_mode, as rclone --metadata writes it).
     upload.py     one file: a single PUT
     multipart.py  multipart: bounded window, resume, parts copied on the server
     moves.py      server-side copy, touch, move, delete
+    quickcopy.py  a move's CopyObject requests without the client's per-call machinery
     remote.py     S3Remote: the remote contract on top of these
 
-boto3 is imported by this package only, so other remotes do not pay for it;
+botocore is imported by this package only, so other remotes do not pay for it;
 importing the package itself does not import it: S3Remote is loaded on first use.
 """
 
