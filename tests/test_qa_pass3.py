@@ -100,3 +100,25 @@ def test_a_file_changed_while_sent_is_named_and_its_temp_file_counted_in_the_sin
     assert "failed: upload live.bin: live.bin changed while being uploaded; left for the next run" in err, err
     assert "removed 1 temporary file left by an interrupted run or a failed upload" in err, err
     assert not [n for n in os.listdir(root) if n.startswith(".reconcile-tmp")]
+
+
+def test_ctrl_c_while_the_command_starts_is_one_line_not_a_traceback(tmp_path):
+    """Ctrl-C a fraction of a second after Enter (a wrong destination seen too
+    late) landed in the imports and printed a 20-line traceback, exit -2. The
+    interrupt is raised exactly there: when the command line imports typer."""
+    import subprocess
+    import sys
+
+    raise_in_import = (
+        "import sys, runpy\n"
+        "class CtrlC:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'typer':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, CtrlC())\n"
+        "sys.argv = ['reconcile', 'status', '--all']\n"
+        "runpy.run_module('reconcile', run_name='__main__')\n")
+    p = subprocess.run([sys.executable, "-c", raise_in_import], capture_output=True, text=True, cwd=tmp_path,
+                       env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))})
+    assert p.returncode == 130, p.stderr
+    assert p.stderr == "reconcile: interrupted while starting; nothing was done\n", p.stderr

@@ -17,12 +17,16 @@ import logging
 import os
 import sys
 
-import typer
+try:
+    import typer
 
-from reconcile import portable
-from reconcile.cli.root import app
-# in --help order: importing a module registers its commands on app
-from reconcile.cli import mirror, watch, status, verify, config, restore  # noqa: E402,F401  isort: skip
+    from reconcile import portable
+    from reconcile.cli.root import app
+    # in --help order: importing a module registers its commands on app
+    from reconcile.cli import mirror, watch, status, verify, config, restore  # noqa: E402,F401  isort: skip
+except KeyboardInterrupt:  # Ctrl-C right after Enter: a line, not a traceback of the imports
+    print("reconcile: interrupted while starting; nothing was done", file=sys.stderr)
+    os._exit(130)
 
 __all__ = ["app", "main"]
 
