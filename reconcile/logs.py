@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import logging.handlers
 import os
 import re
 import sys
@@ -100,12 +99,18 @@ def _with_prefix(line: str, prefix: str) -> str:
     return f"{parts[0]} {parts[1]} {parts[2]} {prefix}: {parts[3]}"
 
 
-class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
-    """the new file after a rotation is 0600 too, whatever the umask."""
+def _private_rotating_handler(path: str) -> logging.Handler:
+    """a rotating file handler whose new file after a rotation is 0600 too,
+    whatever the umask. logging.handlers (pickle, queue, ...) is imported
+    here, by a run that logs to a file, not at every start."""
+    import logging.handlers
 
-    def _open(self):
-        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND | portable.BINARY, 0o600)
-        return open(fd, "a", encoding=self.encoding, errors=self.errors)
+    class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+        def _open(self):
+            fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND | portable.BINARY, 0o600)
+            return open(fd, "a", encoding=self.encoding, errors=self.errors)
+
+    return PrivateRotatingFileHandler(path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8")
 
 
 def open_file_handler(path: str, fmt: str) -> logging.Handler:
@@ -114,7 +119,7 @@ def open_file_handler(path: str, fmt: str) -> logging.Handler:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         # paths in the log are private: create it 0600 before the handler opens it
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | portable.BINARY, 0o600))
-        handler = _PrivateRotatingFileHandler(path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8")
+        handler = _private_rotating_handler(path)
     except OSError as exc:
         raise ConfigError(f"cannot write the log file {path}: {exc.strerror}; "
                           "pass --log-file with a writable path") from None

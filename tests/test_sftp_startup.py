@@ -35,3 +35,9 @@ def test_the_light_module_answers_as_the_real_one():
             "import importlib.metadata as real; print(*light, real.version('msgpack'))")
     light, has_more, real = _run(code)
     assert light == real and has_more == "True"
+
+
+def test_the_command_path_leaves_logging_handlers_out_until_a_log_file_is_asked():
+    code = ("import sys; import reconcile.cli, reconcile.jobs, reconcile.logs, reconcile.engine.run, reconcile.apply; "
+            "from reconcile.remotes.sftp import SftpRemote; print('logging.handlers' in sys.modules)")
+    assert _run(code) == ["False"]
