@@ -122,3 +122,16 @@ def test_ctrl_c_while_the_command_starts_is_one_line_not_a_traceback(tmp_path):
                        env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))})
     assert p.returncode == 130, p.stderr
     assert p.stderr == "reconcile: interrupted while starting; nothing was done\n", p.stderr
+
+
+def test_status_of_a_mistyped_pair_says_no_run_ever_made_it(tmp_path):
+    """status of a pair typed with a typo said only 'last run: never', as if the
+    backup had never run"""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    write(src / "a.txt", b"a", T0)
+    dst.mkdir()
+    reconcile("apply", src, dst / "Pictures", env={"XDG_STATE_HOME": str(tmp_path / "st")}, check=0)
+    p = reconcile("status", src, dst / "Picture", env={"XDG_STATE_HOME": str(tmp_path / "st")}, check=0)
+    assert "last run: never (no state folder for this pair: check SOURCE and DEST" in p.stdout, p.stdout
+    p = reconcile("status", src, dst / "Pictures", env={"XDG_STATE_HOME": str(tmp_path / "st")}, check=0)
+    assert "last run: 20" in p.stdout and "never" not in p.stdout, p.stdout

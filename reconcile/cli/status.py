@@ -34,7 +34,7 @@ def _status(source: str, dest: str, state_dir: str | None, json_out: bool) -> in
     from reconcile import journal, snapshot
     from reconcile.statedir import StateDir, display_url
 
-    state = StateDir.for_pair(os.path.abspath(os.path.expanduser(source)), dest, state_dir)
+    state = StateDir.for_pair(os.path.abspath(os.path.expanduser(source)), dest, state_dir, create=False)
     info: dict = {"source": os.path.abspath(source), "dest": display_url(dest), "state_dir": state.path}
     from reconcile.lock import held_by
 
@@ -76,13 +76,21 @@ def _status(source: str, dest: str, state_dir: str | None, json_out: bool) -> in
               f"{lr['done']} done, {lr['failed']} failed, {lr['bytes']} bytes sent"
               + ("; the next apply finishes it" if lr["result"] == "interrupted" else ""))
     else:
-        print("last run: none finished yet" if running else "last run: never")
+        print("last run: none finished yet" if running else "last run: never" + _unknown_pair(state.path))
     print(f"pending operations: {info['pending_operations']}")
     snap = info["snapshot"]
     print(f"snapshot: {snap['bytes']} bytes, {snap['age_seconds']}s old" if snap else "snapshot: none")
     for line in watch_lines(info["watch"]):
         print(line)
     return 0
+
+
+def _unknown_pair(state_path: str) -> str:
+    """a typo in SOURCE or DEST names a pair no run ever made: say so"""
+    if os.path.isdir(state_path):
+        return ""
+    return (" (no state folder for this pair: check SOURCE and DEST are written as apply was given them, "
+            "or pass the --state-dir DIR apply ran with)")
 
 
 def _when(seconds: float) -> str:
