@@ -337,32 +337,71 @@ def test_a_move_to_a_top_level_name_is_one_request_and_refuses_what_the_checked_
         remote.close()
 
 
-def test_the_userauth_request_goes_right_behind_the_service_request(sshd_server, tmp_path, monkeypatch):
-    # OpenSSH handles a connection's messages in turn: waiting for the service's acceptance before
-    # sending the userauth request cost every connection a round trip
+def _wire_log(monkeypatch) -> list[tuple[str, int]]:
+    """the ssh messages sent and read from here on, by type, in order, and
+    where the sign-in's caller starts waiting for its answer"""
     import paramiko
-    from paramiko.common import MSG_SERVICE_ACCEPT, MSG_USERAUTH_REQUEST, MSG_USERAUTH_SUCCESS
 
-    wire_log: list[tuple[str, int]] = []
+    log: list[tuple[str, int]] = []
     send, read = paramiko.packet.Packetizer.send_message, paramiko.packet.Packetizer.read_message
 
     def sent(self, data):
-        wire_log.append(("sent", data.asbytes()[0]))
+        log.append(("sent", data.asbytes()[0]))
         return send(self, data)
 
     def got(self):
         ptype, m = read(self)
-        wire_log.append(("read", ptype))
+        log.append(("read", ptype))
         return ptype, m
 
+    def waited(self, event):
+        log.append(("wait", 0))  # the caller waits for the sign-in's answer from here
+        return wait(self, event)
+
+    wait = paramiko.auth_handler.AuthHandler.wait_for_response
     monkeypatch.setattr(paramiko.packet.Packetizer, "send_message", sent)
     monkeypatch.setattr(paramiko.packet.Packetizer, "read_message", got)
+    monkeypatch.setattr(paramiko.auth_handler.AuthHandler, "wait_for_response", waited)
+    return log
+
+
+def test_the_sign_in_and_the_sessions_channel_go_without_waiting_for_the_answers_before(sshd_server, tmp_path,
+                                                                                       monkeypatch):
+    # OpenSSH handles a connection's messages in turn: the userauth request waited for the service's
+    # acceptance, and the channel open for the sign-in's success: two round trips every connection
+    from paramiko.common import MSG_CHANNEL_OPEN, MSG_USERAUTH_REQUEST, MSG_USERAUTH_SUCCESS
+
+    log = _wire_log(monkeypatch)
     root = tmp_path / "r"
     (root / "a").mkdir(parents=True)
     remote = remote_at(sshd_server, tmp_path, root)
     try:
         assert remote.stat("a") is not None
+        assert (remote.net_stats().connections, remote.net_stats().sessions) == (1, 1)
     finally:
         remote.close()
-    assert wire_log.index(("sent", MSG_USERAUTH_REQUEST)) < wire_log.index(("read", MSG_SERVICE_ACCEPT))
-    assert ("read", MSG_USERAUTH_SUCCESS) in wire_log
+    # both sent before the caller waits for the sign-in (the answers may come in any time after)
+    assert log.index(("sent", MSG_USERAUTH_REQUEST)) < log.index(("wait", 0))
+    assert log.index(("sent", MSG_CHANNEL_OPEN)) < log.index(("wait", 0))
+    assert ("read", MSG_USERAUTH_SUCCESS) in log
+
+
+def test_a_key_the_server_refuses_first_leaves_its_early_channel_behind(sshd_server, tmp_path, monkeypatch):
+    # the channel asked for behind a refused sign-in is never answered (OpenSSH says UNIMPLEMENTED):
+    # it is forgotten, and the session opens after the next key signs in
+    import paramiko
+    from paramiko.common import MSG_CHANNEL_OPEN
+
+    log = _wire_log(monkeypatch)
+    root = tmp_path / "r"
+    (root / "a").mkdir(parents=True)
+    remote = remote_at(sshd_server, tmp_path, root)
+    keys = remote._keys
+    stray = paramiko.ECDSAKey.generate()
+    monkeypatch.setattr(remote, "_keys", lambda: iter([("a key the server does not know", stray), *keys()]))
+    try:
+        assert remote.stat("a") is not None
+        assert (remote.net_stats().connections, remote.net_stats().sessions) == (1, 1)
+    finally:
+        remote.close()
+    assert log.count(("sent", MSG_CHANNEL_OPEN)) == 2  # behind the refused key's request, then after sign-in

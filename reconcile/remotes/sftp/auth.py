@@ -8,13 +8,12 @@ import getpass
 import hashlib
 import os
 import sys
-import threading
 from typing import Iterator
 
 from reconcile import portable
 from reconcile.errors import AuthError, ConfigError, Transient
 from reconcile.remotes.sftp.loader import paramiko
-from paramiko.auth_handler import AuthHandler
+from reconcile.remotes.sftp.eager import EarlyChannel, auth_publickey
 
 
 def _fingerprint(key: paramiko.PKey) -> str:
@@ -36,37 +35,6 @@ def _unreadable_key(path: str, exc: Exception) -> str:
                 "(the file of the same name without .pub)")
     return (f"cannot read ssh key file {path}: it is not a private key paramiko can load "
             f"({exc.__class__.__name__}); give an OpenSSH or PEM private key with --ssh-key")
-
-
-class _EagerAuth(AuthHandler):
-    """paramiko's authentication, with the userauth request sent right behind
-    the service request instead of after its answer: a round trip less a
-    connection. Only to OpenSSH, which handles a connection's messages in turn."""
-
-    def _request_auth(self) -> None:
-        super()._request_auth()
-        accepted = paramiko.Message()
-        accepted.add_string("ssh-userauth")
-        accepted.rewind()
-        super()._parse_service_accept(accepted)  # the userauth request, made as paramiko makes it
-
-    def _parse_service_accept(self, m: paramiko.Message) -> None:
-        pass  # the request went out already
-
-
-def _auth_publickey(transport: paramiko.Transport, user: str, key: paramiko.PKey) -> None:
-    """transport.auth_publickey; to OpenSSH with a key that is not RSA (whose
-    signature algorithm paramiko picks from the server's answer to the key
-    exchange) the request goes without waiting for the service's acceptance."""
-    if "rsa" in key.get_name() or not transport.remote_version.startswith("SSH-2.0-OpenSSH"):
-        transport.auth_publickey(user, key)
-        return
-    if not transport.is_active() or not transport.initial_kex_done:
-        raise paramiko.SSHException("No existing session")
-    event = threading.Event()
-    transport.auth_handler = _EagerAuth(transport)  # as Transport.auth_publickey does, with ours
-    transport.auth_handler.auth_publickey(user, key, event)
-    transport.auth_handler.wait_for_response(event)
 
 
 class Auth:
@@ -131,20 +99,21 @@ class Auth:
         except OSError as exc:
             raise ConfigError(f"cannot record the host key in {path}: {exc.strerror}") from None
 
-    def _authenticate(self, transport: paramiko.Transport) -> None:
+    def _authenticate(self, transport: paramiko.Transport) -> EarlyChannel | None:
+        """signed in on transport; the channel opened behind the request that did it, if any."""
         user = self.target.user
         tried: list[str] = []
         try:
             for label, key in self._keys():
                 try:
-                    _auth_publickey(transport, user, key)
-                    return
+                    # the first key's attempt carries the session's channel open behind it
+                    return auth_publickey(transport, user, key, early=not tried)
                 except paramiko.BadAuthenticationType:
                     break  # the server takes no keys at all
                 except paramiko.AuthenticationException:
                     tried.append(label)
             if self._try_password(transport, tried):
-                return
+                return None
         except (paramiko.SSHException, EOFError, OSError) as exc:
             if not transport.is_active():
                 tried.append(f"then the server closed the connection ({exc.__class__.__name__})")

@@ -24,13 +24,13 @@ from reconcile.errors import NotFound, Permanent, ReconcileError
 from reconcile.errors import Refused, Transient, Unreachable, UnresolvedHost
 from reconcile.remotes.base import NetStats
 from reconcile.remotes.sftp.auth import Auth
+from reconcile.remotes.sftp.eager import WINDOW, EarlyChannel
 from reconcile.remotes.sftp.loader import paramiko
 from reconcile.remotes.sftp.wire import _Limits
 
 CONNECT_TIMEOUT = 20.0
 IO_TIMEOUT = 60.0  # a silent server for this long counts as a lost connection
 CLOSE_WAIT = 5.0  # for a closed connection's thread to end
-WINDOW = 32 << 20  # ssh channel window: large, so pipelined writes never stall on it
 READ_AHEAD = 1 << 16  # bytes one read off the socket may take (paramiko then takes them from _Wire)
 # from this round trip a first sync's small files wait on the link, not the
 # CPU: no upload child (its handshake would cost more than its core saves)
@@ -95,11 +95,13 @@ def _shut_down(sock) -> None:
             pass  # closed already
 
 
-def _sftp_client(transport: paramiko.Transport) -> tuple[paramiko.SFTPClient | None, float]:
-    """paramiko's SFTPClient.from_transport, and how long SFTP's INIT took to
-    be answered: one round trip of the link, about (the subsystem's start on
-    the server, in the round trip before it, is left out)."""
-    chan = transport.open_session(window_size=WINDOW)
+def _sftp_client(transport: paramiko.Transport,
+                 early: EarlyChannel | None = None) -> tuple[paramiko.SFTPClient | None, float]:
+    """paramiko's SFTPClient.from_transport (on the channel asked for behind
+    the sign-in, if any), and how long SFTP's INIT took to be answered: one
+    round trip of the link, about (the subsystem's start on the server, in
+    the round trip before it, is left out)."""
+    chan = early.wait(CONNECT_TIMEOUT) if early is not None else transport.open_session(window_size=WINDOW)
     if chan is None:
         return None, 0.0
     chan.invoke_subsystem("sftp")
@@ -348,23 +350,25 @@ class Session(Auth):
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 raise Unreachable(f"no ssh session with {self._where()}: {exc}") from None
             self._check_host_key(transport.get_remote_server_key())
-            self._authenticate(transport)
+            early = self._authenticate(transport)
             try:
-                return self._open_session(transport, owns_transport=True)
+                return self._open_session(transport, owns_transport=True, early=early)
             except _NoSession as exc:
                 raise Transient(f"no sftp subsystem on {self._where()}: {exc}") from None
         except BaseException:
             transport.close()
             raise
 
-    def _open_session(self, transport: paramiko.Transport, owns_transport: bool) -> _Conn:
+    def _open_session(self, transport: paramiko.Transport, owns_transport: bool,
+                      early: EarlyChannel | None = None) -> _Conn:
         """a channel running the sftp subsystem: three round trips (open,
         subsystem, SFTP's INIT; sshd opens the channel's window only once the
-        subsystem runs, so they cannot go out together)."""
+        subsystem runs, so they cannot go out together), two where the channel
+        was asked for behind the sign-in (early)."""
         with self.net.lock:
             self.net.sessions += 1
         try:
-            sftp, rtt = _sftp_client(transport)
+            sftp, rtt = _sftp_client(transport, early)
         except paramiko.ChannelException as exc:
             raise _NoSession(str(exc)) from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
