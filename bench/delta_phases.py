@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -89,7 +90,8 @@ def _no_delta(remote):
             del remote._delta_pays
 
 
-def one_round(remote, src: Path, mib: int, totals: dict[str, float], r: int) -> dict[str, float]:
+def one_round(remote, where: str, src: Path, mib: int, totals: dict[str, float], r: int) -> dict[str, float]:
+    """where: the folder the remote writes into, on this machine"""
     from reconcile.blockmap import map_file
     from reconcile.entry import Entry
 
@@ -121,7 +123,8 @@ def one_round(remote, src: Path, mib: int, totals: dict[str, float], r: int) -> 
     with _no_delta(remote):
         hashed, sent = upload(T0 + r * 10**10 + 2 * 10**9, planned=True)
     row["whole file over the old copy, plan's hash and map + upload"] = hashed + sent
-    row["  the upload"  + " (whole)"] = sent
+    row["  the upload (whole)"] = sent
+    shutil.rmtree(Path(where) / f"r{r}")  # room for the next round
     return row
 
 
@@ -139,18 +142,16 @@ def _sftp_remote(base: Path, stack):
     (base / "dst").mkdir()
     options = RemoteOptions(state_dir=str(base / "state"),
                             sftp=SftpOptions(key=str(base / "sshd" / "userkey"), known_hosts=str(kh)))
-    return open_remote(f"sftp://root@127.0.0.1:{port}{base}/dst", options)
+    return open_remote(f"sftp://root@127.0.0.1:{port}{base}/dst", options), str(base / "dst")
 
 
 def _local_remote(base: Path, dest: str, stack):
-    import shutil
-
     from reconcile.remotes import open_remote
     from reconcile.remotes.base import RemoteOptions
 
     folder = Path(tempfile.mkdtemp(prefix="delta-phases-", dir=dest))
     stack.callback(shutil.rmtree, folder, True)
-    return open_remote(str(folder), RemoteOptions(state_dir=str(base / "state")))
+    return open_remote(str(folder), RemoteOptions(state_dir=str(base / "state"))), str(folder)
 
 
 def main(argv: list[str]) -> int:
@@ -175,10 +176,10 @@ def main(argv: list[str]) -> int:
         with open(src, "wb") as f:
             for _ in range(args.mib):
                 f.write(random.randbytes(MiB))
-        remote = _sftp_remote(base, stack) if args.remote == "sftp" else _local_remote(base, args.dest, stack)
+        remote, where = _sftp_remote(base, stack) if args.remote == "sftp" else _local_remote(base, args.dest, stack)
         stack.callback(remote.close)
         note = remote.delta_note()
-        rows = [one_round(remote, src, args.mib, totals, r) for r in range(args.rounds)]
+        rows = [one_round(remote, where, src, args.mib, totals, r) for r in range(args.rounds)]
     print(f"{args.remote}: {note}\n")
     print(f"| {args.mib} MiB, {args.remote}, in-process | median s | rounds |\n|---|---|---|")
     for key in dict.fromkeys(k for row in rows for k in row):
