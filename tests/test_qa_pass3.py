@@ -54,8 +54,10 @@ def test_ctrl_c_during_a_large_sftp_upload_prints_no_failure_of_its_own(sshd_ser
     kh = sshd_server.write_known_hosts(tmp_path / "known_hosts")
     url = sftp_url(sshd_server, root)
     args = ("--state-dir", state, "--ssh-key", sshd_server.user_key, "--known-hosts", kh)
+    # a test started in the background inherits SIGINT ignored, and so would the child
     run = start_stalled([sys.executable, "-m", "reconcile", "apply", src, url, *map(str, args)],
-                        "upload:2", state, tmp_path / "marker")
+                        "upload:2", state, tmp_path / "marker",
+                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     run.wait()
     run.child.send_signal(signal.SIGINT)
     time.sleep(1)  # the main thread closes the connections while the sender is held
