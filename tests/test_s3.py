@@ -211,13 +211,28 @@ def test_directory_move_sends_no_file_data(s3_dest, tmp_path):
     remote.move("old", "new")
     assert reqs.counts["PutObject"] == reqs.counts["UploadPart"] == 0
     assert reqs.counts["CopyObject"] == 500
-    assert reqs.counts["DeleteObjects"] == 1
+    assert reqs.counts["DeleteObjects"] == 5  # DELETE_EARLY sources at a time, while the copies go on
     listed = list(remote.list())
     assert sorted(e.path for e in listed) == sorted(["older"] + [p.replace("old/", "new/", 1) for p in paths])
     assert all(e.mtime_ns == MTIME and e.hash is not None for e in listed)
     remote.close()
     fresh = open_remote(s3_dest)  # the metadata travelled with the copies, not only in our record
     assert fresh.stat("new/sub0/f000").mtime_ns == MTIME
+
+
+def test_folder_move_deletes_confirmed_sources_while_copies_go_on(s3_dest, tmp_path):
+    remote = open_remote(s3_dest)
+    paths = [f"src/f{i:03d}" for i in range(400)]
+    upload_many(remote, tmp_path, paths)
+    copies_sent_at_each_delete = []
+    remote.client.meta.events.register(
+        "before-send.s3.DeleteObjects", lambda **_: copies_sent_at_each_delete.append(remote._quick.sent))
+    before = remote._quick.sent
+    remote.move("src", "dst")
+    assert len(copies_sent_at_each_delete) == 4
+    assert copies_sent_at_each_delete[0] - before < 400  # the first batch went before the last copy
+    assert sorted(e.path for e in remote.list()) == sorted(p.replace("src/", "dst/", 1) for p in paths)
+    remote.close()
 
 
 def test_move_file_and_missing_source(s3_dest, tmp_path):

@@ -20,6 +20,7 @@ from reconcile.remotes.s3.objects import Record, _etag, _holds
 COPY_LIMIT = 5 * 1024**3  # CopyObject's own limit; above it UploadPartCopy
 COPY_PART = 512 * MiB
 DELETE_BATCH = 1000  # DeleteObjects' limit
+DELETE_EARLY = 100  # a move's confirmed sources deleted this many at a time, while its copies go on
 
 
 def chunks(items: list, n: int) -> Iterator[list]:
@@ -203,22 +204,34 @@ class Moves:
         self._move_pairs(list(pairs))
 
     def _move_pairs(self, pairs: list[tuple[str, str]]) -> None:
+        """copies in parallel; the sources of confirmed copies deleted in
+        batches of DELETE_EARLY while the other copies go on (one batch at the
+        end had the server deleting alone, after every copy)"""
         futures = {self._io().submit(self._copy_one, s, d): (s, d) for s, d in pairs}
-        moved, failed = [], []
-        for fut in cf.as_completed(futures):
-            try:
-                fut.result()
-                moved.append(futures[fut])
-            except RemoteError as exc:
-                failed.append(exc)
+        moved, failed, confirmed, deleting = [], [], [], []
+        with cf.ThreadPoolExecutor(2, thread_name_prefix="s3-delete") as deleter:
+            for n, fut in enumerate(cf.as_completed(futures), 1):
+                try:
+                    fut.result()
+                    moved.append(futures[fut])
+                    confirmed.append(futures[fut][0])
+                except RemoteError as exc:
+                    failed.append(exc)
+                if confirmed and (len(confirmed) >= DELETE_EARLY or n == len(futures)):
+                    deleting.append(deleter.submit(self._delete_sources, confirmed))
+                    confirmed = []
         moved.sort()
-        self._delete_keys([self._key(s) for s, _ in moved])
-        for s, _ in moved:
-            self._remember(s, None)
+        for fut in deleting:
+            fut.result()  # a delete that failed: raised as before, its sources still there
         if failed:
             exc = failed[0]
             exc.moved = moved  # type: ignore[attr-defined]
             raise exc
+
+    def _delete_sources(self, srcs: list[str]) -> None:
+        self._delete_keys([self._key(s) for s in srcs])
+        for s in srcs:
+            self._remember(s, None)
 
     def delete(self, path: str) -> None:
         try:
