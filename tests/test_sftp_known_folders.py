@@ -19,7 +19,7 @@ from reconcile import forked
 from reconcile.entry import DIR
 from reconcile.errors import Permanent
 from reconcile.remotes.base import RemoteOptions, SftpOptions
-from reconcile.remotes.sftp import SftpRemote, listing, wire
+from reconcile.remotes.sftp import SftpRemote, lister, wire
 from tests.mirror import run, tree
 from tests.servers_sftp import sftp_url
 from tests.test_sftp import no_agent_no_config, user_dir  # noqa: F401
@@ -182,7 +182,7 @@ def _outcome(fn):
 
 def test_no_more_folders_are_open_at_once_than_allowed_and_the_missing_are_found(sshd_server, tmp_path,
                                                                                 monkeypatch):
-    monkeypatch.setattr(listing, "OPEN_DIRS_MAX", 3, raising=False)
+    monkeypatch.setattr(lister, "OPEN_DIRS_MAX", 3)
     root = tmp_path / "r"
     deep_tree(root, 6)
     for i in range(10):
