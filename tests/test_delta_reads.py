@@ -81,12 +81,13 @@ def test_a_full_upload_maps_the_file_on_the_pass_that_sends_it(sftp_dest, tmp_pa
 
 
 
-@pytest.mark.parametrize("kind", ["local", "sftp", "s3"])
-def test_a_changed_large_file_is_read_once_for_its_hash_and_its_delta(kind, request, tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind,checksum", [("local", False), ("sftp", False), ("s3", False), ("sftp", True)])
+def test_a_changed_large_file_is_read_once_for_its_hash_and_its_delta(kind, checksum, request, tmp_path, monkeypatch):
     """a large file of the same size with a new mtime is hashed by the plan
-    (a touch, if its content were the same); that pass maps its blocks too,
-    and the delta uses that map: the file is read once, then only its changed
-    block again to send it (before: the plan's hash, then the map, then the block)"""
+    (a touch, if its content were the same; with --checksum every file is
+    hashed by the walk's merge); that pass maps its blocks too, and the delta
+    uses that map: the file is read once, then only its changed block again
+    to send it (before: the plan's hash, then the map, then the block)"""
     from tests.mirror import run
 
     monkeypatch.setenv("RECONCILE_TEST_LOCAL_DELTA", "1")  # the test folders are on ext4
@@ -99,7 +100,7 @@ def test_a_changed_large_file_is_read_once_for_its_hash_and_its_delta(kind, requ
     data[5 * BLOCK + 100:5 * BLOCK + 200] = b"c" * 100
     write(src / "disk.img", bytes(data), T0 + 10**9)
     reads = ReadCounter(monkeypatch, src / "disk.img")
-    result = run(src, dest.url, state, options=dest.options)
+    result = run(src, dest.url, state, options=dest.options, checksum=checksum)
     monkeypatch.undo()
     assert result.counted.saved_delta == SIZE - BLOCK, result.counted
     assert reads.bytes == SIZE + BLOCK, reads.bytes / SIZE

@@ -4,12 +4,12 @@ the last snapshot and the destination's listing, merged by diff.merge_rows."""
 from __future__ import annotations
 
 import os
+from functools import partial
 
 from reconcile import portable, snapshot
 from reconcile.diff import Changes, merge_rows, with_implied_dirs
 from reconcile.entry import DIR, Entry, entry_of, is_inside, is_safe_path, row_of
 from reconcile.errors import ConfigError, NotFound, SourceChanged, Transient
-from reconcile.hashing import hash_file
 from reconcile.names import CollisionWatch, unstorable
 from reconcile.spool import walk_while_waiting
 from reconcile.walk import WalkReport, walk_rows, walk_rows_partial
@@ -42,7 +42,7 @@ class ChangeFinder:
             walked, remote_rows = walk_while_waiting(walked, remote_rows, self._spill_dir())
         return merge_rows(walked, self.previous(), remote_rows, self.excludes, caps.mtime_precision_ns,
                           self.opts.checksum, record=writer.add_row if writer else None,
-                          hasher=self._checksum_hasher if self.opts.checksum else None,
+                          hasher=partial(self._checksum_hasher, self._plan_map_store()) if self.opts.checksum else None,
                           perms=bool(self.opts.remote.extra.get("perms")), keep_remote=keep,
                           current_excluded=True, span=caps.mtime_range)
 
@@ -68,9 +68,10 @@ class ChangeFinder:
         """the private state folder, where it exists (a first plan has none yet)"""
         return self.state.path if os.path.isdir(self.state.path) else None
 
-    def _checksum_hasher(self, e: Entry) -> bytes | None:
+    def _checksum_hasher(self, mapped, e: Entry) -> bytes | None:
+        """--checksum: every file's hash, a large one's block map on that pass too (content_hash)"""
         try:
-            return hash_file(self._local(e), e.size, e.mtime_ns)
+            return self.content_hash(e, mapped)
         except (SourceChanged, OSError):
             return None  # falls back to size and mtime; the upload re-checks
 

@@ -65,17 +65,22 @@ class Hashes:
         store = BlockStore(self.opts.remote.state_dir)
         return store if store.dir is not None else None
 
+    def content_hash(self, e: Entry, mapped: BlockStore | None) -> bytes:
+        """e's xxh3, read now (SourceChanged, OSError as hash_file). A file
+        large enough for mapped (_plan_map_store) is mapped on the same pass,
+        the map kept on e.block_map for its upload."""
+        if mapped is not None and mapped.wants(e.size):
+            e.block_map = map_file(self._local(e), e.size, e.mtime_ns, mapped.block)
+            return e.block_map.digest
+        return hash_file(self._local(e), e.size, e.mtime_ns)
+
     def _hash_files(self, entries: list[Entry], warn: bool,
                     mapped: BlockStore | None = None) -> dict[str, bytes | None]:
         results: dict[str, bytes | None] = {}
 
         def one(e: Entry) -> None:
             try:
-                if mapped is not None and mapped.wants(e.size):
-                    e.block_map = map_file(self._local(e), e.size, e.mtime_ns, mapped.block)
-                    e.hash = e.block_map.digest
-                else:
-                    e.hash = hash_file(self._local(e), e.size, e.mtime_ns)
+                e.hash = self.content_hash(e, mapped)
                 results[e.path] = e.hash
             except FileNotFoundError:
                 results[e.path] = None  # vanished since the walk: gone, not an error
