@@ -415,6 +415,7 @@ def check_command(path: str | None, json_out: bool) -> int:
     """every problem, with its line and fix; 2 when any is an error."""
     cfg = load(path)  # unreadable or not TOML: ConfigError, exit 2
     _check_sources(cfg)
+    _check_dests(cfg)
     if json_out:
         print(json.dumps({"file": cfg.path, "mappings": sorted(cfg.mappings),
                           "problems": [dataclasses.asdict(p) for p in cfg.problems]}))
@@ -435,3 +436,20 @@ def _check_sources(cfg: Config) -> None:
             cfg.problems.append(Problem(cfg.path, line_of(lines, f"mapping.{m.name}", "source"),
                                         f"mapping.{m.name}.source", f"{m.source} is not a folder now",
                                         "mount the disk or correct the path", warning=True, mapping=m.name))
+
+
+def _check_dests(cfg: Config) -> None:
+    """a local destination whose folders above its last are missing: apply
+    refuses it (exit 2); here a warning, as the disk may just be unmounted now."""
+    from reconcile.pairs import check_dest_parent
+
+    lines = open(cfg.path, encoding="utf-8", errors="replace").read().splitlines()
+    for m in cfg.mappings.values():
+        try:
+            check_dest_parent(m.dest)
+        except ConfigError as exc:
+            text = str(exc).partition(", and reconcile makes only")[0].partition(": give a folder")[0]
+            cfg.problems.append(Problem(cfg.path, line_of(lines, f"mapping.{m.name}", "dest"),
+                                        f"mapping.{m.name}.dest", f"{text}; apply refuses it",
+                                        "mount the disk or correct the path (reconcile makes only the "
+                                        "destination's last folder)", warning=True, mapping=m.name))

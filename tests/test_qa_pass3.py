@@ -137,3 +137,20 @@ def test_status_of_a_mistyped_pair_says_no_run_ever_made_it(tmp_path):
     assert "last run: never (no state folder for this pair: check SOURCE and DEST" in p.stdout, p.stdout
     p = reconcile("status", src, dst / "Pictures", env={"XDG_STATE_HOME": str(tmp_path / "st")}, check=0)
     assert "last run: 20" in p.stdout and "never" not in p.stdout, p.stdout
+
+
+def test_config_check_warns_of_a_local_destination_apply_would_refuse(tmp_path):
+    """config check said 'ok, 0 warning(s)' for a mapping whose destination
+    /mnt/usb/backup/Pictures lies on a disk not mounted (/mnt/usb missing),
+    which apply then refuses with exit 2"""
+    write(tmp_path / "src" / "a.txt", b"a", T0)
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[mapping.photos]\nsource = "{tmp_path / "src"}"\ndest = "{tmp_path / "usb" / "backup" / "P"}"\n')
+    p = reconcile("config", "check", "--config", cfg, check=0)  # a warning: the disk may be unmounted now
+    assert (f"warning: {cfg}:3: mapping.photos.dest: destination {tmp_path / 'usb' / 'backup' / 'P'}: "
+            f"{tmp_path / 'usb'} does not exist; apply refuses it; fix: mount the disk or correct the path") \
+        in p.stdout, p.stdout
+    assert "1 warning(s)" in p.stdout, p.stdout
+    reconcile("apply", "photos", "--config", cfg, check=2)
+    (tmp_path / "usb" / "backup").mkdir(parents=True)
+    assert "ok, 0 warning(s)" in reconcile("config", "check", "--config", cfg, check=0).stdout
