@@ -126,8 +126,11 @@ def changed_since(root: Path) -> None:
     (root / "a" / "b" / "f1").unlink()
     (root / "a" / "b").rmdir()
     (root / "a" / "b").write_bytes(b"now a file")  # a folder made a file
-    os.rename(root / "a" / "a" / "b", root / "elsewhere")  # a folder made a symlink to a folder
-    os.symlink("../../elsewhere", root / "a" / "a" / "b")
+    outside = root.parent / f"{root.name}-outside"
+    os.rename(root / "a" / "a" / "b", outside)  # a folder made a symlink to a folder (outside the root)
+    for i in range(1500):  # read through the link in many rounds: still open when its parent is read
+        (outside / f"n{i}").touch()
+    os.symlink(outside, root / "a" / "a" / "b")
     deep = root / "a" / "a" / "a" / "a"
     (deep / "new" / "newer").mkdir(parents=True)  # new folders under a known one
     (deep / "new" / "newer" / "g").write_bytes(b"g")
