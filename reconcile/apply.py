@@ -60,6 +60,9 @@ class Outcome:
     reused: dict[int, int] = field(default_factory=dict)
     # files skipped because another program held them locked (Windows): not backed up
     locked: set[str] = field(default_factory=set)
+    # ops that found the remote not as planned on (a move's source or a touch's
+    # file gone) and were done another way: a watcher lists again after them
+    unexpected: set[int] = field(default_factory=set)
 
     def count(self, result: str) -> int:
         return sum(1 for r, _ in self.results.values() if r == result)
@@ -430,6 +433,7 @@ class Executor:
         try:
             self.remote.touch(op.path, op.entry)
         except NotFound:
+            self.outcome.unexpected.add(i)
             result = self._do_upload(i, op, state)
             if result == "done":
                 self.outcome.sent_instead[i] = op.entry.size
@@ -455,6 +459,7 @@ class Executor:
             else:
                 self.remote.move(op.path, op.to)
         except NotFound as exc:
+            self.outcome.unexpected.add(i)
             return self._send_instead_of_move(i, op, state, getattr(exc, "moved", []))
         except NotSupported:
             return self._move_by_upload(i, op)

@@ -124,10 +124,10 @@ def test_without_delete_what_the_remote_keeps_is_known(tmp_path):
     assert (dest / "a" / "old").read_bytes() == b"back again, longer" and not known.extras
 
 
-def test_a_move_whose_source_left_the_remote_sends_the_files_instead(tmp_path):
+def test_a_move_whose_source_left_the_remote_sends_the_files_and_asks_for_a_listing(tmp_path):
     """the move finds its source gone and sends the folder's files in the same
-    run (apply.py); the remote then holds what was planned: no listing is owed.
-    (It used to end skipped, and the next triggered run listed.)"""
+    run (apply.py); the remote was not as the last run left it, so whatever
+    else changed there behind the watcher's back is found by a listing at once."""
     src, dest, state = tmp_path / "src", tmp_path / "dest", tmp_path / "state"
     (src / "album").mkdir(parents=True)
     for i in range(5):
@@ -139,8 +139,11 @@ def test_a_move_whose_source_left_the_remote_sends_the_files_instead(tmp_path):
     shutil.rmtree(dest / "album")  # behind the watcher's back
     (src / "album").rename(src / "album-2024")
     result, _ = _run(src, dest, state, known, ["album", "album-2024"])
-    assert known.used and not known.recheck
     assert result.outcome.count("skipped") == 0 and result.outcome.complete
+    assert _tree(dest) == _tree(src)
+    assert known.used and known.recheck
+    _run(src, dest, state, known, ["album", "album-2024"])  # what the watcher runs at once: it lists
+    assert not known.used and not known.recheck
     assert _tree(dest) == _tree(src)
 
 

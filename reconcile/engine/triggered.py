@@ -47,14 +47,14 @@ class Triggered:
 
     def _remember(self, subset: Subset | None, changes: Changes, plan: Plan, result: RunResult,
                   index: list | None) -> None:
-        """after a clean run (every operation done, nothing skipped), what the
+        """after a clean run (every operation done as planned, nothing skipped), what the
         next triggered run may be planned on; else a listing, at once if this
         run was planned without one and the remote answered"""
         if self.opts.known is None or self.opts.offline:
             return
         outcome = result.outcome
         clean = (outcome is not None and outcome.complete and not outcome.count("skipped")
-                 and exit_word(result) == "ok")
+                 and not outcome.unexpected and exit_word(result) == "ok")
         recheck = subset is not None and not clean and outcome is not None and outcome.remote_gone is None
         self.opts.known.after_run(self.state.snapshot, subset, changes, plan.ops, index if clean else None,
                                   recheck)

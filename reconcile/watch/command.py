@@ -47,7 +47,7 @@ def _pair(job: Job, all_: bool, log: LogSettings, driver: Driver, settings: Watc
             raise KeyboardInterrupt  # the run stopped on SIGTERM or Ctrl-C: so does the watch
         if verbose and known.used:
             print("watch: planned on the remote as the last run left it (not listed)", file=sys.stderr, flush=True)
-        if known.recheck and not again:  # an operation skipped or failed: the remote was not as planned on
+        if known.recheck and not again:  # an operation skipped, failed or found the remote not as planned on
             print("watch: the remote was not as the last run left it; running again with a full listing",
                   file=sys.stderr, flush=True)
             return run_one(only, source_dev, again=True)  # Known is forgotten: this one lists
