@@ -189,6 +189,10 @@ class Run(RunState, ChangeFinder, Planning, Hashes, Guards, Execution, Triggered
                              else self._commit_subset(subset, recorded, learnt))
                     if subset is None:  # it reads the whole snapshot: a subset's run leaves it to full runs
                         self._prune_block_records()
+                elif outcome.remote_gone is None and subset is None:
+                    # partial, the remote still there: renames are found next time too (engine/partial.py)
+                    learnt = {**plan.hashes, **hashes, **self.hashes_of_sent(plan, outcome)}
+                    self._commit_partial_snapshot(walk_tmp, learnt, plan, outcome)
                 if outcome.remote_gone is None and self.tidy_remote and subset is None:
                     self._remove_temp_files()  # a subset's run starts clean: no journal, nothing to tidy
             finally:

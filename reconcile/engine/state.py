@@ -125,6 +125,23 @@ class RunState:
             except FileNotFoundError:
                 pass
 
+    def _commit_partial_snapshot(self, walk_tmp: str, hashes: dict[str, bytes | None], plan, outcome) -> None:
+        """after a run that ended partial with the remote still there: the walk's
+        rows, with the last snapshot's for what is in doubt (engine/partial.py)"""
+        from reconcile.engine.partial import doubtful, outside, partial_rows
+
+        doubt = doubtful(plan, outcome)
+        learnt = outside(hashes, doubt)
+        out = snapshot.SnapshotWriter(self.state.snapshot, {"source": self.source})
+        try:
+            walked = snapshot.with_hashes(snapshot.read_rows(walk_tmp), learnt)
+            for row in partial_rows(walked, self.previous(), doubt):
+                out.add_row(row)
+            out.finish()
+            out.commit()
+        finally:
+            out.discard()
+
     def _prune_block_records(self) -> None:
         """the block records (delta transfer) of files the snapshot no longer
         holds as large files go; read only where there are records"""
@@ -163,3 +180,4 @@ class RunState:
 
 def _pair_text(header: dict) -> str:
     return f"{header.get('source')!s:.200} -> {header.get('dest')!s:.200}"
+
