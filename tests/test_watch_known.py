@@ -173,6 +173,21 @@ def src(tmp_path):
 
 
 def test_the_watcher_lists_again_at_once_when_the_remote_was_not_as_left(src, local_dest, tmp_path):
+    w = Watcher(src, local_dest, tmp_path / "state", tmp_path / "watch.log", ["--delete"])
+    try:
+        wait_dest(local_dest, tree_files(src), w)
+        (src / "saved.txt").write_bytes(b"saved")
+        wait_dest(local_dest, tree_files(src), w)
+        w.wait_log(lambda t: "planned on the remote as the last run left it" in t)
+        shutil.rmtree(Path(local_dest.url) / "album")  # behind the watcher's back
+        (src / "album").rename(src / "album-2024")
+        wait_dest(local_dest, tree_files(src), w)  # the full rescan is an hour away
+        w.wait_log(lambda t: "running again with a full listing" in t)
+    finally:
+        w.stop()
+
+
+def test_the_watcher_lists_again_at_once_after_a_failed_upload(src, local_dest, tmp_path):
     if os.geteuid() != 0:
         pytest.skip("a read-only bind mount needs root (CI runs as root)")
     w = Watcher(src, local_dest, tmp_path / "state", tmp_path / "watch.log", ["--delete"])
