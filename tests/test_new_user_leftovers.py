@@ -24,6 +24,10 @@ T0 = 1_600_000_000_000_000_000
     (("apply", "SRC", "DST", "--transfers"), "reconcile: option '--transfers' requires an argument."),
     (("verify", "SRC", "DST", "--links", "sometimes"), "reconcile: --links 'sometimes': use skip, follow or store"),
     (("status", "--jsn"), "reconcile: no such option: --jsn (did you mean --json?)"),
+    # no weak guess (it said "did you mean --retry-for?"): the commands that have it
+    (("watch", "SRC", "DST", "--dry-run"),
+     "reconcile: no such option: --dry-run (--dry-run is an option of reconcile apply, reconcile restore)"),
+    (("apply", "SRC", "DST", "--offline"), "reconcile: no such option: --offline (--offline is an option of reconcile plan)"),
     (("config", "chek"), "reconcile: no such command 'chek'."),
 ])
 def test_a_bad_flag_is_what_and_where_to_look_in_two_lines(tmp_path, args, first):

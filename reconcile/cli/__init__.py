@@ -58,12 +58,8 @@ def _usage_error(exc) -> int:
     if type(exc).__name__ == "NoArgsIsHelpError":
         exc.show()
         return exc.exit_code
-    possible = getattr(exc, "possibilities", None)
-    if possible:  # a mistyped option: the closest one, not click's list of three
-        import difflib
-
-        close = difflib.get_close_matches(exc.option_name, possible, 1) or possible[:1]
-        message = f"no such option: {exc.option_name} (did you mean {close[0]}?)"
+    if type(exc).__name__ == "NoSuchOption":
+        message = f"no such option: {exc.option_name}{_hint(exc.option_name, exc.possibilities, exc.ctx)}"
     else:
         message = exc.format_message().replace("\n", " ").removeprefix("Invalid value: ")
         flag, _, rest = message.removeprefix("Invalid value for '").partition("': ")
@@ -73,6 +69,27 @@ def _usage_error(exc) -> int:
     path = exc.ctx.command_path if exc.ctx is not None else _command_path(sys.argv[1:])
     print(f"reconcile: {message}\nsee `{path} --help`", file=sys.stderr)
     return exc.exit_code
+
+
+def _hint(option: str, possible: list[str] | None, ctx) -> str:
+    """a close spelling of this command's (not click's weakest match of three),
+    or the commands that have this option"""
+    import difflib
+
+    close = difflib.get_close_matches(option, possible or [], 1, cutoff=0.75)
+    if close:
+        return f" (did you mean {close[0]}?)"
+    here = ctx.command_path if ctx is not None else ""
+    owners = [path for path, command in _commands(typer.main.get_command(app), "reconcile")
+              if path != here and any(option in p.opts or option in p.secondary_opts for p in command.params)]
+    return f" ({option} is an option of {', '.join(owners)})" if owners else ""
+
+
+def _commands(group, path: str):
+    """(command path, command) of every command below group"""
+    for name, command in sorted(getattr(group, "commands", {}).items()):
+        yield f"{path} {name}", command
+        yield from _commands(command, f"{path} {name}")
 
 
 def _command_path(args: list[str]) -> str:
