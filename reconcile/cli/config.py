@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from reconcile.cli.flags import ConfigOpt, JsonOut
-from reconcile.cli.guard import guarded
+from reconcile.cli.guard import read_only
 from reconcile.cli.root import GroupedCommand, app
 
 
@@ -19,4 +19,4 @@ def config_check(config: ConfigOpt = None, json_out: JsonOut = False):
     """Report each problem of the config file with its line and the fix (exit 2 when any)."""
     from reconcile.config import check_command
 
-    raise typer.Exit(guarded(lambda: check_command(config, json_out), False))
+    raise typer.Exit(read_only(lambda: check_command(config, json_out), False))

@@ -10,15 +10,17 @@ import typer
 from reconcile.errors import EXIT_ERROR, ReconcileError
 
 
-def guarded(fn, verbose: bool | None) -> int:
-    """User mistakes and remote failures end in one line and an exit code."""
+def guarded(fn, verbose: bool | None, resumes: bool = True) -> int:
+    """User mistakes and remote failures end in one line and an exit code.
+    resumes: the command keeps a journal a next run finishes (apply, restore)."""
     try:
         return fn()
     except ReconcileError as exc:
         print(f"reconcile: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("reconcile: interrupted; the next run resumes where this one stopped", file=sys.stderr)
+        print("reconcile: interrupted" + ("; the next run resumes where this one stopped" if resumes else ""),
+              file=sys.stderr)
         return 130
     except typer.BadParameter:
         raise
@@ -33,3 +35,9 @@ def guarded(fn, verbose: bool | None) -> int:
         print(f"reconcile: internal error: {type(exc).__name__}: {exc} (run with -v for details)",
               file=sys.stderr)
         return EXIT_ERROR
+
+
+def read_only(fn, verbose: bool | None) -> int:
+    """guarded, for a command that changes nothing and has nothing to resume
+    (verify, status, config check)"""
+    return guarded(fn, verbose, resumes=False)

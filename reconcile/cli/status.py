@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from reconcile.cli.flags import AllOpt, ConfigOpt, NameArg, OptDestArg
-from reconcile.cli.guard import guarded
+from reconcile.cli.guard import read_only
 from reconcile.cli.root import command
 
 
@@ -27,7 +27,7 @@ def status(source: Optional[str] = NameArg, dest: Optional[str] = OptDestArg,
     def show(job) -> int:
         return _status(job.source, job.dest, job.kw.get("state_dir"), json_out)
 
-    raise typer.Exit(guarded(lambda: status_jobs(source, dest, all_, config, state_dir, json_out, show), False))
+    raise typer.Exit(read_only(lambda: status_jobs(source, dest, all_, config, state_dir, json_out, show), False))
 
 
 def _status(source: str, dest: str, state_dir: str | None, json_out: bool) -> int:

@@ -11,7 +11,7 @@ import typer
 from reconcile.cli.flags import (JOB_FLAGS, AllOpt, ConfigOpt, Exclude, ExcludeFrom, JsonOut, KnownHosts,
                                  NameArg, NameEncoding, OptDestArg, Profile, RetryFor, S3Endpoint, SshKey,
                                  StateDirOpt, Transfers, flag_defaults, links_choice, remote_options)
-from reconcile.cli.guard import guarded
+from reconcile.cli.guard import read_only
 from reconcile.cli.root import command
 from reconcile.shown import json_text, printable
 
@@ -44,8 +44,8 @@ def verify(source: Optional[str] = NameArg, dest: Optional[str] = OptDestArg,
     from reconcile.jobs import Driver, verify_jobs
 
     kw = {k: v for k, v in locals().items() if k not in JOB_FLAGS}
-    driver = Driver(flag_defaults(verify), _verify_one, guarded, typer.BadParameter)
-    raise typer.Exit(guarded(lambda: verify_jobs(source, dest, all_, config, kw, driver), False))
+    driver = Driver(flag_defaults(verify), _verify_one, read_only, typer.BadParameter)
+    raise typer.Exit(read_only(lambda: verify_jobs(source, dest, all_, config, kw, driver), False))
 
 
 def _verify_one(job, all_: bool) -> int:
