@@ -77,3 +77,42 @@ def test_a_full_disk_on_a_server_without_statvfs_stops_the_run_at_once(sftp_dest
     reconcile("apply", src, sftp_dest.url, "--state-dir", state, *sftp_dest.cli_args, check=0)
     for name in ("a.bin", "b.bin"):
         assert (small_sftp_root / name).read_bytes() == (src / name).read_bytes()
+
+
+@pytest.fixture
+def read_only_sftp_root(sftp_dest):
+    if os.geteuid() != 0:
+        pytest.skip("a read-only bind mount needs root (CI runs as root)")
+    root = Path(unquote(urlsplit(sftp_dest.url).path))
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "kept.txt").write_text("already there")
+    subprocess.run(["mount", "--bind", str(root), str(root)], check=True)
+    subprocess.run(["mount", "-o", "remount,bind,ro", str(root)], check=True)
+    yield root
+    subprocess.run(["umount", "-l", str(root)], check=False)
+
+
+@pytest.mark.parametrize("statvfs", [True, False])
+def test_a_read_only_disk_on_the_sftp_server_stops_the_run_at_once(sftp_dest, read_only_sftp_root, tmp_path,
+                                                                   statvfs):
+    """OpenSSH answers the temp file's OPEN on a read-only disk with a bare
+    Failure on a session that still answers: it was retried for --retry-for
+    (5 minutes by default), then reported as "the remote went away"."""
+    src, state = tmp_path / "src", tmp_path / "state"
+    src.mkdir()
+    for i in range(3):
+        (src / f"f{i}.txt").write_text("small %d" % i)
+    (src / "kept.txt").write_text("already there")
+    options = dataclasses.replace(sftp_dest.options, extra={"sftp_statvfs": statvfs}, retry_for=60.0)
+    result = run(src, sftp_dest.url, state, options=options)
+    gone = result.outcome.remote_gone
+    assert gone is not None and "connection lost" not in gone, gone
+    if statvfs:
+        assert gone.startswith("the destination's disk is mounted read-only on the server"), gone
+    else:
+        assert gone.startswith(DestinationFull.WHY) and "bare Failure" in gone, gone
+
+    subprocess.run(["mount", "-o", "remount,bind,rw", str(read_only_sftp_root)], check=True)
+    reconcile("apply", src, sftp_dest.url, "--state-dir", state, *sftp_dest.cli_args, check=0)
+    for i in range(3):
+        assert (read_only_sftp_root / f"f{i}.txt").read_text() == "small %d" % i

@@ -25,7 +25,7 @@ from reconcile.remotes.sftp.delta import CopyRefused, send_delta, tag_of
 from reconcile.remotes.sftp.calls import _entry, _lstat_or_none, _name, _remove_quietly, _wire_mtime, is_temp_of
 from reconcile.remotes.sftp.loader import paramiko
 from reconcile.remotes.sftp.session import _Conn
-from reconcile.remotes.sftp.wire import _FSYNC_EXT, _Pipe, _create_exclusive, _free_bytes, _sftp_str, _status_error
+from reconcile.remotes.sftp.wire import _FSYNC_EXT, _Pipe, _create_exclusive, _disk_facts, _sftp_str, _status_error
 from paramiko.sftp import CMD_EXTENDED
 
 MAX_INFLIGHT_BYTES = 4 << 20  # sent before waiting for the oldest ack
@@ -113,21 +113,27 @@ class Upload:
         how much is free (statvfs@openssh.com) and has no room is full; one that
         cannot say, or says it has room (a quota? no inodes left?), is asked once
         more: a session that still answers was not lost, so it is not retried."""
-        if isinstance(exc, DestinationFull) or not str(exc).endswith("(Failure)"):
+        if isinstance(exc, DestinationFull) or not _bare_failure(str(exc)):
             return exc
         folder = self._abs(parent_of(path))
         try:
             with self._op(f"cannot write {path}", failure=Transient):
                 sftp = self._sftp()
-                free = _free_bytes(sftp, folder) if self.options.extra.get("sftp_statvfs", True) else None
-                if free is None or free >= size:
+                disk = _disk_facts(sftp, folder) if self.options.extra.get("sftp_statvfs", True) else None
+                if disk is None or disk.free >= size:
                     sftp.lstat(folder)  # does the session still answer?
         except ReconcileError:
             return exc
-        if free is not None and free < size:
-            return DestinationFull(f"{DestinationFull.WHY} (cannot write {path}: {free:,} bytes free on the server, "
-                                   f"{size:,} needed): free space on it, then run again")
-        room = "cannot say how much space is free" if free is None else f"says {free:,} bytes are free"
+        if disk is not None and disk.read_only:
+            return DestinationFull(f"the destination's disk is mounted read-only on the server (cannot write {path}): "
+                                   "make it writable or choose another folder, then run again")
+        if disk is not None and disk.free < size:
+            return DestinationFull(f"{DestinationFull.WHY} (cannot write {path}: {disk.free:,} bytes free on the "
+                                   f"server, {size:,} needed): free space on it, then run again")
+        if disk is not None and disk.no_inodes:
+            return DestinationFull(f"{DestinationFull.WHY}: no new file can be made there (cannot write {path}: "
+                                   "no inodes left on the server's disk): remove files on it, then run again")
+        room = "cannot say how much space is free" if disk is None else f"says {disk.free:,} bytes are free"
         return DestinationFull(f"{DestinationFull.WHY}, or refused the write otherwise (cannot write {path}: the "
                                f"server answered a bare Failure and {room}): free space on it or read its log, "
                                "then run again")
@@ -391,3 +397,10 @@ def _split(size: int, n: int) -> list[list[int]]:
     step = -(-size // n // (1 << 20)) * (1 << 20)
     starts = list(range(0, size, step))
     return [[s, min(s + step, size), s] for s in starts]
+
+
+def _bare_failure(message: str) -> bool:
+    """an SFTP "Failure" status, as _op words it: on a live session ("cannot
+    write x: Failure": an OPEN refused by a read-only disk, say) or after it
+    ("... connection lost (Failure)": a write to a full disk)"""
+    return message.endswith("(Failure)") or message.endswith(": Failure")

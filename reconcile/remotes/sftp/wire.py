@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import struct
+from dataclasses import dataclass
 from functools import partial
 
 from reconcile import portable
@@ -439,17 +440,27 @@ class _Limits:
         return self.values
 
 
-def _free_bytes(sftp: paramiko.SFTPClient, path: bytes) -> int | None:
-    """statvfs@openssh.com: the bytes an ordinary user may still write where
-    path lies; None from a server that does not offer it"""
+@dataclass(frozen=True, slots=True)
+class DiskFacts:
+    free: int  # bytes an ordinary user may still write
+    read_only: bool  # mounted read-only (ST_RDONLY)
+    no_inodes: bool  # no file may be made any more, whatever the bytes free
+
+
+ST_RDONLY = 0x1  # SSH_FXE_STATVFS_ST_RDONLY
+
+
+def _disk_facts(sftp: paramiko.SFTPClient, path: bytes) -> DiskFacts | None:
+    """statvfs@openssh.com where path lies; None from a server that does not offer it"""
     try:
         t, msg = sftp._request(CMD_EXTENDED, "statvfs@openssh.com", path)
     except OSError:
         return None
     if t != CMD_EXTENDED_REPLY:
         return None
-    _bsize, frsize, _blocks, _bfree, bavail = (msg.get_int64() for _ in range(5))
-    return frsize * bavail
+    _bsize, frsize, _blocks, _bfree, bavail, files, _ffree, favail, _fsid, flag = (msg.get_int64()
+                                                                                   for _ in range(10))
+    return DiskFacts(frsize * bavail, bool(flag & ST_RDONLY), files > 0 and favail == 0)
 
 
 def _create_exclusive(sftp: paramiko.SFTPClient, path: bytes) -> paramiko.SFTPFile:
