@@ -172,13 +172,18 @@ def src(tmp_path):
     return root
 
 
+def _until_planned_on_what_was_left(w: Watcher, src: Path, local_dest) -> None:
+    """the start-up run lists; the one a change starts after it is planned on what that left"""
+    wait_dest(local_dest, tree_files(src), w)
+    (src / "saved.txt").write_bytes(b"saved")
+    wait_dest(local_dest, tree_files(src), w)
+    w.wait_log(lambda t: "planned on the remote as the last run left it" in t)
+
+
 def test_the_watcher_lists_again_at_once_when_the_remote_was_not_as_left(src, local_dest, tmp_path):
     w = Watcher(src, local_dest, tmp_path / "state", tmp_path / "watch.log", ["--delete"])
     try:
-        wait_dest(local_dest, tree_files(src), w)
-        (src / "saved.txt").write_bytes(b"saved")
-        wait_dest(local_dest, tree_files(src), w)
-        w.wait_log(lambda t: "planned on the remote as the last run left it" in t)
+        _until_planned_on_what_was_left(w, src, local_dest)
         shutil.rmtree(Path(local_dest.url) / "album")  # behind the watcher's back
         (src / "album").rename(src / "album-2024")
         wait_dest(local_dest, tree_files(src), w)  # the full rescan is an hour away
@@ -192,10 +197,7 @@ def test_the_watcher_lists_again_at_once_after_a_failed_upload(src, local_dest, 
         pytest.skip("a read-only bind mount needs root (CI runs as root)")
     w = Watcher(src, local_dest, tmp_path / "state", tmp_path / "watch.log", ["--delete"])
     try:
-        wait_dest(local_dest, tree_files(src), w)
-        (src / "saved.txt").write_bytes(b"saved")
-        wait_dest(local_dest, tree_files(src), w)
-        w.wait_log(lambda t: "planned on the remote as the last run left it" in t)
+        _until_planned_on_what_was_left(w, src, local_dest)
         # a run that fails to send a file (its folder made read-only on the destination,
         # as a bind mount over itself) leaves the remote otherwise than planned
         album = Path(local_dest.url) / "album"
