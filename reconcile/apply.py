@@ -74,6 +74,16 @@ class Outcome:
                 and self.expected <= self.results.keys())
 
 
+def _holds_more_than_files(root: str) -> bool:
+    """a symlink, or a folder with no file anywhere below it, under root"""
+    for path, dirs, files in os.walk(root, topdown=False):
+        if any(os.path.islink(os.path.join(path, n)) for n in dirs + files):
+            return True
+        if not files and not dirs:
+            return True
+    return False
+
+
 @dataclass
 class Counted:
     """content bytes sent, and bytes not sent thanks to a move or a touch, by
@@ -495,6 +505,11 @@ class Executor:
                 missing.append(f"{op.to}/{f}")
         if missing:
             return "skipped", f"{len(missing)} of its files are gone from the source too, first {missing[0]}"
+        if gone_whole and _holds_more_than_files(self._local(op.to)):
+            # the move would have carried its symlinks and empty folders; the plan dropped them
+            # from what to make: the next run's listing finds them missing and makes them
+            return "failed", (f"{op.path} was gone from the remote: its files were sent to {op.to}, "
+                              "its symlinks and empty folders are made by the next run")
         return "done"
 
     def _send_unless_held(self, i: int, path: str, state: dict | None, single: bool,
