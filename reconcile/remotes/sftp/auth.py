@@ -13,7 +13,7 @@ from typing import Iterator
 from reconcile import portable
 from reconcile.errors import AuthError, ConfigError, Transient
 from reconcile.remotes.sftp.loader import paramiko
-from reconcile.remotes.sftp.eager import EarlyChannel, auth_publickey
+from reconcile.remotes.sftp.eager import EarlyChannel, KeyCannotSign, auth_publickey
 
 
 def _fingerprint(key: paramiko.PKey) -> str:
@@ -112,6 +112,10 @@ class Auth:
                     break  # the server takes no keys at all
                 except paramiko.AuthenticationException:
                     tried.append(label)
+                except KeyCannotSign as exc:
+                    raise AuthError(f"ssh {label} could not sign the sign-in to {self._where()} ({exc}): "
+                                    "unlock or confirm it in ssh-agent, plug its token in, or give another "
+                                    "key with --ssh-key") from None
             if self._try_password(transport, tried):
                 return None
         except (paramiko.SSHException, EOFError, OSError) as exc:

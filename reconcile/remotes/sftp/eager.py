@@ -56,7 +56,13 @@ def auth_publickey(transport: paramiko.Transport, user: str, key: paramiko.PKey,
         raise paramiko.SSHException("No existing session")
     event = threading.Event()
     transport.auth_handler = _EagerAuth(transport)  # as Transport.auth_publickey does, with ours
-    transport.auth_handler.auth_publickey(user, key, event)
+    try:
+        transport.auth_handler.auth_publickey(user, key, event)
+    except paramiko.SSHException as exc:
+        # the signature is made here, not in paramiko's thread: a key that cannot sign (an agent
+        # that refused, a token unplugged) must not read as a lost connection. The service
+        # request went out alone; another key on this connection would meet its answer
+        raise KeyCannotSign(str(exc)) from None
     chan = EarlyChannel(transport) if early else None
     try:
         transport.auth_handler.wait_for_response(event)
@@ -65,6 +71,10 @@ def auth_publickey(transport: paramiko.Transport, user: str, key: paramiko.PKey,
             chan.forget()
         raise
     return chan
+
+
+class KeyCannotSign(Exception):
+    """the key was asked to sign the sign-in request and could not"""
 
 
 class EarlyChannel:
