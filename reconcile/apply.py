@@ -17,6 +17,7 @@ from reconcile.diff import file_changed
 from reconcile.entry import DIR, Entry
 from reconcile.errors import NotFound, NotSupported, ReconcileError, Transient
 from reconcile.journal import Journal
+from reconcile.walk import holds_more_than_files
 from reconcile.plan import Op
 from reconcile.testhooks import wrap as with_test_stall
 
@@ -72,16 +73,6 @@ class Outcome:
         # an op with no result was never carried out, whatever else went right
         return (self.remote_gone is None and self.count("failed") == 0 and not self.locked
                 and self.expected <= self.results.keys())
-
-
-def _holds_more_than_files(root: str) -> bool:
-    """a symlink, or a folder with no file anywhere below it, under root"""
-    for path, dirs, files in os.walk(root, topdown=False):
-        if any(os.path.islink(os.path.join(path, n)) for n in dirs + files):
-            return True
-        if not files and not dirs:
-            return True
-    return False
 
 
 @dataclass
@@ -505,7 +496,7 @@ class Executor:
                 missing.append(f"{op.to}/{f}")
         if missing:
             return "skipped", f"{len(missing)} of its files are gone from the source too, first {missing[0]}"
-        if gone_whole and _holds_more_than_files(self._local(op.to)):
+        if gone_whole and holds_more_than_files(self._local(op.to)):
             # the move would have carried its symlinks and empty folders; the plan dropped them
             # from what to make: the next run's listing finds them missing and makes them
             return "failed", (f"{op.path} was gone from the remote: its files were sent to {op.to}, "

@@ -279,3 +279,13 @@ def walk_rows_partial(root: str, excludes: Excludes, report: WalkReport, links: 
     kept = (walker.own_row(row) if row[0] in above else row
             for row in previous if not (row[0] in exact or row[0].startswith(below)))
     return heapq.merge(kept, *(walker.path_rows(k) for k in keys), key=itemgetter(0))
+
+
+def holds_more_than_files(root: str) -> bool:
+    """a symlink, or a folder with no file anywhere below it, under root"""
+    for path, dirs, files in os.walk(root, topdown=False):
+        if any(os.path.islink(os.path.join(path, n)) for n in dirs + files):
+            return True
+        if not files and not dirs:
+            return True
+    return False
