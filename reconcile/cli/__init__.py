@@ -18,6 +18,9 @@ import os
 import sys
 
 try:
+    from reconcile.cli.early import start_from_arguments
+
+    start_from_arguments(sys.argv[1:])  # an SFTP destination's connection opens while the rest loads
     import typer
 
     from reconcile import portable

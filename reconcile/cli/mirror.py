@@ -15,7 +15,7 @@ from reconcile.cli.flags import (JOB_FLAGS, AcceptNew, AllOpt, AllowEmpty, Allow
                                  Include, JsonOut, KnownHosts, Links, LogFile, LogFormat, MaxDelete, NameArg,
                                  NameEncoding, OptDestArg, Perms, Profile, Quiet, RetryFor, S3Endpoint, SshFind,
                                  SshKey, Sse, SseKey, StateDirOpt, StorageClass, Transfers, Verbose, flag_defaults,
-                                 run_options, with_flags_of)
+                                 remote_options, run_options, with_flags_of)
 from reconcile.cli.guard import guarded
 from reconcile.cli.root import command
 from reconcile.cli.summary import (not_stored_note, print_delta_note, print_network, print_summary, resumed_line,
@@ -71,7 +71,9 @@ def _jobs(command: str, source, dest, flags: dict) -> int:
 
 def _run(command: str, source: str, dest: str, kw: dict, mapping: str | None = None) -> int:
     """one run; mapping (under --all) names it on the summary line and in --json."""
+    _connect_early(dest, kw)
     from reconcile.engine import Run, exit_word
+    from reconcile.remotes import forget_early
     from reconcile.report import (ApplyReporter, bytes_line, controls, count, plan_json, plan_summary,
                                   print_plan)
 
@@ -109,6 +111,7 @@ def _run(command: str, source: str, dest: str, kw: dict, mapping: str | None = N
     finally:
         reporter.stop()
         run.close()
+        forget_early()
     outcome = result.outcome
     if json_out:
         print(plan_json(result.source, result.dest, result.plan, outcome.results if outcome else {},
@@ -148,6 +151,21 @@ def _run(command: str, source: str, dest: str, kw: dict, mapping: str | None = N
         print_delta_note(run)
     print_summary(line, result, started)
     return EXIT_PARTIAL if word == "partial" else 0
+
+
+def _connect_early(dest: str, kw: dict) -> None:
+    """a run that will connect starts connecting now, while it imports, locks
+    and reads its state (issue 21). Not for --offline (never connects), nor
+    under reconcile watch (its runs may not list; it opens its own)."""
+    if kw.get("offline") or "walk_only" in kw:
+        return
+    from reconcile.remotes import connect_early
+
+    try:
+        options = remote_options(kw)
+    except Exception:  # noqa: BLE001 (a bad flag: reported where the run reads it)
+        return
+    connect_early(dest, options)
 
 
 @contextlib.contextmanager

@@ -9,7 +9,8 @@ from reconcile import portable, winpath
 from reconcile.errors import ConfigError
 from reconcile.remotes.base import Capabilities, Remote, RemoteOptions
 
-__all__ = ["Capabilities", "Remote", "RemoteOptions", "open_remote", "remote_class", "dest_kind", "local_path"]
+__all__ = ["Capabilities", "Remote", "RemoteOptions", "open_remote", "remote_class", "dest_kind", "local_path",
+           "connect_early", "forget_early"]
 
 
 # a relative destination starting with one of these is a URL missing its colon
@@ -77,3 +78,26 @@ def remote_class(url: str) -> type[Remote]:
 
 def open_remote(url: str, options: RemoteOptions) -> Remote:
     return remote_class(url).from_url(url, options)
+
+
+def connect_early(url: str, options: RemoteOptions) -> None:
+    """start connecting to url's server while the run starts up, where that
+    is worth it (SFTP: remotes/sftp/headstart.py); the remote takes the
+    connection when it first needs one. Never raises: a bad URL is reported
+    where the run opens the remote."""
+    try:
+        kind = dest_kind(url)
+    except ConfigError:
+        return
+    if kind == "sftp":
+        from reconcile.remotes.sftp import headstart
+
+        headstart.start(url, options)
+
+
+def forget_early() -> None:
+    """a run's end: a connection connect_early started and no remote took is
+    closed (the next run of `--all` may fork, which it must not meet)."""
+    from reconcile.remotes.sftp import headstart
+
+    headstart.discard(wait=False)

@@ -37,25 +37,35 @@ def _unreadable_key(path: str, exc: Exception) -> str:
             f"({exc.__class__.__name__}); give an OpenSSH or PEM private key with --ssh-key")
 
 
+def load_known_hosts(target) -> paramiko.HostKeys:
+    """the known_hosts files of target (a _Target), those that can be read"""
+    keys = paramiko.HostKeys()
+    for path in target.known_hosts_files:
+        if os.path.isfile(path):
+            try:
+                keys.load(path)
+            except (OSError, paramiko.SSHException):
+                pass
+    return keys
+
+
+def known_key_types(target) -> set[str]:
+    """the host key types known_hosts holds for target: asked for first"""
+    entry = load_known_hosts(target).lookup(target.key_name)
+    types = set(entry.keys()) if entry else set()
+    if "ssh-rsa" in types:
+        types |= {"rsa-sha2-512", "rsa-sha2-256"}
+    return types
+
+
 class Auth:
     """Session's host keys and authentication: uses self.target, self.options."""
 
     def _load_known_hosts(self) -> paramiko.HostKeys:
-        keys = paramiko.HostKeys()
-        for path in self.target.known_hosts_files:
-            if os.path.isfile(path):
-                try:
-                    keys.load(path)
-                except (OSError, paramiko.SSHException):
-                    pass
-        return keys
+        return load_known_hosts(self.target)
 
     def _known_types(self) -> set[str]:
-        entry = self._load_known_hosts().lookup(self.target.key_name)
-        types = set(entry.keys()) if entry else set()
-        if "ssh-rsa" in types:
-            types |= {"rsa-sha2-512", "rsa-sha2-256"}
-        return types
+        return known_key_types(self.target)
 
     def _check_host_key(self, key: paramiko.PKey) -> None:
         with self._hostkey_lock:

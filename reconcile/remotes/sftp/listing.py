@@ -21,7 +21,7 @@ from typing import Iterator
 from reconcile import forked
 from reconcile.entry import DIR, LINK, Entry, decode_path, entry_of, is_temp_name, sort_key
 from reconcile.errors import ConfigError, NotFound, Permanent, Transient
-from reconcile.remotes.sftp import findlist
+from reconcile.remotes.sftp import findlist, headstart
 from reconcile.remotes.sftp.calls import _raw_entry, _readlink
 from reconcile.remotes.sftp.lister import _Lister, _plain_key
 from reconcile.remotes.sftp.loader import paramiko
@@ -89,7 +89,7 @@ class Listing:
     def _close_for_fork(self) -> None:
         """no thread of a connection of ours may run at the fork (forked.py):
         close them; the next call connects afresh."""
-        if self._conns or self._pool is not None or self._home is not None:
+        if self._conns or self._pool is not None or self._home is not None or headstart.pending():
             self.close()
 
     def _runs_here(self, temps: list[str]) -> Iterator[list[tuple]]:

@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 from reconcile.errors import NotFound, Permanent, ReconcileError
 from reconcile.errors import Refused, Transient, Unreachable, UnresolvedHost
 from reconcile.remotes.base import NetStats
+from reconcile.remotes.sftp import headstart
 from reconcile.remotes.sftp.auth import Auth
 from reconcile.remotes.sftp.eager import WINDOW, EarlyChannel
 from reconcile.remotes.sftp.loader import paramiko
@@ -108,6 +109,16 @@ def _sftp_client(transport: paramiko.Transport,
     started = time.monotonic()
     sftp = paramiko.SFTPClient(chan)
     return sftp, time.monotonic() - started
+
+
+def prefer_algorithms(transport: paramiko.Transport, known_types: set[str]) -> None:
+    opts = transport.get_security_options()
+    fast = [c for c in FAST_CIPHERS if c in opts.ciphers]
+    opts.ciphers = fast + [c for c in opts.ciphers if c not in fast]
+    # ask for the host key type we already know, as OpenSSH does
+    if known_types:
+        first = [k for k in opts.key_types if k in known_types]
+        opts.key_types = first + [k for k in opts.key_types if k not in first]
 
 
 class _Wire:
@@ -276,6 +287,7 @@ class Session(Auth):
         if home is not None:
             _close_transport(home)
         self._local = threading.local()
+        headstart.discard()  # not taken: this run needed none, or lists in a forked child
 
     def net_stats(self) -> NetStats:
         """connections, sessions and round trips so far (a forked child's once it ends)."""
@@ -337,18 +349,9 @@ class Session(Auth):
                               f"{command!r} failed ({getattr(exc, 'error', None) or exc})") from None
 
     def _connect(self) -> _Conn:
-        sock = self._open_socket()
-        if isinstance(sock, socket.socket):
-            sock = _Wire(sock, self.net)
-        with self.net.lock:
-            self.net.connections += 1
-        transport = paramiko.Transport(sock, default_window_size=WINDOW)
+        # the connection started while the run started up (headstart.py), or a new one
+        transport = headstart.take(self.target, self.net) or self._handshake()
         try:
-            self._prefer_algorithms(transport)
-            try:
-                transport.start_client(timeout=CONNECT_TIMEOUT)
-            except (paramiko.SSHException, EOFError, OSError) as exc:
-                raise Unreachable(f"no ssh session with {self._where()}: {exc}") from None
             self._check_host_key(transport.get_remote_server_key())
             early = self._authenticate(transport)
             try:
@@ -358,6 +361,25 @@ class Session(Auth):
         except BaseException:
             transport.close()
             raise
+
+    def _handshake(self) -> paramiko.Transport:
+        """a new connection, its keys exchanged (the host key not checked yet)."""
+        sock = self._open_socket()
+        if isinstance(sock, socket.socket):
+            sock = _Wire(sock, self.net)
+        with self.net.lock:
+            self.net.connections += 1
+        transport = paramiko.Transport(sock, default_window_size=WINDOW)
+        try:
+            prefer_algorithms(transport, self._known_types())
+            try:
+                transport.start_client(timeout=CONNECT_TIMEOUT)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                raise Unreachable(f"no ssh session with {self._where()}: {exc}") from None
+        except BaseException:
+            transport.close()
+            raise
+        return transport
 
     def _open_session(self, transport: paramiko.Transport, owns_transport: bool,
                       early: EarlyChannel | None = None) -> _Conn:
@@ -387,16 +409,6 @@ class Session(Auth):
         is long enough that many small uploads wait on the link, not on this
         machine's CPU: a second process would only add an ssh handshake."""
         return self._rtt is not None and self._rtt >= LINK_BOUND_RTT
-
-    def _prefer_algorithms(self, transport: paramiko.Transport) -> None:
-        opts = transport.get_security_options()
-        fast = [c for c in FAST_CIPHERS if c in opts.ciphers]
-        opts.ciphers = fast + [c for c in opts.ciphers if c not in fast]
-        # ask for the host key type we already know, as OpenSSH does
-        known = self._known_types()
-        if known:
-            first = [k for k in opts.key_types if k in known]
-            opts.key_types = first + [k for k in opts.key_types if k not in first]
 
     # --- errors ------------------------------------------------------------
 

@@ -8,11 +8,14 @@ import getpass
 import os
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from reconcile.errors import ConfigError
 from reconcile.remotes.base import RemoteOptions
-from reconcile.remotes.sftp.loader import paramiko
+
+if TYPE_CHECKING:
+    from reconcile.remotes.sftp.loader import paramiko
 
 
 @dataclass
@@ -53,6 +56,8 @@ def _lookup_ssh_config(alias: str, options: RemoteOptions) -> dict:
     path = _ssh_config_path(options)
     if not os.path.exists(path):
         return {}
+    from reconcile.remotes.sftp.loader import paramiko  # not before: headstart.py connects first
+
     try:
         return dict(_config_lookup(paramiko.SSHConfig.from_path(path), alias))
     except Exception as exc:
@@ -64,6 +69,8 @@ def _config_lookup(config: paramiko.SSHConfig, alias: str) -> paramiko.SSHConfig
         return config.lookup(alias)
     except ImportError:  # a `Match exec` line: now paramiko gets invoke
         import invoke
+
+        from reconcile.remotes.sftp.loader import paramiko
         paramiko.config.invoke = invoke
         return config.lookup(alias)
 
