@@ -3,6 +3,7 @@ imported only when their remote is used."""
 
 from __future__ import annotations
 
+import sys
 from urllib.parse import urlsplit
 
 from reconcile import portable, winpath
@@ -97,7 +98,9 @@ def connect_early(url: str, options: RemoteOptions) -> None:
 
 def forget_early() -> None:
     """a run's end: a connection connect_early started and no remote took is
-    closed (the next run of `--all` may fork, which it must not meet)."""
-    from reconcile.remotes.sftp import headstart
-
-    headstart.discard(wait=False)
+    closed (the next run of `--all` may fork, which it must not meet). Where
+    none was ever started, nothing more is imported (a run that dropped its
+    privileges may not import any more modules)."""
+    headstart = sys.modules.get("reconcile.remotes.sftp.headstart")
+    if headstart is not None:
+        headstart.discard(wait=False)
