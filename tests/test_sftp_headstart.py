@@ -148,3 +148,16 @@ def test_a_listing_forked_while_a_connection_is_pending_closes_it_first(sshd_ser
     assert forks, "no child was forked: another thread was running (forked._alone)"
     assert not headstart.pending()
     assert paths == ["sub", "sub/b.txt"]
+
+
+def test_a_broken_paramiko_is_reported_by_the_run_as_before(tmp_path):
+    """the head start starts while the command line loads: what fails there
+    is left for the run to report, in one line, not a traceback at import."""
+    fake = tmp_path / "fake" / "paramiko"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('raise ImportError("paramiko is broken here")\n')
+    (tmp_path / "src").mkdir()
+    p = reconcile("apply", tmp_path / "src", "sftp://root@127.0.0.1:1/x", "--state-dir", tmp_path / "state",
+                  env={"PYTHONPATH": str(tmp_path / "fake")}, check=1, timeout=60)
+    assert p.stderr.strip() == ("reconcile: internal error: ImportError: paramiko is broken here "
+                                "(run with -v for details)")

@@ -84,16 +84,15 @@ def open_remote(url: str, options: RemoteOptions) -> Remote:
 def connect_early(url: str, options: RemoteOptions) -> None:
     """start connecting to url's server while the run starts up, where that
     is worth it (SFTP: remotes/sftp/headstart.py); the remote takes the
-    connection when it first needs one. Never raises: a bad URL is reported
-    where the run opens the remote."""
+    connection when it first needs one. Never raises: a bad URL (or a broken
+    paramiko) is reported where the run opens the remote, as before."""
     try:
-        kind = dest_kind(url)
-    except ConfigError:
-        return
-    if kind == "sftp":
-        from reconcile.remotes.sftp import headstart
+        if dest_kind(url) == "sftp":
+            from reconcile.remotes.sftp import headstart
 
-        headstart.start(url, options)
+            headstart.start(url, options)
+    except Exception:  # noqa: BLE001 (only a head start: the run's own path says what is wrong)
+        return
 
 
 def forget_early() -> None:
