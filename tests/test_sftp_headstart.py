@@ -161,3 +161,37 @@ def test_a_broken_paramiko_is_reported_by_the_run_as_before(tmp_path):
                   env={"PYTHONPATH": str(tmp_path / "fake")}, check=1, timeout=60)
     assert p.stderr.strip() == ("reconcile: internal error: ImportError: paramiko is broken here "
                                 "(run with -v for details)")
+
+
+def _pending_then_stat(sshd_server, proxy, tmp_path):
+    """a connection started for the remote's URL, its key exchange ended;
+    then the remote's first call: the proxy's connection count after it"""
+    from reconcile.remotes import open_remote
+    from reconcile.remotes.base import RemoteOptions, SftpOptions
+    from reconcile.remotes.sftp import headstart
+
+    (tmp_path / "dst").mkdir()
+    kh = sshd_server.write_known_hosts(tmp_path / "known_hosts", port=proxy.port)
+    options = RemoteOptions(sftp=SftpOptions(key=sshd_server.user_key, known_hosts=kh),
+                            state_dir=str(tmp_path / "rstate"))
+    url = sftp_url(sshd_server, tmp_path / "dst", port=proxy.port)
+    headstart.start(url, options)
+    _until(lambda: not headstart._pending.thread.is_alive(), "the pending connection's key exchange ended")
+    remote = open_remote(url, options)
+    try:
+        assert remote.stat("") is not None
+        return proxy.connections, remote.net_stats().connections
+    finally:
+        remote.close()
+
+
+def test_the_remote_takes_the_pending_connection(sshd_server, sftp_proxy, tmp_path):
+    assert _pending_then_stat(sshd_server, sftp_proxy, tmp_path) == (1, 1)
+
+
+def test_a_pending_connection_left_too_long_is_not_taken(sshd_server, sftp_proxy, tmp_path, monkeypatch):
+    from reconcile.remotes.sftp import headstart
+
+    monkeypatch.setattr(headstart, "FRESH_FOR", 0.0)
+    assert _pending_then_stat(sshd_server, sftp_proxy, tmp_path) == (2, 1)
+    assert not headstart.pending()

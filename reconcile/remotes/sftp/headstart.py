@@ -19,12 +19,17 @@ import os
 import re
 import socket
 import threading
+import time
 from urllib.parse import urlsplit
 
 from reconcile.remotes.base import NetStats, RemoteOptions
 
 TCP_TIMEOUT = 5.0  # longer, and the normal path connects (and waits and reports) itself
 HANDSHAKE_TIMEOUT = 20.0  # as session.CONNECT_TIMEOUT
+# older, and it is not taken: a server ends a connection that has not signed
+# in after its LoginGraceTime (30 s on some), and one ending as the run signs
+# in would read as an authentication failure
+FRESH_FOR = 10.0
 
 _MATCH_EXEC = re.compile(r"^\s*match\b.*\bexec\b", re.IGNORECASE | re.MULTILINE)
 _lock = threading.Lock()
@@ -39,6 +44,7 @@ class _Headstart:
         self.transport = None  # paramiko.Transport, keys exchanged (not checked)
         self.wire = None  # session._Wire: counts round trips into net until taken
         self.net = NetStats()
+        self.ready_at = 0.0  # when the key exchange ended
         self.dropped = threading.Event()
         self.thread = threading.Thread(target=self._run, name="sftp-headstart", daemon=True)
 
@@ -75,6 +81,7 @@ class _Headstart:
         self.transport = transport
         prefer_algorithms(transport, known_key_types(self.target))
         transport.start_client(timeout=HANDSHAKE_TIMEOUT)
+        self.ready_at = time.monotonic()
 
     def _close(self) -> None:
         transport, self.transport = self.transport, None
@@ -166,7 +173,8 @@ def take(target, net: NetStats):
         started.dropped.set()  # it closes what it opened when it ends
         return None
     transport = started.transport
-    if transport is None or started.target != target or not transport.is_active():
+    if transport is None or started.target != target or not transport.is_active() or \
+            time.monotonic() - started.ready_at > FRESH_FOR:
         started.drop()
         return None
     started.wire._stats = net
