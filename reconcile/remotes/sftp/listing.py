@@ -57,6 +57,10 @@ class Listing:
         the second core) while this one walks the source and merges."""
         rows = self._listed_rows()
         try:
+            if self._probe_saw_no_root:
+                self._probe_saw_no_root = False  # once: a retried listing asks the server
+                self._hand_on_idle()
+                raise NotFound(f"cannot list {self.url}: no such folder (a first sync)")
             first = next(rows, None)
         except NotFound:
             # no root yet, so no temp files in it: none to look for after the run
@@ -66,6 +70,14 @@ class Listing:
         if first is not None:
             yield first
             yield from rows
+
+    def _hand_on_idle(self) -> None:
+        """this thread's session (a first run's probe's) serves the next
+        thread that needs one, as a listing's session would have."""
+        conn = self._take_idle_session()
+        if conn is not None:
+            conn.clean = True
+            self._hand_on(None, conn)
 
     def _listed_rows(self) -> Iterator[tuple]:
         temps: list[str] = []

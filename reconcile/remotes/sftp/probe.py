@@ -14,7 +14,7 @@ import uuid
 from reconcile.entry import TEMP_MARK
 from reconcile.remotes.fsprobe import FAT_EPOCH_NS, FAT_END_NS, SECOND, DestFacts
 from reconcile.remotes.sftp.loader import paramiko
-from reconcile.remotes.sftp.wire import OPEN_WRITE, TEMP_MODE, _ok, _Replies
+from reconcile.remotes.sftp.wire import _UNDONE, OPEN_WRITE, TEMP_MODE, _ok, _Replies
 from paramiko.sftp import CMD_ATTRS, CMD_CLOSE, CMD_FSETSTAT, CMD_FSTAT, CMD_HANDLE, CMD_LSTAT, CMD_OPEN, CMD_REMOVE, CMD_SYMLINK
 from paramiko.sftp_attr import SFTPAttributes
 
@@ -25,8 +25,11 @@ PROBE_SECONDS = 1_600_000_001  # an odd second: FAT keeps only even ones
 def probe_folder(sftp: paramiko.SFTPClient, folder: str) -> DestFacts | None:
     """the facts of folder's disk, from a probe file written there and
     removed; None when no file can be written there (nothing is assumed).
-    Asked in three round trips (what needs no answer first goes out
-    together), not one per question."""
+    Asked in two round trips (what needs no answer first goes out
+    together), not one per question; the removes are not waited for: their
+    answers are dropped by whoever reads the session next (the listing; the
+    server serves them before its requests), or read as the session closes
+    (wire.settle)."""
     tag = uuid.uuid4().hex[:8]
     base = folder.rstrip("/")
     path, odd = f"{base}/{TEMP_MARK}probe-Ab-{tag}", f"{base}/{TEMP_MARK}probe-{tag}-a:b"
@@ -58,8 +61,9 @@ def probe_folder(sftp: paramiko.SFTPClient, folder: str) -> DestFacts | None:
         precision = (SECOND if kept == PROBE_SECONDS else 2 * SECOND) if set_ok else _precision(sftp, path)
     finally:
         gone = [p for p, made in ((path, handle), (odd, odd_handle), (link, symlinks)) if made]
-        for num in [replies.ask(CMD_REMOVE, p) for p in gone]:
-            replies.wait(num)  # removed, or left for the tidy-up (temp names)
+        for p in gone:
+            sftp._async_request(_UNDONE, CMD_REMOVE, p)  # removed, or left for the tidy-up (temp names)
+        sftp.owed = bool(gone)  # read before the session closes, if no one has by then (wire.settle)
     windows_names = odd_handle is None
     fat_like = windows_names and not symlinks  # exFAT or FAT: NTFS (ntfs-3g) holds symlinks
     return DestFacts(

@@ -64,6 +64,7 @@ class SftpRemote(Session, Listing, Upload, Batch, Remote):
         self._dirs_seen: set[str] = set()  # folders upload_many made or found
         self._root_ready = False  # the destination root is known to exist
         self._root_missing = False  # the listing found no root (a first sync): made without asking first
+        self._probe_saw_no_root = False  # this run's probe found no root: the listing's answer, once
         self._blocks = BlockStore(options.state_dir)  # block maps of large files, for deltas
         self._copy_data = bool(options.extra.get("sftp_copy_data", True))  # off: as a server without it
         self._capabilities: Capabilities | None = None
@@ -89,6 +90,9 @@ class SftpRemote(Session, Listing, Upload, Batch, Remote):
         with self._op(f"cannot check what {self.url} can hold"):
             sftp = self._sftp()
             folder = self._existing_folder(sftp)
+            if folder is not None and folder != self.root:
+                # a first sync: the listing that follows (within a few round trips) need not ask again
+                self._root_missing = self._probe_saw_no_root = True
             return probe_folder(sftp, folder) if folder is not None else None
 
     def _existing_folder(self, sftp: paramiko.SFTPClient) -> str | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import select
 import socket
+import struct
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,8 +28,10 @@ from reconcile.remotes.sftp import headstart
 from reconcile.remotes.sftp.auth import Auth
 from reconcile.remotes.sftp.eager import WINDOW, EarlyChannel
 from reconcile.remotes.sftp.loader import paramiko
-from reconcile.remotes.sftp.wire import _Limits
+from reconcile.remotes.sftp.wire import _LIMITS_EXT, _Limits, settle
+from paramiko.sftp import CMD_EXTENDED, CMD_INIT, CMD_VERSION
 
+SFTP_VERSION = 3  # paramiko's
 CONNECT_TIMEOUT = 20.0
 IO_TIMEOUT = 60.0  # a silent server for this long counts as a lost connection
 CLOSE_WAIT = 5.0  # for a closed connection's thread to end
@@ -51,7 +54,7 @@ class _Conn:
         self.finish: Callable[[], bool] | None = None  # settles a listing (its last replies left to the next reader): clean after?
         self.no_fsync = False
         self.no_posix_rename = False
-        self.limits = _Limits(sftp)
+        self.limits = getattr(sftp, "early_limits", None) or _Limits(sftp)
         self.rtt = 0.0  # the link's round trip, about (measured on opening the session)
 
     @property
@@ -68,6 +71,8 @@ class _Conn:
 
     def close(self) -> None:
         try:
+            if self.transport.is_active():
+                settle(self.sftp)
             self.sftp.close()
         except Exception:
             pass
@@ -107,7 +112,8 @@ def _sftp_client(transport: paramiko.Transport,
         return None, 0.0
     chan.invoke_subsystem("sftp")
     started = time.monotonic()
-    sftp = paramiko.SFTPClient(chan)
+    openssh = transport.remote_version.startswith("SSH-2.0-OpenSSH")
+    sftp = _LimitsWithInit(chan) if openssh else paramiko.SFTPClient(chan)
     return sftp, time.monotonic() - started
 
 
@@ -119,6 +125,24 @@ def prefer_algorithms(transport: paramiko.Transport, known_types: set[str]) -> N
     if known_types:
         first = [k for k in opts.key_types if k in known_types]
         opts.key_types = first + [k for k in opts.key_types if k not in first]
+
+
+class _LimitsWithInit(paramiko.SFTPClient):
+    """paramiko's SFTP client, whose limits@openssh.com request goes out
+    together with INIT instead of after its answer: OpenSSH's sftp-server
+    serves requests in turn, so the answer is at hand a round trip earlier,
+    when a session's first files go out (their number in flight depends on it)."""
+
+    def _send_version(self) -> int:
+        num = self.request_number
+        self.request_number = num + 1
+        self.early_limits = _Limits(self, asked=num)  # held here: paramiko holds its owners weakly
+        self._write_all(struct.pack(">IBI", 5, CMD_INIT, SFTP_VERSION)
+                        + struct.pack(">IBI", 5 + len(_LIMITS_EXT), CMD_EXTENDED, num) + _LIMITS_EXT)
+        t, data = self._read_packet()
+        if t != CMD_VERSION:
+            raise paramiko.sftp.SFTPError("Incompatible sftp protocol")
+        return struct.unpack(">I", data[:4])[0]
 
 
 class _Wire:
@@ -181,13 +205,14 @@ class Session(Auth):
         self._hostkey_lock = threading.Lock()
         self._secret_lock = threading.Lock()
         self._root_lock = threading.Lock()
+        self._root_maker: threading.Event | None = None  # set once a pipeline making the root knows (batch.py)
         self._pool: ThreadPoolExecutor | None = None
         self._inherited_home = getattr(self, "_home", None)
         self._home: paramiko.Transport | None = None  # the connection new sessions are opened on
         self._connecting = threading.Lock()
         self._one_session = False  # the server allows one session per connection
         # a listing's session and thread: the session serves the next thread once its last replies are read
-        self._handoff: tuple[threading.Thread, _Conn] | None = None
+        self._handoff: tuple[threading.Thread | None, _Conn] | None = None
         self.net = NetStats()  # a forked child counts its own, from 0
         self._rtt: float | None = getattr(self, "_rtt", None)  # the shortest request round trip seen (s)
 
@@ -239,10 +264,10 @@ class Session(Auth):
             self._one_session = True  # MaxSessions 1, or a server that refuses a second
             return self._connect()
 
-    def _hand_on(self, lister: threading.Thread, conn: _Conn) -> None:
+    def _hand_on(self, lister: threading.Thread | None, conn: _Conn) -> None:
         """a listing that ended: its session serves the next thread that needs
-        one, once the listing thread has read the last replies (not waited
-        for here: a run with nothing to do never waits for them)."""
+        one, once the listing thread (if any) has read the last replies (not
+        waited for here: a run with nothing to do never waits for them)."""
         with self._connecting:
             self._handoff = (lister, conn)
 
@@ -264,11 +289,13 @@ class Session(Auth):
             return None
         lister, conn = self._handoff
         self._handoff = None
-        lister.join(IO_TIMEOUT)
-        if not lister.is_alive() and conn.clean and conn.transport.is_active():
+        if lister is not None:
+            lister.join(IO_TIMEOUT)
+        if (lister is None or not lister.is_alive()) and conn.clean and conn.transport.is_active():
             return conn
         conn.close()  # wakes a listing thread still waiting on the server
-        lister.join(CLOSE_WAIT)
+        if lister is not None:
+            lister.join(CLOSE_WAIT)
         return None
 
     def close_sessions(self) -> None:
@@ -283,7 +310,8 @@ class Session(Auth):
         if handoff is not None:
             lister, conn = handoff
             conn.close()  # its last replies are not needed
-            lister.join(CLOSE_WAIT)
+            if lister is not None:
+                lister.join(CLOSE_WAIT)
         if home is not None:
             _close_transport(home)
         self._local = threading.local()

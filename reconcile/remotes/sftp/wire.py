@@ -62,6 +62,7 @@ _RENAME_EXT = struct.pack(">I", 24) + b"posix-rename@openssh.com"
 _OPEN_ARGS = struct.pack(">III", OPEN_WRITE, ATTR_PERMS, TEMP_MODE)  # pflags, attributes
 _NO_ATTRS = struct.pack(">I", 0)
 _FSYNC_EXT = struct.pack(">I", 17) + b"fsync@openssh.com"
+_LIMITS_EXT = struct.pack(">I", 18) + b"limits@openssh.com"
 
 
 class _Pipe:
@@ -71,6 +72,7 @@ class _Pipe:
 
     def __init__(self, sftp: paramiko.SFTPClient) -> None:
         self.sftp = sftp
+        sftp.owed = False  # its reads meet what a probe left unanswered first (settle)
         self.chan = sftp.sock
         self.out: list[bytes] = []
         self.queued = 0  # bytes in out
@@ -411,6 +413,25 @@ class _Stray:
 
 
 _STRAY = _Stray()  # kept alive here: paramiko holds its owners weakly
+_UNDONE = _Stray()  # a probe's removes: dropped when read, but read before the session closes (settle)
+SETTLE_WAIT = 5.0  # seconds: the most a closing session waits for them
+
+
+def settle(sftp: paramiko.SFTPClient) -> None:
+    """before a session closes: the answers to requests that must be done
+    (_UNDONE's: a probe's removes) read, where no reader met them yet.
+    sftp-server stops at the end of its input, and requests still queued
+    there would be dropped undone. Not after a _Pipe was made on the session:
+    it meets them before its own answers, and may hold bytes read in part."""
+    if not getattr(sftp, "owed", False):
+        return
+    sftp.owed = False
+    try:
+        sftp.get_channel().settimeout(SETTLE_WAIT)
+        while any(owner is _UNDONE for owner in list(sftp._expecting.values())):
+            sftp._read_response()
+    except Exception:
+        pass  # left for the tidy-up: their names are temp names
 
 
 class _Limits:
@@ -420,10 +441,14 @@ class _Limits:
     unsaid. The answer is read when first needed, or by whichever reader
     meets it first (paramiko's, or a _Pipe's)."""
 
-    def __init__(self, sftp: paramiko.SFTPClient) -> None:
+    def __init__(self, sftp: paramiko.SFTPClient, asked: int | None = None) -> None:
+        """asked: the request's number where it went out already (with INIT)"""
         self.sftp = sftp
         self.values: tuple[int, int, int] | None = None
-        sftp._async_request(self, CMD_EXTENDED, "limits@openssh.com")
+        if asked is None:
+            sftp._async_request(self, CMD_EXTENDED, "limits@openssh.com")
+        else:
+            sftp._expecting[asked] = self
 
     def _async_response(self, t: int, msg: paramiko.Message, num: int) -> None:
         if t != CMD_EXTENDED_REPLY:
