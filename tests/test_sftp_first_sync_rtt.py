@@ -205,3 +205,36 @@ def test_a_sessions_limits_go_out_with_its_init_to_openssh(sshd_server, tmp_path
         assert remote.stat("") is not None  # the session serves as before
     finally:
         remote.close()
+
+
+@pytest.mark.parametrize("mode", ["apply", "plan"])
+def test_a_first_sync_over_a_slow_link_opens_its_upload_sessions_while_it_plans(sshd_server, tmp_path, monkeypatch,
+                                                                                 mode):
+    """each session past the first costs three round trips: opened by the
+    upload threads, they came after the plan; a plan, which sends nothing,
+    opens none."""
+    from reconcile.engine.run import Run
+
+    root = tmp_path / "root"  # missing: a first sync
+    src, remote = first_sync(sshd_server, tmp_path, monkeypatch, root, transfers=4)
+    monkeypatch.setattr(SftpRemote, "link_bound", lambda self: True)  # as at RTT 20 ms or more
+    at_plan = []
+    real_plan = Run._plan
+
+    def plan(self, changes, tag):
+        at_plan.append(remote.net_stats().sessions)
+        return real_plan(self, changes, tag)
+
+    monkeypatch.setattr(Run, "_plan", plan)
+    try:
+        result = run(src, sftp_url(sshd_server, root), tmp_path / "state", mode=mode, options=remote.options)
+        if mode == "plan":
+            assert at_plan == [1] and remote.net_stats().sessions == 1
+            assert not root.exists()
+            return
+        assert result.outcome.complete
+        assert tree(root, with_mtime=False) == tree(src, with_mtime=False)
+        assert at_plan == [4]  # the probe's, and three opened ahead
+        assert remote.net_stats().sessions == 4  # each taken by an upload thread, none opened twice
+    finally:
+        remote.close()

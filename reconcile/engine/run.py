@@ -127,6 +127,7 @@ class Run(RunState, ChangeFinder, Planning, Hashes, Guards, Execution, Triggered
     def apply(self, executing: Callable[[Plan], AbstractContextManager] = nullcontext) -> RunResult:
         """executing(plan) is entered while the new plan is carried out: the command
         line sizes its progress bar there, since the plan's size is known only then."""
+        self.opts.remote.sends = True
         try:
             return self._apply(executing)
         except KeyboardInterrupt:

@@ -130,6 +130,7 @@ class RemoteOptions:
     # listing may ask for them all at once. Only where to look, never what is there
     known_folders: Callable[[], Iterable[bytes]] | None = None
     offline: bool = False  # --offline: never connect (a probe takes what is recorded, or nothing)
+    sends: bool = False  # an apply: what the plan says is sent (a first sync may open its sessions ahead)
     sftp: SftpOptions = field(default_factory=SftpOptions)
     s3: S3Options = field(default_factory=S3Options)
     # perms and name_encoding (what every remote stores), and tuning knobs the tests set

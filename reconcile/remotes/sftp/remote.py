@@ -93,6 +93,8 @@ class SftpRemote(Session, Listing, Upload, Batch, Remote):
             if folder is not None and folder != self.root:
                 # a first sync: the listing that follows (within a few round trips) need not ask again
                 self._root_missing = self._probe_saw_no_root = True
+                if self.options.sends and self.link_bound():
+                    self.open_sessions_ahead(self.transfers - 1)  # every file will be sent
             return probe_folder(sftp, folder) if folder is not None else None
 
     def _existing_folder(self, sftp: paramiko.SFTPClient) -> str | None:

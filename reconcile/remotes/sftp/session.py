@@ -25,6 +25,7 @@ from reconcile.errors import NotFound, Permanent, ReconcileError
 from reconcile.errors import Refused, Transient, Unreachable, UnresolvedHost
 from reconcile.remotes.base import NetStats
 from reconcile.remotes.sftp import headstart
+from reconcile.remotes.sftp.ahead import SessionsAhead
 from reconcile.remotes.sftp.auth import Auth
 from reconcile.remotes.sftp.eager import WINDOW, EarlyChannel
 from reconcile.remotes.sftp.loader import paramiko
@@ -205,6 +206,7 @@ class Session(Auth):
         self._hostkey_lock = threading.Lock()
         self._secret_lock = threading.Lock()
         self._root_lock = threading.Lock()
+        self._sessions_ahead = SessionsAhead()
         self._root_maker: threading.Event | None = None  # set once a pipeline making the root knows (batch.py)
         self._pool: ThreadPoolExecutor | None = None
         self._inherited_home = getattr(self, "_home", None)
@@ -237,9 +239,12 @@ class Session(Auth):
         return conn
 
     def _session(self) -> _Conn:
-        """a new SFTP session: an idle one, or a channel on the connection
-        already open, or else (the first, or a server that allows one
-        session per connection) a connection of its own."""
+        """a new SFTP session: an idle one, one opened ahead, or a channel on
+        the connection already open, or else (the first, or a server that
+        allows one session per connection) a connection of its own."""
+        ahead = self._sessions_ahead.take(CONNECT_TIMEOUT)
+        if ahead is not None and ahead.transport.is_active():
+            return ahead
         with self._connecting:
             conn = self._settled_handoff()
             if conn is not None:
@@ -263,6 +268,14 @@ class Session(Auth):
         with self._connecting:
             self._one_session = True  # MaxSessions 1, or a server that refuses a second
             return self._connect()
+
+    def open_sessions_ahead(self, count: int) -> None:
+        """count more sessions on the run's connection, opened now in threads
+        of their own (ahead.py), for the upload threads to take."""
+        with self._connecting:
+            home = self._home if not self._one_session else None
+        if home is not None and home.is_active() and count > 0:
+            self._sessions_ahead.start(count, lambda: self._open_session(home, owns_transport=False))
 
     def _hand_on(self, lister: threading.Thread | None, conn: _Conn) -> None:
         """a listing that ended: its session serves the next thread that needs
@@ -304,6 +317,7 @@ class Session(Auth):
             conns, self._conns = list(self._conns), set()
         for conn in conns:
             conn.close()
+        self._sessions_ahead.close()
         with self._connecting:
             home, self._home = self._home, None
             handoff, self._handoff = self._handoff, None
