@@ -72,20 +72,25 @@ def _jobs(command: str, source, dest, flags: dict) -> int:
 def _run(command: str, source: str, dest: str, kw: dict, mapping: str | None = None) -> int:
     """one run; mapping (under --all) names it on the summary line and in --json."""
     _connect_early(dest, kw)
-    from reconcile.engine import Run, exit_word
     from reconcile.remotes import forget_early
-    from reconcile.report import (ApplyReporter, bytes_line, controls, count, plan_json, plan_summary,
-                                  print_plan)
 
-    json_out, quiet, verbose = kw.pop("json_out"), kw.pop("quiet"), kw.pop("verbose")
-    tag = f"[{mapping}] " if mapping else ""
-    walk_only = kw.pop("walk_only", None)  # reconcile watch: only the paths its events marked
-    source_dev = kw.pop("source_dev", None)  # reconcile watch: the source's disk at its start
-    known = kw.pop("known", None)  # reconcile watch: what its last clean run left (known.py)
-    opts = run_options(kw)
-    opts.walk_only, opts.source_dev, opts.known = walk_only, source_dev, known
-    reporter = ApplyReporter(verbose=verbose, quiet=quiet, binary_rate=bool(opts.bwlimit))
-    run = Run(source, dest, opts, reporter)
+    try:  # a bad flag or a missing source: the early connection is closed all the same
+        from reconcile.engine import Run, exit_word
+        from reconcile.report import (ApplyReporter, bytes_line, controls, count, plan_json, plan_summary,
+                                      print_plan)
+
+        json_out, quiet, verbose = kw.pop("json_out"), kw.pop("quiet"), kw.pop("verbose")
+        tag = f"[{mapping}] " if mapping else ""
+        walk_only = kw.pop("walk_only", None)  # reconcile watch: only the paths its events marked
+        source_dev = kw.pop("source_dev", None)  # reconcile watch: the source's disk at its start
+        known = kw.pop("known", None)  # reconcile watch: what its last clean run left (known.py)
+        opts = run_options(kw)
+        opts.walk_only, opts.source_dev, opts.known = walk_only, source_dev, known
+        reporter = ApplyReporter(verbose=verbose, quiet=quiet, binary_rate=bool(opts.bwlimit))
+        run = Run(source, dest, opts, reporter)
+    except BaseException:
+        forget_early()
+        raise
     started = time.monotonic()
     try:
         if command == "plan":
