@@ -90,9 +90,10 @@ class SftpRemote(Session, Listing, Upload, Batch, Remote):
         with self._op(f"cannot check what {self.url} can hold"):
             sftp = self._sftp()
             folder = self._existing_folder(sftp)
-            if folder is not None and folder != self.root:
-                # a first sync: the listing that follows (within a few round trips) need not ask again
-                self._root_missing = self._probe_saw_no_root = True
+            # a first sync: the listing that follows (within a few round trips) need not ask again
+            self._probe_saw_no_root = folder is not None and folder != self.root  # a retried probe may see it
+            if self._probe_saw_no_root:
+                self._root_missing = True
                 if self.options.sends and self.link_bound():
                     self.open_sessions_ahead(self.transfers - 1)  # every file will be sent
             return probe_folder(sftp, folder) if folder is not None else None
