@@ -49,6 +49,19 @@ def _masked(url: str) -> str:
     return f"{scheme}://***@{authority.rpartition('@')[2]}{slash}{path}" if "@" in authority else url
 
 
+SNAPSHOT_BYTES_PER_ENTRY = 50  # measured: 49 on the benchmark trees
+
+
+def last_snapshot_entries(source: str, dest: str, override: str | None = None) -> int:
+    """about how many entries the pair's last snapshot holds, from its size;
+    0 where there is none (or the pair cannot be named)."""
+    try:
+        snapshot = StateDir.for_pair(source, dest, override, create=False).snapshot
+        return os.path.getsize(snapshot) // SNAPSHOT_BYTES_PER_ENTRY
+    except (OSError, ValueError, ConfigError):
+        return 0
+
+
 def pair_id(source: str, dest: str) -> str:
     """one id for every spelling of the same pair (relative, trailing slash,
     file://, a symlinked path, the scheme's case), so they share one lock."""

@@ -25,7 +25,22 @@ def start_from_arguments(args: list[str]) -> None:
     from reconcile.remotes import RemoteOptions, connect_early
     from reconcile.remotes.base import SftpOptions
 
-    connect_early(urls[0], RemoteOptions(sftp=SftpOptions(known_hosts=_value(args, "--known-hosts"))))
+    options = RemoteOptions(sftp=SftpOptions(known_hosts=_value(args, "--known-hosts")))
+    options.expected_entries = _entries_last_seen(args, urls[0])
+    connect_early(urls[0], options)
+
+
+def _entries_last_seen(args: list[str], url: str) -> int:
+    """about how many entries the pair's last run saw (headstart.start skips
+    a tree large enough to be listed by a forked child); the source is the
+    argument before the URL, and 0 where it cannot be told."""
+    at = args.index(url)
+    source = args[at - 1] if at >= 2 and not args[at - 1].startswith("-") else None
+    if source is None:
+        return 0
+    from reconcile.statedir import last_snapshot_entries
+
+    return last_snapshot_entries(source, url, _value(args, "--state-dir"))
 
 
 def _value(args: list[str], flag: str) -> str | None:

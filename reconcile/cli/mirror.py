@@ -71,7 +71,7 @@ def _jobs(command: str, source, dest, flags: dict) -> int:
 
 def _run(command: str, source: str, dest: str, kw: dict, mapping: str | None = None) -> int:
     """one run; mapping (under --all) names it on the summary line and in --json."""
-    _connect_early(dest, kw)
+    _connect_early(source, dest, kw)
     from reconcile.remotes import forget_early
 
     try:  # a bad flag or a missing source: the early connection is closed all the same
@@ -158,7 +158,7 @@ def _run(command: str, source: str, dest: str, kw: dict, mapping: str | None = N
     return EXIT_PARTIAL if word == "partial" else 0
 
 
-def _connect_early(dest: str, kw: dict) -> None:
+def _connect_early(source: str, dest: str, kw: dict) -> None:
     """a run that will connect starts connecting now, while it imports, locks
     and reads its state (issue 21). Not for --offline (never connects), nor
     under reconcile watch (its runs may not list; it opens its own)."""
@@ -166,10 +166,13 @@ def _connect_early(dest: str, kw: dict) -> None:
         return
     from reconcile.remotes import connect_early
 
+    from reconcile.statedir import last_snapshot_entries
+
     try:
         options = remote_options(kw)
     except Exception:  # noqa: BLE001 (a bad flag: reported where the run reads it)
         return
+    options.expected_entries = last_snapshot_entries(source, dest, kw.get("state_dir"))
     connect_early(dest, options)
 
 

@@ -14,12 +14,11 @@ from reconcile.apply import Counted
 from reconcile.blockmap import BlockStore, large_files
 from reconcile.entry import DIR
 from reconcile.errors import ReconcileError
-from reconcile.statedir import pair_id
+from reconcile.statedir import SNAPSHOT_BYTES_PER_ENTRY, pair_id
 from reconcile.statefile import write_private
 from reconcile.trash import TRASH_RECORD, known_trash
 from reconcile.engine.options import RunResult, exit_word
 
-SNAPSHOT_BYTES_PER_ENTRY = 50  # measured: 49 on the benchmark trees
 
 
 class RunState:

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from reconcile.remotes.base import NetStats, RemoteOptions
 
+LIST_IN_A_CHILD_FROM = 10_000  # entries the last run saw: listing.py lists in a forked child from there
 TCP_TIMEOUT = 5.0  # longer, and the normal path connects (and waits and reports) itself
 HANDSHAKE_TIMEOUT = 20.0  # as session.CONNECT_TIMEOUT
 # older, and it is not taken: a server ends a connection that has not signed
@@ -143,8 +144,16 @@ def _close_socket(sock) -> None:
 
 def start(url: str, options: RemoteOptions) -> None:
     """start connecting to url's server (one attempt pending at a time; one
-    for the same url already pending is kept)."""
+    for the same url already pending is kept). Not where the listing will
+    run in a forked child on a connection of its own (a tree the last run
+    saw large): this one would be closed unused before the fork, and leave
+    a line in the server's log (fail2ban may count those) on every run."""
     global _pending
+    if options.expected_entries >= LIST_IN_A_CHILD_FROM:
+        from reconcile import forked
+
+        if forked.available():
+            return
     started = _Headstart(url, options)
     with _lock:
         if _pending is not None and _pending.pid == os.getpid() and _pending.url == url:

@@ -34,7 +34,7 @@ from paramiko.sftp_attr import SFTPAttributes
 FIND_FROM = 10_000  # entries from which a tree is listed by find over ssh (ssh_find = "auto")
 # entries from which a forked child lists: below, its own connection (a
 # handshake, 7+ round trips) costs more than the second core saves
-FORK_LIST_FROM = 10_000
+FORK_LIST_FROM = headstart.LIST_IN_A_CHILD_FROM  # entries the last run saw: listed in a forked child from there
 FIND_WINDOW = 4 << 20  # the listing unread in this process stays below this
 FIND_POLL = 1.0  # seconds between looks at stderr while find runs
 FIND_PATIENCE = 3600.0  # a find | sort silent this long (connection alive) is given up
