@@ -60,8 +60,8 @@ def run_env() -> dict[str, str]:
 # could hang the child). In one long pytest process a thread left behind by an
 # earlier test (a client's pool, a proxy) sends them down the in-process path,
 # so they run first, in their usual order.
-NEEDS_A_QUIET_PROCESS = ("test_fork_threads.py", "test_scale_listing.py", "test_sftp_link_rtt.py",
-                         "test_sftp_listing.py", "test_upload_child.py")
+NEEDS_A_QUIET_PROCESS = ("test_fork_threads.py", "test_scale_listing.py", "test_sftp_headstart.py",
+                         "test_sftp_link_rtt.py", "test_sftp_listing.py", "test_upload_child.py")
 
 
 def pytest_collection_modifyitems(session, config, items) -> None:

@@ -131,7 +131,15 @@ def resume_handles(dest) -> set[str]:
         pre = prefix.strip("/") + "/" if prefix.strip("/") else ""
         uploads = client.list_multipart_uploads(Bucket=bucket, Prefix=pre).get("Uploads", []) or []
         return {u["UploadId"] for u in uploads}
-    return set(read_dest(dest).temps)
+    # not an SFTP remote's first-use probe files, whose removes it does not wait for (probe.py)
+    return {t for t in read_dest(dest).temps if not _probe_name(t)}
+
+
+def _probe_name(path: str) -> bool:
+    from reconcile.entry import TEMP_MARK
+
+    name = path.rpartition("/")[2]
+    return name.startswith((f"{TEMP_MARK}probe-", f"{TEMP_MARK}link-"))
 
 
 def plant_temps(dest) -> int:
