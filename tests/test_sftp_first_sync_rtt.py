@@ -238,3 +238,38 @@ def test_a_first_sync_over_a_slow_link_opens_its_upload_sessions_while_it_plans(
         assert remote.net_stats().sessions == 4  # each taken by an upload thread, none opened twice
     finally:
         remote.close()
+
+
+def test_a_first_runs_probe_asks_where_the_root_is_together_with_init(sshd_server, tmp_path, monkeypatch):
+    """the lstats of the root and each folder above it go out with the
+    session's INIT (OpenSSH), not in a round trip of their own after it."""
+    expecting_at_version: list[int] = []
+    asked_later: list[bytes] = []
+    read_packet, ask = wire.paramiko.SFTPClient._read_packet, wire.paramiko.SFTPClient._async_request
+
+    def first_read(sftp):
+        if not getattr(sftp, "version_read", False):
+            sftp.version_read = True
+            expecting_at_version.append(len(sftp._expecting))
+        return read_packet(sftp)
+
+    def counted_ask(sftp, fileobj, t, *args):
+        if t == CMD_LSTAT:
+            asked_later.append(args[0])
+        return ask(sftp, fileobj, t, *args)
+
+    monkeypatch.setattr(wire.paramiko.SFTPClient, "_read_packet", first_read)
+    monkeypatch.setattr(wire.paramiko.SFTPClient, "_async_request", counted_ask)
+    root = tmp_path / "a" / "b"  # missing: its parent is the nearest folder there
+    (tmp_path / "a").mkdir()
+    remote = remote_at(sshd_server, tmp_path, root)
+    try:
+        caps = remote.capabilities
+        above = remote._root_and_above()
+        assert len(above) >= 3 and above[0] == str(root)
+        assert expecting_at_version == [1 + len(above)]  # the limits and every lstat were out with INIT
+        assert not set(asked_later) & {os.fsencode(p) for p in above}  # none asked again
+        assert remote._probe_saw_no_root and caps.symlinks  # the probe ran, in the root's parent
+    finally:
+        remote.close()
+    assert not root.exists() and list((tmp_path / "a").iterdir()) == []  # the probe left nothing

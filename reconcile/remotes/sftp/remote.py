@@ -88,7 +88,11 @@ class SftpRemote(Session, Listing, Upload, Batch, Remote):
         if self.options.offline:
             return None  # planned from the last-known state: the server's disk is not asked
         with self._op(f"cannot check what {self.url} can hold"):
-            sftp = self._sftp()
+            self._lstats_with_init = [encode_path(p) for p in self._root_and_above()]  # if it opens a session
+            try:
+                sftp = self._sftp()
+            finally:
+                self._lstats_with_init = []
             folder = self._existing_folder(sftp)
             # a first sync: the listing that follows (within a few round trips) need not ask again
             self._probe_saw_no_root = folder is not None and folder != self.root  # a retried probe may see it
@@ -100,18 +104,22 @@ class SftpRemote(Session, Listing, Upload, Batch, Remote):
 
     def _existing_folder(self, sftp: paramiko.SFTPClient) -> str | None:
         """the root, or its nearest existing parent while it is still to be
-        made (the lstats of all of them asked at once)."""
+        made (the lstats of all of them asked at once, or with the session's INIT)."""
+        paths = self._root_and_above()
+        for path, attr in zip(paths, _lstats(sftp, [encode_path(p) for p in paths])):
+            if attr is not None:
+                return path if st.S_ISDIR(attr.st_mode or 0) else None
+        return None
+
+    def _root_and_above(self) -> list[str]:
+        """the root, then each folder above it, bottom up."""
         paths = [self.root]
         while True:
             path = paths[-1]
             up = path.rstrip("/").rpartition("/")[0]
             if up == path or not path.strip("/."):
-                break
+                return paths
             paths.append(up or ("/" if path.startswith("/") else "."))
-        for path, attr in zip(paths, _lstats(sftp, [encode_path(p) for p in paths])):
-            if attr is not None:
-                return path if st.S_ISDIR(attr.st_mode or 0) else None
-        return None
 
     # --- paths -------------------------------------------------------------
 

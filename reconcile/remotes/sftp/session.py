@@ -29,8 +29,8 @@ from reconcile.remotes.sftp.ahead import SessionsAhead
 from reconcile.remotes.sftp.auth import Auth
 from reconcile.remotes.sftp.eager import WINDOW, EarlyChannel
 from reconcile.remotes.sftp.loader import paramiko
-from reconcile.remotes.sftp.wire import _LIMITS_EXT, _Limits, settle
-from paramiko.sftp import CMD_EXTENDED, CMD_INIT, CMD_VERSION
+from reconcile.remotes.sftp.wire import _LIMITS_EXT, _Limits, _Replies, settle
+from paramiko.sftp import CMD_EXTENDED, CMD_INIT, CMD_LSTAT, CMD_VERSION
 
 SFTP_VERSION = 3  # paramiko's
 CONNECT_TIMEOUT = 20.0
@@ -102,8 +102,8 @@ def _shut_down(sock) -> None:
             pass  # closed already
 
 
-def _sftp_client(transport: paramiko.Transport,
-                 early: EarlyChannel | None = None) -> tuple[paramiko.SFTPClient | None, float]:
+def _sftp_client(transport: paramiko.Transport, early: EarlyChannel | None = None,
+                 lstats: list[bytes] = ()) -> tuple[paramiko.SFTPClient | None, float]:
     """paramiko's SFTPClient.from_transport (on the channel asked for behind
     the sign-in, if any), and how long SFTP's INIT took to be answered: one
     round trip of the link, about (the subsystem's start on the server, in
@@ -113,8 +113,12 @@ def _sftp_client(transport: paramiko.Transport,
         return None, 0.0
     chan.invoke_subsystem("sftp")
     started = time.monotonic()
-    openssh = transport.remote_version.startswith("SSH-2.0-OpenSSH")
-    sftp = _LimitsWithInit(chan) if openssh else paramiko.SFTPClient(chan)
+    if transport.remote_version.startswith("SSH-2.0-OpenSSH"):
+        sftp = _LimitsWithInit.__new__(_LimitsWithInit)
+        sftp.lstats_with_init = lstats
+        sftp.__init__(chan)
+    else:
+        sftp = paramiko.SFTPClient(chan)
     return sftp, time.monotonic() - started
 
 
@@ -132,14 +136,25 @@ class _LimitsWithInit(paramiko.SFTPClient):
     """paramiko's SFTP client, whose limits@openssh.com request goes out
     together with INIT instead of after its answer: OpenSSH's sftp-server
     serves requests in turn, so the answer is at hand a round trip earlier,
-    when a session's first files go out (their number in flight depends on it)."""
+    when a session's first files go out (their number in flight depends on it).
+    So do the lstats in lstats_with_init (a first run's probe: where the root
+    is), answered into init_replies (wire._lstats takes them from there)."""
+
+    lstats_with_init: list[bytes] = []
 
     def _send_version(self) -> int:
         num = self.request_number
-        self.request_number = num + 1
         self.early_limits = _Limits(self, asked=num)  # held here: paramiko holds its owners weakly
-        self._write_all(struct.pack(">IBI", 5, CMD_INIT, SFTP_VERSION)
-                        + struct.pack(">IBI", 5 + len(_LIMITS_EXT), CMD_EXTENDED, num) + _LIMITS_EXT)
+        out = [struct.pack(">IBI", 5, CMD_INIT, SFTP_VERSION),
+               struct.pack(">IBI", 5 + len(_LIMITS_EXT), CMD_EXTENDED, num), _LIMITS_EXT]
+        self.init_replies = _Replies(self)
+        for path in self.lstats_with_init:
+            num += 1
+            self._expecting[num] = self.init_replies
+            self.init_replies.asked[path] = num
+            out += [struct.pack(">IBII", 9 + len(path), CMD_LSTAT, num, len(path)), path]
+        self.request_number = num + 1
+        self._write_all(b"".join(out))
         t, data = self._read_packet()
         if t != CMD_VERSION:
             raise paramiko.sftp.SFTPError("Incompatible sftp protocol")
@@ -207,6 +222,7 @@ class Session(Auth):
         self._secret_lock = threading.Lock()
         self._root_lock = threading.Lock()
         self._sessions_ahead = SessionsAhead()
+        self._lstats_with_init: list[bytes] = []  # sent with the next session's INIT (a probe's, remote.py)
         self._root_maker: threading.Event | None = None  # set once a pipeline making the root knows (batch.py)
         self._pool: ThreadPoolExecutor | None = None
         self._inherited_home = getattr(self, "_home", None)
@@ -432,7 +448,7 @@ class Session(Auth):
         with self.net.lock:
             self.net.sessions += 1
         try:
-            sftp, rtt = _sftp_client(transport, early)
+            sftp, rtt = _sftp_client(transport, early, self._lstats_with_init)
         except paramiko.ChannelException as exc:
             raise _NoSession(str(exc)) from None
         except (paramiko.SSHException, EOFError, OSError) as exc:

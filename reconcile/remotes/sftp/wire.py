@@ -336,6 +336,7 @@ class _Replies:
     def __init__(self, sftp: paramiko.SFTPClient) -> None:
         self.sftp = sftp
         self.got: dict[int, tuple[int, paramiko.Message]] = {}
+        self.asked: dict[bytes, int] = {}  # lstats sent with INIT: path -> number (session.py)
 
     def ask(self, t: int, *args) -> int:
         return self.sftp._async_request(self, t, *args)
@@ -355,9 +356,14 @@ def _attrs(body: bytes) -> SFTPAttributes:
 
 
 def _lstats(sftp: paramiko.SFTPClient, paths: list[bytes]) -> list[SFTPAttributes | None]:
-    """the lstat of each path, all asked at once (one round trip); None where missing."""
-    replies = _Replies(sftp)
-    nums = [replies.ask(CMD_LSTAT, p) for p in paths]
+    """the lstat of each path, all asked at once (one round trip); None where
+    missing. Those asked together with the session's INIT are not asked again."""
+    early: _Replies | None = getattr(sftp, "init_replies", None)
+    if early is not None and all(p in early.asked for p in paths):
+        replies, nums = early, [early.asked.pop(p) for p in paths]
+    else:
+        replies = _Replies(sftp)
+        nums = [replies.ask(CMD_LSTAT, p) for p in paths]
     out: list[SFTPAttributes | None] = []
     for num in nums:
         t, msg = replies.wait(num)
