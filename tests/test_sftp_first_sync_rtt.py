@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import subprocess
 
 import pytest
 from paramiko.sftp import CMD_EXTENDED, CMD_LSTAT, CMD_MKDIR, CMD_OPEN, CMD_OPENDIR, CMD_STAT
@@ -17,6 +16,7 @@ from paramiko.sftp import CMD_EXTENDED, CMD_LSTAT, CMD_MKDIR, CMD_OPEN, CMD_OPEN
 from reconcile import forked
 from reconcile.remotes.sftp import SftpRemote, batch, wire
 from tests.mirror import run, tree
+from tests.mounts import read_only_bind
 from tests.servers_sftp import sftp_url
 from tests.test_sftp import no_agent_no_config  # noqa: F401
 from tests.test_sftp_link_rtt import remote_at
@@ -153,14 +153,10 @@ def test_a_root_its_pipeline_could_not_make_is_made_on_a_second_try(sshd_server,
 
 @pytest.fixture
 def read_only_parent(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("a read-only bind mount needs root (CI runs as root)")
     parent = tmp_path / "ro"
     parent.mkdir()
-    subprocess.run(["mount", "--bind", str(parent), str(parent)], check=True)
-    subprocess.run(["mount", "-o", "remount,bind,ro", str(parent)], check=True)
-    yield parent
-    subprocess.run(["umount", "-l", str(parent)], check=False)
+    with read_only_bind(parent):
+        yield parent
 
 
 def test_a_root_that_cannot_be_made_fails_the_run_with_its_reason(sshd_server, tmp_path, monkeypatch,
